@@ -15,7 +15,10 @@ Each configuration runs in its own subprocess, so peak RSS (``ru_maxrss``) is it
 - ``medtune-padded``: ``medtune.training.train`` in the planned order, padded micro-batches (``--no-packing``),
   answer-only logits;
 - ``medtune-packed``: the padding-free order-preserving mode (next-fit packing, ``position_ids`` restarting
-  per item) with answer-only logits.
+  per item) with answer-only logits;
+- ``medtune-padded-gc`` / ``medtune-packed-gc``: the same with gradient checkpointing, which TRL's
+  ``SFTConfig`` turns on by default (trl 1.16: ``gradient_checkpointing=True``) and medtune leaves off. Peak RSS
+  is compared like for like: the ``-gc`` rows use the baseline's memory strategy.
 
 Reported: real (non-pad) tokens per second of the training steps, and peak RSS; ratios are against the
 TRL baseline measured in the same run (targets: padded ≥ 1.0, packed ≥ 1.5 with peak RSS ≤ baseline).
@@ -40,7 +43,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MEDTUNE_SHARED_DATA", REPO.parent / "shared" / "data"))
 MEDQA = DATA / "medqa" / "4_options" / "phrases_no_exclude_test.jsonl"
-CONFIGS = ("trl", "medtune-padded", "medtune-packed")
+CONFIGS = ("trl", "medtune-padded", "medtune-packed", "medtune-padded-gc", "medtune-packed-gc")
 
 
 def _model_dir(layers: int | None, workdir: Path) -> Path:
@@ -81,7 +84,7 @@ def _worker(args: argparse.Namespace) -> dict:
     out = Path(args.workdir) / args.worker
     if args.worker == "trl":
         return _run_trl(args, items, out)
-    return _run_medtune(args, items, out, packing=args.worker == "medtune-packed")
+    return _run_medtune(args, items, out, packing="packed" in args.worker, checkpointing=args.worker.endswith("-gc"))
 
 
 def _real_tokens(items, tokenizer, max_length: int) -> int:
@@ -91,14 +94,15 @@ def _real_tokens(items, tokenizer, max_length: int) -> int:
     return sum(e.n_tokens for e in enc.values())
 
 
-def _run_medtune(args, items, out: Path, packing: bool) -> dict:
+def _run_medtune(args, items, out: Path, packing: bool, checkpointing: bool) -> dict:
     from medtune.training import TrainConfig, train
 
     ids = [it.id for it in items]
     order = {"format": "medtune.order/1", "strategy": "file", "seed": 0, "epoch_policy": "repeat",
              "epochs": [ids], "n_items": len(ids), "segments": []}
     cfg = TrainConfig(method="lora", model=str(args.model_dir), batch_size=args.batch, max_length=args.max_length,
-                      lr=2e-4, dtype=args.dtype, packing=packing, target="letter", template="paper",
+                      lr=2e-4, dtype=args.dtype, packing=packing, gradient_checkpointing=checkpointing,
+                      target="letter", template="paper",
                       lora_r=16, lora_alpha=32, lora_dropout=0.05, max_grad_norm=1.0)
     res = train(cfg, items, order, out)
     return {"tokens": res.tokens, "seconds": res.seconds, "steps": res.steps}
@@ -142,9 +146,11 @@ def _run_trl(args, items, out: Path) -> dict:
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok, peft_config=peft_cfg,
                          callbacks=[timer])
     trainer.train()
+    checkpointing = bool(trainer.args.gradient_checkpointing)
     n_items = min(len(items), trainer.state.global_step * args.batch)
     return {"tokens": _real_tokens(items[:n_items], tok, args.max_length) if n_items == len(items) else None,
-            "seconds": timer.end - (timer.start or timer.end), "steps": trainer.state.global_step}
+            "seconds": timer.end - (timer.start or timer.end), "steps": trainer.state.global_step,
+            "gradient_checkpointing": checkpointing}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,21 +204,28 @@ def main(argv: list[str] | None = None) -> int:
         base = results.get("trl")
         if base is not None and results.get("medtune-padded"):
             base["tokens"] = base["tokens"] or results["medtune-padded"]["tokens"]
-        print(f"{'configuration':16} {'steps':>5} {'real tokens':>11} {'seconds':>8} {'tokens/s':>9} "
+        print(f"{'configuration':18} {'steps':>5} {'real tokens':>11} {'seconds':>8} {'tokens/s':>9} "
               f"{'peak RSS MB':>11} {'speed ratio':>11} {'RSS ratio':>9}")
         for name, r in results.items():
             tps = r["tokens"] / r["seconds"] if r["seconds"] else float("nan")
             r["tokens_per_s"] = tps
             ratio = tps / base["tokens_per_s"] if base and "tokens_per_s" in base else float("nan")
             rss = r["peak_rss_mb"] / base["peak_rss_mb"] if base else float("nan")
-            print(f"{name:16} {r['steps']:>5} {r['tokens']:>11} {r['seconds']:>8.1f} {tps:>9.1f} "
+            print(f"{name:18} {r['steps']:>5} {r['tokens']:>11} {r['seconds']:>8.1f} {tps:>9.1f} "
                   f"{r['peak_rss_mb']:>11.0f} {ratio:>11.2f} {rss:>9.2f}")
-        if base and "medtune-padded" in results and "medtune-packed" in results:
-            pad = results["medtune-padded"]["tokens_per_s"] / base["tokens_per_s"]
-            pk = results["medtune-packed"]["tokens_per_s"] / base["tokens_per_s"]
-            rss_ok = results["medtune-packed"]["peak_rss_mb"] <= base["peak_rss_mb"]
-            print(f"targets: padded ≥ 1.0 → {pad:.2f} ({'met' if pad >= 1.0 else 'NOT met'}); packed ≥ 1.5 → {pk:.2f} "
-                  f"({'met' if pk >= 1.5 else 'NOT met'}); packed peak RSS ≤ baseline: {'yes' if rss_ok else 'NO'}")
+        if base:
+            print(f"baseline: TRL SFTTrainer defaults, gradient checkpointing "
+                  f"{'on' if base.get('gradient_checkpointing') else 'off'}")
+            for suffix in ("", "-gc"):
+                pad, pk = results.get("medtune-padded" + suffix), results.get("medtune-packed" + suffix)
+                if not (pad and pk):
+                    continue
+                rp, rk = pad["tokens_per_s"] / base["tokens_per_s"], pk["tokens_per_s"] / base["tokens_per_s"]
+                rss_ok = pk["peak_rss_mb"] <= base["peak_rss_mb"]
+                label = "with gradient checkpointing" if suffix else "without gradient checkpointing"
+                print(f"targets, medtune {label}: padded ≥ 1.0 → {rp:.2f} ({'met' if rp >= 1.0 else 'NOT met'}); "
+                      f"packed ≥ 1.5 → {rk:.2f} ({'met' if rk >= 1.5 else 'NOT met'}); packed peak RSS ≤ baseline: "
+                      f"{'yes' if rss_ok else 'NO'} ({pk['peak_rss_mb'] / base['peak_rss_mb']:.2f}×)")
     return 0
 
 

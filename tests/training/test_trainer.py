@@ -208,3 +208,17 @@ def test_cli_paper_qlora_preset_with_explicit_override(files, tmp_path):
     assert train_cfg["max_length"] == 128  # explicit beats the preset's 512
     assert meta["optimizer"] == "AdamW8bit"  # paged on a GPU; bitsandbytes has no paging on CPU
     assert json.loads((out / "adapter" / "adapter_config.json").read_text())["r"] == 8
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_gradient_checkpointing_is_active_and_changes_nothing_but_memory(tmp_path, packing):
+    ids = [it.id for it in make_items(24)]
+    plain = _run(tmp_path, f"plain-{packing}", make_order(ids), method="lora", packing=packing)
+    ckpt = _run(tmp_path, f"ckpt-{packing}", make_order(ids), method="lora", packing=packing,
+                gradient_checkpointing=True)
+    layers = [m for m in ckpt.model.modules() if hasattr(m, "gradient_checkpointing")]
+    assert layers and all(m.gradient_checkpointing for m in layers)
+    assert not any(getattr(m, "gradient_checkpointing", False) for m in plain.model.modules())
+    assert ckpt.losses == pytest.approx(plain.losses, rel=1e-5)
+    for (n, p), (_, q) in zip(plain.model.named_parameters(), ckpt.model.named_parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6), n

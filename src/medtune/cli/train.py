@@ -37,6 +37,9 @@ def train_command(
     dtype: Annotated[str | None, typer.Option(help="fp32 | bf16 (mixed precision, AMX on CPU)")] = None,
     packing: Annotated[bool | None, typer.Option("--packing/--no-packing",
                                                  help="padding-free order-preserving packing")] = None,
+    gradient_checkpointing: Annotated[bool | None, typer.Option(
+        "--gradient-checkpointing/--no-gradient-checkpointing",
+        help="recompute activations in backward: less memory, about a third more compute")] = None,
     target: Annotated[str | None, typer.Option(
         help="letter | letter+explanation | option | option+explanation")] = None,
     template: Annotated[str | None, typer.Option(help="prompt template (as for scoring)")] = None,
@@ -69,7 +72,8 @@ def train_command(
     given = {k: v for k, v in {
         "method": method, "model": model, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
         "grad_accum": grad_accum, "max_length": max_length, "lr": lr, "scheduler": scheduler,
-        "warmup_steps": warmup_steps, "dtype": dtype, "packing": packing, "target": target, "template": template,
+        "warmup_steps": warmup_steps, "dtype": dtype, "packing": packing,
+        "gradient_checkpointing": gradient_checkpointing, "target": target, "template": template,
         "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout, "dora": dora, "optim": optim,
         "galore_optim": galore_optim, "galore_rank": galore_rank, "save_every": save_every, "seed": seed,
         "report_to": list(report_to) if report_to else None,

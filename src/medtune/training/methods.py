@@ -71,9 +71,22 @@ def apply_lora(model: nn.Module, config: TrainConfig) -> nn.Module:
     return get_peft_model(model, lcfg)
 
 
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Recompute decoder-layer activations in backward (non-reentrant, so frozen embeddings need no hook)."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ConfigError(f"{type(model).__name__} does not support gradient checkpointing")
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5's name; the old one warns
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def prepare_model(model: nn.Module, config: TrainConfig) -> nn.Module:
     """Set which parameters train for ``config.method`` (the model is already loaded, 4-bit for qlora)."""
     method = config.method
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     if method == "full" or method == "galore":
         for p in model.parameters():
             p.requires_grad_(True)
@@ -85,7 +98,7 @@ def prepare_model(model: nn.Module, config: TrainConfig) -> nn.Module:
 
         if not (getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)):
             raise ConfigError("qlora needs a model loaded in 4-bit (load it through medtune.training.trainer)")
-        # Gradient checkpointing off: on CPU memory is not the constraint, and it costs a second forward.
+        # Checkpointing was enabled above when asked for (peft's own would switch to the reentrant variant).
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         return apply_lora(model, config)
     raise ConfigError(f"unknown method '{method}'")
