@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medtune.errors import ConfigError, InputError
-from medtune.io import atomic_path, read_parquet_table
+from medtune.io import atomic_path, read_parquet_table, write_figure_png_svg
 
 METADATA_KEY = b"medtune.categories"
 NOISE_POLICIES: tuple[str, ...] = ("nearest", "own")
@@ -392,14 +392,7 @@ def plot_categories(cats: Categories, embeddings: np.ndarray, path: str | Path, 
     ax.set_title(f"{len(order)} categories ({method}), 2-D UMAP of the question embeddings", fontsize=9)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, markerscale=2, frameon=False)
     fig.tight_layout()
-    png = Path(path).with_suffix(".png")
-    written = []
-    for target, fmt in [(png, "png"), (png.with_suffix(".svg"), "svg")]:
-        with atomic_path(target, suffix=f".{fmt}") as tmp, plt.rc_context({"svg.fonttype": "none"}):
-            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
-        written.append(target)
-    plt.close(fig)
-    return written
+    return write_figure_png_svg(fig, path)
 
 
 def parse_range(text: str) -> tuple[int, int]:

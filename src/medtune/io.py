@@ -47,6 +47,23 @@ def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = 2) -> 
     write_text_atomic(path, json.dumps(obj, indent=indent, ensure_ascii=False, sort_keys=False) + "\n")
 
 
+def write_figure_png_svg(fig: Any, path: str | Path, *, dpi: int = 150) -> list[Path]:
+    """Save a matplotlib figure as ``path`` with a ``.png`` suffix and beside it as ``.svg``, each atomically.
+
+    SVG text stays text (searchable, editable, small) rather than glyph outlines. Closes the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    png = Path(path).with_suffix(".png")
+    written = []
+    for target, fmt in [(png, "png"), (png.with_suffix(".svg"), "svg")]:
+        with atomic_path(target, suffix=f".{fmt}") as tmp, plt.rc_context({"svg.fonttype": "none"}):
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+        written.append(target)
+    plt.close(fig)
+    return written
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

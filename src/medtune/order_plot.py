@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from medtune.errors import InputError
-from medtune.io import atomic_path
+from medtune.io import write_figure_png_svg
 from medtune.orders.strategies import BUCKETS, OrderItem
 
 _BUCKET_HEIGHT = {"easy": 1 / 3, "medium": 2 / 3, "hard": 1.0}
@@ -96,14 +96,4 @@ def plot_orders(
     fig.text(0.01, 0.002, f"colour: category; opacity: bucket ({shade})", fontsize=6, va="bottom")
     fig.tight_layout(rect=(0, 0.02, 1, 1))
 
-    png = Path(path)
-    if png.suffix.lower() != ".png":
-        png = png.with_suffix(".png")
-    written = []
-    for target, fmt in [(png, "png"), (png.with_suffix(".svg"), "svg")]:
-        # SVG text stays text (searchable, editable, small) rather than glyph outlines.
-        with atomic_path(target, suffix=f".{fmt}") as tmp, plt.rc_context({"svg.fonttype": "none"}):
-            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
-        written.append(target)
-    plt.close(fig)
-    return written
+    return write_figure_png_svg(fig, path)
