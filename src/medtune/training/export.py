@@ -64,15 +64,9 @@ def merge_adapter(run_dir: str | Path, output: str | Path) -> Path:
 
 
 def _save_atomic(model: Any, tokenizer: Any, output: Path) -> Path:
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if output.exists():
-        shutil.rmtree(output)
-    os.replace(tmp, output)
-    return output
+    from medtune.training.trainer import save_pretrained_atomic
+
+    return save_pretrained_atomic(model, tokenizer, output)
 
 
 def export_run(run_dir: str | Path, output: str | Path | None, *, merge: bool = True,

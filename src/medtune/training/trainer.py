@@ -521,18 +521,25 @@ def train(
 def save_trained(model: nn.Module, tokenizer: Any, run_dir: Path, config: TrainConfig) -> Path:
     """``adapter/`` for adapter methods, ``model/`` for full and GaLore; safetensors plus the tokenizer."""
     name = "adapter" if config.method in ("lora", "dora", "qlora") else "model"
-    out = run_dir / name
-    tmp = run_dir / f".{name}.tmp"
+    return save_pretrained_atomic(model, tokenizer, run_dir / name)
+
+
+def save_pretrained_atomic(model: Any, tokenizer: Any, output: Path) -> Path:
+    """``save_pretrained`` (safetensors) + tokenizer into a temporary folder, then renamed over ``output``.
+
+    An interrupted save leaves the previous folder (or none), never a half-written model.
+    """
     import shutil
 
+    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
+    if output.exists():
+        shutil.rmtree(output)
+    os.replace(tmp, output)
+    return output
 
 
 def load_items_and_order(items_path: str | Path, order_path: str | Path) -> tuple[list[Item], dict[str, Any]]:
