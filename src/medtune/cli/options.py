@@ -1,0 +1,153 @@
+"""Command-line options generated from a stage's settings schema (:class:`medtune.settings.Settings`).
+
+One option per field, named ``--field-name``, with the field's description as its help and its default shown;
+booleans get ``--x/--no-x``, lists are repeatable, ``dict[str, int]`` fields take ``key=value`` pairs. Every
+option defaults to "not given", so a command knows which settings the user set explicitly (they win over a
+preset) and the schema stays the one place that holds a default. Validation is the schema's own.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import types
+import typing
+from collections.abc import Callable, Iterable
+from typing import Annotated, Any
+
+import typer
+
+from medtune.errors import ConfigError
+from medtune.settings import Settings
+
+
+def _strip_optional(tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return _strip_optional(args[0])
+        return str  # a union of several types: parsed as text, validated by the schema
+    return tp
+
+
+def _cli_type(tp: Any) -> tuple[Any, str]:
+    """(the type typer parses, the kind: plain | bool | list | dict) of a settings field."""
+    tp = _strip_optional(tp)
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        return bool, "bool"
+    if origin is typing.Literal:
+        values = typing.get_args(tp)
+        return (type(values[0]) if values else str), "plain"
+    if origin in (list, tuple) and origin is list:
+        (inner,) = typing.get_args(tp) or (str,)
+        return list[_strip_optional(inner)], "list"
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if args and args[-1] is not Ellipsis:
+            return tuple[tuple(_strip_optional(a) for a in args)], "plain"
+        return list[_strip_optional(args[0])], "list"
+    if origin is dict:
+        return list[str], "dict"
+    if tp in (int, float, str):
+        return tp, "plain"
+    return str, "plain"
+
+
+def _choices(tp: Any) -> tuple[Any, ...] | None:
+    tp = _strip_optional(tp)
+    return typing.get_args(tp) if typing.get_origin(tp) is typing.Literal else None
+
+
+def option_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def settings_parameters(cls: type[Settings], *, exclude: Iterable[str] = (),
+                        rename: dict[str, str] | None = None) -> tuple[list[inspect.Parameter], dict[str, str]]:
+    """One keyword parameter per field of ``cls``; returns them and {parameter name: (field, kind)} info."""
+    params: list[inspect.Parameter] = []
+    info: dict[str, str] = {}
+    rename = rename or {}
+    skip = set(exclude)
+    for name, field in cls.model_fields.items():
+        if name in skip:
+            continue
+        py_type, kind = _cli_type(field.annotation)
+        flag = rename.get(name, option_name(name))
+        help_text = (field.description or "").strip()
+        choices = _choices(field.annotation)
+        if choices:
+            help_text += f" ({' | '.join(map(str, choices))})"
+        default = field.get_default(call_default_factory=True)
+        if default not in (None, [], {}, ()) or kind == "bool":
+            help_text += f" (default: {default})"
+        if kind == "dict":
+            help_text += " (key=value, repeatable)"
+        decl = f"{flag}/--no-{flag[2:]}" if kind == "bool" else flag
+        option = typer.Option(decl, help=help_text, show_default=False)
+        param = f"opt_{name}"
+        params.append(inspect.Parameter(param, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=Annotated[py_type | None, option]))
+        info[param] = f"{name}:{kind}"
+    return params, info
+
+
+def _parse_pairs(name: str, pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{option_name(name)} takes key=value, got {pair!r}")
+        text = value.strip()
+        try:
+            out[key.strip()] = int(text)
+        except ValueError:
+            try:
+                out[key.strip()] = float(text)
+            except ValueError:
+                out[key.strip()] = text
+    return out
+
+
+def with_settings(cls: type[Settings], *, exclude: Iterable[str] = (), rename: dict[str, str] | None = None,
+                  param: str = "given") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a command so it also takes one option per field of ``cls``.
+
+    The command receives ``given`` (``param``): a dict of the settings the user set explicitly, keyed by field
+    name, ready for ``cls.model_validate({**preset, **given})``. Its own parameters stay as they are.
+    """
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        own = [p for name, p in inspect.signature(func).parameters.items() if name != param]
+        extra, info = settings_parameters(cls, exclude=exclude, rename=rename)
+        clash = {p.name for p in own} & {p.name for p in extra}
+        if clash:
+            raise TypeError(f"{func.__name__}: parameters {clash} clash with settings options")
+
+        @functools.wraps(func)
+        def wrapper(**kwargs: Any) -> Any:
+            given: dict[str, Any] = {}
+            for pname, spec in info.items():
+                value = kwargs.pop(pname, None)
+                field, kind = spec.split(":")
+                if value is None or (kind in ("list", "dict") and not value):
+                    continue
+                if kind == "dict":
+                    value = _parse_pairs(field, list(value))
+                elif kind == "list" or isinstance(value, tuple):
+                    value = list(value)
+                given[field] = value
+            return func(**kwargs, **{param: given})
+
+        ordered = [p for p in own if p.default is inspect.Parameter.empty]
+        ordered += [p for p in own if p.default is not inspect.Parameter.empty]
+        wrapper.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in ordered] + extra)
+        # typer reads annotations from the signature; the wrapped function's hints must not shadow them.
+        wrapper.__annotations__ = {}
+        del wrapper.__wrapped__
+        return wrapper
+
+    return decorate
