@@ -21,7 +21,8 @@ from typing import Any
 
 from medtune.errors import InputError
 
-# Default size of the tiny Llama (DESIGN.md: hidden 128, 2 layers, 4 heads, FFN 512, tied embeddings).
+# Default size of the tiny Llama: hidden 128, 2 layers, 4 heads, FFN 512, tied embeddings (~0.6 M parameters),
+# the smallest that stores the synthetic textbook's facts in about a minute on two CPU cores.
 TINY_DEFAULTS: dict[str, int] = {
     "hidden_size": 128,
     "num_hidden_layers": 2,
@@ -60,6 +61,10 @@ def resolve_dtype(dtype: str | Any = "auto", device: str = "cpu") -> Any:
         if device.startswith("cuda") and torch.cuda.is_available():
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
+    if dtype in ("bf16", "bfloat16") and not device.startswith("cuda"):
+        from medtune.hardware import training_dtype
+
+        return table[training_dtype("bf16")]  # fp32, with a warning, where the CPU would emulate bf16
     try:
         return table[dtype]
     except KeyError:
@@ -154,21 +159,19 @@ def load_pretrained(
     torch_dtype = resolve_dtype(dtype, device)
     path = Path(path_or_name)
     is_local = path.exists()
-    if not is_local and (str(path_or_name).startswith((".", "/")) or (os.sep in str(path_or_name).strip("/")
-                         and str(path_or_name).count("/") != 1)):
-        raise InputError("model path does not exist", file=path)
-    if not is_local and os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise InputError(
-            f"model '{path_or_name}' is neither a local directory nor available offline "
-            "(HF_HUB_OFFLINE=1); pass a local path, 'tiny' or 'smollm2'"
-        )
+    if not is_local:
+        local_model_path(path_or_name)  # raises for a missing path or an offline hub
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code,
                               "use_safetensors": True if is_local else None}
     if quantization:
         from transformers import BitsAndBytesConfig
 
         if quantization == "4bit":
-            compute = torch.bfloat16 if torch_dtype == torch.float32 else torch_dtype
+            # The 4-bit base computes in bf16 only where bf16 is native (medtune.hardware): emulated bf16 on an
+            # AVX2 CPU is ~150x slower than fp32.
+            from medtune.hardware import quantized_compute_dtype
+
+            compute = resolve_dtype(quantized_compute_dtype()) if torch_dtype == torch.float32 else torch_dtype
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=compute,
@@ -285,6 +288,33 @@ def smollm2_dir() -> Path:
     return converted_gguf_dir(smollm2_gguf())
 
 
+def local_model_path(spec: str | Path) -> Path | str:
+    """The one model-spec resolver: where the weights that ``spec`` names are, as a folder transformers loads.
+
+    ``smollm2`` (any of :data:`SMOLLM2_NAMES`) → the packaged SmolLM2 converted to safetensors (cached); a ``.gguf``
+    file → its converted copy (cached); an existing local folder → itself; anything else is returned unchanged as a
+    hub name, refused with a clear error when the hub is offline (``HF_HUB_OFFLINE=1``). ``tiny`` is not a stored
+    model: it is built by :func:`build_tiny_model` and never reaches this function.
+    """
+    text = str(spec)
+    if text in SMOLLM2_NAMES:
+        return smollm2_dir()
+    if text.lower().endswith(".gguf"):
+        return converted_gguf_dir(Path(text).expanduser())
+    local = Path(text).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise InputError("a model must be a folder (config.json + safetensors), a .gguf file or a name",
+                             file=local)
+        return local
+    if text.startswith((".", "/", "~")) or (os.sep in text.strip("/") and text.count("/") != 1):
+        raise InputError("model path does not exist", file=text)
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise InputError(f"model '{text}' is neither a local folder nor available offline (HF_HUB_OFFLINE=1); "
+                         "pass a local folder, a .gguf file, 'tiny' or 'smollm2'")
+    return text
+
+
 def resolve_model(
     spec: str | Path,
     *,
@@ -294,7 +324,7 @@ def resolve_model(
     adapter: str | Path | None = None,
     trust_remote_code: bool = False,
 ) -> LoadedModel:
-    """Load the model ``spec`` names: ``smollm2``, a ``.gguf`` file, a local folder, or a hub name.
+    """Load the model ``spec`` names (see :func:`local_model_path`): ``smollm2``, a ``.gguf``, a folder, a hub name.
 
     GGUF files are converted to a cached safetensors folder first (see :func:`converted_gguf_dir`), so
     every model that comes out of here can be trained, saved and quantised the ordinary way.
@@ -302,13 +332,7 @@ def resolve_model(
     text = str(spec)
     if adapter is not None and not Path(adapter).expanduser().exists():
         raise InputError("adapter path does not exist", file=adapter)
-    if text in SMOLLM2_NAMES:
-        path: str | Path = smollm2_dir()
-    elif text.lower().endswith(".gguf"):
-        path = converted_gguf_dir(Path(text).expanduser())
-    else:
-        local = Path(text).expanduser()
-        path = local if local.exists() else text
+    path = local_model_path(text)
     loaded = load_pretrained(path, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
                              quantization=quantization, adapter=adapter)
     loaded.spec = text

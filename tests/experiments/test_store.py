@@ -171,3 +171,48 @@ def test_heatmap_rows_name_method_and_dataset_when_they_vary() -> None:
     png = heatmap_figure(pd.DataFrame(rows))
     img = mpimg.imread(io.BytesIO(png), format="png")
     assert img.shape[0] > 100 and img.shape[1] > 200
+
+
+def test_keys_carry_the_package_and_stage_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After an upgrade (or a stage's fix bumps its number) a stored artifact is recomputed, never reused."""
+    import medtune
+    from medtune.experiments import store as store_mod
+
+    store = Store(tmp_path)
+    calls: list[str] = []
+
+    def compute(out: Path) -> None:
+        calls.append(medtune.__version__)
+        (out / "x").write_text("1")
+
+    first = store.get_or_compute("eval", {"mode": "letter"}, {"model": "m"}, compute)
+    assert store.get_or_compute("eval", {"mode": "letter"}, {"model": "m"}, compute).cached
+    assert first.manifest["code"] == {"medtune": medtune.__version__, "stage": store_mod.STAGE_VERSIONS["eval"]}
+    monkeypatch.setattr(medtune, "__version__", medtune.__version__ + ".post1")
+    upgraded = store.get_or_compute("eval", {"mode": "letter"}, {"model": "m"}, compute)
+    assert not upgraded.cached and upgraded.key != first.key and len(calls) == 2
+    monkeypatch.setitem(store_mod.STAGE_VERSIONS, "eval", store_mod.STAGE_VERSIONS["eval"] + 1)
+    fixed = store.get_or_compute("eval", {"mode": "letter"}, {"model": "m"}, compute)
+    assert not fixed.cached and fixed.key not in (first.key, upgraded.key) and len(calls) == 3
+
+
+def test_a_failed_shared_stage_is_recorded_once_and_cells_fail_fast(tmp_path: Path) -> None:
+    from medtune.experiments.store import SharedStageFailed
+
+    store = Store(tmp_path)
+    calls: list[int] = []
+
+    def boom(out: Path) -> None:
+        calls.append(1)
+        raise ValueError("bad difficulty table")
+
+    with pytest.raises(ValueError, match="bad difficulty table"):
+        store.get_or_compute("difficulty", {"f": 1}, None, boom, record_failure=True)
+    for _ in range(3):  # every later cell gets the recorded error without recomputing the stage
+        with pytest.raises(SharedStageFailed, match="ValueError: bad difficulty table"):
+            store.get_or_compute("difficulty", {"f": 1}, None, boom)
+    assert calls == [1]
+    assert store.clear_failures() == 1  # the next run tries again
+    with pytest.raises(ValueError):
+        store.get_or_compute("difficulty", {"f": 1}, None, boom)
+    assert calls == [1, 1]

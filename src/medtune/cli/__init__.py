@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     command = typer.main.get_command(app)
     try:
+        from medtune.plugins import load_plugins
+
+        load_plugins()  # methods, backends, strategies or loaders that plugins register
         rv = command.main(args=argv, prog_name="medtune", standalone_mode=False)
     except MedtuneError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)

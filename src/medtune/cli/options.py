@@ -120,7 +120,9 @@ def with_settings(cls: type[Settings], *, exclude: Iterable[str] = (), rename: d
     """
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        own = [p for name, p in inspect.signature(func).parameters.items() if name != param]
+        hints = typing.get_type_hints(func, include_extras=True)  # resolves postponed (string) annotations
+        own = [p.replace(annotation=hints.get(name, p.annotation))
+               for name, p in inspect.signature(func).parameters.items() if name != param]
         extra, info = settings_parameters(cls, exclude=exclude, rename=rename)
         clash = {p.name for p in own} & {p.name for p in extra}
         if clash:

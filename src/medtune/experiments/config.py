@@ -15,6 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medtune.errors import ConfigError
+from medtune.settings import section_model
+from medtune.training.base_model import BaseModelSettings, PretrainSettings
 
 
 class _Strict(BaseModel):
@@ -49,25 +51,44 @@ class DataSetConfig(_Strict):
         return self.name or (f"{self.source}-{self.split}" if self.split else self.source)
 
 
-class PretrainConfig(_Strict):
-    """Pretrain a from-scratch tiny model on the training set's textbook (the synthetic demo's base model)."""
-
-    epochs: int = Field(100, ge=1, description="passes over the textbook (DESIGN.md: ~100 store the facts)")
-    lr: float = Field(3e-3, gt=0)
-    batch_size: int = Field(16, ge=1)
-    seq_len: int = Field(64, ge=8, description="tokens per training block")
-    weight_decay: float = Field(0.0, ge=0)
+PretrainConfig = PretrainSettings  # the grid's `models[].pretrain` is the base-model stage's own schema
 
 
-class ModelConfig(_Strict):
+def _training_section() -> type[BaseModel]:
+    from medtune.training.config import CELL_FIELDS, TrainConfig
+
+    return section_model(
+        "TrainingConfig", TrainConfig, exclude=(*CELL_FIELDS, "epochs"),
+        doc="The grid's shared training settings: every field of medtune.training.TrainConfig (unset: its "
+            "default, or the preset's), plus the grid's axes. ``methods`` is a grid axis; ``epochs`` and "
+            "``epoch_policy`` shape the order files (training then takes as many epochs as the order holds).",
+        extra={
+            "methods": (list[str], Field(default_factory=lambda: ["lora"], min_length=1,
+                                         description="fine-tuning methods (a grid axis)")),
+            "epochs": (int, Field(1, ge=1, description="epochs planned in each order file")),
+            "epoch_policy": (Literal["repeat", "reshuffle"], Field(
+                "repeat", description="later epochs repeat the first order, or reshuffle it under the seed")),
+        },
+    )
+
+
+def _model_training_section() -> type[BaseModel]:
+    from medtune.training.config import CELL_FIELDS, TrainConfig
+
+    return section_model("ModelTrainingConfig", TrainConfig, exclude=(*CELL_FIELDS, "epochs"),
+                         doc="Training settings for one model only (they win over the grid's `training`).")
+
+
+TrainingConfig = _training_section()
+ModelTrainingConfig = _model_training_section()
+
+
+class ModelConfig(BaseModelSettings):
+    """One model of the grid: the base-model stage's settings, a name, and training settings of its own."""
+
     name: str
-    spec: str = Field(description="anything medtune.models resolves: a directory, hub name, 'tiny', 'smollm2'")
-    tiny: dict[str, int] = Field(default_factory=dict, description="size overrides of the tiny Llama")
-    vocab_size: int = Field(2048, ge=64, description="tokenizer vocabulary of the tiny model")
-    init_seed: int = Field(0, ge=0, description="seed of the tiny model's initial weights (same for all cells)")
-    pretrain: PretrainConfig | None = None
-    training: dict[str, Any] = Field(
-        default_factory=dict, description="medtune.training options for this model only (override `training`)"
+    training: ModelTrainingConfig = Field(  # type: ignore[valid-type]
+        default_factory=ModelTrainingConfig, description="training settings for this model only (override `training`)"
     )
 
 
@@ -156,23 +177,6 @@ class StrategyConfig(_Strict):
         return self.label or self.name
 
 
-class TrainingConfig(_Strict):
-    """Fine-tuning hyperparameters shared by all cells; ``methods`` is a grid axis."""
-
-    methods: list[str] = Field(default_factory=lambda: ["lora"], min_length=1)
-    preset: str | None = None
-    epochs: int = Field(1, ge=1)
-    epoch_policy: Literal["repeat", "reshuffle"] = "repeat"
-    max_steps: int | None = Field(None, ge=1)
-    batch_size: int = Field(4, ge=1)
-    lr: float | None = None
-    max_length: int | None = Field(None, ge=8)
-    target: str | None = Field(None, description="completion target: letter, option, (+explanation)")
-    template: str | None = None
-    dtype: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict, description="further medtune.training options")
-
-
 class EvaluationConfig(_Strict):
     mode: Literal["letter", "option", "generate"] = "letter"
     template: str | None = None
@@ -242,6 +246,24 @@ class ExperimentConfig(_Strict):
         if not p.is_absolute() and self.base_dir:
             p = Path(self.base_dir) / p
         return p
+
+    def model(self, name: str) -> ModelConfig:
+        return next(m for m in self.models if m.name == name)
+
+    def training_settings(self, model_name: str, method: str, seed: int, base_spec: str | None = None) -> Any:
+        """The training settings of one cell (a :class:`medtune.training.TrainConfig`), resolved once.
+
+        Defaults < the preset < the grid's ``training`` < the model's own ``training`` < the cell's axes
+        (method, seed, base model). Raises :class:`ConfigError` naming the config section that is wrong.
+        """
+        from medtune.training.config import resolve_training_settings
+
+        model = self.model(model_name)
+        i = self.models.index(model)
+        where = f"models[{i}].training" if model.training.stage_values() else "training"
+        cell = {"method": method, "seed": seed, "model": base_spec or model.spec}
+        return resolve_training_settings(self.training.stage_values(), model.training.stage_values(), cell,
+                                         where=where)
 
     @property
     def run_dir(self) -> Path:

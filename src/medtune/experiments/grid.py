@@ -101,7 +101,10 @@ def cell_key(config: ExperimentConfig, cell: Cell) -> str:
     model = next(m for m in config.models if m.name == cell.model)
     data = next(d for d in config.datasets if d.label == cell.dataset)
     strat = next((s for s in config.strategies if s.id == cell.strategy), None)
+    from medtune import __version__
+
     payload = {
+        "medtune": __version__,
         "cell": asdict(cell),
         "model": model.model_dump(mode="json"),
         "data": data.model_dump(mode="json"),

@@ -27,6 +27,8 @@ from medtune.experiments.grid import Cell, cell_key, expand
 from medtune.experiments.store import ResultStore, Store
 from medtune.io import write_text_atomic
 
+TABLES_EVERY = 60.0  # seconds between rebuilds of the results tables while a grid runs
+
 
 @dataclass
 class GridStatus:
@@ -75,23 +77,16 @@ def check_config(config: ExperimentConfig) -> None:
     if config.baseline_strategy not in {s.id for s in config.strategies}:
         raise ConfigError(f"baseline_strategy: '{config.baseline_strategy}' is not among the strategies "
                           f"({', '.join(s.id for s in config.strategies)})")
-    import dataclasses
+    from medtune.training.methods import get_method
 
-    from medtune.training.config import METHODS, PRESETS, TrainConfig
-
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
     for j, method in enumerate(config.training.methods):
-        if method not in METHODS:
-            raise ConfigError(f"training.methods[{j}]: unknown method '{method}' (available: {', '.join(METHODS)})")
-    if config.training.preset and config.training.preset not in PRESETS:
-        raise ConfigError(f"training.preset: unknown preset '{config.training.preset}' "
-                          f"(available: {', '.join(PRESETS)})")
-    where = [("training.options", config.training.options)]
-    where += [(f"models[{i}].training", m.training) for i, m in enumerate(config.models)]
-    for path, opts in where:
-        for key in opts:
-            if key not in fields or key in ("method", "model", "seed"):
-                raise ConfigError(f"{path}.{key}: unknown training option")
+        try:
+            get_method(method)
+        except MedtuneError as exc:
+            raise ConfigError(f"training.methods[{j}]: {exc}") from None
+    for model in config.models:  # every model × method resolves to valid training settings
+        for method in config.training.methods:
+            config.training_settings(model.name, method, config.seeds[0])
 
 
 def grid_status(config: ExperimentConfig) -> list[GridStatus]:
@@ -134,6 +129,7 @@ def run_experiment(
     write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
     store = Store(cfg.store_path)
     store.clean_partial()
+    store.clear_failures()  # a stage that failed in an earlier run is tried again (its input may be fixed)
     results = ResultStore(run_dir)
 
     todo = [s for s in statuses if s.status in ("pending", "stale") or (retry_failed and s.status == "failed")]
@@ -167,14 +163,19 @@ def _run_todo(cfg: ExperimentConfig, todo: list[GridStatus], statuses: list[Grid
     ]
     n_done = 0
     t0 = time.time()
+    last_tables = time.time()
     all_ids = [s.cell.id for s in statuses]
 
     def on_done(payload: dict[str, Any], record: dict[str, Any]) -> None:
-        nonlocal n_done
+        nonlocal n_done, last_tables
         n_done += 1
         if results.read(record["cell_id"]) is None or (record.get("error") or "").startswith("worker crashed"):
             results.write(record)  # the worker died before writing its own file
-        results.build_tables(all_ids)
+        # The tables are rebuilt from the cell files (never appended to): at most every TABLES_EVERY seconds while
+        # cells finish, so a long grid shows progress without rewriting them per cell; once more at the end.
+        if time.time() - last_tables >= TABLES_EVERY:
+            results.build_tables(all_ids)
+            last_tables = time.time()
         status = record.get("status")
         detail = record.get("error") if status == "failed" else _acc_line(record)
         say(f"[{n_done}/{len(todo)}] {record['cell_id']}: {status} ({detail}) {time.time() - t0:.0f}s")

@@ -28,7 +28,24 @@ from typing import Any
 from medtune.io import atomic_path, stable_hash, write_json_atomic
 
 MANIFEST = "manifest.json"
+FAILED = "failed.json"
 STORE_VERSION = 1
+# Bump a stage's number when a change alters what it computes (a fixed bug, a new default), so artifacts made
+# before are recomputed rather than silently reused. The package version is in every key too: an upgrade never
+# reuses artifacts of an older release.
+STAGE_VERSIONS: dict[str, int] = {"data": 1, "base_model": 1, "difficulty": 1, "categories": 1, "order": 1,
+                                  "train": 2, "eval": 2}
+
+
+def code_version(stage: str) -> dict[str, Any]:
+    """What identifies the code that computes ``stage``: the package version and the stage's own number."""
+    from medtune import __version__
+
+    return {"medtune": __version__, "stage": STAGE_VERSIONS.get(stage, 1)}
+
+
+class SharedStageFailed(RuntimeError):
+    """A stage that failed earlier in this run, recorded once: cells that need it fail fast with its error."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +71,32 @@ class Store:
 
     @staticmethod
     def key(stage: str, config: Any, inputs: dict[str, str] | None = None) -> str:
-        return stable_hash({"v": STORE_VERSION, "stage": stage, "config": config, "inputs": inputs or {}})
+        return stable_hash({"v": STORE_VERSION, "code": code_version(stage), "stage": stage, "config": config,
+                            "inputs": inputs or {}})
+
+    # Failures of stages: recorded once per run, so the cells needing a failed stage do not each recompute it.
+    def _failure_path(self, stage: str, key: str) -> Path:
+        return self.root / stage / f"{key}.{FAILED}"
+
+    def record_failure(self, stage: str, key: str, error: str) -> None:
+        write_json_atomic(self._failure_path(stage, key), {"stage": stage, "key": key, "error": error,
+                                                           "when": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                 time.gmtime())})
+
+    def failure(self, stage: str, key: str) -> str | None:
+        try:
+            return str(json.loads(self._failure_path(stage, key).read_text())["error"])
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            return None
+
+    def clear_failures(self) -> int:
+        """Forget recorded failures (at the start of a run: its inputs may have been fixed since)."""
+        n = 0
+        for p in self.root.glob(f"*/*.{FAILED}"):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                n += 1
+        return n
 
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key
@@ -68,10 +110,14 @@ class Store:
         config: Any,
         inputs: dict[str, str] | None,
         compute: Callable[[Path], dict[str, Any] | None],
+        *,
+        record_failure: bool = False,
     ) -> Artifact:
         """Return the stage's artifact, running ``compute(tmp_dir)`` only if its key is absent.
 
-        ``compute`` writes its files into the folder it is given and may return extra manifest fields.
+        ``compute`` writes its files into the folder it is given and may return extra manifest fields. With
+        ``record_failure`` an exception of ``compute`` is recorded under the key (see :meth:`record_failure`):
+        later calls for the same key in this run raise :class:`SharedStageFailed` with that error at once.
         Two processes computing the same key at once both succeed; the first rename wins and the
         other's copy is discarded (stages are deterministic, so the copies are equivalent).
         """
@@ -79,16 +125,25 @@ class Store:
         final = self.path(stage, key)
         if (final / MANIFEST).exists():
             return Artifact(stage, key, final, cached=True)
+        earlier = self.failure(stage, key)
+        if earlier is not None:
+            raise SharedStageFailed(f"stage '{stage}' failed earlier in this run: {earlier}")
         tmp = final.parent / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir(parents=True)
         t0 = time.time()
         try:
-            extra = compute(tmp) or {}
+            try:
+                extra = compute(tmp) or {}
+            except Exception as exc:
+                if record_failure:
+                    self.record_failure(stage, key, f"{type(exc).__name__}: {exc}")
+                raise
             manifest = {
                 "stage": stage,
                 "key": key,
                 "config": config,
                 "inputs": inputs or {},
+                "code": code_version(stage),
                 "seconds": round(time.time() - t0, 3),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 **extra,

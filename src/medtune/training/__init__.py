@@ -1,13 +1,40 @@
-"""Fine-tuning in exactly the planned order (full, LoRA/DoRA, QLoRA, GaLore), with a verifiable run log.
+"""Fine-tuning in exactly the planned order (full, LoRA/DoRA, QLoRA, GaLore, plugins), with a verifiable run log.
 
-Public API: :func:`train` (Python), :class:`TrainConfig`, :func:`verify_run`, :func:`pretrain_causal_lm`,
-:func:`merge_adapter`, :func:`load_trained`. Modules: ``config`` (options, presets), ``data`` (order →
-steps → micro-batches, completion-only labels), ``methods`` (which parameters train, optimizers),
+Public API: :func:`run_training` (the stage: items + order → run folder), :func:`train` (Python, items in
+memory), :class:`TrainConfig` (the settings schema), :func:`verify_run`, :func:`get_method` /
+:func:`register_method` (the method registry). Modules: ``config`` (settings, presets), ``stage`` (the stage
+function), ``data`` (order → steps → micro-batches, completion-only labels), ``methods`` (one spec per method),
 ``trainer`` (the loop), ``checkpoint``, ``runlog``, ``verify``, ``export``, ``pretrain``, ``plots``.
+
+Names are imported on first use, so reading the settings schema (e.g. to validate a grid config in a driver
+process) does not import torch.
 """
 
-from medtune.training.config import PRESETS, TrainConfig, apply_preset
-from medtune.training.trainer import TrainResult, train
-from medtune.training.verify import VerifyResult, verify_run
+from __future__ import annotations
 
-__all__ = ["PRESETS", "TrainConfig", "TrainResult", "VerifyResult", "apply_preset", "train", "verify_run"]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "PRESETS": "medtune.training.config",
+    "TrainConfig": "medtune.training.config",
+    "apply_preset": "medtune.training.config",
+    "resolve_training_settings": "medtune.training.config",
+    "run_training": "medtune.training.stage",
+    "TrainResult": "medtune.training.trainer",
+    "train": "medtune.training.trainer",
+    "VerifyResult": "medtune.training.verify",
+    "verify_run": "medtune.training.verify",
+    "get_method": "medtune.training.methods",
+    "register_method": "medtune.training.methods",
+    "method_names": "medtune.training.methods",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'medtune.training' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

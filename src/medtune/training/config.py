@@ -1,4 +1,9 @@
-"""The resolved configuration of one training run (written to ``RUN_DIR/config.json``).
+"""The training stage's settings: one schema, one default per field (written to ``RUN_DIR/config.json``).
+
+``medtune train`` builds one command-line option per field from this class, the grid's ``training:`` section is
+this class plus the grid's axes, and :func:`resolve_training_settings` is the one place where a preset, the grid's
+shared settings, a model's own settings and explicit values are layered — so a default or a precedence rule
+lands once.
 
 Batch vocabulary, fixed so that runs with different strategies or process counts are comparable:
 
@@ -15,108 +20,134 @@ micro-batch to its longest item. Both keep the order exactly.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import Field, field_validator
+
 from medtune.errors import ConfigError
+from medtune.settings import Settings, validate_settings
 
-Method = Literal["full", "lora", "dora", "qlora", "galore"]
-METHODS: tuple[str, ...] = ("full", "lora", "dora", "qlora", "galore")
 TARGETS: tuple[str, ...] = ("letter", "letter+explanation", "option", "option+explanation")
-GALORE_OPTIMS: tuple[str, ...] = ("galore_adamw", "galore_adafactor", "galore_adamw_8bit")
+Target = Literal["letter", "letter+explanation", "option", "option+explanation"]
+GaloreOptim = Literal["galore_adamw", "galore_adafactor", "galore_adamw_8bit"]
+Optim = Literal["adamw", "adamw_8bit", "paged_adamw_8bit"]
+
+# Fields that a grid sets per cell (its axes) rather than in its shared ``training:`` section.
+CELL_FIELDS: tuple[str, ...] = ("method", "model", "seed")
 
 
-@dataclass
-class TrainConfig:
-    """Everything that determines a run. Defaults suit the tiny model; presets adjust them for real models."""
+class TrainConfig(Settings):
+    """Everything that determines a training run. Defaults suit the tiny model; presets adjust them for real models."""
 
-    method: str = "lora"
-    model: str = "tiny"
-    epochs: int | None = None  # None: as many as the order file holds
-    max_steps: int | None = None
-    batch_size: int = 4
-    grad_accum: int = 1
-    max_length: int = 512
-    lr: float = 3e-4
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    scheduler: Literal["constant", "linear", "cosine"] = "constant"
-    max_grad_norm: float | None = 1.0
-    dtype: Literal["fp32", "bf16"] = "fp32"
-    packing: bool = True
+    method: str = Field("lora", description="fine-tuning method (a registered name: full, lora, dora, qlora, "
+                                            "galore, or a plugin's)")
+    model: str = Field("tiny", description="base model: tiny, smollm2, a local folder, a .gguf file or a hub name")
+    epochs: int | None = Field(None, ge=1, description="epochs (default: as many as the order file holds)")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+    batch_size: int = Field(4, ge=1, description="items per micro-batch")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    max_length: int = Field(512, ge=2, description="max tokens per item (the prompt's start is cut first)")
+    lr: float = Field(3e-4, gt=0, description="peak learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up steps")
+    scheduler: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="learning-rate schedule after warm-up (linear/cosine decay to 0 at the last step)")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="clip the gradient norm (None: no clipping)")
+    dtype: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 mixed precision on a GPU with bf16, fp32 on a CPU; bf16: mixed precision "
+                            "(used only where the hardware runs bf16 natively, else fp32 with a warning)")
+    packing: bool = Field(True, description="padding-free order-preserving packing")
     # Recompute each decoder layer's activations in the backward pass instead of keeping them: less memory
     # (what TRL's SFTConfig does by default), about a third more compute. Off: on CPU, RAM is rarely the limit.
-    gradient_checkpointing: bool = False
-    target: str = "letter"
-    template: str = "paper"
-    add_eos: bool = True
-    seed: int = 0
-    save_every: int | None = None
-    keep_checkpoints: int | None = 2
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in backward: less memory, about a third more compute")
+    target: Target = Field("letter", description="what the loss is on: the answer letter or option text "
+                                                 "(+ the explanation)")
+    template: str = Field("paper", description="prompt template (as for scoring)")
+    add_eos: bool = Field(True, description="append EOS to the completion (trained on, like the answer)")
+    seed: int = Field(0, description="seed (initialisation, dropout)")
+    save_every: int | None = Field(None, ge=1, description="checkpoint every N steps")
+    keep_checkpoints: int | None = Field(2, ge=1, description="checkpoints kept on disk (None: all)")
     # LoRA / DoRA / QLoRA
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    dora: bool = False
-    # QLoRA optimizer: "paged_adamw_8bit" (the paper's) or "adamw"
-    optim: str | None = None
+    lora_r: int = Field(16, ge=1, description="LoRA rank")
+    lora_alpha: int = Field(32, ge=1, description="LoRA alpha")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
+    optim: Optim | None = Field(None, description="optimizer (default: the method's own: paged 8-bit AdamW for "
+                                                  "qlora, AdamW otherwise)")
     # GaLore
-    galore_optim: str = "galore_adamw"
-    galore_rank: int = 64
-    galore_update_proj_gap: int = 200
-    galore_scale: float = 0.25
+    galore_optim: GaloreOptim = Field("galore_adamw", description="GaLore optimizer")
+    galore_rank: int = Field(64, ge=1, description="GaLore projection rank")
+    galore_update_proj_gap: int = Field(200, ge=1, description="steps between GaLore projection updates")
+    galore_scale: float = Field(0.25, gt=0, description="GaLore update scale")
     # Tiny model (``model="tiny"``) size overrides and tokenizer vocabulary
-    tiny: dict[str, int] = field(default_factory=dict)
-    tiny_vocab_size: int = 2048
-    report_to: list[str] = field(default_factory=list)
-    preset: str | None = None
+    tiny: dict[str, int] = Field(default_factory=dict, description="size of --model tiny, e.g. hidden_size=64 "
+                                                                   "(keys of medtune.models.TINY_DEFAULTS)")
+    tiny_vocab_size: int = Field(2048, ge=64, description="tokenizer vocabulary of --model tiny")
+    report_to: list[str] = Field(default_factory=list, description="experiment trackers: tensorboard | mlflow | "
+                                                                   "wandb (repeatable)")
+    preset: str | None = Field(None, description="named settings applied under explicit ones, e.g. paper-qlora")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        from medtune.training.methods import get_method  # the registry imports this module, not the reverse
+
+        try:
+            get_method(v)
+        except Exception as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+    @field_validator("tiny")
+    @classmethod
+    def _known_tiny_keys(cls, v: dict[str, int]) -> dict[str, int]:
+        from medtune.models import TINY_DEFAULTS
+
+        unknown = sorted(set(v) - set(TINY_DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown tiny model key(s) {unknown} (use {', '.join(TINY_DEFAULTS)})")
+        return v
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str | None) -> str | None:
+        if v is not None and v not in PRESETS:
+            raise ValueError(f"unknown preset '{v}' (available: {', '.join(PRESETS)})")
+        return v
 
     @property
     def global_batch(self) -> int:
         return self.batch_size * self.grad_accum
 
     def validate(self) -> TrainConfig:
-        if self.method not in METHODS:
-            raise ConfigError(f"unknown method '{self.method}' (available: {', '.join(METHODS)})")
-        if self.target not in TARGETS:
-            raise ConfigError(f"unknown target '{self.target}' (available: {', '.join(TARGETS)})")
-        if self.galore_optim not in GALORE_OPTIMS:
-            raise ConfigError(f"unknown GaLore optimizer '{self.galore_optim}' (available: {', '.join(GALORE_OPTIMS)})")
-        if self.dtype not in ("fp32", "bf16"):
-            raise ConfigError(f"unknown dtype '{self.dtype}' (use fp32, or bf16 for mixed precision)")
-        if self.scheduler not in ("constant", "linear", "cosine"):
-            raise ConfigError(f"unknown scheduler '{self.scheduler}' (constant, linear or cosine)")
-        for name in ("batch_size", "grad_accum", "max_length"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1")
-        if self.epochs is not None and self.epochs < 1:
-            raise ConfigError("epochs must be at least 1")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError("max_steps must be at least 1")
-        if self.save_every is not None and self.save_every < 1:
-            raise ConfigError("save_every must be at least 1")
-        if self.lr <= 0:
-            raise ConfigError("lr must be positive")
+        """Kept for callers of the former dataclass: a pydantic model is validated on creation and assignment."""
         return self
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "training") -> TrainConfig:
+        return validate_settings(cls, dict(data), where)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ConfigError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-        return cls(**data).validate()
+    def from_run_record(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """The settings stored in a run folder's ``config.json``, also from runs written by earlier versions."""
+        data = dict(data)
+        if data.pop("dora", False) and data.get("method") == "lora":
+            data["method"] = "dora"  # DoRA was once a flag on the lora method
+        return cls.from_dict(data, where="config.json: train")
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-        return cls.from_dict(data.get("train", data))
+        return cls.from_run_record(data.get("train", data))
+
+    def resolved_dtype(self) -> str:
+        """The precision this run really uses here: ``fp32`` or ``bf16`` (see :mod:`medtune.hardware`)."""
+        from medtune.hardware import training_dtype
+
+        return training_dtype(self.dtype)
 
 
 # The orders study (Yang et al. 2024): QLoRA r 16, alpha 64, dropout 0.1, all linear layers but the head,
@@ -135,17 +166,29 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def apply_preset(config: TrainConfig, name: str | None, explicit: set[str] | None = None) -> TrainConfig:
-    """Overlay preset ``name`` on ``config``, leaving fields the user set explicitly (``explicit``) alone."""
+def resolve_training_settings(*layers: Mapping[str, Any] | None, preset: str | None = None,
+                              where: str = "training") -> TrainConfig:
+    """The one precedence rule: defaults < preset < each layer in turn (later wins), validated once.
+
+    A preset fills only what no layer sets explicitly, so ``--lr`` on the command line or ``lr:`` in a grid always
+    wins over the preset's value. ``preset`` may also come from a layer's ``preset`` key.
+    """
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update({k: v for k, v in (layer or {}).items()})
+    name = merged.get("preset", preset) or preset
+    if name is not None:
+        if name not in PRESETS:
+            raise ConfigError(f"{where}.preset: unknown preset '{name}' (available: {', '.join(PRESETS)})")
+        merged = {**PRESETS[name], **merged, "preset": name}
+    return TrainConfig.from_dict(merged, where)
+
+
+def apply_preset(config: TrainConfig, name: str | None, explicit: Iterable[str] | None = None) -> TrainConfig:
+    """Overlay preset ``name`` on ``config``, leaving the fields named in ``explicit`` as they are."""
     if not name:
         return config
-    try:
-        preset = PRESETS[name]
-    except KeyError:
-        raise ConfigError(f"unknown preset '{name}' (available: {', '.join(PRESETS)})") from None
-    explicit = explicit or set()
-    for key, value in preset.items():
-        if key not in explicit:
-            setattr(config, key, value)
-    config.preset = name
-    return config
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}' (available: {', '.join(PRESETS)})")
+    keep = {k: getattr(config, k) for k in (explicit or ())}
+    return TrainConfig.from_dict({**config.model_dump(), **PRESETS[name], **keep, "preset": name})

@@ -3,13 +3,14 @@
 Three jobs, each a pure function so the order guarantees can be tested without a model:
 
 1. :func:`read_order` / :func:`planned_epochs` / :func:`plan_steps`: the order file (``medtune.order/1``,
-   docs/ARTIFACTS.md) becomes a list of optimizer steps; step ``s`` holds the next ``B`` ids of the
-   planned sequence (``B`` = global batch), epochs are chunked separately (the last step of an epoch may
-   be short), and ``max_steps`` truncates. The same function is used by the trainer and by
-   ``verify-order``, so the check compares the realised log against an independent re-plan of the file.
+   read and checked by :class:`medtune.orders.orderfile.OrderFile`) becomes a list of optimizer steps;
+   step ``s`` holds the next ``B`` ids of the planned sequence (``B`` = global batch), epochs are chunked
+   separately (the last step of an epoch may be short), and ``max_steps`` truncates. The same function is
+   used by the trainer and by ``verify-order``, so the check compares the realised log against an
+   independent re-plan of the file.
 2. :func:`encode_item`: prompt and completion come from :mod:`medtune.prompts` (exactly what the scorer
-   renders, split into prompt/completion ids as the scorer splits them); the labels are ``-100`` on the
-   prompt, so the loss is on the completion (plus EOS) only.
+   renders, split into prompt/completion ids by :mod:`medtune.tokenization`, the scorer's own split); the
+   labels are ``-100`` on the prompt, so the loss is on the completion (plus EOS) only.
    Over-long items lose the *start* of the prompt (the options and the answer cue are at its end).
 3. :func:`rank_slice` / :func:`micro_batches` / :func:`collate`: rank ``r`` of ``W`` takes a fixed
    contiguous slice of each global batch (independent of anything but ``B`` and ``W``), splits it into
@@ -22,17 +23,22 @@ Three jobs, each a pure function so the order guarantees can be tested without a
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medtune.errors import InputError
+from medtune.orders.orderfile import FORMAT as ORDER_FORMAT
+from medtune.orders.orderfile import OrderFile
 from medtune.prompts import mcq_completion, mcq_prompt, qa_prompt
 from medtune.schema import Item, MCQItem
+from medtune.tokenization import split_prompt_completion
 
-ORDER_FORMAT = "medtune.order/1"
+__all__ = ["IGNORE", "ORDER_FORMAT", "Encoded", "OrderFile", "PlannedStep", "check_ids_known", "check_order",
+           "collate", "encode_item", "encode_items", "micro_batches", "pack_next_fit", "plan_steps",
+           "planned_epochs", "prompt_and_completion", "rank_slice", "read_order", "split_ids"]
+
 IGNORE = -100
 
 
@@ -41,43 +47,27 @@ IGNORE = -100
 
 
 def read_order(path: str | Path) -> dict[str, Any]:
-    """Read and check an order file; raises :class:`InputError` naming the bad field."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError("order file not found", file=path)
-    try:
-        order = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON ({exc})", file=path) from None
-    return check_order(order, file=path)
+    """Read and check an order file (:class:`medtune.orders.orderfile.OrderFile`); raises :class:`InputError`
+    naming the file and the bad field. Returns its JSON object with the optional fields filled in."""
+    return OrderFile.read(path).to_dict()
 
 
 def check_order(order: Any, file: str | Path | None = None) -> dict[str, Any]:
-    if not isinstance(order, dict):
-        raise InputError("an order file must hold a JSON object", file=file)
-    if order.get("format") != ORDER_FORMAT:
-        raise InputError(f"unsupported format {order.get('format')!r} (expected {ORDER_FORMAT})", file=file,
-                         field="format")
-    epochs = order.get("epochs")
-    if not isinstance(epochs, list) or not epochs:
-        raise InputError("'epochs' must be a non-empty list of id lists", file=file, field="epochs")
-    for e, ids in enumerate(epochs):
-        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
-            raise InputError(f"epoch {e} must be a non-empty list of string ids", file=file, field=f"epochs.{e}")
-    policy = order.get("epoch_policy", "repeat")
-    if policy not in ("repeat", "reshuffle"):
-        raise InputError(f"unknown epoch_policy {policy!r} (repeat or reshuffle)", file=file, field="epoch_policy")
-    return order
+    """Check an order object by the order file's one validation; returns it with defaults filled in."""
+    return OrderFile.from_dict(order, file=file).to_dict()
 
 
-def planned_epochs(order: dict[str, Any], n_epochs: int | None = None) -> list[list[str]]:
+def planned_epochs(order: Mapping[str, Any] | OrderFile, n_epochs: int | None = None) -> list[list[str]]:
     """The id sequence of each epoch the run will train on (ARTIFACTS.md: the last list repeats under
     ``repeat``; ``reshuffle`` refuses to invent epochs the order file does not hold)."""
-    epochs: list[list[str]] = order["epochs"]
+    if isinstance(order, OrderFile):
+        epochs, policy = order.epochs, order.epoch_policy
+    else:
+        epochs, policy = order["epochs"], order.get("epoch_policy", "repeat")
     if n_epochs is None:
         return [list(e) for e in epochs]
     if n_epochs > len(epochs):
-        if order.get("epoch_policy", "repeat") == "reshuffle":
+        if policy == "reshuffle":
             raise InputError(
                 f"the run asks for {n_epochs} epochs but the order file holds {len(epochs)} and its epoch_policy is "
                 "'reshuffle'; build the order with more epochs (medtune order ... --epochs N)",
@@ -141,21 +131,12 @@ def prompt_and_completion(item: Item, target: str = "letter", template: str = "p
 
 
 def split_ids(tokenizer: Any, prompt: str, completion: str) -> tuple[list[int], list[int]]:
-    """Prompt ids and completion ids split the way the scorer (and evaluation harnesses) split them.
+    """Prompt ids and completion ids, split exactly as the scorer splits context and continuation.
 
-    The completion's ids come from tokenising the whole text, so training sees the answer tokens exactly
-    as scoring will; trailing spaces of the prompt move to the completion. If a tokenizer merges across
-    the boundary (the whole text does not start with the prompt's ids), the two parts are tokenised
-    separately instead.
+    The one rule is :func:`medtune.tokenization.split_prompt_completion` (see its module for why), so the
+    tokens labelled here are the tokens whose likelihood evaluation measures.
     """
-    n_space = len(prompt) - len(prompt.rstrip(" "))
-    if n_space:
-        prompt, completion = prompt[:-n_space], prompt[-n_space:] + completion
-    ctx = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
-    whole = list(tokenizer(prompt + completion, add_special_tokens=True)["input_ids"])
-    if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
-        return ctx, whole[len(ctx) :]
-    return ctx, list(tokenizer(completion, add_special_tokens=False)["input_ids"])
+    return split_prompt_completion(tokenizer, prompt, completion)
 
 
 def encode_item(item: Item, tokenizer: Any, *, target: str = "letter", template: str = "paper",

@@ -1,9 +1,11 @@
 """Use and ship a trained run: load it for scoring or generation, merge an adapter, push to the hub.
 
-A run folder holds ``adapter/`` (LoRA, DoRA, QLoRA) with the base in ``base/`` (tiny and in-memory
-models) or named in ``config.json`` (``base_model``), or a full ``model/`` (full, GaLore). Merging loads
-the base in full precision (also for QLoRA, whose training base was 4-bit), applies the adapter and folds
-it into the weights, so the result is an ordinary safetensors model any tool can load.
+What a run folder holds is decided by the method it was trained with (``config.json``: ``train.method``, looked
+up in :mod:`medtune.training.methods`): an adapter method keeps ``adapter/`` with the base in ``base/`` (tiny
+and in-memory models) or named in ``config.json`` (``base_model``); any other keeps a full ``model/``. Merging
+loads the base in full precision (also for a method whose training base was quantised, like QLoRA), applies the
+adapter and folds it in (the spec's :meth:`~medtune.training.methods.MethodSpec.merge`), so the result is an
+ordinary safetensors model any tool can load.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from medtune.errors import InputError, MedtuneError
+from medtune.errors import ConfigError, InputError, MedtuneError
+from medtune.training.config import TrainConfig
+from medtune.training.methods import MethodSpec, get_method, save_pretrained_atomic
 
 
 def _run_meta(run_dir: Path) -> dict[str, Any]:
@@ -24,7 +28,24 @@ def _run_meta(run_dir: Path) -> dict[str, Any]:
     return json.loads(cfg.read_text(encoding="utf-8"))
 
 
-def _base_path(run_dir: Path, meta: dict[str, Any]) -> Path:
+def run_method(run_dir: str | Path) -> MethodSpec | None:
+    """The method a run folder was trained with; ``None`` for an ordinary model folder (no training record)."""
+    run_dir = Path(run_dir)
+    cfg = run_dir / "config.json"
+    if not cfg.exists():
+        return None
+    train = json.loads(cfg.read_text(encoding="utf-8")).get("train")
+    if not isinstance(train, dict) or "method" not in train:
+        return None  # a model's own config.json
+    try:  # read as the config reads it, so records of earlier versions keep working
+        return get_method(TrainConfig.from_run_record(train).method)
+    except ConfigError as exc:
+        raise InputError(f"the run's training settings cannot be used here: {exc}", file=cfg) from None
+
+
+def _base_path(run_dir: Path, meta: dict[str, Any]) -> Path | str:
+    from medtune.models import local_model_path
+
     local = run_dir / "base"
     if (local / "config.json").exists():
         return local
@@ -32,27 +53,42 @@ def _base_path(run_dir: Path, meta: dict[str, Any]) -> Path:
     if src and Path(src).exists():
         return Path(src)
     if src and str(src) not in ("memory",):
-        from medtune.training.trainer import _resolve_path
-
-        return _resolve_path(str(src))
+        return local_model_path(str(src))
     raise InputError("cannot find the base model of this run (no base/ folder and no base_model path)", file=run_dir)
 
 
-def load_trained(run_dir: str | Path, *, merge: bool = False, dtype: str = "fp32"):
-    """A :class:`medtune.models.LoadedModel` for a run folder (adapter applied, or the full model)."""
+def load_trained(run_dir: str | Path, *, merge: bool = False, dtype: str = "fp32", as_trained: bool = False):
+    """A :class:`medtune.models.LoadedModel` for a run folder (adapter applied, or the full model).
+
+    The base of an adapter is loaded in full precision unless ``as_trained``, which loads it as the method
+    trained it (its ``base_quantization``, e.g. 4-bit for QLoRA). A folder that is not a training run is
+    loaded as an ordinary model.
+    """
     from medtune.models import load_pretrained
 
     run_dir = Path(run_dir)
-    if (run_dir / "model" / "config.json").exists():
-        return load_pretrained(run_dir / "model", dtype=dtype, device="cpu")
-    if not (run_dir / "adapter").exists():
+    spec = run_method(run_dir)
+    if spec is None:
         if (run_dir / "train_log.jsonl").exists():
-            raise InputError("the run has neither adapter/ nor model/ (did training finish?)", file=run_dir)
+            raise InputError("the run has no config.json with its training settings (did training start?)",
+                             file=run_dir)
         return load_pretrained(run_dir, dtype=dtype, device="cpu")  # an ordinary model folder
-    meta = _run_meta(run_dir)
-    loaded = load_pretrained(_base_path(run_dir, meta), dtype=dtype, device="cpu", adapter=run_dir / "adapter")
+    weights = run_dir / spec.output_name
+    if not (weights.exists() and any(weights.iterdir())):
+        raise InputError(f"the run has no {spec.output_name}/ (did training finish?)", file=run_dir)
+    if not spec.is_adapter:
+        loaded = load_pretrained(weights, dtype=dtype, device="cpu")
+        if merge:
+            loaded.model = spec.merge(loaded.model)
+        return loaded
+    if merge and as_trained and spec.base_quantization:
+        raise ConfigError(f"merging needs the full-precision base, not the {spec.base_quantization} one "
+                          "the run trained on (drop as_trained)")
+    quantization = spec.base_quantization if as_trained else None
+    loaded = load_pretrained(_base_path(run_dir, _run_meta(run_dir)), dtype=dtype, device="cpu", adapter=weights,
+                             quantization=quantization)
     if merge:
-        loaded.model = loaded.model.merge_and_unload()
+        loaded.model = spec.merge(loaded.model)
     loaded.spec = str(run_dir)
     return loaded
 
@@ -60,38 +96,33 @@ def load_trained(run_dir: str | Path, *, merge: bool = False, dtype: str = "fp32
 def merge_adapter(run_dir: str | Path, output: str | Path) -> Path:
     """Fold the run's adapter into its base and save a full safetensors model (+ tokenizer), atomically."""
     loaded = load_trained(run_dir, merge=True)
-    return _save_atomic(loaded.model, loaded.tokenizer, Path(output))
-
-
-def _save_atomic(model: Any, tokenizer: Any, output: Path) -> Path:
-    from medtune.training.trainer import save_pretrained_atomic
-
-    return save_pretrained_atomic(model, tokenizer, output)
+    return save_pretrained_atomic(loaded.model, loaded.tokenizer, Path(output))
 
 
 def export_run(run_dir: str | Path, output: str | Path | None, *, merge: bool = True,
                push_to_hub: str | None = None) -> Path | None:
+    """Write the run's weights to ``output``: merged into a full model, or (``merge=False``) the adapter alone.
+
+    A method that keeps a full model exports that model either way.
+    """
     run_dir = Path(run_dir)
     _run_meta(run_dir)
+    spec = run_method(run_dir)
+    if spec is None:
+        raise InputError("config.json holds no training settings: not a training run folder", file=run_dir)
     out: Path | None = None
     if output is not None:
         output = Path(output)
-        if merge or (run_dir / "model").exists():
-            out = merge_adapter(run_dir, output) if (run_dir / "adapter").exists() else \
-                _save_atomic(*_full(run_dir), output)
+        if merge or not spec.is_adapter:
+            out = merge_adapter(run_dir, output)
         else:
             if output.exists():
                 shutil.rmtree(output)
-            shutil.copytree(run_dir / "adapter", output)
+            shutil.copytree(run_dir / spec.output_name, output)
             out = output
     if push_to_hub:
         push(run_dir if output is None else out, push_to_hub)
     return out
-
-
-def _full(run_dir: Path) -> tuple[Any, Any]:
-    loaded = load_trained(run_dir)
-    return loaded.model, loaded.tokenizer
 
 
 def push(folder: str | Path, repo_id: str) -> None:

@@ -19,8 +19,9 @@ One optimizer step (``B`` = global batch, ``W`` processes, ``N`` = answer tokens
 4. rank 0 appends ``step, epoch, ids, tokens, loss, lr, time`` to ``train_log.jsonl`` (ids gathered from
    all ranks in rank order) and every ``save_every`` steps writes a checkpoint.
 
-bf16 (``dtype="bf16"``) is mixed precision: fp32 master weights and optimizer state, matmuls under CPU
-autocast in bf16 (AMX), the loss in fp32.
+bf16 (``dtype="bf16"``, or ``auto`` on a GPU with bf16) is mixed precision: fp32 master weights and optimizer
+state, matmuls under autocast in bf16, the loss in fp32 — used only where the hardware runs bf16 natively
+(:mod:`medtune.hardware`); elsewhere the run computes in fp32 and says so (``config.json``'s ``precision``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from torch import nn
 
 from medtune.errors import ConfigError, InputError
 from medtune.io import write_json_atomic
-from medtune.schema import Item, MCQItem
+from medtune.schema import Item
 from medtune.training import checkpoint as ckpt
 from medtune.training.config import TrainConfig
 from medtune.training.data import (
@@ -54,10 +55,15 @@ from medtune.training.data import (
     micro_batches,
     plan_steps,
     planned_epochs,
-    prompt_and_completion,
     rank_slice,
 )
-from medtune.training.methods import build_optimizer, build_scheduler, find_target_modules, prepare_model
+from medtune.training.methods import (
+    build_optimizer,
+    build_scheduler,
+    find_target_modules,
+    method_of,
+    prepare_model,
+)
 from medtune.training.runlog import LOG_NAME, RunLog, truncate_log
 
 log = logging.getLogger(__name__)
@@ -146,8 +152,9 @@ def answer_loss_sum(model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tens
     return F.cross_entropy(logits, targets[keep], reduction="sum"), n
 
 
-def autocast_for(config: TrainConfig):
-    if config.dtype == "bf16":
+def autocast_for(dtype: str):
+    """bf16 autocast for a run whose resolved precision is bf16 (see :meth:`TrainConfig.resolved_dtype`)."""
+    if dtype == "bf16":
         return torch.autocast("cpu" if not torch.cuda.is_available() else "cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -156,76 +163,48 @@ def autocast_for(config: TrainConfig):
 # Model loading
 
 
-def tokenizer_texts(items: Sequence[Item], textbook: Sequence[str] | None = None) -> list[str]:
-    """Texts the tiny model's tokenizer is trained on: every prompt and every option/answer (+ textbook)."""
-    texts: list[str] = list(textbook or [])
-    for it in items:
-        prompt, completion = prompt_and_completion(it, "letter")
-        texts += [prompt, completion]
-        if isinstance(it, MCQItem):
-            texts += list(it.options)
-            if it.explanation:
-                texts.append(it.explanation)
-    return texts
-
-
 def _save_base(model: nn.Module, tokenizer: Any, path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
 
 
-def _resolve_path(spec: str) -> Path:
-    """A local folder for ``spec``: a folder, ``smollm2`` or a ``.gguf`` (converted once by medtune.models)."""
-    from medtune import models
-
-    p = Path(spec).expanduser()
-    if p.is_dir():
-        return p
-    if spec in getattr(models, "SMOLLM2_NAMES", ()):
-        return models.smollm2_dir()
-    if spec.lower().endswith(".gguf"):
-        return models.converted_gguf_dir(p)
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise InputError(f"model '{spec}' is not a local folder and the hub is offline (HF_HUB_OFFLINE=1); "
-                         "use 'tiny', 'smollm2' or a local folder")
-    return Path(spec)  # a hub name; transformers downloads it
-
-
 def load_base_model(config: TrainConfig, items: Sequence[Item], run_dir: Path, *,
                     model: nn.Module | None = None, tokenizer: Any = None,
                     textbook: Sequence[str] | None = None) -> tuple[nn.Module, Any, str]:
-    """The base model in the form the method needs (4-bit for qlora), and where its base weights live.
+    """The base model in the form the method needs (its ``base_quantization``), and where its base weights live.
 
-    The tiny model and models handed in memory are saved to ``RUN_DIR/base/`` first: merging an adapter,
-    scoring and resuming all need the exact base, and for qlora the 4-bit copy is loaded from there.
+    The tiny model, and models handed in memory when the method keeps its base (adapters, quantised bases), are
+    saved to ``RUN_DIR/base/`` first: merging an adapter, scoring and resuming all need the exact base, and a
+    quantised training base is loaded from there.
     """
-    from medtune.models import build_tiny_model, load_pretrained
+    from medtune.models import load_pretrained, local_model_path
+    from medtune.training.base_model import build_tiny_for
 
+    spec = method_of(config)
     base_dir = run_dir / "base"
     if (base_dir / "config.json").exists() and model is None:
-        source = base_dir  # resume, or a re-run in the same folder: the saved base is the truth
+        source: Path | str = base_dir  # resume, or a re-run in the same folder: the saved base is the truth
     elif model is not None:
         if tokenizer is None:
             raise ConfigError("a model passed in memory needs its tokenizer too")
-        if config.method in ("lora", "dora", "qlora"):
+        if spec.keeps_base:
             _save_base(model, tokenizer, base_dir)
-        if config.method != "qlora":
-            return model.float(), tokenizer, str(base_dir) if config.method != "full" else "memory"
+        if spec.base_quantization is None:
+            return model.float(), tokenizer, str(base_dir) if spec.keeps_base else "memory"
         source = base_dir
     elif config.model == "tiny":
         torch.manual_seed(config.seed)
-        model, tokenizer = build_tiny_model(tokenizer_texts(items, textbook), vocab_size=config.tiny_vocab_size,
-                                            seed=config.seed, **config.tiny)
+        model, tokenizer = build_tiny_for(items, textbook, vocab_size=config.tiny_vocab_size, seed=config.seed,
+                                          sizes=config.tiny)
         _save_base(model, tokenizer, base_dir)
-        if config.method != "qlora":
+        if spec.base_quantization is None:
             return model, tokenizer, str(base_dir)
         source = base_dir
     else:
-        source = _resolve_path(config.model)
-    quant = "4bit" if config.method == "qlora" else None
+        source = local_model_path(config.model)
     loaded = load_pretrained(source, dtype="fp32", device="cpu" if not torch.cuda.is_available() else "auto",
-                             quantization=quant)
+                             quantization=spec.base_quantization)
     return loaded.model, loaded.tokenizer, str(source)
 
 
@@ -393,6 +372,7 @@ def train(
     if not plan:
         raise InputError("the order plans no training step", file=order_path)
 
+    precision = config.resolved_dtype()  # once: a bf16 request on a CPU without native bf16 warns here
     torch.manual_seed(config.seed)
     if dist_info.main:
         base_model, tok, base_source = load_base_model(config, items, run_dir, model=model, tokenizer=tokenizer,
@@ -428,6 +408,8 @@ def train(
     n_trainable = sum(p.numel() for p in params)
     meta = {
         "train": config.to_dict(),
+        # What this run really computed in (dtype auto or bf16 resolved for this machine), and the base's form.
+        "precision": {"dtype": precision, "base_quantization": method_of(config).base_quantization},
         "items": str(items_path) if items_path else None,
         "order": str(order_path) if order_path else None,
         "order_strategy": order.get("strategy"),
@@ -459,7 +441,7 @@ def train(
             for mb in micro_batches(mine, packing=config.packing, batch_size=config.batch_size,
                                     pack_tokens=pack_tokens):
                 batch = collate(mb, packing=config.packing, pad_id=pad_id)
-                with autocast_for(config):
+                with autocast_for(precision):
                     lsum, _ = answer_loss_sum(model_, batch)
                 (lsum / max(1, n_labels)).backward()
                 loss_sum += float(lsum.detach())
@@ -519,43 +501,8 @@ def train(
 
 
 def save_trained(model: nn.Module, tokenizer: Any, run_dir: Path, config: TrainConfig) -> Path:
-    """``adapter/`` for adapter methods, ``model/`` for full and GaLore; safetensors plus the tokenizer."""
-    name = "adapter" if config.method in ("lora", "dora", "qlora") else "model"
-    return save_pretrained_atomic(model, tokenizer, run_dir / name)
-
-
-def save_pretrained_atomic(model: Any, tokenizer: Any, output: Path) -> Path:
-    """``save_pretrained`` (safetensors) + tokenizer into a temporary folder, then renamed over ``output``.
-
-    An interrupted save leaves the previous folder (or none), never a half-written model.
-    """
-    import shutil
-
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if output.exists():
-        shutil.rmtree(output)
-    os.replace(tmp, output)
-    return output
-
-
-def load_items_and_order(items_path: str | Path, order_path: str | Path) -> tuple[list[Item], dict[str, Any]]:
-    from medtune.schema import read_items
-    from medtune.training.data import read_order
-
-    return read_items(items_path), read_order(order_path)
-
-
-def textbook_beside(items_path: str | Path) -> list[str] | None:
-    """The synthetic source's textbook (``<stem>.textbook.txt`` beside the items), if present."""
-    p = Path(items_path)
-    tb = p.with_name(p.stem + ".textbook.txt")
-    if tb.exists():
-        return [line for line in tb.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return None
+    """The trained weights, where and how the run's method keeps them (``adapter/`` or ``model/``)."""
+    return method_of(config).save(model, tokenizer, run_dir)
 
 
 def dump_config(path: Path) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """``verify-order``: compare the realised order (the run log) with the plan (order.json + config.json).
 
-The plan is recomputed from the order file with :func:`medtune.training.data.plan_steps` and the run's
+The plan is recomputed from the order file (read and checked by :class:`medtune.orders.orderfile.OrderFile`,
+as training reads it) with :func:`medtune.training.data.plan_steps` and the run's
 batch size, epochs and step limit, so the check does not trust anything the trainer wrote about its plan.
 Any difference — different ids, a different order within a step, a missing, extra or repeated step —
 is reported with the first step where it occurs.
@@ -13,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medtune.errors import InputError
+from medtune.orders.orderfile import OrderFile
 from medtune.training.config import TrainConfig
-from medtune.training.data import PlannedStep, plan_steps, planned_epochs, read_order
+from medtune.training.data import PlannedStep, plan_steps, planned_epochs
 from medtune.training.runlog import read_log
 
 
@@ -35,7 +37,7 @@ def planned_for_run(run_dir: str | Path, order_path: str | Path | None = None) -
         raise InputError("config.json not found: not a training run folder", file=run_dir)
     data = json.loads(cfg_path.read_text(encoding="utf-8"))
     config = TrainConfig.from_dict(data["train"])
-    order = read_order(order_path or run_dir / "order.json")
+    order = OrderFile.read(order_path or run_dir / "order.json")
     return plan_steps(planned_epochs(order, config.epochs), config.global_batch, config.max_steps)
 
 

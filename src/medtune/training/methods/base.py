@@ -1,0 +1,205 @@
+"""What a fine-tuning method is, and the registry that names them.
+
+A method is one :class:`MethodSpec` object: which parameters train (:meth:`MethodSpec.prepare`), with which
+optimizer (:meth:`MethodSpec.build_optimizer`), how the base is loaded (``base_quantization``), and what a run
+keeps (``is_adapter``: a PEFT ``adapter/`` that needs the base to score or merge, or a full ``model/``). The
+trainer and the export code ask the spec and never compare method names, so a new method is one module that
+defines a spec and calls :func:`register_method` — inside medtune or in a plugin (:mod:`medtune.plugins`).
+
+The helpers every method shares live here too: the layers to adapt (:func:`find_target_modules`, found from
+the model, never hard-coded per architecture), the plain AdamW / 8-bit AdamW optimizers, and the atomic save.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from medtune.errors import ConfigError, UnsupportedOnThisMachine
+
+if TYPE_CHECKING:  # the config module validates method names through this registry: no import at run time
+    from medtune.training.config import TrainConfig
+
+# The optimizers :func:`standard_optimizer` builds (a method with its own, like GaLore, overrides the builder).
+STANDARD_OPTIMS: tuple[str, ...] = ("adamw", "adamw_8bit", "paged_adamw_8bit")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class MethodSpec(ABC):
+    """One fine-tuning method. Subclass it, implement :meth:`prepare`, and register an instance.
+
+    ``settings`` names the :class:`~medtune.training.config.TrainConfig` fields the method reads (for help
+    texts and to catch a spec that reads a field the config does not have).
+    """
+
+    name: str
+    summary: str  # one line for --help and the docs
+    is_adapter: bool  # saves adapter/ (PEFT) rather than model/; needs the base to score or merge
+    base_quantization: str | None = None  # "4bit": how the base is loaded to train (and, if asked, to evaluate)
+    default_optim: str = "adamw"  # used when config.optim is unset
+    settings: tuple[str, ...] = ()
+
+    @property
+    def output_name(self) -> str:
+        """The folder of the run that holds the trained weights."""
+        return "adapter" if self.is_adapter else "model"
+
+    @property
+    def keeps_base(self) -> bool:
+        """Whether the run must keep its base in ``base/``: an adapter is useless without it, and a quantised
+        training base is loaded from a saved full-precision copy."""
+        return self.is_adapter or self.base_quantization is not None
+
+    @abstractmethod
+    def prepare(self, model: nn.Module, config: TrainConfig) -> nn.Module:
+        """Decide which parameters train (wrap the model if needed); returns the model to train."""
+
+    def build_optimizer(self, model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+        """The optimizer over the trainable parameters: ``config.optim``, else this method's default."""
+        params = [p for _, p in trainable_parameters(model)]
+        return standard_optimizer(params, config.optim or self.default_optim, config)
+
+    def save(self, model: nn.Module, tokenizer: Any, run_dir: Path) -> Path:
+        """Write the trained weights (safetensors) and the tokenizer to ``run_dir/<output_name>``, atomically."""
+        return save_pretrained_atomic(model, tokenizer, Path(run_dir) / self.output_name)
+
+    def merge(self, model: nn.Module) -> nn.Module:
+        """Fold an adapter into its base weights (a full model is returned as it is)."""
+        return model.merge_and_unload() if self.is_adapter else model
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The registry
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def _same_definition(a: MethodSpec, b: MethodSpec) -> bool:
+    """True when ``b`` is ``a`` defined again by re-importing its module (a plugin loaded twice)."""
+    ta, tb = type(a), type(b)
+    return (ta.__module__, ta.__qualname__) == (tb.__module__, tb.__qualname__) and vars(a) == vars(b)
+
+
+def register_method(spec: MethodSpec, *, replace: bool = False) -> MethodSpec:
+    """Make ``spec`` available under ``spec.name`` (to the config, the CLI and the grid); returns it.
+
+    A second spec under a taken name is refused unless ``replace=True``, so two plugins cannot silently
+    shadow each other (or a built-in).
+    """
+    if not isinstance(spec, MethodSpec):
+        raise TypeError(f"register_method takes a MethodSpec, got {type(spec).__name__}")
+    if not _NAME.match(spec.name):
+        raise ConfigError(f"method name '{spec.name}' must be lower-case letters, digits, '.', '_' or '-' "
+                          "(it is typed on the command line)")
+    old = _REGISTRY.get(spec.name)
+    if old is not None and not replace and old is not spec and not _same_definition(old, spec):
+        raise ConfigError(f"a method named '{spec.name}' is already registered (by {type(old).__module__}); "
+                          "pass replace=True to override it")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_method(name: str) -> MethodSpec:
+    """The spec registered under ``name``; a :class:`ConfigError` listing the available names otherwise."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown method '{name}' (available: {', '.join(method_names())}; a plugin's "
+                          "methods need the plugin loaded, see MEDTUNE_PLUGINS)") from None
+
+
+def method_names() -> tuple[str, ...]:
+    """Registered method names, built-ins first, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def method_help() -> str:
+    """``name: summary`` for every method, one per line (for --help texts and docs)."""
+    return "\n".join(f"{spec.name}: {spec.summary}" for spec in _REGISTRY.values())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Shared helpers
+
+
+def _linear_types() -> tuple[type, ...]:
+    types: list[type] = [nn.Linear]
+    # A model can only hold bitsandbytes layers if bitsandbytes is loaded; importing it costs seconds.
+    bnb = sys.modules.get("bitsandbytes")
+    if bnb is not None:
+        types += [bnb.nn.Linear4bit, bnb.nn.Linear8bitLt]
+    return tuple(types)
+
+
+def find_target_modules(model: nn.Module) -> list[str]:
+    """Full names of the linear layers to adapt: all ``nn.Linear``/bnb linears except the output head."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    linear = _linear_types()
+    names = [name for name, mod in model.named_modules()
+             if isinstance(mod, linear) and mod is not head and name]
+    if not names:
+        raise ConfigError("the model has no linear layers to adapt besides its output head")
+    return names
+
+
+def target_module_suffixes(model: nn.Module) -> list[str]:
+    """The distinct leaf names of :func:`find_target_modules` (compact, for configs and logs)."""
+    return sorted({n.rsplit(".", 1)[-1] for n in find_target_modules(model)})
+
+
+def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def train_every_parameter(model: nn.Module) -> nn.Module:
+    """Full-parameter training: every weight gets a gradient."""
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def standard_optimizer(params: list[nn.Parameter], optim: str, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW, or bitsandbytes' 8-bit AdamW (paged where a GPU makes paging meaningful).
+
+    bitsandbytes falls back to the non-paged optimizer on CPU anyway, with a warning, so it is picked directly.
+    """
+    wd = config.weight_decay
+    if optim in ("paged_adamw_8bit", "adamw_8bit"):
+        try:
+            import bitsandbytes as bnb
+        except ImportError as exc:
+            raise UnsupportedOnThisMachine(
+                f"{optim} needs bitsandbytes (pip install bitsandbytes); or use --optim adamw") from exc
+        paged = optim.startswith("paged") and torch.cuda.is_available()
+        cls = bnb.optim.PagedAdamW8bit if paged else bnb.optim.AdamW8bit
+        return cls(params, lr=config.lr, weight_decay=wd)
+    if optim == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=wd)
+    raise ConfigError(f"unknown optimizer '{optim}' ({', '.join(STANDARD_OPTIMS)})")
+
+
+def save_pretrained_atomic(model: Any, tokenizer: Any, output: Path) -> Path:
+    """``save_pretrained`` (safetensors) + tokenizer into a temporary folder, then renamed over ``output``.
+
+    An interrupted save leaves the previous folder (or none), never a half-written model.
+    """
+    output = Path(output)
+    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if output.exists():
+        shutil.rmtree(output)
+    os.replace(tmp, output)
+    return output
