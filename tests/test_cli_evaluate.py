@@ -119,3 +119,76 @@ def test_evaluate_bad_input(setup, tmp_path, capsys):
     assert main(["evaluate", "compare", str(p1), str(p2)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "b.parquet" in err and "different items" in err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The evaluation stage on training runs: the base is loaded the way the run trained on it
+
+
+def _train_run(root, method: str, items) -> object:
+    from medtune.training import train
+    from medtune.training.config import TrainConfig
+
+    ids = [it.id for it in items]
+    order = {"format": "medtune.order/1", "strategy": "hand", "seed": 0, "options": {}, "epoch_policy": "repeat",
+             "epochs": [ids], "n_items": len(ids), "segments": [{"start": 0, "label": "all"}], "input_hashes": {}}
+    config = TrainConfig(method=method, model="tiny", tiny={"hidden_size": 64, "num_hidden_layers": 1,
+                         "num_attention_heads": 2, "intermediate_size": 128}, tiny_vocab_size=400, batch_size=4,
+                         max_steps=2, max_length=256, template="mmlu").validate()
+    return train(config, items, order, root / method).run_dir
+
+
+@pytest.fixture(scope="module")
+def qlora_run(setup):
+    return _train_run(setup["root"], "qlora", setup["mcq"])
+
+
+def test_qlora_run_is_evaluated_on_its_4bit_base(setup, qlora_run, tmp_path):
+    import bitsandbytes as bnb
+
+    from medtune.evaluation_stage import EvalSettings, ModelRef, describe_precision, load_model
+    from medtune.scoring import score_items
+    from medtune.training.export import load_trained
+
+    ref = ModelRef.from_run(qlora_run)
+    assert ref.method == "qlora" and ref.base_quantization == "4bit" and ref.adapter == qlora_run / "adapter"
+    assert ref.train_template == "mmlu" and ref.model_dir is None
+    assert describe_precision(EvalSettings(), ref) == {"backend": "hf", "dtype": "fp32", "quantization": "4bit"}
+    assert describe_precision({"quantization": "none"}, ref)["quantization"] is None
+    assert describe_precision(EvalSettings(), "some/base")["quantization"] is None  # a base model: as stored
+    backend = load_model(ref, EvalSettings())
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in backend.model.modules())
+
+    out = tmp_path / "eval"
+    assert main(["evaluate", "run", str(setup["mcq_path"]), "--run", str(qlora_run), "-o", str(out),
+                 "--no-progress", "--n-boot", "200"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["run"]["quantization"] == "4bit" and metrics["run"]["method"] == "qlora"
+    assert metrics["run"]["template"] == "mmlu" and metrics["run"]["adapter"] == str(qlora_run / "adapter")
+    pred = read_predictions(out / "predictions.parquet")
+    ref_frame = score_items(load_trained(qlora_run, as_trained=True), setup["mcq"], mode="letter", template="mmlu",
+                            progress=False)
+    assert list(pred["pred"]) == list(ref_frame["pred"])
+    np.testing.assert_allclose(np.stack(pred["scores"]), np.stack(ref_frame["scores"]), atol=1e-5)
+
+
+def test_stage_reuses_a_loaded_model_and_checks_its_arguments(setup, tmp_path, capsys):
+    from medtune.errors import ConfigError
+    from medtune.evaluation_stage import EvalSettings, ModelRef, load_model, run_evaluation
+
+    settings = EvalSettings(mode="option", bootstrap=200)
+    ref = ModelRef(spec=str(setup["dirs"][0]))
+    loaded = load_model(ref, settings)
+    summary = run_evaluation(settings, setup["mcq_path"], ref, tmp_path / "a", loaded=loaded)
+    assert summary["n"] == 10 and summary["mode"] == "option" and summary["template"] == "options"
+    assert summary["dtype"] == "fp32" and summary["quantization"] is None
+    frame = read_predictions(tmp_path / "a" / "predictions.parquet")
+    assert summary["accuracy"] == pytest.approx(frame["correct"].mean())
+    with pytest.raises(ConfigError, match=r"evaluation\.batch_size: unknown key"):
+        run_evaluation({"batch_size": 16}, setup["mcq_path"], ref, tmp_path / "b")
+    assert main(["evaluate", str(setup["mcq_path"]), "-o", str(tmp_path / "c")]) == 2
+    assert "--model" in capsys.readouterr().err
+    assert main(["evaluate", str(setup["mcq_path"]), "--model", "x", "--run", str(tmp_path), "-o",
+                 str(tmp_path / "c")]) == 2
+    assert main(["evaluate", str(setup["mcq_path"]), "--run", str(tmp_path), "-o", str(tmp_path / "c")]) == 2
+    assert "not a training run folder" in capsys.readouterr().err

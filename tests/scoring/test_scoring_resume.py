@@ -77,13 +77,13 @@ def test_sigkill_then_resume(saved_tiny, medqa_all, tmp_path, monkeypatch):
     assert len(set(done_before)) == len(done_before)
 
     computed: list[str] = []
-    original_run = engine._TransformersRunner.run
+    original_run = engine.BatchRunner.run
 
     def counting_run(self, batch):
         computed.extend(p.item.id for p in batch)
         return original_run(self, batch)
 
-    monkeypatch.setattr(engine._TransformersRunner, "run", counting_run)
+    monkeypatch.setattr(engine.BatchRunner, "run", counting_run)
     model = resolve_model(saved_tiny)
     resumed = score_items(model, items, mode="letter", permute_seed=5, batch_tokens=700, output=out,
                           progress=False)

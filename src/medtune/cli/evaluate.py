@@ -1,15 +1,18 @@
 """``medtune evaluate``: score items with a (fine-tuned) model → ``predictions.parquet`` + ``metrics.json``.
 
-``medtune evaluate ITEMS --model M [--adapter DIR] -o OUT_DIR`` is short for ``medtune evaluate run ...``;
-``medtune evaluate compare A.parquet B.parquet`` compares two prediction files on the same items (McNemar and a
-paired bootstrap of the accuracy difference); ``medtune evaluate metrics PREDICTIONS --items ITEMS`` recomputes
-the metrics of an existing predictions file. Scoring streams to ``OUT_DIR`` so an interrupted run resumes.
-Free-text items (QAItem, e.g. MedQuAD) are evaluated in generate mode with token P/R/F1 and ROUGE-L.
+``medtune evaluate ITEMS --model M [--adapter DIR] -o OUT_DIR`` (or ``--run RUN_DIR``, a training run folder) is
+short for ``medtune evaluate run ...``; its settings options come from
+:class:`medtune.evaluation_stage.EvalSettings` and the work is :func:`medtune.evaluation_stage.run_evaluation`,
+the same stage the experiment grid runs. ``medtune evaluate compare A.parquet B.parquet`` compares two prediction
+files on the same items (McNemar and a paired bootstrap of the accuracy difference); ``medtune evaluate metrics
+PREDICTIONS --items ITEMS`` recomputes the metrics of an existing predictions file. Scoring streams to ``OUT_DIR``
+so an interrupted run resumes. Free-text items (QAItem, e.g. MedQuAD) are evaluated in generate mode with token
+P/R/F1 and ROUGE-L.
 """
 
 from __future__ import annotations
 
-from enum import Enum
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,10 +21,13 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
-from medtune.errors import InputError
+from medtune.cli.options import with_settings
+from medtune.errors import ConfigError, InputError
 from medtune.evaluation import DEFAULT_N_BOOT, compare_predictions, compute_metrics, read_predictions
+from medtune.evaluation_stage import EvalSettings, ModelRef
 from medtune.io import write_json_atomic
-from medtune.schema import QAItem, read_items
+from medtune.schema import read_items
+from medtune.settings import validate_settings
 
 console = Console(highlight=False)
 
@@ -41,13 +47,6 @@ evaluate_app = typer.Typer(
          "`medtune evaluate ITEMS --model M -o DIR` runs `evaluate run`.",
     no_args_is_help=True,
 )
-
-
-class EvalMode(str, Enum):
-    auto = "auto"
-    letter = "letter"
-    option = "option"
-    generate = "generate"
 
 
 def _fmt_ci(res: dict[str, Any]) -> str:
@@ -89,55 +88,40 @@ def print_metrics(metrics: dict[str, Any], out: Console | None = None) -> None:
         out.print(t)
 
 
+def _model_ref(model: str | None, adapter: Path | None, run: Path | None) -> ModelRef:
+    if (model is None) == (run is None):
+        raise ConfigError("give the model to evaluate with --model (and optionally --adapter) or --run RUN_DIR")
+    if run is not None:
+        if adapter is not None:
+            raise ConfigError("--adapter goes with --model; a --run folder holds its own adapter")
+        return ModelRef.from_run(run)
+    assert model is not None
+    return ModelRef(spec=model, adapter=adapter)
+
+
 @evaluate_app.command("run")
+@with_settings(EvalSettings, rename={"bootstrap": "--n-boot"})
 def run_cmd(
     items_path: Annotated[Path, typer.Argument(metavar="ITEMS", help="Items Parquet file (MCQ or free text).")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Model spec: a local folder, .gguf file, smollm2, "
-                                       "or a hub name when online.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (predictions.parquet, metrics.json).")],
-    adapter: Annotated[Path | None, typer.Option(help="PEFT adapter folder applied on top of the model.")] = None,
-    mode: Annotated[EvalMode, typer.Option(help="auto: letter for MCQ, generate for free text.")] = EvalMode.auto,
-    template: Annotated[str, typer.Option(help="Prompt template (medtune.prompts).")] = "paper",
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model spec: a local folder, .gguf file, "
+                                              "smollm2, a hub name when online; a backend prefix selects another "
+                                              "backend (openai:http://HOST:PORT/v1[#model], vllm:PATH).")] = None,
+    adapter: Annotated[Path | None, typer.Option(help="PEFT adapter folder applied on top of --model.")] = None,
+    run: Annotated[Path | None, typer.Option("--run", help="A training run folder (its adapter or model, "
+                                             "base, template and base quantization).")] = None,
     split: Annotated[str | None, typer.Option(help="Only items of this split (e.g. test).")] = None,
-    dtype: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = "auto",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
-    quantization: Annotated[str | None, typer.Option(help="4bit or 8bit (bitsandbytes).")] = None,
-    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per batch.")] = 4096,
-    max_new_tokens: Annotated[int, typer.Option(help="Generate mode: new tokens per answer.")] = 32,
-    chat: Annotated[bool, typer.Option(help="Wrap prompts in the tokenizer's chat template.")] = False,
-    permute_seed: Annotated[int | None, typer.Option(help="Permute each question's options with this seed "
-                                                     "(position-bias check).")] = None,
-    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the CIs.")] = DEFAULT_N_BOOT,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    given: dict[str, Any] | None = None,
 ) -> None:
     """Score ITEMS with a model and write OUT/predictions.parquet and OUT/metrics.json."""
-    items = read_items(items_path)
-    if split is not None:
-        items = [it for it in items if it.split == split]
-    if not items:
-        raise InputError(f"no items{f' in split {split!r}' if split else ''}", file=items_path)
-    qa = isinstance(items[0], QAItem)
-    chosen = mode.value if mode is not EvalMode.auto else ("generate" if qa else "letter")
-    if qa and chosen != "generate":
-        raise InputError(f"free-text items can only be evaluated in generate mode, not {chosen}", file=items_path,
-                         field="mode")
-    from medtune.models import resolve_model
-    from medtune.scoring import score_items
+    from medtune.evaluation_stage import run_evaluation
 
-    loaded = resolve_model(model, dtype=dtype, device=device, quantization=quantization, adapter=adapter)
-    predictions_path = output / "predictions.parquet"
-    frame = score_items(loaded, items, mode=chosen, template=template, permute_seed=permute_seed,
-                        batch_tokens=batch_tokens, max_new_tokens=max_new_tokens, chat=chat,
-                        output=predictions_path, progress=progress)
-    metrics = compute_metrics(frame, items, n_boot=n_boot, seed=seed)
-    metrics["run"] = {"items": str(items_path), "split": split, "model": model,
-                      "adapter": str(adapter) if adapter else None, "template": template, "mode": chosen,
-                      "permute_seed": permute_seed, "dtype": str(loaded.dtype).removeprefix("torch."),
-                      "quantization": quantization}
-    write_json_atomic(output / "metrics.json", metrics)
-    print_metrics(metrics)
-    console.print(f"wrote {predictions_path} and {output / 'metrics.json'}")
+    settings = validate_settings(EvalSettings, given or {}, "options")
+    ref = _model_ref(model, adapter, run)
+    summary = run_evaluation(settings, items_path, ref, output, split=split, progress=progress)
+    print_metrics(json.loads(Path(summary["metrics"]).read_text(encoding="utf-8")))
+    console.print(f"wrote {summary['predictions']} and {summary['metrics']}")
 
 
 @evaluate_app.command("metrics")

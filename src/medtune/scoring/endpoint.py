@@ -1,4 +1,4 @@
-"""Score through an OpenAI-compatible completions endpoint (vLLM ``serve``, llama.cpp server, TGI, ...).
+"""The ``openai:`` backend: score through an OpenAI-compatible completions endpoint (vLLM ``serve``, llama.cpp...).
 
 Log-likelihoods come from the legacy ``/v1/completions`` API with ``echo=true`` and ``logprobs``: the
 server returns the log-probability of every prompt token, and the continuation's score is the sum over the
@@ -8,21 +8,22 @@ does for its ``local-completions`` model. Letter mode scores the continuations "
 greedy completion.
 
 Request building and response parsing are pure functions (tested without a network); :class:`Endpoint`
-only adds the HTTP POST.
+only adds the HTTP calls. Spec: ``openai:http://HOST:PORT/v1#model-name``; without ``#model-name`` the
+server's first model (``GET /models``) is used. The key, if the server wants one, is read from
+``OPENAI_API_KEY``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from medtune.errors import InputError, MedtuneError
-from medtune.prompts import MCQTemplate, extract_answer, letters_for
-from medtune.schema import QAItem
 
 
 def build_loglik_request(model: str, contexts: Sequence[str], continuations: Sequence[str]) -> dict[str, Any]:
@@ -85,9 +86,9 @@ def parse_generate_response(response: dict[str, Any], n: int) -> list[str]:
 
 @dataclass
 class Endpoint:
-    """An OpenAI-compatible server: ``Endpoint("http://127.0.0.1:8000/v1", "my-model")``.
+    """An OpenAI-compatible server as a :class:`~medtune.scoring.backends.ScoringBackend`.
 
-    Pass it to :func:`medtune.scoring.score_items` in place of a loaded model.
+    ``Endpoint("http://127.0.0.1:8000/v1", "my-model")``, or ``load_backend("openai:http://127.0.0.1:8000/v1")``.
     """
 
     base_url: str
@@ -96,16 +97,38 @@ class Endpoint:
     timeout: float = 120.0
     info: dict[str, Any] = field(default_factory=dict)
 
+    name: ClassVar[str] = "openai"
+    tokenizer: ClassVar[Any] = None  # the server tokenizes: batches are sized by characters
+    MODES: ClassVar[dict[str, str]] = {
+        "letter": "legacy completions with echo + logprobs: the log-probabilities of the prompt tokens that "
+                  "start in the continuation ' X' (by character offset), summed (exact, not limited to top-k)",
+        "option": "the same for ' <option text>'",
+        "generate": "a greedy completion (temperature 0)",
+    }
+
+    @classmethod
+    def from_spec(cls, target: str, *, timeout: float = 120.0) -> Endpoint:
+        """``http://HOST:PORT/v1#model-name`` (without ``#model-name``: the server's first listed model)."""
+        base_url, _, model = target.partition("#")
+        if not base_url.startswith(("http://", "https://")):
+            raise InputError(f"an OpenAI-compatible endpoint is an http(s) URL such as http://127.0.0.1:8000/v1, "
+                             f"got '{target}'")
+        endpoint = cls(base_url, model, api_key=os.environ.get("OPENAI_API_KEY") or None, timeout=timeout)
+        if not model:
+            endpoint.model = endpoint.first_model()
+        return endpoint
+
     @property
     def spec(self) -> str:
         return f"{self.base_url}#{self.model}"
 
-    def post(self, route: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def _request(self, route: str, payload: dict[str, Any] | None) -> dict[str, Any]:
         url = self.base_url.rstrip("/") + "/" + route.lstrip("/")
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers=headers, method="POST")
+        data = None if payload is None else json.dumps(payload).encode()
+        req = urllib.request.Request(url, data=data, headers=headers, method="GET" if payload is None else "POST")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 return json.loads(resp.read().decode("utf-8"))
@@ -115,52 +138,22 @@ class Endpoint:
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             raise InputError(f"cannot reach endpoint {url}: {exc}") from None
 
-    def loglik(self, contexts: Sequence[str], continuations: Sequence[str]) -> list[tuple[float, int]]:
-        resp = self.post("completions", build_loglik_request(self.model, contexts, continuations))
-        return parse_loglik_response(resp, contexts, continuations)
+    def post(self, route: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return self._request(route, payload)
 
-    def generate(self, prompts: Sequence[str], max_tokens: int, stop: Sequence[str] | None = None) -> list[str]:
-        resp = self.post("completions", build_generate_request(self.model, prompts, max_tokens, stop))
+    def first_model(self) -> str:
+        """The id of the first model the server lists (``GET /models``)."""
+        listed = self._request("models", None).get("data") or []
+        if not listed or not isinstance(listed[0], dict) or not listed[0].get("id"):
+            raise InputError(f"endpoint {self.base_url} lists no model: name one as {self.base_url}#MODEL")
+        return str(listed[0]["id"])
+
+    def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
+        contexts = [c for c, _ in pairs]
+        conts = [x for _, x in pairs]
+        resp = self.post("completions", build_loglik_request(self.model, contexts, conts))
+        return parse_loglik_response(resp, contexts, conts)
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] | None = None) -> list[str]:
+        resp = self.post("completions", build_generate_request(self.model, prompts, max_new_tokens, stop))
         return parse_generate_response(resp, len(prompts))
-
-    def make_runner(self, *, mode: str, template: MCQTemplate, max_new_tokens: int, option_score: str,
-                    stop_strings: Sequence[str] | None = None) -> LoglikRunner:
-        return LoglikRunner(self, mode, max_new_tokens, option_score, stop_strings)
-
-
-class LoglikRunner:
-    """Runs score_items batches on any backend offering ``loglik(contexts, continuations)`` and ``generate``."""
-
-    tokenizer = None
-
-    def __init__(self, backend, mode: str, max_new_tokens: int, option_score: str,
-                 stop_strings: Sequence[str] | None) -> None:
-        self.backend, self.mode = backend, mode
-        self.max_new_tokens, self.option_score, self.stop_strings = max_new_tokens, option_score, stop_strings
-
-    def run(self, batch) -> list[dict[str, Any]]:
-        from medtune.scoring.engine import argmax, make_row, softmax
-
-        if self.mode == "generate":
-            texts = self.backend.generate([p.prompt for p in batch], self.max_new_tokens, self.stop_strings)
-            return [make_row(p, "generate", None if isinstance(p.item, QAItem) else extract_answer(t, p.shown),
-                             None, None, generated=t) for p, t in zip(batch, texts, strict=True)]
-        contexts, conts, owners = [], [], []
-        for k, p in enumerate(batch):
-            texts = [f" {x}" for x in letters_for(len(p.shown))] if self.mode == "letter" else \
-                [" " + o.strip() for o in p.shown]
-            contexts += [p.prompt] * len(texts)
-            conts += texts
-            owners += [k] * len(texts)
-        results = self.backend.loglik(contexts, conts)
-        rows = []
-        for k, p in enumerate(batch):
-            res = [r for r, o in zip(results, owners, strict=True) if o == k]
-            sums = [s for s, _ in res]
-            if self.mode == "letter":
-                rows.append(make_row(p, "letter", argmax(sums), sums, softmax(sums)))
-            else:
-                norms = [s / n for s, n in res]
-                chosen = norms if self.option_score == "norm" else sums
-                rows.append(make_row(p, "option", argmax(chosen), sums, softmax(chosen), norm_shown=norms))
-        return rows

@@ -2,9 +2,10 @@
 
 Modes:
 
-- ``letter`` — one forward pass per question; ``scores`` are the log-probabilities of the option letters
-  (full-vocabulary log-softmax at the answer position), ``probs`` their softmax restricted to the letters
-  (the paper's "expected accuracy" is ``probs[answer]``), ``pred`` the argmax.
+- ``letter`` — ``scores`` are the log-likelihoods of the continuations " A", " B", ... after the prompt
+  (on transformers one forward pass per question: the full-vocabulary log-softmax at the answer position,
+  read at the letters' single tokens, which is the same number), ``probs`` their softmax restricted to the
+  letters (the paper's "expected accuracy" is ``probs[answer]``), ``pred`` the argmax.
 - ``option`` — the log-likelihood of each option's text as a continuation of the prompt (the question
   runs once, its KV cache is shared by the options). ``scores`` are the summed log-probabilities,
   ``scores_norm`` the same divided by the option's token count; ``pred`` and ``probs`` follow
@@ -16,11 +17,14 @@ Modes:
 
 ``scores``/``probs``/``scores_norm`` are always indexed by the ORIGINAL option index, also when options
 were shown permuted (``permutation[i]`` = original index of the option shown at position ``i``).
+
+The model is any :class:`~medtune.scoring.backends.ScoringBackend` (transformers, an OpenAI-compatible
+endpoint, vLLM, or a plugin's); the modes are defined by its ``loglikelihood`` and ``generate``, and the
+reduction from log-likelihoods to a prediction is :func:`~medtune.scoring.backends.reduce_scores` for all.
 """
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,9 +44,16 @@ from medtune.prompts import (
     qa_prompt,
 )
 from medtune.schema import MCQItem, QAItem
+from medtune.scoring.backends import (
+    ScoringBackend,
+    as_backend,
+    continuations,
+    reduce_scores,
+    token_cache,
+)
 from medtune.scoring.batching import length_batches
 from medtune.scoring.store import ResultStore
-from medtune.scoring.tokens import encode_prompt, letter_token_ids, split_continuation
+from medtune.scoring.tokens import letter_token_ids
 
 Mode = Literal["letter", "option", "generate"]
 MODES: tuple[str, ...] = ("letter", "option", "generate")
@@ -71,24 +82,10 @@ class _Prepared:
     permutation: list[int] | None
     shown: list[str]
     prompt: str
-    ids: list[int]
-    conts: list[list[int]] | None = None  # option mode: continuation ids per shown option
-    tokens_unknown: bool = False
+    cost: int  # padded tokens this question adds to a batch (estimated from characters without a tokenizer)
 
-    @property
-    def cost(self) -> int:
-        if self.tokens_unknown:  # a remote backend tokenizes; estimate from characters
-            return max(1, len(self.prompt) // 4) * max(1, len(self.shown))
-        if self.conts is None:
-            return len(self.ids)
-        return len(self.ids) + sum(len(c) for c in self.conts)
-
-
-def softmax(xs: Sequence[float]) -> list[float]:
-    m = max(xs)
-    es = [math.exp(x - m) for x in xs]
-    s = sum(es)
-    return [e / s for e in es]
+    def pairs(self, mode: str) -> list[tuple[str, str]]:
+        return [(self.prompt, c) for c in continuations(mode, self.shown)]
 
 
 def _unpermute(values: Sequence[float], perm: list[int] | None) -> list[float]:
@@ -98,10 +95,6 @@ def _unpermute(values: Sequence[float], perm: list[int] | None) -> list[float]:
     for shown, original in enumerate(perm):
         out[original] = float(values[shown])
     return out
-
-
-def argmax(xs: Sequence[float]) -> int:
-    return max(range(len(xs)), key=lambda i: (xs[i], -i))
 
 
 def _check_items(items: Sequence[Any], mode: str) -> None:
@@ -118,6 +111,19 @@ def _check_items(items: Sequence[Any], mode: str) -> None:
         seen.add(it.id)
 
 
+def _cost(tokenizer: Any, mode: str, prompt: str, shown: Sequence[str]) -> int:
+    """A question's share of a batch: its prompt's tokens, plus (option mode) every option's tokens."""
+    if tokenizer is None:  # a remote backend tokenizes; estimate from characters
+        return max(1, len(prompt) // 4) * max(1, len(shown))
+    cache = token_cache(tokenizer)
+    if mode == "generate" or not shown:
+        return len(cache.encode(prompt))
+    splits = [cache.split(prompt, c) for c in continuations(mode, shown)]
+    if mode == "letter":
+        return len(splits[0][0])
+    return len(splits[0][0]) + sum(len(c) for _, c in splits)
+
+
 def _prepare(items, tokenizer, mode: str, tpl: MCQTemplate, seed: int | None, chat: bool) -> list[_Prepared]:
     out = []
     for i, item in enumerate(items):
@@ -132,18 +138,7 @@ def _prepare(items, tokenizer, mode: str, tpl: MCQTemplate, seed: int | None, ch
                 raise InputError("chat=True needs a local tokenizer (its chat template)")
             prompt = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                                    add_generation_prompt=True)
-        if tokenizer is None:
-            out.append(_Prepared(i, item, perm, shown, prompt, [], tokens_unknown=True))
-        elif mode == "option":
-            conts = []
-            ids: list[int] = []
-            for opt in shown:
-                ctx, cont = split_continuation(tokenizer, prompt, " " + opt.strip())
-                ids = ctx
-                conts.append(cont)
-            out.append(_Prepared(i, item, perm, shown, prompt, ids, conts))
-        else:
-            out.append(_Prepared(i, item, perm, shown, prompt, encode_prompt(tokenizer, prompt)))
+        out.append(_Prepared(i, item, perm, shown, prompt, _cost(tokenizer, mode, prompt, shown)))
     return out
 
 
@@ -170,69 +165,55 @@ def make_row(p: _Prepared, mode: str, pred_shown: int | None, scores_shown: Sequ
     return row
 
 
-class _TransformersRunner:
-    """Runs one batch of prepared rows through a transformers model."""
+class BatchRunner:
+    """Scores one batch of prepared questions on a backend: one ``loglikelihood`` (or ``generate``) call."""
 
-    def __init__(self, loaded, mode: str, tpl: MCQTemplate, max_new_tokens: int, option_score: str,
+    def __init__(self, backend: ScoringBackend, mode: str, max_new_tokens: int, option_score: str,
                  stop_strings: Sequence[str] | None) -> None:
-        from medtune.scoring.hf import pad_id_of
-
-        self.model = loaded.model
-        self.tokenizer = loaded.tokenizer
+        self.backend = backend
         self.mode = mode
-        self.tpl = tpl
         self.max_new_tokens = max_new_tokens
         self.option_score = option_score
         self.stop_strings = stop_strings
-        self.pad_id = pad_id_of(self.tokenizer)
-        self._letter_ids: dict[int, list[int]] = {}
-        self.model.eval()
-
-    def letter_ids(self, n: int) -> list[int]:
-        if n not in self._letter_ids:
-            self._letter_ids[n] = letter_token_ids(self.tokenizer, self.tpl.answer_prefix, letters_for(n))
-        return self._letter_ids[n]
 
     def run(self, batch: Sequence[_Prepared]) -> list[dict[str, Any]]:
-        if self.mode == "letter":
-            return self._letter(batch)
-        if self.mode == "option":
-            return self._option(batch)
-        return self._generate(batch)
-
-    def _letter(self, batch):
-        from medtune.scoring.hf import last_token_logprobs
-
-        logp = last_token_logprobs(self.model, [p.ids for p in batch], self.pad_id)
-        rows = []
-        for k, p in enumerate(batch):
-            scores = logp[k, self.letter_ids(len(p.shown))].tolist()
-            rows.append(make_row(p, "letter", argmax(scores), scores, softmax(scores)))
+        if self.mode == "generate":
+            return self._generate(batch)
+        pairs = [p.pairs(self.mode) for p in batch]
+        results = self.backend.loglikelihood([pair for question in pairs for pair in question])
+        if len(results) != sum(len(q) for q in pairs):
+            raise InputError(f"backend '{self.backend.name}' returned {len(results)} log-likelihoods for "
+                             f"{sum(len(q) for q in pairs)} continuations")
+        rows, start = [], 0
+        for p, question in zip(batch, pairs, strict=True):
+            red = reduce_scores(self.mode, results[start:start + len(question)], self.option_score)
+            start += len(question)
+            rows.append(make_row(p, self.mode, red.pred, red.scores, red.probs, norm_shown=red.norms))
         return rows
 
-    def _option(self, batch):
-        from medtune.scoring.hf import continuation_logliks
-
-        rows = []
-        for p in batch:
-            assert p.conts is not None
-            res = continuation_logliks(self.model, p.ids, p.conts, self.pad_id)
-            sums = [s for s, _ in res]
-            norms = [s / n for s, n in res]
-            chosen = norms if self.option_score == "norm" else sums
-            rows.append(make_row(p, "option", argmax(chosen), sums, softmax(chosen), norm_shown=norms))
-        return rows
-
-    def _generate(self, batch):
-        from medtune.scoring.hf import greedy_generate
-
-        texts = greedy_generate(self.model, self.tokenizer, [p.ids for p in batch], self.max_new_tokens,
-                                self.stop_strings)
+    def _generate(self, batch: Sequence[_Prepared]) -> list[dict[str, Any]]:
+        texts = self.backend.generate([p.prompt for p in batch], self.max_new_tokens, self.stop_strings)
         rows = []
         for p, text in zip(batch, texts, strict=True):
             pred = None if isinstance(p.item, QAItem) else extract_answer(text, p.shown)
             rows.append(make_row(p, "generate", pred, None, None, generated=text))
         return rows
+
+
+# Older name of the runner, still patched by tests that count the questions a run computes.
+_TransformersRunner = BatchRunner
+
+
+def _check_letters(backend: ScoringBackend, tpl: MCQTemplate, items: Sequence[MCQItem | QAItem]) -> None:
+    """Refuse letter mode before any work when a letter is not one token after the answer prefix.
+
+    Only a local tokenizer can tell; with several tokens per letter "the letter's probability" would depend on
+    how the letter is split, so letter scores would not be comparable across models.
+    """
+    if backend.tokenizer is None:
+        return
+    for n in sorted({len(it.options) for it in items if isinstance(it, MCQItem)}):
+        letter_token_ids(backend.tokenizer, tpl.answer_prefix, letters_for(n))
 
 
 def _frame(rows: list[dict[str, Any]], mode: str) -> pd.DataFrame:
@@ -263,8 +244,9 @@ def score_items(
 ) -> pd.DataFrame:
     """Score ``items`` with ``model`` and return one row per item, in input order.
 
-    ``model`` is a :class:`~medtune.models.LoadedModel` (or a model spec string, resolved with
-    :func:`~medtune.models.resolve_model` on CPU fp32 defaults). Rows are described in the module
+    ``model`` is a :class:`~medtune.scoring.backends.ScoringBackend`, a :class:`~medtune.models.LoadedModel`
+    (scored by the transformers backend), or a model spec such as ``hf:PATH``, ``openai:http://HOST:PORT/v1``
+    (created with :func:`~medtune.scoring.backends.load_backend` on its defaults). Rows are described in the module
     docstring and docs/ARTIFACTS.md. ``batch_tokens`` caps padded tokens per batch (rows × longest row;
     in option mode a question's prompt plus all its options). With ``output`` the rows stream to a part
     file batch by batch and a rerun with the same settings resumes; the final file (Parquet, or JSON lines
@@ -275,33 +257,28 @@ def score_items(
         raise InputError(f"unknown scoring mode '{mode}' (use {', '.join(MODES)})")
     if option_score not in ("norm", "sum"):
         raise InputError(f"unknown option_score '{option_score}' (use norm or sum)")
-    if isinstance(model, str | Path):
-        from medtune.models import resolve_model
-
-        model = resolve_model(model)
+    backend = as_backend(model)
+    if mode not in backend.MODES:
+        raise InputError(f"backend '{backend.name}' cannot score in {mode} mode (it supports "
+                         f"{', '.join(backend.MODES)})")
     items = list(items)
     _check_items(items, mode)
     tpl = get_template(template)
-    if hasattr(model, "make_runner"):  # another backend (OpenAI-compatible endpoint, vLLM)
-        runner = model.make_runner(mode=mode, template=tpl, max_new_tokens=max_new_tokens,
-                                   option_score=option_score, stop_strings=stop_strings)
-    else:
-        runner = _TransformersRunner(model, mode, tpl, max_new_tokens, option_score, stop_strings)
-    if mode == "letter" and hasattr(runner, "letter_ids"):  # fail before any work if letters are not tokens
-        for n in sorted({len(it.options) for it in items}):
-            runner.letter_ids(n)
+    runner = BatchRunner(backend, mode, max_new_tokens, option_score, stop_strings)
+    if mode == "letter":
+        _check_letters(backend, tpl, items)
 
     store = None
     if output is not None:
         settings = {"mode": mode, "template": tpl.name, "permute_seed": permute_seed,
                     "option_score": option_score if mode == "option" else None,
                     "max_new_tokens": max_new_tokens if mode == "generate" else None, "chat": chat,
-                    "model": str(getattr(model, "spec", type(model).__name__))}
+                    "model": str(backend.spec)}
         store = ResultStore(output, settings)
     done = store.done() if store else set()
     todo_items = [it for it in items if it.id not in done]
 
-    prepared = _prepare(todo_items, getattr(runner, "tokenizer", None), mode, tpl, permute_seed, chat)
+    prepared = _prepare(todo_items, backend.tokenizer, mode, tpl, permute_seed, chat)
     rows_by_id: dict[str, dict[str, Any]] = dict(store.rows) if store else {}
     if prepared:
         batches = length_batches([p.cost for p in prepared], batch_tokens, max_batch_size)

@@ -1,13 +1,14 @@
-"""The transformers backend: batched forward passes for letter, option and generate scoring.
+"""The transformers backend (``hf:``): batched forward passes for letter, option and generate scoring.
 
-Each function takes already-tokenized rows and returns plain Python numbers, so the engine (batching,
+The functions take already-tokenized rows and return plain Python numbers; :class:`HFBackend` puts them
+behind the :class:`~medtune.scoring.backends.ScoringBackend` interface, so the engine (batching,
 permutations, storage) stays independent of the backend.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -152,3 +153,75 @@ def greedy_generate(model, tokenizer, rows: Sequence[Sequence[int]], max_new_tok
     out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
     new = out[:, width:]
     return [tokenizer.decode(row, skip_special_tokens=True) for row in new]
+
+
+class HFBackend:
+    """A loaded transformers model as a :class:`~medtune.scoring.backends.ScoringBackend`.
+
+    ``loglikelihood`` groups its pairs by context: when every continuation of a context is one token (the
+    letters " A", " B", ...), the context runs once and the continuations are read off the log-softmax at its
+    last position — exactly their log-likelihood, in one forward pass for a whole batch of questions.
+    Otherwise the context runs once and its KV cache is shared by the continuations.
+    """
+
+    name = "hf"
+    MODES: ClassVar[dict[str, str]] = {
+        "letter": "log-softmax over the vocabulary at the answer position, read at the letters' single tokens "
+                  "(one forward pass per batch of questions)",
+        "option": "summed log-probabilities of the option's tokens; the question's KV cache is shared by its "
+                  "options",
+        "generate": "greedy decoding with transformers' generate (left-padded batches)",
+    }
+
+    def __init__(self, loaded: Any) -> None:
+        self.loaded = loaded
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.spec = str(loaded.spec)
+        self.pad_id = pad_id_of(self.tokenizer)
+        self.model.eval()
+
+    @property
+    def dtype(self) -> Any:
+        return self.loaded.dtype
+
+    def loglikelihood(self, pairs: Sequence[tuple[str, str]], *, single_token_fast_path: bool = True
+                      ) -> list[tuple[float, int]]:
+        """Per pair: summed log-probability of the continuation after the context, and its token count.
+
+        One call runs one batch: callers size it (``score_items`` does, by ``batch_tokens``).
+        ``single_token_fast_path=False`` scores single-token continuations the general way (for checks).
+        """
+        from medtune.scoring.backends import token_cache
+
+        cache = token_cache(self.tokenizer)
+        groups: dict[str, list[int]] = {}
+        for k, (context, _) in enumerate(pairs):
+            groups.setdefault(context, []).append(k)
+        results: list[tuple[float, int] | None] = [None] * len(pairs)
+        single: list[tuple[list[int], list[int], list[int]]] = []  # (context ids, pair indices, token ids)
+        for context, members in groups.items():
+            split = [cache.split(context, pairs[k][1]) for k in members]
+            ctx = split[0][0]
+            conts = [c for _, c in split]
+            if single_token_fast_path and all(len(c) == 1 for c in conts):
+                single.append((ctx, members, [c[0] for c in conts]))
+                continue
+            for k, res in zip(members, continuation_logliks(self.model, ctx, conts, self.pad_id), strict=True):
+                results[k] = res
+        if single:
+            logp = last_token_logprobs(self.model, [ctx for ctx, _, _ in single], self.pad_id)
+            for row, (_, members, tokens) in enumerate(single):
+                values = logp[row, tokens].tolist()
+                for k, v in zip(members, values, strict=True):
+                    results[k] = (float(v), 1)
+        done = [r for r in results if r is not None]
+        assert len(done) == len(pairs)
+        return done
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] | None = None
+                 ) -> list[str]:
+        from medtune.scoring.backends import token_cache
+
+        cache = token_cache(self.tokenizer)
+        return greedy_generate(self.model, self.tokenizer, [cache.encode(p) for p in prompts], max_new_tokens, stop)

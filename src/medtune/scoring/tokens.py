@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from medtune.errors import InputError
+from medtune.tokenization import encode, split_prompt_completion
 
 
 def letter_token_ids(tokenizer, answer_prefix: str, letters: Sequence[str]) -> list[int]:
@@ -38,23 +39,18 @@ def letter_token_ids(tokenizer, answer_prefix: str, letters: Sequence[str]) -> l
 
 def encode_prompt(tokenizer, text: str) -> list[int]:
     """Token ids of a prompt, with the special tokens (BOS) the tokenizer adds by default."""
-    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    return encode(tokenizer, text)
 
 
 def split_continuation(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """Context ids and continuation ids, as evaluation harnesses split them.
+    """Context ids and continuation ids, split exactly as training splits prompt and completion.
 
-    The continuation's ids are taken from the tokenization of the whole string (so a continuation is
-    scored as the model would actually see it) and the context's from its own tokenization, which lets
-    every option of a question share the same context ids (and its KV cache). Trailing spaces of the
-    context move to the continuation, as in lm-evaluation-harness.
+    The rule is :func:`medtune.tokenization.split_prompt_completion`: the context's ids are its own
+    tokenization (every option of a question shares them, and their KV cache), the continuation's come from
+    the whole string unless the tokenizer merges across the boundary. A model is thus scored on the very
+    tokens it was trained to produce.
     """
-    n_space = len(context) - len(context.rstrip(" "))
-    if n_space:
-        context, continuation = context[:-n_space], context[-n_space:] + continuation
-    ctx = encode_prompt(tokenizer, context)
-    whole = encode_prompt(tokenizer, context + continuation)
-    cont = whole[len(ctx):]
+    ctx, cont = split_prompt_completion(tokenizer, context, continuation)
     if not cont:
         raise InputError(f"continuation {continuation!r} produced no tokens")
     return ctx, cont

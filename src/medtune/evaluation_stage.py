@@ -1,0 +1,266 @@
+"""The evaluation stage: score a model on items and write ``predictions.parquet`` + ``metrics.json``.
+
+:class:`EvalSettings` holds every evaluation setting with its one default; :func:`run_evaluation` is the stage,
+called by ``medtune evaluate run`` and by the experiment grid alike, so both score the same way. What is scored
+is a :class:`ModelRef`: a base model spec (possibly with a backend prefix, see
+:mod:`medtune.scoring.backends`), plus a fine-tuned adapter or a fine-tuned full model, and how it was trained.
+
+Precision follows the model, not a fixed choice: ``dtype: auto`` is bf16 on a GPU that has it and fp32 on a CPU,
+and ``quantization: auto`` loads the base the way the run trained on it (4-bit for QLoRA), because an adapter
+learned on a 4-bit base is a correction to *that* base. :func:`describe_precision` says what a cell will use.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from medtune.errors import InputError
+from medtune.evaluation import DEFAULT_N_BOOT, compute_metrics
+from medtune.io import write_json_atomic
+from medtune.schema import Item, QAItem, read_items
+from medtune.scoring.engine import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_NEW_TOKENS
+from medtune.settings import Settings, validate_settings
+
+EvalMode = Literal["auto", "letter", "option", "generate"]
+_TORCH_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+class EvalSettings(Settings):
+    """How a model is evaluated: scoring mode, prompt, backend, precision, batching and the statistics."""
+
+    mode: EvalMode = Field("auto", description="scoring mode; auto: letter for MCQ, generate for free text")
+    template: str | None = Field(None, description="prompt template (medtune.prompts); default: the one the "
+                                 "model was trained with, else 'options' in option mode and 'paper' otherwise")
+    backend: str | None = Field(None, description="scoring backend (hf, openai, vllm or a plugin's); default: "
+                                "the model spec's prefix, else hf")
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="weights' precision; auto: bf16 on a GPU that has it, fp32 on a CPU")
+    quantization: Literal["auto", "none", "4bit", "8bit"] = Field(
+        "auto", description="base weights' quantization (bitsandbytes); auto: as the model was trained (4bit for "
+        "qlora), else none")
+    device: str = Field("auto", description="auto, cpu or cuda[:N]")
+    batch_tokens: int = Field(DEFAULT_BATCH_TOKENS, ge=1, description="padded tokens per batch (rows x longest)")
+    max_batch_size: int = Field(64, ge=1, description="questions per batch at most")
+    max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, ge=1, description="generate mode: new tokens per answer")
+    chat: bool = Field(False, description="wrap prompts in the tokenizer's chat template")
+    permute_seed: int | None = Field(None, description="show each question's options permuted with this seed "
+                                     "(position-bias check)")
+    option_score: Literal["norm", "sum"] = Field(
+        "norm", description="option mode: rank options by per-token (norm) or summed log-likelihood")
+    bootstrap: int = Field(DEFAULT_N_BOOT, ge=1, description="bootstrap resamples for the confidence intervals")
+    seed: int = Field(0, description="bootstrap seed")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What is scored
+
+
+def _trained_quantization(method: str | None) -> str | None:
+    """How ``method`` loads its base to train (e.g. ``"4bit"`` for qlora), from the method registry."""
+    if method is None:
+        return None
+    from medtune.training.methods import get_method
+
+    return get_method(method).base_quantization
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """The weights to score: a base ``spec`` alone, with an ``adapter``, or a fine-tuned full model (``model_dir``).
+
+    ``method``, ``train_dtype`` and ``train_template`` record how it was trained; ``base_quantization`` is how
+    the base was loaded to train (``None`` with a ``method``: looked up in the method registry).
+    """
+
+    spec: str
+    adapter: Path | None = None
+    model_dir: Path | None = None
+    method: str | None = None
+    train_dtype: str | None = None
+    base_quantization: str | None = None
+    train_template: str | None = None
+
+    @property
+    def weights(self) -> str:
+        """The spec the backend loads: the fine-tuned model's folder, or the base."""
+        return str(self.model_dir) if self.model_dir is not None else self.spec
+
+    @property
+    def trained_quantization(self) -> str | None:
+        """How the scored base was quantized in training (only an adapter's base was; a full model is saved whole)."""
+        if self.model_dir is not None:
+            return None
+        if self.base_quantization is not None:
+            return self.base_quantization
+        return _trained_quantization(self.method) if self.adapter is not None else None
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path) -> ModelRef:
+        """The model a training run folder holds (``config.json``: ``train`` and ``base_model``; docs/ARTIFACTS.md)."""
+        from medtune.training.export import run_method
+
+        run_dir = Path(run_dir)
+        spec = run_method(run_dir)
+        if spec is None:
+            raise InputError("not a training run folder (no config.json with training settings); "
+                             "evaluate a model folder with --model", file=run_dir)
+        meta = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        train = meta.get("train") or {}
+        weights = run_dir / spec.output_name
+        if not (weights.is_dir() and any(weights.iterdir())):
+            raise InputError(f"the run has no {spec.output_name}/ (did training finish?)", file=run_dir)
+        # The precision the run really computed in (recorded since runs resolve ``auto``), else what it asked for.
+        trained_in = (meta.get("precision") or {}).get("dtype") or train.get("dtype")
+        common = {"method": spec.name, "train_dtype": trained_in, "train_template": train.get("template")}
+        if not spec.is_adapter:
+            return cls(spec=str(weights), model_dir=weights, **common)
+        base = run_dir / "base"
+        if (base / "config.json").exists():
+            base_spec = str(base)
+        else:
+            base_spec = str(meta.get("base_model") or "")
+            if base_spec in ("", "memory"):
+                raise InputError("cannot find the base model of this run (no base/ folder and no base_model)",
+                                 file=run_dir / "config.json", field="base_model")
+        return cls(spec=base_spec, adapter=weights, base_quantization=spec.base_quantization, **common)
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.spec, "adapter": str(self.adapter) if self.adapter else None,
+                "model_dir": str(self.model_dir) if self.model_dir else None, "method": self.method,
+                "train_dtype": self.train_dtype}
+
+
+def as_model_ref(model: ModelRef | str | Path) -> ModelRef:
+    return model if isinstance(model, ModelRef) else ModelRef(spec=str(model))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Resolving the settings for one model and one test set
+
+
+def resolve_dtype_for(settings: EvalSettings, ref: ModelRef) -> str:
+    """``auto`` scores a fine-tuned model in the precision it was trained in; a base model by the machine's rule.
+
+    The training precision is resolved again here (bf16 only where native, :mod:`medtune.hardware`), so a model
+    trained in bf16 on a GPU and scored on a CPU without bf16 is scored in fp32 rather than emulated.
+    """
+    if settings.dtype != "auto" or ref.train_dtype in (None, "auto"):
+        return settings.dtype
+    from medtune.hardware import training_dtype
+
+    return training_dtype(ref.train_dtype)
+
+
+def resolve_quantization(settings: EvalSettings, ref: ModelRef) -> str | None:
+    if settings.quantization == "auto":
+        return ref.trained_quantization
+    return None if settings.quantization == "none" else settings.quantization
+
+
+def resolve_mode(settings: EvalSettings, items: list[Item], items_path: Path | None = None) -> str:
+    qa = isinstance(items[0], QAItem)
+    mode = settings.mode if settings.mode != "auto" else ("generate" if qa else "letter")
+    if qa and mode != "generate":
+        raise InputError(f"free-text items can only be evaluated in generate mode, not {mode}", file=items_path,
+                         field="mode")
+    return mode
+
+
+def resolve_template(settings: EvalSettings, ref: ModelRef, mode: str) -> str:
+    """The explicit template, else the one the model was trained with, else the mode's natural prompt."""
+    if settings.template:
+        return settings.template
+    if ref.train_template:
+        return ref.train_template
+    return "options" if mode == "option" else "paper"
+
+
+def describe_precision(settings: EvalSettings | dict[str, Any], ref: ModelRef | str) -> dict[str, Any]:
+    """The backend, dtype and quantization evaluation will use for ``ref``, resolved (e.g. fp32 + 4bit on a CPU).
+
+    An OpenAI-compatible endpoint serves its own weights: its dtype and quantization are the server's (None).
+    """
+    from medtune.scoring.backends import backend_of
+
+    settings = validate_settings(EvalSettings, settings, "evaluation")
+    ref = as_model_ref(ref)
+    name, _ = backend_of(ref.weights, settings.backend)
+    if name == "openai":
+        return {"backend": name, "dtype": None, "quantization": None}
+    quantization = resolve_quantization(settings, ref)
+    if name not in ("hf", "vllm"):
+        return {"backend": name, "dtype": settings.dtype, "quantization": quantization}
+    from medtune.models import default_device, resolve_dtype
+
+    device = default_device() if settings.device == "auto" else settings.device
+    dtype = str(resolve_dtype(resolve_dtype_for(settings, ref), device)).removeprefix("torch.")
+    return {"backend": name, "dtype": _TORCH_NAMES.get(dtype, dtype), "quantization": quantization}
+
+
+def load_model(model: ModelRef | str | Path, settings: EvalSettings | dict[str, Any]) -> Any:
+    """The backend that scores ``model`` under ``settings`` (reusable across test sets: pass it as ``loaded``)."""
+    from medtune.scoring.backends import load_backend
+
+    settings = validate_settings(EvalSettings, settings, "evaluation")
+    ref = as_model_ref(model)
+    return load_backend(ref.weights, backend=settings.backend, dtype=resolve_dtype_for(settings, ref),
+                        device=settings.device,
+                        quantization=resolve_quantization(settings, ref), adapter=ref.adapter)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The stage
+
+
+def _read_test_items(items_path: Path, split: str | None) -> list[Item]:
+    items = read_items(items_path)
+    if split is not None:
+        items = [it for it in items if it.split == split]
+    if not items:
+        raise InputError(f"no items{f' in split {split!r}' if split else ''}", file=items_path)
+    return items
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    if metrics.get("kind") == "qa":
+        return {"f1": metrics["qa"]["f1"]}
+    acc = metrics["accuracy"]
+    return {"accuracy": acc["accuracy"], "ci_low": acc["ci_low"], "ci_high": acc["ci_high"]}
+
+
+def run_evaluation(settings: EvalSettings | dict[str, Any], items_path: Path, model: ModelRef | str | Path,
+                   out: Path, *, split: str | None = None, progress: bool = False, loaded: Any = None
+                   ) -> dict[str, Any]:
+    """Score the items of ``items_path`` (``split`` only, if given) with ``model``; write ``out/predictions.parquet``
+    and ``out/metrics.json``; return a small summary (n, mode, template, precision, headline metric, paths).
+
+    ``loaded`` is a backend from :func:`load_model` to reuse (several test sets, one model load). Scoring
+    streams to ``out``, so an interrupted run resumes with the same settings.
+    """
+    from medtune.scoring import score_items
+
+    settings = validate_settings(EvalSettings, settings, "evaluation")
+    ref = as_model_ref(model)
+    items_path, out = Path(items_path), Path(out)
+    items = _read_test_items(items_path, split)
+    mode = resolve_mode(settings, items, items_path)
+    template = resolve_template(settings, ref, mode)
+    precision = describe_precision(settings, ref)
+    backend = loaded if loaded is not None else load_model(ref, settings)
+    predictions = out / "predictions.parquet"
+    frame = score_items(backend, items, mode=mode, template=template, permute_seed=settings.permute_seed,
+                        batch_tokens=settings.batch_tokens, max_batch_size=settings.max_batch_size,
+                        max_new_tokens=settings.max_new_tokens, option_score=settings.option_score,
+                        chat=settings.chat, output=predictions, progress=progress)
+    metrics = compute_metrics(frame, items, n_boot=settings.bootstrap, seed=settings.seed)
+    metrics["run"] = {"items": str(items_path), "split": split, **ref.describe(), "template": template,
+                      "mode": mode, "permute_seed": settings.permute_seed, **precision}
+    metrics = json.loads(json.dumps(metrics, default=str))  # anything not JSON-native is written as text
+    write_json_atomic(out / "metrics.json", metrics)
+    return {"n": len(frame), "mode": mode, "template": template, **precision, **_headline(metrics),
+            "predictions": str(predictions), "metrics": str(out / "metrics.json")}
