@@ -179,3 +179,51 @@ def test_describe_free_text_items(tmp_path, capsys):
     code, out, _ = run(capsys, "data", "describe", path)
     assert code == 0 and "answer" in out and "GARD" in out
     assert "Answer position" not in out and "Human difficulty" not in out
+
+
+def test_load_synthetic_says_how_many_of_each_split(tmp_path, capsys):
+    out = tmp_path / "syn.parquet"
+    code, stdout, _ = run(capsys, "data", "load", "synthetic", "--option", "n_systems=2", "-o", out)
+    items = read_items(out)
+    n_train, n_test = sum(it.split == "train" for it in items), sum(it.split == "test" for it in items)
+    assert code == 0 and n_train and n_test
+    assert f"wrote {len(items)} items to {out} (2 splits in one file: train={n_train}, test={n_test})" in stdout
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl", "parquet"])
+@pytest.mark.parametrize("flag", ["--category-col", "--id-col"])
+def test_load_tabular_mapped_column_that_does_not_exist(tmp_path, capsys, suffix, flag):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = tmp_path / f"quiz.{suffix}"
+    if suffix == "jsonl":
+        _jsonl(src, ROWS)
+    elif suffix == "parquet":
+        pq.write_table(pa.Table.from_pylist(ROWS), src)
+    else:
+        src.write_text("q,a,b,c,ans,cat\n" + "".join(f"{r['q']},{r['a']},{r['b']},{r['c']},{r['ans']},{r['cat']}\n"
+                                                     for r in ROWS), encoding="utf-8")
+    out = tmp_path / "quiz.parquet.out"
+    args = TABULAR_ARGS[:-2]  # without --category-col cat
+    code, _, err = run(capsys, "data", "load", "tabular", src, "-o", out, *args, flag, "subject")
+    assert code == 2 and not out.exists()
+    assert str(src) in err and "field 'subject'" in err and "column(s) subject not in the" in err
+    assert flag.removeprefix("--").replace("-", "_") in err  # names the option that mapped it
+
+
+def test_load_split_names_files_whose_name_does_not_say_it(tmp_path, capsys):
+    from data.badfiles import medqa_record, write_jsonl
+
+    src = write_jsonl(tmp_path / "questions.jsonl", [medqa_record(i) for i in range(3)])
+    code, _, err = run(capsys, "data", "load", "medqa", src, "-o", tmp_path / "x.parquet")
+    assert code == 2 and "pass split=" in err
+    code, stdout, _ = run(capsys, "data", "load", "medqa", src, "--split", "dev", "-o", tmp_path / "x.parquet")
+    assert code == 0 and "(dev=3)" in stdout
+
+
+def test_skipped_messages_are_printed_verbatim(tmp_path, capsys):
+    src = _jsonl(tmp_path / "quiz.jsonl", [*ROWS[:2], {**ROWS[2], "ans": "[b]"}])
+    code, _, err = run(capsys, "data", "load", "tabular", src, "-o", tmp_path / "q.parquet", "--on-error", "skip",
+                       *TABULAR_ARGS)
+    assert code == 0 and "got '[b]'" in err  # the file's text is not read as console markup

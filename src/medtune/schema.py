@@ -12,7 +12,7 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, get_args
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,7 +22,8 @@ from medtune.errors import InputError
 from medtune.io import atomic_path, read_parquet_table
 
 DifficultyLevel = Literal["easy", "medium", "hard"]
-DIFFICULTY_LEVELS: tuple[str, ...] = ("easy", "medium", "hard")
+# The levels, easiest first: human_difficulty levels, difficulty buckets and curriculum order all use these.
+DIFFICULTY_LEVELS: tuple[str, ...] = get_args(DifficultyLevel)
 MIN_OPTIONS, MAX_OPTIONS = 2, 10
 
 
@@ -207,29 +208,82 @@ def items_to_table(items: Sequence[Item]) -> pa.Table:
 def write_items(items: Sequence[Item], path: str | Path) -> Path:
     """Write items to Parquet atomically (a crash never leaves a partial file)."""
     path = Path(path)
-    check_unique_ids(items)
-    table = items_to_table(items)
+    try:
+        check_unique_ids(items)
+        table = items_to_table(items)
+    except InputError as exc:
+        raise exc.located(file=path) from None
     with atomic_path(path, suffix=".parquet") as tmp:
         pq.write_table(table, tmp)
     return path
 
 
+def _required_columns(kind: str) -> list[str]:
+    names = _MCQ_SCHEMA.names if kind == "mcq" else _QA_SCHEMA.names
+    optional = {"category", "subcategory", "human_difficulty", "explanation", "meta"}
+    return [n for n in names if n not in optional]
+
+
+def _check_columns(path: Path, kind: str, columns: list[str]) -> None:
+    """An items file has the columns of its kind and no others (a difficulty or predictions file is not one)."""
+    schema = _MCQ_SCHEMA if kind == "mcq" else _QA_SCHEMA
+    missing = [c for c in _required_columns(kind) if c not in columns]
+    if missing:
+        raise InputError(f"not an items file: missing column(s) {', '.join(missing)} (has {', '.join(columns)}); "
+                         "items files are written by `medtune data load`", file=path, field=missing[0])
+    extra = [c for c in columns if c not in schema.names]
+    if extra:
+        raise InputError(f"unexpected column(s) {', '.join(extra)} for {kind} items (expected "
+                         f"{', '.join(schema.names)})", file=path, field=extra[0])
+
+
+def _row_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored row as :class:`MCQItem`/:class:`QAItem` fields: meta parsed, difficulty decoded."""
+    row = {k: v for k, v in row.items() if v is not None or k in ("category",)}
+    if "meta" in row:
+        try:
+            row["meta"] = json.loads(row["meta"]) if row["meta"] else {}
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise InputError(f"expected a JSON object as text ({exc})", field="meta") from None
+    if "human_difficulty" in row:
+        try:
+            row["human_difficulty"] = _decode_difficulty(row["human_difficulty"])
+        except (TypeError, ValueError):
+            raise InputError(f"expected a number or one of {', '.join(DIFFICULTY_LEVELS)}, got "
+                             f"{row['human_difficulty']!r}", field="human_difficulty") from None
+    options, answer = row.get("options"), row.get("answer")
+    if isinstance(options, list) and isinstance(answer, int) and len(options) and not 0 <= answer < len(options):
+        raise InputError(f"answer index {answer} is outside the {len(options)} options", field="answer")
+    return row
+
+
 def read_items(path: str | Path) -> list[Item]:
-    """Read an items Parquet file written by :func:`write_items`, validating every record."""
+    """Read an items Parquet file written by :func:`write_items`, validating every record.
+
+    Errors name the file, the row (1-based) and the field, like the loaders' messages.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise InputError("expected an items Parquet file, got a folder", file=path)
     table = read_parquet_table(path)
     md = table.schema.metadata or {}
-    kind = md.get(_KIND_KEY, b"mcq" if "options" in table.column_names else b"qa").decode()
+    kind = md.get(_KIND_KEY, b"mcq" if "options" in table.column_names else b"qa").decode(errors="replace")
+    if kind not in ("mcq", "qa"):
+        raise InputError(f"unknown item kind {kind!r} in the Parquet metadata (expected mcq or qa)", file=path,
+                         field=_KIND_KEY.decode())
+    _check_columns(path, kind, table.column_names)
     cls: type[MCQItem] | type[QAItem] = MCQItem if kind == "mcq" else QAItem
     items: list[Item] = []
-    for i, row in enumerate(table.to_pylist()):
-        row = {k: v for k, v in row.items() if v is not None or k in ("category",)}
-        if "meta" in row:
-            row["meta"] = json.loads(row["meta"]) if row["meta"] else {}
-        if "human_difficulty" in row:
-            row["human_difficulty"] = _decode_difficulty(row["human_difficulty"])
-        items.append(make_item(cls, row, file=path, record=i))
-    check_unique_ids(items, file=path)
+    first_row: dict[str, int] = {}
+    for n, row in enumerate(table.to_pylist(), start=1):
+        try:
+            item = make_item(cls, _row_fields(row))
+            if item.id in first_row:
+                raise InputError(f"duplicate id '{item.id}' (first seen at row {first_row[item.id]})", field="id")
+        except InputError as exc:
+            raise exc.located(file=path, record=n, record_kind="row") from None
+        first_row[item.id] = n
+        items.append(item)
     return items
 
 

@@ -110,8 +110,11 @@ def test_empty_file(tmp_path):
 
 def test_not_an_object_and_unknown_option(tmp_path):
     path = tmp_path / "test.jsonl"
-    path.write_text('["a list"]\n')
+    path.write_text('"a string"\n')
     with pytest.raises(InputError, match="line 1: expected a JSON object"):
+        load("medqa", path)
+    path.write_text('["a list"]\n')
+    with pytest.raises(InputError, match=r"line 1: expected JSON lines .*got a JSON array"):
         load("medqa", path)
     with pytest.raises(InputError, match="unknown option"):
         load("medqa", _file(tmp_path), cop_base=1)

@@ -8,21 +8,25 @@ after the whole input has been read and validated, and atomically.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from medtune.data import available_loaders, get_loader, load
+from medtune.cli.options import with_settings
+from medtune.data import DataSettings, available_loaders, get_loader, load_data
+from medtune.data.describe import summary_tables
 from medtune.data.prepare import PrepareConfig, leakage_report, prepare_items
+from medtune.data.stage import write_data
 from medtune.errors import InputError
-from medtune.io import write_json_atomic, write_text_atomic
-from medtune.prompts import LETTERS
-from medtune.schema import DIFFICULTY_LEVELS, Item, MCQItem, read_items, write_items
+from medtune.io import write_json_atomic
+from medtune.schema import Item, read_items, write_items
+from medtune.settings import validate_settings
+from medtune.textbook import textbook_path
 
 data_app = typer.Typer(
     help="Load medical QA sources into the item schema, describe, prepare and check for train/test leakage.",
@@ -32,20 +36,10 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 
-class OnErrorChoice(str, Enum):
-    raise_ = "raise"
-    skip = "skip"
-
-
 class SelectBy(str, Enum):
     longest = "longest"
     shortest = "shortest"
     median = "median"
-
-
-def textbook_path(items_path: Path) -> Path:
-    """Where the synthetic textbook goes beside an items file: ``<stem>.textbook.txt``."""
-    return items_path.with_name(f"{items_path.stem}.textbook.txt")
 
 
 def parse_option_pairs(pairs: list[str]) -> dict[str, Any]:
@@ -64,90 +58,6 @@ def parse_option_pairs(pairs: list[str]) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------------------
 # Summary tables (shared with `medtune demo`)
-
-
-def _percentiles(values: list[int]) -> list[str]:
-    import numpy as np
-
-    if not values:
-        return ["-"] * 6
-    arr = np.asarray(values)
-    return [f"{np.percentile(arr, q):.0f}" for q in (5, 25, 50, 75, 95)] + [str(int(arr.max()))]
-
-
-def _count_table(title: str, label: str, items: list[Item], key, splits: list[str], order=None) -> Table:
-    counts: dict[str, Counter] = {s: Counter() for s in splits}
-    total: Counter = Counter()
-    for it in items:
-        v = key(it)
-        counts[it.split][v] += 1
-        total[v] += 1
-    table = Table(title=title, title_justify="left")
-    table.add_column(label)
-    for s in splits:
-        table.add_column(s, justify="right")
-    table.add_column("total", justify="right")
-    table.add_column("share", justify="right")
-    values = order(total) if order else sorted(total, key=lambda v: (-total[v], str(v)))
-    for v in values:
-        row = [str(counts[s][v]) for s in splits]
-        table.add_row("-" if v is None else str(v), *row, str(total[v]), f"{100 * total[v] / len(items):.1f}%")
-    return table
-
-
-def summary_tables(items: list[Item], max_categories: int = 30) -> list[Table]:
-    """Counts per split, category, answer position, option count and human difficulty; length percentiles."""
-    splits = sorted({it.split for it in items})
-    tables = []
-    overview = Table(title="Items", title_justify="left")
-    for col in ("items", "kind", "sources", "splits"):
-        overview.add_column(col)
-    kinds = sorted({it.kind for it in items})
-    overview.add_row(str(len(items)), ", ".join(kinds), ", ".join(sorted({it.source for it in items})),
-                     ", ".join(f"{s}={sum(it.split == s for it in items)}" for s in splits))
-    tables.append(overview)
-    if not items:
-        return tables
-
-    def top_categories(total: Counter) -> list:
-        ordered = sorted(total, key=lambda v: (-total[v], str(v)))
-        return ordered[:max_categories]
-
-    cat_title = "Categories" + (f" (top {max_categories})" if len({it.category for it in items}) > max_categories
-                                else "")
-    tables.append(_count_table(cat_title, "category", items, lambda it: it.category, splits, top_categories))
-    mcq = [it for it in items if isinstance(it, MCQItem)]
-    if mcq:
-        tables.append(_count_table("Answer position", "answer", mcq, lambda it: LETTERS[it.answer], splits,
-                                   lambda total: sorted(total)))
-        tables.append(_count_table("Options per question", "options", mcq, lambda it: len(it.options), splits,
-                                   lambda total: sorted(total)))
-        if any(it.human_difficulty is not None for it in mcq):
-            def diff_key(it: MCQItem) -> Any:
-                d = it.human_difficulty
-                return d if d is None or isinstance(d, str) else "numeric"
-
-            def diff_order(total: Counter) -> list:
-                rank = {lvl: i for i, lvl in enumerate(DIFFICULTY_LEVELS)}
-                return sorted(total, key=lambda v: (rank.get(v, len(rank)), str(v)))
-
-            tables.append(_count_table("Human difficulty", "level", mcq, diff_key, splits, diff_order))
-    lengths = Table(title="Lengths (characters)", title_justify="left")
-    lengths.add_column("text")
-    for col in ("p5", "p25", "median", "p75", "p95", "max"):
-        lengths.add_column(col, justify="right")
-    lengths.add_row("question", *_percentiles([len(it.question) for it in items]))
-    lengths.add_row("question (words)", *_percentiles([len(it.question.split()) for it in items]))
-    if mcq:
-        lengths.add_row("option", *_percentiles([len(o) for it in mcq for o in it.options]))
-        expl = [len(it.explanation) for it in mcq if it.explanation]
-        if expl:
-            lengths.add_row(f"explanation ({len(expl)} items)", *_percentiles(expl))
-    qa = [it for it in items if not isinstance(it, MCQItem)]
-    if qa:
-        lengths.add_row("answer", *_percentiles([len(it.answer) for it in qa]))
-    tables.append(lengths)
-    return tables
 
 
 def print_summary(items: list[Item], out: Console | None = None) -> None:
@@ -172,16 +82,49 @@ def sources_cmd() -> None:
     console.print(table)
 
 
+def _split_order(splits: dict[str, int]) -> str:
+    return ", ".join(f"{s}={n}" for s, n in splits.items())
+
+
+def load_message(summary: dict[str, Any], output: Path, textbook: list[str] | None) -> str:
+    """The one line ``data load`` prints: how many items of each split went into which file.
+
+    A file holding several splits says so, because later stages then pick one (training: the train split).
+    """
+    splits = summary["splits"]
+    counts = _split_order(splits)
+    msg = f"wrote {summary['n_items']} items to {output} ("
+    msg += f"{len(splits)} splits in one file: {counts})" if len(splits) > 1 else f"{counts})"
+    if summary["skipped"]:
+        msg += f"; skipped {summary['skipped']} bad records"
+    if textbook is not None:
+        msg += f"; textbook ({len(textbook)} sentences) to {textbook_path(output)}"
+    return msg
+
+
+def _loader_options(source: str, split: str | None, seed: int | None, option: list[str] | None,
+                    columns: dict[str, Any]) -> dict[str, Any]:
+    """The loader's keyword options from ``--option`` pairs and the dedicated flags (the flags win)."""
+    opts = parse_option_pairs(option or [])
+    spec = get_loader(source)  # unknown source: fail before anything else
+    takes_split = spec.options is None or "split" in spec.options
+    if split is not None and takes_split:
+        opts["split"] = split  # the split name for files whose name does not say it
+    if seed is not None:
+        opts["seed"] = seed
+    opts.update({k: v for k, v in columns.items() if v is not None})
+    return opts
+
+
 @data_app.command("load")
+@with_settings(DataSettings, exclude=("name", "source", "path", "split", "options"))
 def load_cmd(
     source: Annotated[str, typer.Argument(help="Registered source name (see `medtune data sources`).")],
     path: Annotated[Path | None, typer.Argument(help="File or folder to read (none for synthetic).")] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Items Parquet file to write.")] = Path(
         "items.parquet"),
-    split: Annotated[str | None, typer.Option(help="Split name (when the file name does not say it) or the "
-                                                    "split to keep (synthetic).")] = None,
-    on_error: Annotated[OnErrorChoice, typer.Option("--on-error", help="raise: stop at the first bad record; "
-                                                    "skip: skip bad records and report each.")] = OnErrorChoice.raise_,
+    split: Annotated[str | None, typer.Option(help="Keep only this split; also the split name given to the "
+                                                    "loader (for files whose name does not say it).")] = None,
     seed: Annotated[int | None, typer.Option(help="Generator seed (synthetic).")] = None,
     option: Annotated[list[str] | None, typer.Option("--option", help="Loader option KEY=VALUE (repeatable); "
                                                      "VALUE is parsed as JSON when possible.")] = None,
@@ -193,34 +136,20 @@ def load_cmd(
                                                       "(default: auto).")] = None,
     id_col: Annotated[str | None, typer.Option(help="Tabular: id column.")] = None,
     category_col: Annotated[str | None, typer.Option(help="Tabular: category column.")] = None,
+    given: dict[str, Any] | None = None,
 ) -> None:
     """Load SOURCE [PATH] into a validated items Parquet file (synthetic: its textbook goes beside it)."""
-    get_loader(source)  # unknown source: fail before anything else
-    opts = parse_option_pairs(option or [])
-    if split is not None:
-        opts["split"] = split
-    if seed is not None:
-        opts["seed"] = seed
-    tabular = {"question_col": question_col, "answer_col": answer_col, "answer_format": answer_format,
+    columns = {"question_col": question_col, "answer_col": answer_col, "answer_format": answer_format,
                "id_col": id_col, "category_col": category_col,
                "options_cols": [c.strip() for c in options_cols.split(",") if c.strip()] if options_cols else None}
-    opts.update({k: v for k, v in tabular.items() if v is not None})
-    result = load(source, path, on_error=on_error.value, **opts)
-    for exc in result.skipped:
-        err_console.print(f"skipped: {exc}", soft_wrap=True)
-    if not result.items:
-        raise InputError("no items loaded" + (f" ({len(result.skipped)} skipped)" if result.skipped else ""),
-                         file=path)
-    textbook = result.extras.get("textbook")
-    if textbook is not None:
-        write_text_atomic(textbook_path(output), "".join(f"{s}\n" for s in textbook))
-    write_items(result.items, output)
-    splits = Counter(it.split for it in result.items)
-    msg = f"wrote {len(result.items)} items to {output} (" + ", ".join(f"{s}={n}" for s, n in sorted(splits.items()))
-    msg += ")" + (f"; skipped {len(result.skipped)} bad records" if result.skipped else "")
-    if textbook is not None:
-        msg += f"; textbook ({len(textbook)} sentences) to {textbook_path(output)}"
-    console.print(msg, soft_wrap=True)
+    opts = _loader_options(source, split, seed, option, columns)
+    settings = validate_settings(DataSettings, {"source": source, "path": str(path) if path is not None else None,
+                                                "split": split, "options": opts, **(given or {})})
+    data = load_data(settings)
+    for exc in data.skipped:  # escaped: a message quoting "[...]" from the file is not console markup
+        err_console.print(f"skipped: {escape(str(exc))}", soft_wrap=True)
+    summary = write_data(data, output)
+    console.print(escape(load_message(summary, output, data.textbook)), soft_wrap=True)
 
 
 @data_app.command("describe")

@@ -144,7 +144,8 @@ def _load_csv(path: Path, on_error: OnError, split: str) -> LoadResult:
     return collector.result()
 
 
-@register_loader("lek", description="LEK questions from the paper's LLM-response JSON files (or the CSV form)")
+@register_loader("lek", options=(),
+                 description="LEK questions from the paper's LLM-response JSON files (or the CSV form)")
 def load_lek(
     path: Path,
     *,

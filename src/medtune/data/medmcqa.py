@@ -119,7 +119,16 @@ def _build(record: Any, where: str, split: str, base: int, ids: UniqueIds) -> MC
     )
 
 
-@register_loader("medmcqa", description="MedMCQA official records (opa..opd, cop; cop_base=1 original, 0 hub)")
+def _check_columns(path: Path, row: dict[str, Any]) -> None:
+    """A Parquet file has one schema: a missing column is a file error, not one error per row."""
+    missing = [c for c in ("id", "question", *OPTION_FIELDS, "cop") if c not in row]
+    if missing:
+        raise InputError(f"missing column(s) {', '.join(missing)} (has {', '.join(row)}); expected MedMCQA's "
+                         "id, question, opa..opd, cop", file=path, field=missing[0])
+
+
+@register_loader("medmcqa", options=(),
+                 description="MedMCQA official records (opa..opd, cop; cop_base=1 original, 0 hub)")
 def load_medmcqa(
     path: Path,
     *,
@@ -138,6 +147,7 @@ def load_medmcqa(
     split = resolve_split(path, split)
     if path.suffix.lower() == ".parquet":
         kind, records = "row", list(iter_parquet_records(path))
+        _check_columns(path, records[0][1])
     else:
         kind, it = iter_json_records(path)
         records = list(it)

@@ -23,12 +23,13 @@ from typing import Any
 from medtune.data.parsing import (
     LETTERS,
     UniqueIds,
+    iter_json_lines,
     letter_to_index,
     require_object,
     require_str,
     resolve_split,
 )
-from medtune.data.registry import LoadResult, OnError, RecordCollector, iter_jsonl, register_loader
+from medtune.data.registry import LoadResult, OnError, RecordCollector, register_loader
 from medtune.errors import InputError
 from medtune.schema import MCQItem, make_item
 
@@ -95,7 +96,8 @@ def _build(record: Any, lineno: int, split: str, ids: UniqueIds) -> MCQItem:
     )
 
 
-@register_loader("medqa", description="MedQA-USMLE JSON lines (options dict A-E or A-D, answer_idx, meta_info)")
+@register_loader("medqa", options=(),
+                 description="MedQA-USMLE JSON lines (options dict A-E or A-D, answer_idx, meta_info)")
 def load_medqa(path: Path, *, on_error: OnError = "raise", split: str | None = None, **options: Any) -> LoadResult:
     """Load a MedQA-USMLE ``.jsonl`` file (5-option or ``4_options`` variant). Ids: ``medqa-<split>-<line>``."""
     if options:
@@ -106,6 +108,6 @@ def load_medqa(path: Path, *, on_error: OnError = "raise", split: str | None = N
     split = resolve_split(path, split)
     collector = RecordCollector(path, on_error, record_kind="line")
     ids = UniqueIds()
-    for lineno, record in iter_jsonl(path):
+    for lineno, record in iter_json_lines(path):
         collector.run(lineno, lambda r=record, n=lineno: _build(r, n, split, ids))
     return collector.result()

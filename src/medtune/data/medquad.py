@@ -109,7 +109,8 @@ def _load_file(path: Path, on_error: OnError, split: str, category_from: str, id
     return collector.result()
 
 
-@register_loader("medquad", description="MedQuAD XML documents (a file, a collection folder or a folder of them)")
+@register_loader("medquad", options=(),
+                 description="MedQuAD XML documents (a file, a collection folder or a folder of them)")
 def load_medquad(
     path: Path,
     *,

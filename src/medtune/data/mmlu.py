@@ -72,7 +72,8 @@ def _load_file(path: Path, on_error: OnError, subject: str, split: str) -> LoadR
     return collector.result()
 
 
-@register_loader("mmlu", description="MMLU subject CSVs (question, A-D, answer letter); a file or a folder")
+@register_loader("mmlu", options=(),
+                 description="MMLU subject CSVs (question, A-D, answer letter); a file or a folder")
 def load_mmlu(
     path: Path,
     *,

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from medtune.data.registry import LoadResult, iter_jsonl, read_text_utf8
+from medtune.data.registry import UTF8_BOM, LoadResult, iter_jsonl, read_bytes, read_text_utf8
 from medtune.errors import InputError
 
 LETTERS = "ABCDEFGHIJ"
@@ -121,7 +121,7 @@ def load_json(path: Path, *, unique_keys: bool = False) -> Any:
         return json.loads(text, object_pairs_hook=_reject_duplicate_keys(path) if unique_keys else None)
     except json.JSONDecodeError as exc:
         raise InputError(
-            f"invalid JSON ({exc.msg} at column {exc.colno}); truncated file?", file=path, record=exc.lineno,
+            f"invalid JSON ({exc.msg}, column {exc.colno}); truncated file?", file=path, record=exc.lineno,
             record_kind="line",
         ) from None
 
@@ -131,7 +131,7 @@ def iter_json_records(path: Path) -> tuple[str, Iterator[tuple[int, Any]]]:
 
     JSON lines: (line number, object or InputError); JSON array: (1-based element number, object).
     """
-    head = path.read_bytes()[:4096].lstrip()
+    head = read_bytes(path)[:4096].removeprefix(UTF8_BOM).lstrip()
     if head.startswith(b"["):
         data = load_json(path)
         if not isinstance(data, list):
@@ -140,11 +140,25 @@ def iter_json_records(path: Path) -> tuple[str, Iterator[tuple[int, Any]]]:
     return "line", iter_jsonl(path)
 
 
+def iter_json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """Records of a file that must be JSON lines; a JSON array (``[...]``, one document) is refused by name.
+
+    Without this a pretty-printed array fails at its first line with a puzzling syntax error.
+    """
+    head = read_bytes(path)[:4096].removeprefix(UTF8_BOM).lstrip()
+    if head.startswith(b"["):
+        raise InputError("expected JSON lines (one object per line), got a JSON array", file=path, record=1,
+                         record_kind="line")
+    return iter_jsonl(path)
+
+
 def iter_parquet_records(path: Path) -> Iterator[tuple[int, Any]]:
     """Rows of a Parquet file as dicts, numbered from 1."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    if path.is_dir():
+        raise InputError("expected a Parquet file, got a folder", file=path)
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
@@ -156,7 +170,7 @@ def iter_parquet_records(path: Path) -> Iterator[tuple[int, Any]]:
 
 def read_csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     """CSV rows as (line number where the row starts, cells). Invalid UTF-8 and empty files are errors."""
-    text = read_text_utf8(path).removeprefix("\ufeff")  # spreadsheet exports often start with a BOM
+    text = read_text_utf8(path)  # without the byte-order mark spreadsheet exports often start with
     reader = csv.reader(io.StringIO(text, newline=""))
     start = 1
     try:

@@ -127,7 +127,8 @@ def _read_ground_truth(path: Path, pmids: set[str]) -> dict[str, str]:
     return truth
 
 
-@register_loader("pubmedqa", description="PubMedQA PQA-L ori_pqal.json: yes/no/maybe MCQ or long-answer QA")
+@register_loader("pubmedqa", options=(),
+                 description="PubMedQA PQA-L ori_pqal.json: yes/no/maybe MCQ or long-answer QA")
 def load_pubmedqa(
     path: Path,
     *,

@@ -8,7 +8,8 @@ rather than silently dropped or fatal.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import inspect
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,17 +34,51 @@ class LoaderSpec:
     func: Callable[..., LoadResult]
     needs_path: bool
     description: str
+    # The keyword options the loader accepts, or None when it takes any (``**kwargs`` it checks itself).
+    options: tuple[str, ...] | None = None
+
+    def check_options(self, options: Iterable[str]) -> None:
+        """Reject option names the loader does not take, naming them and the known ones."""
+        if self.options is None:
+            return
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            known = ", ".join(self.options) or "none"
+            raise InputError(f"unknown option(s) for {self.name}: {', '.join(unknown)} (known: {known})",
+                             field=unknown[0])
 
 
 _REGISTRY: dict[str, LoaderSpec] = {}
+# Parameters every loader has that are not options of the source.
+_NOT_OPTIONS = ("path", "on_error")
 
 
-def register_loader(name: str, *, needs_path: bool = True, description: str = "") -> Callable:
+def _signature_options(func: Callable[..., Any], extra: Iterable[str] | None) -> tuple[str, ...] | None:
+    """The named keyword parameters of ``func`` plus ``extra``; None when ``func`` takes ``**kwargs`` and
+    ``extra`` is None (the loader forwards them somewhere this registry cannot see)."""
+    params = inspect.signature(func).parameters.values()
+    named = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+             and p.name not in _NOT_OPTIONS]
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
+    if takes_any and extra is None:
+        return None
+    return tuple(dict.fromkeys([*named, *(extra or ())]))
+
+
+def register_loader(name: str, *, needs_path: bool = True, description: str = "",
+                    options: Iterable[str] | None = None) -> Callable:
+    """Register a loader under ``name``.
+
+    ``options``: option names the loader takes through ``**kwargs`` beyond its named parameters (``()`` when
+    its ``**kwargs`` only exist to report unknown options); with it, settings can reject a misspelt option
+    before anything is read.
+    """
+
     def deco(func: Callable[..., LoadResult]) -> Callable[..., LoadResult]:
         if name in _REGISTRY:
             raise RuntimeError(f"loader {name!r} registered twice")
         doc = description or (func.__doc__ or "").strip().splitlines()[0]
-        _REGISTRY[name] = LoaderSpec(name, func, needs_path, doc)
+        _REGISTRY[name] = LoaderSpec(name, func, needs_path, doc, _signature_options(func, options))
         return func
 
     return deco
@@ -64,6 +99,7 @@ def get_loader(name: str) -> LoaderSpec:
 def load(source: str, path: str | Path | None = None, *, on_error: OnError = "raise", **options: Any) -> LoadResult:
     """Load ``source`` (a registered name) from ``path`` into validated items with unique ids."""
     spec = get_loader(source)
+    spec.check_options(options)
     if spec.needs_path:
         if path is None:
             raise InputError(f"source '{source}' needs a path")
@@ -105,15 +141,31 @@ class RecordCollector:
         return LoadResult(self.items, self.skipped, dict(extras))
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def read_bytes(path: Path) -> bytes:
+    """A file's bytes; a folder or an unreadable file is an error naming it (not a traceback)."""
+    if path.is_dir():
+        raise InputError("expected a file, got a folder", file=path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InputError("file not found", file=path) from None
+    except OSError as exc:
+        raise InputError(f"cannot read the file ({exc.strerror})", file=path) from None
+
+
 def iter_jsonl(path: Path) -> Iterator[tuple[int, Any | InputError]]:
     """Yield (line number, parsed object or the error for that line); blank lines are skipped.
 
     Errors are yielded rather than raised so the caller's error policy decides; invalid UTF-8 is
-    reported with its line number.
+    reported with its line number. A leading byte-order mark and CRLF line ends (as Windows tools write
+    them) are accepted.
     """
     import json
 
-    data = path.read_bytes()
+    data = read_bytes(path).removeprefix(UTF8_BOM)
     if not data.strip():
         raise InputError("file is empty", file=path)
     for lineno, raw in enumerate(data.splitlines(), start=1):
@@ -128,13 +180,13 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, Any | InputError]]:
         try:
             yield lineno, json.loads(text)
         except json.JSONDecodeError as exc:
-            yield lineno, InputError(f"invalid JSON ({exc.msg} at column {exc.colno}); truncated line?",
+            yield lineno, InputError(f"invalid JSON ({exc.msg}, column {exc.colno}); truncated line?",
                                      file=path, record=lineno, record_kind="line")
 
 
 def read_text_utf8(path: Path) -> str:
-    """Read a whole file as UTF-8, naming the line of the first invalid byte."""
-    data = path.read_bytes()
+    """Read a whole file as UTF-8 (without a leading byte-order mark), naming the line of the first invalid byte."""
+    data = read_bytes(path).removeprefix(UTF8_BOM)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -572,7 +572,13 @@ def unanswerable_items(items: Sequence[MCQItem], textbook: Sequence[str]) -> lis
 # Loader
 
 
-@register_loader("synthetic", needs_path=False,
+def _generator_options() -> tuple[str, ...]:
+    import inspect
+
+    return tuple(p for p in inspect.signature(generate_synthetic).parameters if p != "seed")
+
+
+@register_loader("synthetic", needs_path=False, options=_generator_options(),
                  description="Generated fictional medical knowledge base (the embedded demo; no path)")
 def load_synthetic(
     path: str | Path | None = None,
@@ -588,9 +594,7 @@ def load_synthetic(
     """
     if path is not None:
         raise InputError("the synthetic source takes no path", file=path)
-    import inspect
-
-    allowed = set(inspect.signature(generate_synthetic).parameters) - {"seed"}
+    allowed = set(_generator_options())
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise InputError(f"unknown option(s) for synthetic: {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")

@@ -13,6 +13,8 @@ For sources without a dedicated loader. The mapping names the columns:
   anything else → text. The format used is reported in ``LoadResult.extras["answer_format"]``;
 - optional ``id_col``, ``category_col``, ``subcategory_col``, ``explanation_col``, ``difficulty_col``
   (a number or easy/medium/hard), ``split_col``; ``meta_cols`` (default: every column not mapped above).
+  Every column the mapping names must exist in the file (an optional one too: a misspelt ``category_col``
+  is an error naming the column and the file, not items without categories).
 
 ``kind="qa"`` reads free-text items instead: ``question_col`` and ``answer_col`` (the reference answer).
 ``split``: ``split_col`` if given, else the ``split`` option, else the split word in the file name, else
@@ -89,6 +91,40 @@ class ColumnMapping:
     def required(self) -> list[str]:
         return [self.question_col, self.answer_col, *(self.options_cols or [])]
 
+    def named_columns(self) -> list[tuple[str, str]]:
+        """(option, column) for every column the mapping names, the optional ones and ``meta_cols`` included."""
+        pairs = [("question_col", self.question_col), ("answer_col", self.answer_col)]
+        pairs += [("options_cols", c) for c in self.options_cols or []]
+        for opt in ("id_col", "category_col", "subcategory_col", "explanation_col", "difficulty_col", "split_col"):
+            if getattr(self, opt):
+                pairs.append((opt, getattr(self, opt)))
+        pairs += [("meta_cols", c) for c in self.meta_cols or []]
+        return pairs
+
+
+def check_mapped_columns(mapping: ColumnMapping, columns: Sequence[str], *, file: Path | str, where: str) -> None:
+    """Every column the mapping names must exist in the table.
+
+    A misspelt optional column (``category_col="subject"`` in a file whose column is ``topic``) would
+    otherwise give items without categories and no error: the run would look fine and mean something else.
+    """
+    present = set(columns)
+    missing = [(opt, col) for opt, col in mapping.named_columns() if col not in present]
+    if missing:
+        cols = ", ".join(dict.fromkeys(col for _, col in missing))
+        opts = ", ".join(dict.fromkeys(opt for opt, _ in missing))
+        raise InputError(f"column(s) {cols} not in the {where} ({', '.join(columns)}); check {opts}", file=file,
+                         field=missing[0][1])
+
+
+def _columns_of(records: Sequence[tuple[int, Any]]) -> list[str]:
+    """Column names in the order first seen across the dict records (JSON lines may vary per record)."""
+    seen: dict[str, None] = {}
+    for _, row in records:
+        if isinstance(row, dict):
+            seen.update(dict.fromkeys(str(k) for k in row))
+    return list(seen)
+
 
 # ----------------------------------------------------------------------------------------------------------
 # Cell conversions
@@ -110,6 +146,9 @@ def _text(row: dict[str, Any], col: str, *, what: str = "empty") -> str:
     value = _cell(row, col)
     if _is_blank(value):
         raise InputError(what, field=col)
+    if isinstance(value, (dict, list, tuple, bool)):
+        # Numbers read as text (a CSV has nothing else); a JSON object or list in a text column is a mapping error.
+        raise InputError(f"expected text, got {type(value).__name__}", field=col)
     return value if isinstance(value, str) else str(value)
 
 
@@ -267,9 +306,18 @@ def rows_to_items(
     on_error: OnError,
     name: str,
     split: str,
+    columns: Sequence[str] | None = None,
+    where: str = "file",
 ) -> LoadResult:
-    """Map (record number, row dict or InputError) pairs to items under the error policy."""
+    """Map (record number, row dict or InputError) pairs to items under the error policy.
+
+    ``columns``: the table's column names (a CSV header); by default those seen in the records. When no
+    record could be read as an object, the per-record errors are reported instead of a column check.
+    """
     records = list(records)
+    columns = list(columns) if columns is not None else _columns_of(records)
+    if columns:
+        check_mapped_columns(mapping, columns, file=file, where=where)
     fmt = mapping.answer_format
     if mapping.kind == "mcq" and fmt == "auto":
         samples = []
@@ -289,7 +337,8 @@ def rows_to_items(
     return collector.result(answer_format=fmt if mapping.kind == "mcq" else None)
 
 
-def _read_file(path: Path, fmt: str, mapping: ColumnMapping) -> tuple[str, list[tuple[int, Any]]]:
+def _read_file(path: Path, fmt: str) -> tuple[str, list[tuple[int, Any]], list[str] | None]:
+    """(record kind, records, the header's columns for a CSV or None)."""
     if fmt == "auto":
         suffix = path.suffix.lower()
         fmt = {".csv": "csv", ".parquet": "parquet", ".jsonl": "json", ".json": "json"}.get(suffix, "")
@@ -298,16 +347,12 @@ def _read_file(path: Path, fmt: str, mapping: ColumnMapping) -> tuple[str, list[
                              file=path)
     if fmt == "csv":
         columns, rows = read_csv_dicts(path)
-        missing = [c for c in mapping.required() if c not in columns]
-        if missing:
-            raise InputError(f"column(s) {', '.join(missing)} not in the header ({', '.join(columns)})", file=path,
-                             field=missing[0])
-        return "line", rows
+        return "line", rows, columns
     if fmt == "parquet":
-        return "row", list(iter_parquet_records(path))
+        return "row", list(iter_parquet_records(path)), None
     if fmt == "json":
         kind, it = iter_json_records(path)
-        return kind, list(it)
+        return kind, list(it), None
     raise InputError(f"format must be auto, csv, json or parquet, got {fmt!r}", field="format")
 
 
@@ -321,7 +366,8 @@ def _mapping(options: dict[str, Any], loader: str) -> ColumnMapping:
     return ColumnMapping(**options)
 
 
-@register_loader("tabular", description="CSV / JSON lines / Parquet with a column mapping (options_cols=..., ...)")
+@register_loader("tabular", options=_MAPPING_KEYS,
+                 description="CSV / JSON lines / Parquet with a column mapping (options_cols=..., ...)")
 def load_tabular(
     path: Path,
     *,
@@ -336,12 +382,14 @@ def load_tabular(
     if path.is_dir():
         raise InputError("expected a CSV, JSON lines or Parquet file, got a folder", file=path)
     mapping = _mapping(options, "tabular")
-    kind, records = _read_file(path, format, mapping)
+    kind, records, columns = _read_file(path, format)
     return rows_to_items(records, file=path, record_kind=kind, mapping=mapping, on_error=on_error,
-                         name=name or path.stem, split=split or split_from_name(path) or "train")
+                         name=name or path.stem, split=split or split_from_name(path) or "train", columns=columns,
+                         where="header" if columns is not None else "file")
 
 
-@register_loader("hf", needs_path=False, description="a Hugging Face hub dataset by name (online only) + mapping")
+@register_loader("hf", needs_path=False, options=_MAPPING_KEYS,
+                 description="a Hugging Face hub dataset by name (online only) + mapping")
 def load_hf(
     path: str | Path | None,
     *,
@@ -371,4 +419,4 @@ def load_hf(
         ) from None
     records = list(enumerate(ds, start=1))
     return rows_to_items(records, file=dataset, record_kind="row", mapping=mapping, on_error=on_error,
-                         name=name or dataset.rsplit("/", 1)[-1], split=hub_split)
+                         name=name or dataset.rsplit("/", 1)[-1], split=hub_split, where="dataset")

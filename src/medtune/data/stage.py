@@ -1,0 +1,179 @@
+"""The data stage: one data set's settings, and the one function that turns them into ``items.parquet``.
+
+``medtune data load`` and the experiment grid both go through :func:`load_data` / :func:`run_data`, so a
+split, a portion or a limit means the same thing on the command line and in a grid's ``datasets:`` entry:
+load with the registered loader, keep the split, keep the portion, keep the first ``limit`` items.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from medtune.data.parsing import SPLIT_WORDS
+from medtune.data.registry import get_loader, load
+from medtune.errors import InputError
+from medtune.schema import Item, write_items
+from medtune.settings import Settings
+from medtune.textbook import write_textbook
+
+ITEMS_FILE = "items.parquet"
+
+
+class DataSettings(Settings):
+    """One data set: a registered loader, its input, and the split/portion/size to keep."""
+
+    name: str | None = Field(None, description="label in results and ids; defaults to the source name")
+    source: str = Field(description="a registered loader (`medtune data sources` lists them)")
+    path: str | None = Field(None, validate_default=True,
+                             description="file or folder the loader reads (none for synthetic)")
+    split: str | None = Field(None, description="keep only items of this split after loading")
+    portion: tuple[float, float] | None = Field(
+        None,
+        description="keep items whose seeded id hash falls in [a, b): disjoint train/test parts of one file "
+        "(e.g. [0, 0.8] and [0.8, 1] with the same portion_seed)",
+    )
+    portion_seed: int = Field(0, description="seed of the id hash that portion cuts")
+    limit: int | None = Field(None, ge=1, description="keep the first N items (after split and portion)")
+    options: dict[str, Any] = Field(default_factory=dict, description="keyword options of the loader")
+    on_error: Literal["raise", "skip"] = Field(
+        "raise", description="raise: stop at the first bad record; skip: skip bad records and report each")
+
+    @field_validator("portion")
+    @classmethod
+    def _portion_range(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not (0.0 <= v[0] < v[1] <= 1.0):
+            raise ValueError("portion must be [a, b) with 0 <= a < b <= 1")
+        return v
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, v: str) -> str:
+        try:
+            get_loader(v)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _path_when_needed(cls, v: str | None, info: ValidationInfo) -> str | None:
+        source = info.data.get("source")
+        if source is not None and v is None and get_loader(source).needs_path:
+            raise ValueError(f"source '{source}' reads a file or folder; set path")
+        return v
+
+    @field_validator("options")
+    @classmethod
+    def _loader_takes_options(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # Checked here, not when the file is read, so that a misspelt option fails before any work starts.
+        source = info.data.get("source")
+        if source is None:  # the source itself is invalid and reported
+            return v
+        if "on_error" in v:
+            raise ValueError("on_error is a setting of the data set, not an option of the loader")
+        try:
+            get_loader(source).check_options(v)
+        except InputError as exc:
+            raise ValueError(exc.reason) from None
+        return v
+
+    @property
+    def label(self) -> str:
+        return self.name or (f"{self.source}-{self.split}" if self.split else self.source)
+
+
+def id_fraction(item_id: str, seed: int) -> float:
+    """A stable pseudo-random number in [0, 1) per (seed, id): portions of one file never overlap."""
+    digest = hashlib.sha256(f"{seed}:{item_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def select_items(items: list[Item], settings: DataSettings) -> list[Item]:
+    """The split, then the portion, then the first ``limit`` items (the order of the loader is kept)."""
+    kept = [it for it in items if settings.split is None or it.split == settings.split]
+    if settings.portion is not None:
+        lo, hi = settings.portion
+        kept = [it for it in kept if lo <= id_fraction(it.id, settings.portion_seed) < hi]
+    if settings.limit:
+        kept = kept[: settings.limit]
+    return kept
+
+
+@dataclass
+class LoadedData:
+    """What :func:`load_data` produced: the kept items, the skipped records and the loader's textbook."""
+
+    items: list[Item]
+    skipped: list[InputError] = field(default_factory=list)
+    textbook: list[str] | None = None
+    n_loaded: int = 0
+
+    def splits(self) -> dict[str, int]:
+        """Items per split, train first and test last (the order a reader expects), others by name."""
+        counts: dict[str, int] = {}
+        for it in self.items:
+            counts[it.split] = counts.get(it.split, 0) + 1
+        rank = {s: i for i, s in enumerate(SPLIT_WORDS)}
+        return dict(sorted(counts.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
+
+    def summary(self) -> dict[str, Any]:
+        return {"n_items": len(self.items), "skipped": len(self.skipped), "splits": self.splits()}
+
+
+def _resolve(path: str | None, root: Path | None) -> Path | None:
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    return p if p.is_absolute() or root is None else root / p
+
+
+def load_data(settings: DataSettings, *, root: Path | None = None) -> LoadedData:
+    """Load and select the items of one data set; an error when nothing is left.
+
+    ``root``: the folder a relative ``path`` is relative to (a grid config's folder); default: the working
+    directory.
+    """
+    path = _resolve(settings.path, root)
+    result = load(settings.source, path, on_error=settings.on_error, **settings.options)
+    items = select_items(result.items, settings)
+    if not items:
+        kept = []
+        if settings.split is not None:
+            kept.append(f"split '{settings.split}'")
+        if settings.portion is not None:
+            kept.append(f"portion {list(settings.portion)}")
+        why = f" in {' and '.join(kept)} (of {len(result.items)} loaded)" if kept else ""
+        skipped = f" ({len(result.skipped)} skipped)" if result.skipped else ""
+        raise InputError(f"data set '{settings.label}' has no items{why}{skipped}", file=path)
+    textbook = result.extras.get("textbook")
+    return LoadedData(items, list(result.skipped), list(textbook) if textbook is not None else None,
+                      len(result.items))
+
+
+def write_data(data: LoadedData, items_path: Path) -> dict[str, Any]:
+    """Write the items (and the textbook beside them, when there is one); returns :meth:`LoadedData.summary`.
+
+    The textbook goes first: a reader that finds the items file can trust that its textbook is complete.
+    """
+    if data.textbook is not None:
+        write_textbook(items_path, data.textbook)
+    write_items(data.items, items_path)
+    return data.summary()
+
+
+def run_data(settings: DataSettings, out: Path, *, root: Path | None = None) -> dict[str, Any]:
+    """The data stage: ``out/items.parquet`` (+ ``out/items.textbook.txt``) from ``settings``.
+
+    Returns ``{"n_items", "skipped", "splits": {split: n}}``.
+    """
+    out = Path(out)
+    return write_data(load_data(settings, root=root), out / ITEMS_FILE)
+
+
+__all__ = ["ITEMS_FILE", "DataSettings", "LoadedData", "id_fraction", "load_data", "run_data", "select_items",
+           "write_data"]
