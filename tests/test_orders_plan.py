@@ -198,8 +198,9 @@ def test_missing_rows_and_bad_files_name_the_place(tmp_path):
         read_categories_table(dup)
     with pytest.raises(InputError, match="file not found"):
         read_categories_table(tmp_path / "nope.parquet")
-    with pytest.raises(ConfigError, match="thresholds must be increasing"):
+    with pytest.raises(InputError, match="thresholds must be two increasing numbers") as exc:
         order_items([mcq(0, "a", 0.5)], thresholds=(0.8, 0.6))
+    assert exc.value.field == "thresholds"
 
 
 def test_order_items_feed_every_strategy():

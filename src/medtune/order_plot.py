@@ -13,10 +13,12 @@ from typing import Any
 
 from medtune.errors import InputError
 from medtune.io import write_figure_png_svg
+from medtune.orders.orderfile import OrderFile
 from medtune.orders.strategies import BUCKETS, OrderItem
 
-_BUCKET_HEIGHT = {"easy": 1 / 3, "medium": 2 / 3, "hard": 1.0}
-_BUCKET_ALPHA = {"easy": 0.45, "medium": 0.7, "hard": 1.0, None: 0.8}
+# Bar height and opacity rise with the bucket (easiest first), so a curriculum reads as a rising staircase.
+_BUCKET_HEIGHT = {b: (i + 1) / len(BUCKETS) for i, b in enumerate(BUCKETS)}
+_BUCKET_ALPHA: dict[str | None, float] = {**dict(zip(BUCKETS, (0.45, 0.7, 1.0), strict=True)), None: 0.8}
 _MAX_LEGEND = 24
 _MAX_SEGMENT_LABELS = 12
 
@@ -26,12 +28,13 @@ def _heights(order: Sequence[str], by_id: Mapping[str, OrderItem]) -> tuple[list
     if items and all(it.difficulty is not None for it in items):
         return [float(it.difficulty) for it in items], "difficulty"  # type: ignore[arg-type]
     if items and all(it.bucket is not None for it in items):
-        return [_BUCKET_HEIGHT[it.bucket] for it in items], "bucket (easy ⅓, medium ⅔, hard 1)"  # type: ignore[index]
+        scale = ", ".join(f"{b} {h:.2g}" for b, h in _BUCKET_HEIGHT.items())
+        return [_BUCKET_HEIGHT[it.bucket] for it in items], f"bucket ({scale})"  # type: ignore[index]
     return [1.0] * len(items), ""
 
 
 def plot_orders(
-    orders: Sequence[Mapping[str, Any]],
+    orders: Sequence[Mapping[str, Any] | OrderFile],
     items: Sequence[OrderItem],
     path: str | Path,
     *,
@@ -39,7 +42,8 @@ def plot_orders(
     titles: Sequence[str] | None = None,
     category_names: Mapping[str, str] | None = None,
 ) -> list[Path]:
-    """Plot ``epoch`` of each order.json dict as one panel; writes ``path`` (PNG) and the same stem as SVG.
+    """Plot ``epoch`` of each order (an order.json dict or :class:`OrderFile`) as one panel; writes ``path``
+    (PNG) and the same stem as SVG.
 
     Every id in an order must be among ``items``: an order planned on other items is an error, not a
     silently blank bar.
@@ -50,6 +54,7 @@ def plot_orders(
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
+    orders = [o.to_dict() if isinstance(o, OrderFile) else o for o in orders]
     by_id = {it.id: it for it in items}
     for k, order in enumerate(orders):
         if epoch >= len(order["epochs"]):

@@ -8,14 +8,17 @@ for training. Letters are generated here from the option count; stored items nev
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from medtune.errors import InputError
-from medtune.schema import MCQItem, QAItem
+from medtune.schema import MAX_OPTIONS, MCQItem, QAItem
 
-LETTERS = "ABCDEFGHIJ"
+# The option letters, one per possible option (A-J): the only place they are written down. Loaders parse
+# answer letters with them, prompts show them, letter scoring looks up their tokens.
+LETTERS: str = string.ascii_uppercase[:MAX_OPTIONS]
 CompletionTarget = Literal["letter", "letter+explanation", "option", "option+explanation"]
 
 
@@ -138,9 +141,10 @@ def qa_prompt(item: QAItem | MCQItem) -> str:
     return QA_PROMPT.format(question=item.question.strip())
 
 
+_LETTER_CLASS = f"[{LETTERS[0]}-{LETTERS[-1]}]"
 _LETTER_PATTERNS = [
-    r"^\s*\(?([A-J])\)?(?:[\s\.\):,]|$)",  # "B", "B)", "(B)", "B. text"
-    r"answer(?: is|:)?\s*\(?([A-J])\b",  # "the answer is B"
+    rf"^\s*\(?({_LETTER_CLASS})\)?(?:[\s\.\):,]|$)",  # "B", "B)", "(B)", "B. text"
+    rf"answer(?: is|:)?\s*\(?({_LETTER_CLASS})\b",  # "the answer is B"
 ]
 
 

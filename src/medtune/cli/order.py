@@ -3,31 +3,36 @@
 ``order`` is a group whose default action is ``build``: when the first argument is not a sub-command,
 ``build`` is assumed, so both ``medtune order items.parquet --strategy blocked …`` and
 ``medtune order plot order.json …`` work.
+
+``build`` only parses arguments: its options come from :class:`medtune.orders.stage.OrderSettings` (plus
+``-s``, ``-O name=value`` and the ``a,b`` pairs, kept in their documented form) and it calls
+:func:`medtune.orders.stage.run_order`, the function the experiment grid calls too.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
 
 import click
 import typer
 from typer.core import TyperGroup
 
-from medtune.errors import ConfigError
-from medtune.io import sha256_file
-from medtune.orders import (
-    EPOCH_POLICIES,
-    PAPER_THRESHOLDS,
-    STRATEGIES,
-    OrderItem,
-    available_strategies,
-    build_order,
-    order_items,
-    read_categories_table,
-    read_difficulty_table,
-    read_order,
-    write_order,
+from medtune.bucketing import parse_pair
+from medtune.cli.options import with_settings
+from medtune.errors import ConfigError, InputError
+from medtune.orders import STRATEGIES, OrderItem, available_strategies, read_order
+from medtune.orders.stage import (
+    ORDER_ITEMS_NAME,
+    ORDER_NAME,
+    OrderSettings,
+    category_names,
+    describe_split,
+    read_tables,
+    run_order,
+    strategy_view,
 )
+from medtune.settings import validate_settings
 
 DEFAULT_COMMAND = "build"
 
@@ -75,77 +80,71 @@ def _parse_options(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def _parse_thresholds(text: str) -> tuple[float, float]:
+def _pair_option(text: str | None, flag: str) -> dict[str, tuple[float, float]]:
+    """``{"thresholds": (a, b)}`` from ``--thresholds a,b`` (nothing when not given)."""
+    if text is None:
+        return {}
     try:
-        a, b = (float(x) for x in text.split(","))
-    except ValueError:
-        raise ConfigError(f"--thresholds takes two numbers 'easy_max,medium_max', got {text!r}") from None
-    return (a, b)
+        return {flag: parse_pair(text, flag)}
+    except InputError as exc:
+        raise ConfigError(f"--{flag} takes two increasing numbers 'a,b': {exc.reason}") from None
 
 
 def load_order_items(
     items_path: Path,
     categories: Path | None,
     difficulty: Path | None,
-    bucketing: str | None,
-    thresholds: str,
-) -> tuple[list[OrderItem], dict[str, str], dict[str, str]]:
-    """Items → OrderItems (+ file hashes, + category display names from a categories file)."""
+    settings: OrderSettings,
+) -> tuple[list[OrderItem], dict[str, str]]:
+    """Every item of ``items_path`` as the strategy saw it (+ category display names from a categories file)."""
     from medtune.schema import read_items
 
-    items = read_items(items_path)
-    cat_table = read_categories_table(categories) if categories else None
-    diff_table = read_difficulty_table(difficulty) if difficulty else None
-    result = order_items(items, categories=cat_table, difficulty=diff_table, bucketing=bucketing,
-                         thresholds=_parse_thresholds(thresholds))
-    hashes = {"items": sha256_file(items_path)}
-    if categories:
-        hashes["categories"] = sha256_file(categories)
-    if difficulty:
-        hashes["difficulty"] = sha256_file(difficulty)
-    names: dict[str, str] = {}
-    if cat_table:
-        for row in cat_table.rows.values():
-            if row.get("name"):
-                names[str(row["category"])] = f"{row['category']}: {row['name']}"
-    return result, hashes, names
+    source = settings.source(difficulty)
+    cats, diff = read_tables(source, categories, difficulty)
+    return strategy_view(read_items(items_path), settings, source, categories=cats, difficulty=diff), \
+        category_names(cats)
 
 
-_THRESHOLDS_DEFAULT = ",".join(str(t) for t in PAPER_THRESHOLDS)
-CategoriesOpt = typer.Option(None, "--categories", help="categories.parquet (medtune categories) to use instead of "
+CategoriesOpt = typer.Option("--categories", help="categories.parquet (medtune categories) to use instead of "
                              "the items' own category.", exists=True, dir_okay=False)
-DifficultyOpt = typer.Option(None, "--difficulty", help="difficulty.parquet (medtune difficulty) to use instead of "
+DifficultyOpt = typer.Option("--difficulty", help="difficulty.parquet (medtune difficulty) to use instead of "
                              "the items' human_difficulty.", exists=True, dir_okay=False)
-BucketingOpt = typer.Option(None, "--bucketing", help="Re-bucket continuous difficulty: 'thresholds' (see "
-                            "--thresholds) or 'terciles'. Default: a difficulty file's own buckets, else thresholds.")
-ThresholdsOpt = typer.Option(_THRESHOLDS_DEFAULT, "--thresholds", help="easy_max,medium_max for threshold bucketing "
-                             "(the paper's: easy ≤ 0.66 < medium ≤ 0.80 < hard).")
+ThresholdsOpt = typer.Option("--thresholds", help="easy_max,medium_max for threshold bucketing (default: the "
+                             "paper's 0.66,0.80: easy ≤ 0.66 < medium ≤ 0.80 < hard).")
+BucketingOpt = typer.Option("--bucketing", help="Re-bucket continuous difficulty: thresholds | terciles | quantiles. "
+                            "Default: a difficulty file's own buckets, other numbers by --thresholds.")
+_SETTINGS_ON_OWN_FLAGS = ("strategy", "options", "thresholds", "quantiles")
 
 
 @order_app.command(DEFAULT_COMMAND, help="Plan a learning order of ITEMS (the default sub-command).\n\n"
                    + _strategy_help())
+@with_settings(OrderSettings, exclude=_SETTINGS_ON_OWN_FLAGS)
 def build(
-    items: Path = typer.Argument(..., help="items.parquet", exists=True, dir_okay=False),
-    strategy: str = typer.Option(..., "--strategy", "-s", help="Strategy name (listed by `medtune order --help`)."),
-    seed: int = typer.Option(..., "--seed", help="The run's seed: category order and within-bucket orders follow it."),
-    output: Path = typer.Option(..., "--output", "-o", help="Where to write order.json."),
-    epochs: int = typer.Option(1, "--epochs", min=1, help="Number of epochs to plan."),
-    epoch_policy: str = typer.Option("repeat", "--epoch-policy",
-                                     help=f"{' | '.join(EPOCH_POLICIES)}: same order every epoch, or within-bucket "
-                                     "shuffles re-drawn per epoch."),
-    option: list[str] = typer.Option([], "--option", "-O", help="Strategy option name=value, e.g. k=3 (repeatable)."),
-    categories: Path | None = CategoriesOpt,
-    difficulty: Path | None = DifficultyOpt,
-    bucketing: str | None = BucketingOpt,
-    thresholds: str = ThresholdsOpt,
+    items: Annotated[Path, typer.Argument(help="items.parquet", exists=True, dir_okay=False)],
+    strategy: Annotated[str, typer.Option("--strategy", "-s",
+                                          help="Strategy name (listed by `medtune order --help`).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="order.json to write; or a folder, which gets "
+                                         f"{ORDER_NAME} and {ORDER_ITEMS_NAME} (per-item category and bucket).")],
+    option: Annotated[list[str] | None, typer.Option(
+        "--option", "-O", help="Strategy option name=value, e.g. k=3 (repeatable).")] = None,
+    categories: Annotated[Path | None, CategoriesOpt] = None,
+    difficulty: Annotated[Path | None, DifficultyOpt] = None,
+    thresholds: Annotated[str | None, ThresholdsOpt] = None,
+    quantiles: Annotated[str | None, typer.Option(
+        "--quantiles", help="q1,q2 cut points for --bucketing quantiles (default 1/3, 2/3).")] = None,
+    given: dict[str, Any] | None = None,
 ) -> None:
-    oitems, hashes, _ = load_order_items(items, categories, difficulty, bucketing, thresholds)
-    plan = build_order(oitems, strategy, seed, epochs=epochs, epoch_policy=epoch_policy, input_hashes=hashes,
-                       **_parse_options(option))
-    write_order(plan, output)
-    length = len(plan["epochs"][0])
-    typer.echo(f"{plan['strategy']} (seed {seed}): {plan['n_items']} items, {length} positions per epoch, "
-               f"{epochs} epoch(s) ({epoch_policy}), {len(plan['segments'])} segments → {output}")
+    data = {**(given or {}), "strategy": strategy, "options": _parse_options(option or []),
+            **_pair_option(thresholds, "thresholds"), **_pair_option(quantiles, "quantiles")}
+    settings = validate_settings(OrderSettings, data)
+    if output.suffix == ".json" and not output.is_dir():
+        out, names = output.parent, {"order_name": output.name, "items_name": None}
+    else:
+        out, names = output, {}
+    summary = run_order(settings, items, out, difficulty_path=difficulty, categories_path=categories, **names)
+    typer.echo(f"{summary['strategy']} (seed {summary['seed']}): {describe_split(summary)}, "
+               f"{summary['positions_per_epoch']} positions per epoch, {summary['epochs']} epoch(s) "
+               f"({summary['epoch_policy']}), {summary['segments']} segments → {summary['order']}")
 
 
 @order_app.command("plot", help="Draw orders as the paper's Figure 1: one panel per ORDER.json, position on x, "
@@ -155,15 +154,18 @@ def plot(
     items: Path = typer.Option(..., "--items", help="The items.parquet the orders were planned on.", exists=True,
                                dir_okay=False),
     output: Path = typer.Option(..., "--output", "-o", help="PNG path; the SVG goes beside it."),
-    categories: Path | None = CategoriesOpt,
-    difficulty: Path | None = DifficultyOpt,
-    bucketing: str | None = BucketingOpt,
-    thresholds: str = ThresholdsOpt,
+    categories: Annotated[Path | None, CategoriesOpt] = None,
+    difficulty: Annotated[Path | None, DifficultyOpt] = None,
+    bucketing: Annotated[str | None, BucketingOpt] = None,
+    thresholds: Annotated[str | None, ThresholdsOpt] = None,
     epoch: int = typer.Option(0, "--epoch", min=0, help="Which epoch to draw."),
 ) -> None:
     from medtune.order_plot import plot_orders
 
-    oitems, _, names = load_order_items(items, categories, difficulty, bucketing, thresholds)
+    # The strategy does not matter for the drawing; the bucketing settings are the order stage's own.
+    settings = validate_settings(OrderSettings, {"strategy": "random", "seed": 0, "bucketing": bucketing,
+                                                 **_pair_option(thresholds, "thresholds")})
+    oitems, names = load_order_items(items, categories, difficulty, settings)
     plans = [read_order(p) for p in orders]
     written = plot_orders(plans, oitems, output, epoch=epoch, category_names=names)
     typer.echo("wrote " + ", ".join(str(p) for p in written))

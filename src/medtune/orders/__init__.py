@@ -1,12 +1,14 @@
 """Learning orders: the paper's human-inspired strategies (and a few beyond) as pure, seeded functions.
 
-``strategies`` holds the strategy functions and their registry, ``plan`` turns one into an order.json
-(epochs, segments, provenance), ``inputs`` builds the strategies' view of items from items /
-categories.parquet / difficulty.parquet. This package imports no model code.
+``strategies`` holds the strategy functions and their registry, ``plan`` turns one into an order plan
+(epochs, segments, provenance), ``orderfile`` is the order.json format (one reader, writer and validation),
+``inputs`` builds the strategies' view of items from items / categories.parquet / difficulty.parquet, and
+``stage`` is the order stage (:class:`OrderSettings`, :func:`run_order`) that the CLI and the grid call.
+This package imports no model code.
 """
 
+from medtune.bucketing import PAPER_THRESHOLDS
 from medtune.orders.inputs import (
-    PAPER_THRESHOLDS,
     bucket_by_thresholds,
     bucket_values,
     order_items,
@@ -14,7 +16,9 @@ from medtune.orders.inputs import (
     read_difficulty_table,
     tercile_thresholds,
 )
-from medtune.orders.plan import EPOCH_POLICIES, FORMAT, build_order, items_hash, read_order, write_order
+from medtune.orders.orderfile import EPOCH_POLICIES, FORMAT, OrderFile
+from medtune.orders.plan import build_order, items_hash, read_order, write_order
+from medtune.orders.stage import OrderSettings, run_order
 from medtune.orders.strategies import (
     BUCKETS,
     STRATEGIES,
@@ -30,7 +34,9 @@ __all__ = [
     "FORMAT",
     "PAPER_THRESHOLDS",
     "STRATEGIES",
+    "OrderFile",
     "OrderItem",
+    "OrderSettings",
     "StrategySpec",
     "available_strategies",
     "bucket_by_thresholds",
@@ -42,6 +48,7 @@ __all__ = [
     "read_categories_table",
     "read_difficulty_table",
     "read_order",
+    "run_order",
     "tercile_thresholds",
     "write_order",
 ]

@@ -3,7 +3,7 @@
 Category comes from the categories file when given, else from the item's ``category``. Difficulty comes from
 the difficulty file when given (its ``difficulty`` and ``bucket`` columns), else from the item's
 ``human_difficulty``: a level ("easy"/"medium"/"hard") is a bucket, a number is a continuous difficulty that
-is bucketed by thresholds (the paper's easy ≤ 0.66 < medium ≤ 0.80 < hard by default) or by terciles.
+is bucketed by :mod:`medtune.bucketing` (the paper's easy ≤ 0.66 < medium ≤ 0.80 < hard by default, or terciles).
 """
 
 from __future__ import annotations
@@ -15,38 +15,42 @@ from typing import Any
 
 import numpy as np
 
+from medtune.bucketing import PAPER_THRESHOLDS, Bucketing
 from medtune.errors import ConfigError, InputError
 from medtune.io import read_parquet_table
 from medtune.orders.strategies import BUCKETS, OrderItem
 
-PAPER_THRESHOLDS: tuple[float, float] = (0.66, 0.80)
+__all__ = ["BUCKETINGS", "PAPER_THRESHOLDS", "Lookup", "bucket_by_thresholds", "bucket_values", "make_bucketing",
+           "order_items", "read_categories_table", "read_difficulty_table", "tercile_thresholds"]
+
 BUCKETINGS: tuple[str, ...] = ("thresholds", "terciles")
 
 
-def bucket_by_thresholds(values: Sequence[float], thresholds: tuple[float, float] = PAPER_THRESHOLDS) -> list[str]:
+def make_bucketing(bucketing: str | Bucketing, thresholds: Sequence[float] = PAPER_THRESHOLDS) -> Bucketing:
+    """The :class:`Bucketing` named by ``bucketing`` ("thresholds" uses ``thresholds``), or the one given."""
+    if isinstance(bucketing, Bucketing):
+        return bucketing
+    if bucketing == "thresholds":
+        return Bucketing.fixed(thresholds)
+    if bucketing == "terciles":
+        return Bucketing.terciles()
+    raise ConfigError(f"bucketing must be one of {', '.join(BUCKETINGS)}, got {bucketing!r}")
+
+
+def bucket_by_thresholds(values: Sequence[float], thresholds: Sequence[float] = PAPER_THRESHOLDS) -> list[str]:
     """easy ≤ t1 < medium ≤ t2 < hard (the paper's MedQA rule with t = 0.66, 0.80)."""
-    t1, t2 = thresholds
-    if not t1 <= t2:
-        raise ConfigError(f"thresholds must be increasing, got {t1}, {t2}")
-    return ["easy" if v <= t1 else "medium" if v <= t2 else "hard" for v in values]
+    return Bucketing.fixed(thresholds).labels(values)  # type: ignore[return-value]
 
 
 def tercile_thresholds(values: Sequence[float]) -> tuple[float, float]:
     """The 1/3 and 2/3 quantiles: bucketing by them gives three buckets of (near) equal size."""
-    arr = np.asarray(values, dtype=float)
-    if arr.size == 0:
-        return (0.0, 0.0)
-    q1, q2 = np.quantile(arr, [1 / 3, 2 / 3])
-    return (float(q1), float(q2))
+    return Bucketing.terciles().resolve(values)
 
 
-def bucket_values(values: Sequence[float], bucketing: str = "thresholds",
-                  thresholds: tuple[float, float] = PAPER_THRESHOLDS) -> list[str]:
-    if bucketing == "thresholds":
-        return bucket_by_thresholds(values, thresholds)
-    if bucketing == "terciles":
-        return bucket_by_thresholds(values, tercile_thresholds(values))
-    raise ConfigError(f"bucketing must be one of {', '.join(BUCKETINGS)}, got {bucketing!r}")
+def bucket_values(values: Sequence[float], bucketing: str | Bucketing = "thresholds",
+                  thresholds: Sequence[float] = PAPER_THRESHOLDS) -> list[str]:
+    """The bucket of each value under ``bucketing`` (see :func:`make_bucketing`)."""
+    return make_bucketing(bucketing, thresholds).labels(values)  # type: ignore[return-value]
 
 
 @dataclass
@@ -75,8 +79,17 @@ def read_categories_table(path: str | Path) -> Lookup:
     return _read_table(path, ("id", "category"), "categories")
 
 
-def read_difficulty_table(path: str | Path) -> Lookup:
-    return _read_table(path, ("id", "difficulty"), "difficulty")
+def read_difficulty_table(path: str | Path, column: str = "difficulty") -> Lookup:
+    """A difficulty.parquet by id, with ``column`` (e.g. ``irt_b``) as each row's ``difficulty``.
+
+    The file's ``bucket`` column belongs to its ``difficulty`` column, so it is dropped when another
+    column is read: those values are bucketed by the order stage instead.
+    """
+    lookup = _read_table(path, ("id", column), "difficulty")
+    if column == "difficulty":
+        return lookup
+    rows = {i: {**r, "difficulty": r[column], "bucket": None} for i, r in lookup.rows.items()}
+    return Lookup(lookup.file, rows)
 
 
 def _missing(lookup: Lookup, item_id: str, field: str) -> InputError:
@@ -88,13 +101,14 @@ def order_items(
     *,
     categories: Lookup | Mapping[str, str] | None = None,
     difficulty: Lookup | None = None,
-    bucketing: str | None = None,
-    thresholds: tuple[float, float] = PAPER_THRESHOLDS,
+    bucketing: str | Bucketing | None = None,
+    thresholds: Sequence[float] = PAPER_THRESHOLDS,
 ) -> list[OrderItem]:
     """Build :class:`OrderItem` s from schema items (anything with ``id``, ``category``, ``human_difficulty``).
 
     ``bucketing`` None keeps a difficulty file's own ``bucket`` column when it has one and otherwise buckets
-    by ``thresholds``; "thresholds" or "terciles" re-bucket every continuous difficulty.
+    by ``thresholds``; "thresholds", "terciles" or a :class:`~medtune.bucketing.Bucketing` re-bucket every
+    continuous difficulty.
     """
     cats: list[str | None] = []
     diffs: list[float | None] = []
@@ -132,7 +146,7 @@ def order_items(
                 diffs.append(None if hd is None else float(hd))
                 given_buckets.append(None)
     numeric = [d for d, b in zip(diffs, given_buckets, strict=True) if d is not None and b is None]
-    computed = iter(bucket_values(numeric, bucketing or "thresholds", thresholds))
+    computed = iter(bucket_values(numeric, bucketing or "thresholds", thresholds) if numeric else [])
     buckets = [b if b is not None else (next(computed) if d is not None else None)
                for d, b in zip(diffs, given_buckets, strict=True)]
     return [OrderItem(it.id, c, d, b) for it, c, d, b in zip(items, cats, diffs, buckets, strict=True)]

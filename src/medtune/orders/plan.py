@@ -2,22 +2,19 @@
 
 The multi-epoch policy is explicit because it changes what is trained: ``repeat`` trains every epoch on
 the same list; ``reshuffle`` re-draws the seeded within-bucket shuffles (and samples) per epoch while the
-structure (category order, bucket order) stays fixed. See docs/ARTIFACTS.md for the file format.
+structure (category order, bucket order) stays fixed. The file format is :mod:`medtune.orders.orderfile`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from medtune.errors import ConfigError, InputError
-from medtune.io import stable_hash, write_text_atomic
+from medtune.errors import ConfigError
+from medtune.io import stable_hash
+from medtune.orders.orderfile import EPOCH_POLICIES, FORMAT, OrderFile
 from medtune.orders.strategies import OrderItem, _check_seed, get_strategy
-
-FORMAT = "medtune.order/1"
-EPOCH_POLICIES: tuple[str, ...] = ("repeat", "reshuffle")
 
 
 def items_hash(items: Sequence[OrderItem]) -> str:
@@ -70,46 +67,12 @@ def build_order(
     }
 
 
-def write_order(order: Mapping[str, Any], path: str | Path) -> Path:
-    """Write an order.json atomically: one field per line and one line per epoch, so it stays readable
-    and diffable at thousands of ids."""
-    path = Path(path)
-    parts = []
-    for key, value in order.items():
-        if key == "epochs":
-            body = ",\n".join("  " + json.dumps(ids, ensure_ascii=False) for ids in value)
-            parts.append(f' "epochs": [\n{body}\n ]')
-        else:
-            parts.append(f" {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}")
-    write_text_atomic(path, "{\n" + ",\n".join(parts) + "\n}\n")
-    return path
-
-
-_REQUIRED = ("format", "strategy", "seed", "options", "epoch_policy", "epochs", "n_items", "segments")
+def write_order(order: Mapping[str, Any] | OrderFile, path: str | Path) -> Path:
+    """Validate and write an order.json atomically (see :meth:`OrderFile.write`)."""
+    of = order if isinstance(order, OrderFile) else OrderFile.from_dict(order, file=path)
+    return of.write(path)
 
 
 def read_order(path: str | Path) -> dict[str, Any]:
-    """Read and check an order.json: its format tag, fields, and that every epoch is a list of id strings."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError("file not found", file=path)
-    try:
-        order = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"not a JSON file ({exc})", file=path) from None
-    if not isinstance(order, dict):
-        raise InputError("an order file holds a JSON object", file=path)
-    for key in _REQUIRED:
-        if key not in order:
-            raise InputError("missing field", file=path, field=key)
-    if order["format"] != FORMAT:
-        raise InputError(f"unsupported format {order['format']!r} (expected {FORMAT!r})", file=path, field="format")
-    if order["epoch_policy"] not in EPOCH_POLICIES:
-        raise InputError(f"unknown epoch policy {order['epoch_policy']!r}", file=path, field="epoch_policy")
-    epochs = order["epochs"]
-    if not isinstance(epochs, list) or not epochs:
-        raise InputError("needs at least one epoch list", file=path, field="epochs")
-    for e, ids in enumerate(epochs):
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise InputError(f"epoch {e} is not a list of id strings", file=path, field="epochs")
-    return order
+    """Read and check an order.json (see :class:`OrderFile`); returns its JSON object with defaults filled in."""
+    return OrderFile.read(path).to_dict()

@@ -1,6 +1,6 @@
 """The learning-order strategies: pure functions ``(items, seed, **options) -> list[str]`` of item ids.
 
-Implemented from the description in DESIGN.md (the paper's Figure 1), not from the paper's reference code:
+Implemented from the paper's description (its Figure 1), not from the paper's reference code:
 every strategy takes the run's seed, and all randomness comes from streams derived from it, so the
 category order and the within-bucket orders change with the seed and nothing else.
 
@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from medtune.errors import ConfigError, InputError
+from medtune.schema import DIFFICULTY_LEVELS
 
-BUCKETS: tuple[str, ...] = ("easy", "medium", "hard")
+BUCKETS: tuple[str, ...] = DIFFICULTY_LEVELS  # easiest first: the curriculum order
 _BUCKET_RANK = {b: i for i, b in enumerate(BUCKETS)}
 
 
@@ -461,6 +462,14 @@ class StrategySpec:
             raise ConfigError(f"strategy '{self.name}' has no option {', '.join(map(repr, unknown))} "
                               f"(its options: {known})")
         return {k: (o.parse(given[k]) if k in given else o.default) for k, o in self.options.items()}
+
+    def reads_difficulty(self, options: Mapping[str, Any] | None = None) -> bool:
+        """Whether the order depends on difficulty (its own needs, or a ``base`` strategy's, e.g. spaced
+        repetition over a curriculum): a difficulty-free strategy gives one order whatever the source."""
+        if any("difficulty" in n or "bucket" in n for n in self.needs):
+            return True
+        base = (options or {}).get("base")
+        return isinstance(base, str) and base != self.name and get_strategy(base).reads_difficulty()
 
     def __call__(self, items: Sequence[OrderItem], seed: int, **options: Any) -> list[str]:
         _check_seed(seed)
