@@ -109,7 +109,7 @@ def test_import_report_mode_on_a_subset(tmp_path, capsys):
     pd.DataFrame({"Index": [0, 1, 2, 3, 4], "v": [0.1, 0.7, 0.9, 0.2, 0.3]}).to_csv(table, index=False)
     out = tmp_path / "d.parquet"
     args = ["difficulty", "import", str(table), "--items", str(items_path), "--key-column", "Index",
-            "--value-column", "v", "-o", str(out)]
+            "--key", "position", "--value-column", "v", "-o", str(out)]
     assert main(args) == 2
     assert "2 key(s)" in one_error_line(capsys)
     assert main([*args, "--on-unmatched", "report"]) == 0

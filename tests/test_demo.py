@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from medtune.cli import main
-from medtune.cli.demo import STAGES, DemoContext, Stage, run_demo
+from medtune.cli.demo import demo
+from medtune.experiments.demo import STAGES, DemoContext, Stage
 from medtune.data.synthetic import generate_synthetic
 from medtune.errors import MedtuneError
 from medtune.schema import read_items
@@ -60,7 +61,7 @@ def test_a_failing_stage_stops_the_demo(tmp_path, capsys):
         return "ran"
 
     with pytest.raises(MedtuneError, match="exploded"):
-        run_demo(tmp_path, stages=[STAGES[0], Stage("boom", boom), Stage("later", later)])
+        demo(tmp_path, stages=[STAGES[0], Stage("boom", boom), Stage("later", later)])
     assert ran == []
     assert "✓ generate synthetic dataset" in capsys.readouterr().out
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from medtune.experiments import config_from_dict, expand, run_experiment, write_report
-from medtune.experiments.pipeline import id_fraction
+from medtune.data import id_fraction
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -14,6 +14,7 @@ import sys
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from medtune.errors import MedtuneError
 
@@ -71,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         load_plugins()  # methods, backends, strategies or loaders that plugins register
         rv = command.main(args=argv, prog_name="medtune", standalone_mode=False)
     except MedtuneError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # The message quotes the user's input, which may look like rich markup ('[b]'): print it as text.
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except _EXIT as exc:
         return exc.exit_code

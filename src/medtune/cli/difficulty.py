@@ -63,7 +63,7 @@ OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="difficulty.parq
 
 # Settings each command takes from the schema; the rest are the command's own arguments or do not apply.
 SCORE_SETTINGS = ("mode", "template", "irt", "irt_data", "split", "dtype", "device", "batch_tokens")
-IMPORT_SETTINGS = ("one_minus", "on_unmatched")
+IMPORT_SETTINGS = ("key", "key_column", "value_column", "one_minus", "on_unmatched")
 RESPONSES_SETTINGS = ("irt", "irt_data")
 
 
@@ -172,11 +172,6 @@ def from_responses_cmd(
 def import_cmd(
     table: Annotated[Path, typer.Argument(metavar="TABLE", help="Difficulty table (CSV, TSV, Parquet, JSON lines).")],
     items_path: Annotated[Path, typer.Option("--items", help="Items Parquet file to join the table to.")],
-    key_column: Annotated[str, typer.Option("--key-column", help="Column of TABLE holding the join key.")],
-    value_column: Annotated[str, typer.Option("--value-column", help="Column of TABLE holding the difficulty.")],
-    key: Annotated[KeyChoice, typer.Option(help="What the key column holds: the item's meta.position (the "
-                                           "paper's LEK table: Index = record position), meta.question_index, "
-                                           "or its id.")] = KeyChoice.position,
     output: OutputOpt = Path("difficulty.parquet"),
     thresholds: ThresholdsOpt = None,
     quantiles: QuantilesOpt = False,
@@ -185,8 +180,8 @@ def import_cmd(
     given: dict[str, Any] | None = None,
 ) -> None:
     """Import an external difficulty table (e.g. the paper's llm_difficulty_lek.csv) for ITEMS."""
-    settings = {**(given or {}), "source": "file", "file": str(table), "key": key.value, "key_column": key_column,
-                "value_column": value_column, **bucketing_settings(thresholds, quantiles, quantile_cuts)}
+    settings = {**(given or {}), "source": "file", "file": str(table),
+                **bucketing_settings(thresholds, quantiles, quantile_cuts)}
     summary = _run(settings, items_path, output, plot)
     report = summary["import"]
     if report["n_unmatched_keys"] or report["n_items_without_value"]:
@@ -194,7 +189,8 @@ def import_cmd(
                       f"(first: {report['unmatched_keys'][:5]}), {report['n_items_without_value']} item(s) without "
                       f"a value (first: {report['items_without_value'][:5]})")
     n_items = report["n_matched"] + report["n_items_without_value"]
-    console.print(f"matched {report['n_matched']} of {n_items} items by {key.value}")
+    key = settings.get("key", DifficultySettings.model_fields["key"].default)
+    console.print(f"matched {report['n_matched']} of {n_items} items by {key}")
     _report(summary, output)
 
 

@@ -61,15 +61,30 @@ def run(
         raise typer.Exit(1)
 
 
+def _precision(dtype: str | None, quantization: str | None) -> str:
+    if dtype is None and quantization is None:
+        return "-"
+    return f"{dtype or 'server'}" + (f" + {quantization}" if quantization else "")
+
+
 def _print_grid(summary: RunSummary, cfg: ExperimentConfig) -> None:
+    from medtune.experiments.pipeline import cell_precision
+
     table = Table(title=f"{cfg.name}: {len(summary.statuses)} cells → {summary.run_dir}")
     table.add_column("#", justify="right")
     table.add_column("cell (model__data__method__strategy__difficulty__seed)", overflow="fold")
+    table.add_column("train precision", no_wrap=True)
+    table.add_column("eval precision", no_wrap=True)
     table.add_column("status", no_wrap=True)
     for i, s in enumerate(summary.statuses, 1):
         style = _STATUS_STYLE.get(s.status, "")
-        table.add_row(str(i), s.cell.id, f"[{style}]{s.status}[/]" if style else s.status)
+        p = cell_precision(cfg, s.cell)
+        table.add_row(str(i), s.cell.id, _precision(p["train_dtype"], p["train_quantization"]),
+                      _precision(p["eval_dtype"], p["eval_quantization"]),
+                      f"[{style}]{s.status}[/]" if style else s.status)
     console.print(table)
+    console.print("precision: resolved for this machine (dtype auto: bf16 on a GPU with bf16, fp32 on a CPU); "
+                  "a fine-tuned model is evaluated on the weights it was trained with", highlight=False)
     counts = summary.counts
     console.print("status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) +
                   f"; test sets per cell: {', '.join(t.label for t in cfg.test_sets)}", highlight=False)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Annotated, Any
 
 import typer
+from pydantic.fields import FieldInfo
 
 from medtune.errors import ConfigError
 from medtune.settings import Settings
@@ -64,6 +65,17 @@ def option_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
+def _default_note(field: FieldInfo, kind: str) -> str:
+    """What ``--help`` says of a field's default: "(required)" when it has none (pydantic's "undefined"
+    sentinel means nothing to a user), nothing for an empty default, else the value."""
+    if field.is_required():
+        return " (required)"
+    default = field.get_default(call_default_factory=True)
+    if default not in (None, [], {}, ()) or kind == "bool":
+        return f" (default: {default})"
+    return ""
+
+
 def settings_parameters(cls: type[Settings], *, exclude: Iterable[str] = (),
                         rename: dict[str, str] | None = None) -> tuple[list[inspect.Parameter], dict[str, str]]:
     """One keyword parameter per field of ``cls``; returns them and {parameter name: (field, kind)} info."""
@@ -80,9 +92,7 @@ def settings_parameters(cls: type[Settings], *, exclude: Iterable[str] = (),
         choices = _choices(field.annotation)
         if choices:
             help_text += f" ({' | '.join(map(str, choices))})"
-        default = field.get_default(call_default_factory=True)
-        if default not in (None, [], {}, ()) or kind == "bool":
-            help_text += f" (default: {default})"
+        help_text += _default_note(field, kind)
         if kind == "dict":
             help_text += " (key=value, repeatable)"
         decl = f"{flag}/--no-{flag[2:]}" if kind == "bool" else flag

@@ -8,7 +8,7 @@ Python entry point (the CLI's ``medtune run`` and the demo call the same functio
 
 Modules: ``config`` (pydantic models, YAML loading with located errors), ``grid`` (cells and their ids),
 ``store`` (content-addressed stage artifacts, per-cell result files, results tables), ``executors`` (local,
-process pool, Ray), ``pipeline`` (the stages wired per cell), ``stages`` (config → stage API adapters),
+process pool, Ray), ``pipeline`` (each stage's own function wired per cell, with store keys),
 ``runner`` (resume logic), ``report`` (HTML/Markdown/CSV report).
 """
 

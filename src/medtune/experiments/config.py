@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from medtune.data.stage import DataSettings
 from medtune.errors import ConfigError
 from medtune.settings import section_model
 from medtune.training.base_model import BaseModelSettings, PretrainSettings
@@ -23,32 +24,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class DataSetConfig(_Strict):
-    """One data set: a registered loader, its input, and the split/size to keep."""
-
-    name: str | None = Field(None, description="label in results and ids; defaults to the source name")
-    source: str
-    path: str | None = None
-    split: str | None = Field(None, description="keep only items of this split after loading")
-    portion: tuple[float, float] | None = Field(
-        None,
-        description="keep items whose seeded id hash falls in [a, b): disjoint train/test parts of one file "
-        "(e.g. [0, 0.8] and [0.8, 1] with the same portion_seed)",
-    )
-    portion_seed: int = 0
-    limit: int | None = Field(None, ge=1, description="keep the first N items (after split and portion)")
-    options: dict[str, Any] = Field(default_factory=dict, description="keyword options of the loader")
-
-    @field_validator("portion")
-    @classmethod
-    def _portion_range(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
-        if v is not None and not (0.0 <= v[0] < v[1] <= 1.0):
-            raise ValueError("portion must be [a, b) with 0 <= a < b <= 1")
-        return v
-
-    @property
-    def label(self) -> str:
-        return self.name or (f"{self.source}-{self.split}" if self.split else self.source)
+DataSetConfig = DataSettings  # a grid's `datasets:`/`test_sets:` entry is the data stage's own schema
 
 
 PretrainConfig = PretrainSettings  # the grid's `models[].pretrain` is the base-model stage's own schema
@@ -95,50 +71,20 @@ class ModelConfig(BaseModelSettings):
 DifficultySource = Literal["human", "llm", "irt", "file"]
 
 
-class CrossfitConfig(_Strict):
-    """An ensemble of short fine-tunes, each scoring only the items it did not train on (cross-fitting).
+def _difficulty_section() -> type[BaseModel]:
+    from medtune.difficulty_stage import DifficultySettings
 
-    For a model that knows facts but not the exam format (the demo's pretrained tiny model is at chance
-    before fine-tuning), difficulty must come from models that learned the format: each repeat splits the
-    training items into ``folds``, fine-tunes the base on all folds but one and scores the held-out fold,
-    giving one ensemble member (a full column of expected accuracies) per repeat.
-    """
+    section = section_model(
+        "DifficultyConfig", DifficultySettings, exclude=("source",),
+        doc="Where difficulty comes from: the difficulty stage's settings (medtune.difficulty_stage."
+            "DifficultySettings) plus the grid axis ``sources`` — each listed source gives its own cells. "
+            "``human``: the items' ``human_difficulty``; ``llm``: 1 − mean expected accuracy of the ``ensemble`` "
+            "models (and ``crossfit`` fine-tunes) on the training items (the paper's definition); ``irt``: the IRT "
+            "difficulty fitted to the same ensemble scores, bucketed by terciles; ``file``: an external table.",
+        extra={"sources": (list[DifficultySource], Field(default_factory=lambda: ["human"], min_length=1,
+                                                         description="difficulty sources (a grid axis)"))})
 
-    model: str | None = Field(None, description="a name from `models` (its base model) or a spec; default: the first")
-    folds: int = Field(2, ge=2)
-    repeats: int = Field(2, ge=1)
-    method: str = "lora"
-    max_steps: int = Field(100, ge=1)
-    lr: float | None = Field(None, gt=0, description="default: training.lr")
-
-
-class DifficultyConfig(_Strict):
-    """Where difficulty comes from. ``sources`` is a grid axis: each listed source gives its own cells.
-
-    ``human``: the items' ``human_difficulty``. ``llm``: 1 − mean expected accuracy of the ``ensemble``
-    models (and ``crossfit`` fine-tunes) on the training items (the paper's definition). ``irt``: the IRT
-    difficulty fitted to the same ensemble scores, bucketed by terciles. ``file``: an external table joined
-    to the items (``medtune.difficulty.import_difficulty``).
-    """
-
-    sources: list[DifficultySource] = Field(default_factory=lambda: ["human"], min_length=1)
-    ensemble: list[str] = Field(
-        default_factory=list,
-        description="model specs scored for llm/irt difficulty (a name from `models` means that model's base)",
-    )
-    crossfit: CrossfitConfig | None = Field(None, description="add short cross-fitted fine-tunes to the ensemble")
-    mode: Literal["letter", "option"] = "letter"
-    template: str | None = None
-    thresholds: tuple[float, float] | None = Field(None, description="easy ≤ t1 < medium ≤ t2 < hard")
-    quantiles: tuple[float, float] | None = Field(None, description="bucket at these quantiles instead")
-    file: str | None = Field(None, description="table for source 'file' (CSV, Parquet, ...)")
-    key: Literal["position", "id", "question_index"] = "id"
-    key_column: str = "id"
-    value_column: str = "difficulty"
-    one_minus: bool = False
-
-    @model_validator(mode="after")
-    def _needs(self) -> DifficultyConfig:
+    def needs(self: Any) -> Any:  # checked on the section: cells resolve the stage schema only when they run
         if ({"llm", "irt"} & set(self.sources)) and not self.ensemble and self.crossfit is None:
             raise ValueError("difficulty sources 'llm'/'irt' need `ensemble` (model specs) or `crossfit`")
         if "file" in self.sources and not self.file:
@@ -147,24 +93,20 @@ class DifficultyConfig(_Strict):
             raise ValueError("give `thresholds` or `quantiles`, not both")
         return self
 
+    return type("DifficultyConfig", (section,), {"_needs": model_validator(mode="after")(needs),
+                                                 "__doc__": section.__doc__})
 
-class CategoriesConfig(_Strict):
-    """``given``: the items' own category. ``cluster``: medtune.categories (embeddings → UMAP → HDBSCAN)."""
 
-    method: Literal["given", "cluster"] = "given"
-    embedding_model: str | None = Field(None, description="sentence-transformers path; default: packaged MiniLM")
-    trials: int = Field(50, ge=1, description="Optuna TPE trials (the paper: 100)")
-    min_clusters: int = Field(6, ge=1)
-    max_clusters: int = Field(20, ge=1)
-    min_cluster_size: tuple[int, int] | None = None
-    noise: Literal["nearest", "own"] = "nearest"
-    seed: int = Field(0, ge=0)
+DifficultyConfig = _difficulty_section()
 
-    @model_validator(mode="after")
-    def _range(self) -> CategoriesConfig:
-        if self.min_clusters > self.max_clusters:
-            raise ValueError("min_clusters must not exceed max_clusters")
-        return self
+
+def _categories_section() -> type[BaseModel]:
+    from medtune.categories import CategorySettings
+
+    return CategorySettings
+
+
+CategoriesConfig = _categories_section()  # no grid axis: the categories stage's own schema
 
 
 class StrategyConfig(_Strict):
@@ -177,12 +119,18 @@ class StrategyConfig(_Strict):
         return self.label or self.name
 
 
-class EvaluationConfig(_Strict):
-    mode: Literal["letter", "option", "generate"] = "letter"
-    template: str | None = None
-    batch_size: int = Field(16, ge=1)
-    bootstrap: int = Field(1000, ge=100, description="bootstrap resamples for CIs and paired tests")
-    baseline: bool = Field(True, description="also evaluate each model before fine-tuning")
+def _evaluation_section() -> type[BaseModel]:
+    from medtune.evaluation_stage import EvalSettings
+
+    return section_model(
+        "EvaluationConfig", EvalSettings,
+        doc="The evaluation stage's settings (medtune.evaluation_stage.EvalSettings; unset: its defaults) plus "
+            "``baseline``. By default a fine-tuned model is scored on the weights it was trained with: the "
+            "same dtype, and a QLoRA adapter on its 4-bit base.",
+        extra={"baseline": (bool, Field(True, description="also evaluate each model before fine-tuning"))})
+
+
+EvaluationConfig = _evaluation_section()
 
 
 class ExecutorConfig(_Strict):
@@ -200,6 +148,8 @@ class ExperimentConfig(_Strict):
     """A whole grid: models × datasets × methods × strategies × difficulty sources × seeds."""
 
     name: str
+    plugins: list[str] = Field(default_factory=list, description="modules imported before the grid runs (in every "
+                               "worker too): they register methods, backends, strategies or loaders")
     output_dir: str = Field(description="run directory (relative paths: to the directory medtune runs in)")
     store_dir: str | None = Field(None, description="content-addressed stage store; default OUTPUT_DIR/store")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
@@ -262,8 +212,9 @@ class ExperimentConfig(_Strict):
         i = self.models.index(model)
         where = f"models[{i}].training" if model.training.stage_values() else "training"
         cell = {"method": method, "seed": seed, "model": base_spec or model.spec}
-        return resolve_training_settings(self.training.stage_values(), model.training.stage_values(), cell,
-                                         where=where)
+        shared = self.training.stage_values()
+        shared.pop("epochs", None)  # the grid's epochs are planned into each order file; training takes them all
+        return resolve_training_settings(shared, model.training.stage_values(), cell, where=where)
 
     @property
     def run_dir(self) -> Path:
@@ -333,6 +284,15 @@ def config_from_dict(data: Any, *, source: str = "<config>", node: yaml.Node | N
     """Validate a config mapping; errors name the key path (and YAML line when ``node`` is given)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a config must be a mapping of keys, got {type(data).__name__}")
+    plugins = data.get("plugins") or []
+    if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
+        from medtune.plugins import load_plugins
+
+        try:  # before validation: a plugin's method or strategy names must be known to it
+            load_plugins(plugins)
+        except ConfigError as exc:
+            line = _yaml_line(node, ("plugins",)) if node is not None else None
+            raise ConfigError(f"{source}:{line}: plugins: {exc}" if line else f"{source}: plugins: {exc}") from None
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as exc:
@@ -367,7 +327,10 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML ({problem})") from None
     if isinstance(data, dict):
         data = {**data, **(overrides or {})}
         if "base_dir" in data:

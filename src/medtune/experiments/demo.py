@@ -1,8 +1,9 @@
-"""``medtune demo``: the whole pipeline on the embedded synthetic dataset, offline on a CPU.
+"""The demo: the whole pipeline on the embedded synthetic dataset, offline on a CPU (what ``medtune demo`` runs).
 
-The demo is a list of :class:`Stage` s run in order with a rich progress display; each stage reads and
-writes the shared :class:`DemoContext` (paths under ``--out`` and in-memory results) and returns a one-line
-summary. The stages:
+The demo is the embedded grid config ``medtune/configs/demo.yaml`` run by the same runner as ``medtune run``,
+plus a few steps around it that show the data and the clustering. It is a list of :class:`Stage` s run in order;
+each reads and writes the shared :class:`DemoContext` (paths under ``--out`` and in-memory results) and returns
+a one-line summary; the caller (the CLI) decides how to display them. The stages:
 
 1. generate the synthetic dataset, validate it (write → read round trip; every answer stated in the
    textbook) and print its summary (the tables of ``data describe``);
@@ -22,24 +23,17 @@ from __future__ import annotations
 
 import importlib.resources
 import os
-import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-from medtune.cli.data import print_summary, textbook_path
 from medtune.data.synthetic import generate_synthetic, unanswerable_items
 from medtune.errors import MedtuneError
-from medtune.io import write_json_atomic, write_text_atomic
+from medtune.io import write_json_atomic
 from medtune.schema import read_items, write_items
+from medtune.textbook import read_textbook, textbook_path, write_textbook
 
 DEMO_CONFIG = "demo.yaml"  # packaged in medtune/configs/
 
@@ -51,7 +45,8 @@ ITEMS_FILE = "items.parquet"  # the textbook is written beside it as items.textb
 class DemoContext:
     out: Path
     seed: int
-    console: Console
+    show: Callable[[Any], None] = print  # displays a table or a line (the CLI passes a rich console's print)
+    log: Callable[[str], None] = print  # one progress line of the grid, e.g. "[3/19] cell: done (...)"
     state: dict[str, Any] = field(default_factory=dict)
     quick: bool = False  # a smoke-test grid (tests): minutes → seconds, numbers not meaningful
     cluster: bool = True
@@ -84,20 +79,23 @@ def _write_and_validate(ctx: DemoContext) -> str:
     bad = unanswerable_items(ds.items, ds.textbook)
     if bad:
         raise MedtuneError(f"{len(bad)} generated questions are not answerable from the textbook (e.g. {bad[0]})")
-    write_text_atomic(ctx.textbook_path, "".join(f"{s}\n" for s in ds.textbook))
+    write_textbook(ctx.items_path, ds.textbook)
     write_items(ds.items, ctx.items_path)
     write_json_atomic(ctx.out / "knowledge_base.json", ds.knowledge_base.to_dict())
     back = read_items(ctx.items_path)
     if [it.model_dump() for it in back] != [it.model_dump() for it in ds.items]:
         raise MedtuneError(f"{ctx.items_path}: items changed in the write → read round trip")
-    if ctx.textbook_path.read_text(encoding="utf-8").splitlines() != ds.textbook:
+    if read_textbook(ctx.items_path) != ds.textbook:
         raise MedtuneError(f"{ctx.textbook_path}: textbook changed in the write → read round trip")
     ctx.state["items"] = back
     return f"round trip lossless; every answer stated in the textbook; wrote {ctx.items_path} and {ctx.textbook_path}"
 
 
 def _summarise(ctx: DemoContext) -> str:
-    print_summary(ctx.state["items"], ctx.console)
+    from medtune.data.describe import summary_tables
+
+    for table in summary_tables(ctx.state["items"]):
+        ctx.show(table)
     return "tables above"
 
 
@@ -106,19 +104,42 @@ def demo_config_text() -> str:
     return importlib.resources.files("medtune").joinpath("configs", DEMO_CONFIG).read_text(encoding="utf-8")
 
 
+def _cluster_job(items_path: str, out_dir: str, seed: int, log_path: str) -> None:
+    """The background clustering (a separate process): the categories stage on the demo's questions."""
+    import contextlib
+
+    from medtune.categories import CategorySettings, run_categories
+
+    with open(log_path, "w", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log):
+        settings = CategorySettings(method="cluster", trials=12, min_clusters=3, max_clusters=12, seed=seed)
+        run_categories(settings, Path(items_path), Path(out_dir))
+
+
 def _start_clustering(ctx: DemoContext) -> str:
     if not ctx.cluster:
         return "skipped (--no-cluster)"
     out = ctx.out / "categories.parquet"
     if out.exists():
         return f"already clustered: {out}"
-    cmd = [sys.executable, "-c", "import sys; from medtune.cli import main; sys.exit(main(sys.argv[1:]))",
-           "categories", str(ctx.items_path), "-o", str(out), "--plot", str(ctx.out / "categories.png"),
-           "--trials", "12", "--min-clusters", "3", "--max-clusters", "12", "--seed", str(ctx.seed), "--quiet"]
-    log = open(ctx.out / "categories.log", "w", encoding="utf-8")  # noqa: SIM115 - closed when the process ends
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
-    ctx.state["clustering"] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
-    return f"background process {ctx.state['clustering'][0].pid}, log in {log.name}"
+    import multiprocessing
+
+    # One thread each for numba/BLAS in the child: it runs on the core the sequential pretraining leaves idle.
+    saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS")}
+    os.environ.update({"OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"})
+    try:
+        proc = multiprocessing.get_context("spawn").Process(
+            target=_cluster_job, args=(str(ctx.items_path), str(ctx.out), ctx.seed, str(ctx.out / "categories.log")),
+            daemon=True)
+        proc.start()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    ctx.state["clustering"] = proc
+    return f"background process {proc.pid}, log in {ctx.out / 'categories.log'}"
 
 
 def _run_grid(ctx: DemoContext) -> str:
@@ -139,22 +160,8 @@ def _run_grid(ctx: DemoContext) -> str:
         data["training"].update(max_steps=16, epochs=1)
         data["evaluation"]["bootstrap"] = 200
     cfg = config_from_dict(data, source=f"medtune/configs/{DEMO_CONFIG}")
-    progress: Progress | None = ctx.state.get("progress")
-    task = None
-
-    def log(msg: str) -> None:
-        nonlocal task
-        ctx.console.print(f"  {msg}", highlight=False, markup=False)
-        m = re.match(r"\[(\d+)/(\d+)\]", msg)
-        if progress is not None and m:
-            if task is None:
-                task = progress.add_task("fine-tuned and evaluated cells", total=int(m.group(2)))
-            progress.update(task, completed=int(m.group(1)))
-
     # Cells run in two processes: their own progress bars would interleave, so they report by log lines.
-    summary = run_experiment(cfg, progress=True, cell_progress=False, log=log)
-    if task is not None:
-        progress.remove_task(task)
+    summary = run_experiment(cfg, progress=True, cell_progress=False, log=ctx.log)
     ctx.state["grid"] = summary
     counts = ", ".join(f"{n} {k}" for k, n in sorted(summary.counts.items()))
     if summary.failed:
@@ -170,11 +177,10 @@ def _collect_clustering(ctx: DemoContext) -> str:
     if not ctx.cluster:
         return "skipped (--no-cluster)"
     out = ctx.out / "categories.parquet"
-    started = ctx.state.pop("clustering", None)
-    if started is not None:
-        proc, log = started
-        code = proc.wait()
-        log.close()
+    proc = ctx.state.pop("clustering", None)
+    if proc is not None:
+        proc.join()
+        code = proc.exitcode
         if code != 0:
             tail = (ctx.out / "categories.log").read_text(encoding="utf-8").strip().splitlines()[-1:]
             raise MedtuneError(f"clustering failed (exit {code}): {' '.join(tail)}")
@@ -205,54 +211,25 @@ STAGES: list[Stage] = [
 ]
 
 
-def run_demo(out: Path = DEFAULT_OUT, seed: int = 0, console: Console | None = None,
-             stages: list[Stage] | None = None, *, quick: bool = False, cluster: bool = True) -> DemoContext:
-    """Run the demo stages in order; a failing stage stops the run with its error."""
-    console = console or Console(highlight=False)
-    ctx = DemoContext(out=Path(out), seed=seed, console=console, quick=quick, cluster=cluster)
+def run_demo(out: Path = DEFAULT_OUT, seed: int = 0, *, stages: list[Stage] | None = None, quick: bool = False,
+             cluster: bool = True, show: Callable[[Any], None] = print, log: Callable[[str], None] = print,
+             on_stage: Callable[[int, int, Stage, str, float], None] | None = None,
+             before_stage: Callable[[int, int, Stage], None] | None = None) -> DemoContext:
+    """Run the demo stages in order; a failing stage stops the run with its error.
+
+    ``before_stage(i, n, stage)`` and ``on_stage(i, n, stage, summary, seconds)`` let a caller display progress.
+    """
+    ctx = DemoContext(out=Path(out), seed=seed, show=show, log=log, quick=quick, cluster=cluster)
     ctx.out.mkdir(parents=True, exist_ok=True)
     stages = STAGES if stages is None else stages
-    columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/"
-               "{task.total}"), TimeElapsedColumn())
     # Model-loading bars and library notices would drown the demo's own lines (also in the worker processes).
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    with Progress(*columns, console=console, transient=True) as progress:
-        ctx.state["progress"] = progress
-        overall = progress.add_task("medtune demo", total=len(stages))
-        for i, stage in enumerate(stages, start=1):
-            progress.update(overall, description=f"[{i}/{len(stages)}] {stage.name}")
-            start = time.perf_counter()
-            summary = stage.run(ctx)
-            progress.console.print(f"[green]✓[/] {stage.name} ({time.perf_counter() - start:.1f} s): {summary}",
-                                   soft_wrap=True)
-            progress.advance(overall)
-    rep = ctx.state.get("report")
-    if rep is not None:
-        console.print("\n[bold]Headline[/] (accuracy on the synthetic test set; gain over random shuffle, paired "
-                      "bootstrap p):")
-        console.print(rep.headline_text(), highlight=False, markup=False, soft_wrap=True)
-        console.print(f"\nreport: {rep.html}")
-    console.print(f"demo outputs in {ctx.out}")
+    for i, stage in enumerate(stages, start=1):
+        if before_stage is not None:
+            before_stage(i, len(stages), stage)
+        start = time.perf_counter()
+        summary = stage.run(ctx)
+        if on_stage is not None:
+            on_stage(i, len(stages), stage, summary, time.perf_counter() - start)
     return ctx
-
-
-def register(app: typer.Typer) -> None:
-    """Add the ``demo`` command to the main app."""
-
-    @app.command("demo")
-    def demo_cmd(
-        out: Annotated[Path, typer.Option(help="Folder for the demo's outputs.")] = DEFAULT_OUT,
-        seed: Annotated[int, typer.Option(help="Seed of the generated dataset and of every stage.")] = 0,
-        quick: Annotated[bool, typer.Option(help="A smoke-test grid (1 seed, 2 strategies, few steps): "
-                                                 "checks the wiring in about a minute; numbers not meaningful.")
-                         ] = False,
-        cluster: Annotated[bool, typer.Option(help="Also cluster the questions into semantic categories.")] = True,
-    ) -> None:
-        """Run the whole pipeline on the embedded synthetic dataset (CPU, offline, under 10 minutes on 2 cores).
-
-        Generates the dataset, pretrains a tiny Llama on its textbook, measures difficulty with a small
-        ensemble, clusters the questions, builds every strategy's order, fine-tunes with LoRA per strategy and
-        seed, evaluates, and writes a report. The grid is medtune/configs/demo.yaml.
-        """
-        run_demo(out, seed, quick=quick, cluster=cluster)

@@ -1,9 +1,13 @@
 """The stages wired for one grid cell: data → base model → difficulty → categories → order → train → evaluate.
 
-Each stage is a content-addressed artifact in the run store (see :mod:`medtune.experiments.store`): its key
-hashes the stage's own config and the keys of its inputs, so shared stages (data, base model, difficulty,
-categories, orders) are computed once per grid and a cell killed after training resumes at evaluation.
-This module only calls the stages' public functions; it implements none of them.
+Each stage is the stage package's own function (``run_data``, ``run_base_model``, ``run_difficulty``,
+``run_categories``, ``run_order``, ``run_training``, ``run_evaluation``) — the same one its CLI command calls.
+This module adds only what a grid needs around them: the settings of a cell (built from the config's sections),
+a content-addressed key per artifact in the run store (see :mod:`medtune.experiments.store`: the stage's
+settings, the keys of its inputs and the code version), and the reuse of artifacts that many cells share.
+Shared stages (data, base model, difficulty, categories, orders) are computed once per grid; a shared stage
+that fails is recorded once and every cell that needs it fails at once with its error; a cell killed after
+training resumes at evaluation.
 
 :func:`execute_cell` is the picklable function every executor runs; it never raises for a failing cell:
 the error is recorded in the cell's result file and the grid goes on.
@@ -11,25 +15,24 @@ the error is recorded in the cell's result file and the grid goes on.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
 import time
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medtune.experiments.config import DataSetConfig, ExperimentConfig, ModelConfig, StrategyConfig
+from medtune.experiments.config import DataSetConfig, ExperimentConfig, ModelConfig, StrategyConfig, config_from_dict
 from medtune.experiments.grid import NO_DIFFICULTY, Cell
 from medtune.experiments.store import Artifact, ResultStore, Store
-from medtune.io import sha256_file, stable_hash, write_json_atomic, write_text_atomic
+from medtune.io import sha256_file, stable_hash
 
-# The textbook goes beside the items as ``<stem>.textbook.txt`` (docs/ARTIFACTS.md), where training finds it.
-ITEMS, TEXTBOOK = "items.parquet", "items.textbook.txt"
+ITEMS = "items.parquet"
+TRAIN_RUN = "run"  # the training run folder inside the train stage's folder
 
 
 @dataclass
@@ -40,22 +43,10 @@ class Context:
     store: Store
     progress: bool = False
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _items: dict[str, list] = field(default_factory=dict)
 
     def note(self, name: str, art: Artifact) -> Artifact:
         self.stages[name] = {"key": art.key, "cached": art.cached, "path": str(art.path)}
         return art
-
-    def items(self, art: Artifact) -> list:
-        if art.key not in self._items:
-            from medtune.schema import read_items
-
-            self._items[art.key] = read_items(art.path / ITEMS)
-        return self._items[art.key]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Stages
 
 
 def _fingerprint(path: Path | None) -> Any:
@@ -72,155 +63,115 @@ def _fingerprint(path: Path | None) -> Any:
     return "missing"
 
 
-def id_fraction(item_id: str, seed: int) -> float:
-    """A stable pseudo-random number in [0, 1) per (seed, id): portions of one file never overlap."""
-    digest = hashlib.sha256(f"{seed}:{item_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+# ----------------------------------------------------------------------------------------------------------
+# Stages
 
 
 def data_stage(ctx: Context, ds: DataSetConfig) -> Artifact:
-    """Load a data set (a registered loader), keep its split and size: ``items.parquet`` (+ textbook)."""
+    """``items.parquet`` (+ textbook) of one data set: :func:`medtune.data.run_data`."""
+    from medtune.data import run_data
+
     path = ctx.cfg.resolve(ds.path)
-    conf = {"source": ds.source, "path": str(path) if path else None, "split": ds.split, "limit": ds.limit,
-            "portion": ds.portion, "portion_seed": ds.portion_seed, "options": ds.options,
-            "input": _fingerprint(path)}
+    settings = ds.model_copy(update={"path": str(path) if path else None})
+    conf = {**settings.to_dict(), "input": _fingerprint(path)}
 
     def compute(out: Path) -> dict[str, Any]:
-        from medtune.data import load
-        from medtune.errors import InputError
-        from medtune.schema import write_items
+        return run_data(settings, out)
 
-        result = load(ds.source, path, **ds.options)
-        items = [it for it in result.items if ds.split is None or it.split == ds.split]
-        if ds.portion is not None:
-            lo, hi = ds.portion
-            items = [it for it in items if lo <= id_fraction(it.id, ds.portion_seed) < hi]
-        if ds.limit:
-            items = items[: ds.limit]
-        if not items:
-            raise InputError(f"data set '{ds.label}' has no items" + (f" in split '{ds.split}'" if ds.split else ""))
-        write_items(items, out / ITEMS)
-        textbook = result.extras.get("textbook")
-        if textbook:
-            write_text_atomic(out / TEXTBOOK, "\n".join(textbook) + "\n")
-        return {"n_items": len(items), "skipped": len(result.skipped)}
-
-    return ctx.note(f"data:{ds.label}", ctx.store.get_or_compute("data", conf, None, compute))
+    art = ctx.store.get_or_compute("data", conf, None, compute, record_failure=True)
+    return ctx.note(f"data:{ds.label}", art)
 
 
 def base_model_stage(ctx: Context, model: ModelConfig, data: Artifact) -> tuple[str, Artifact | None]:
     """The model spec fine-tuning starts from: the spec itself, or a stored folder for built models.
 
-    ``tiny`` is built from a config with a tokenizer trained on the training set's text (and pretrained on
-    its textbook when ``pretrain`` is set), then saved, so the base evaluation and every fine-tune of the
-    grid start from the very same weights.
+    ``tiny`` (and any pretrained model) is built once by :func:`medtune.training.base_model.run_base_model` and
+    stored, so the base evaluation and every fine-tune of the grid start from the very same weights.
     """
-    if model.spec != "tiny" and model.pretrain is None:
+    if not model.is_built:
         return model.spec, None
-    conf = {"model": model.model_dump(mode="json")}
+    from medtune.training.base_model import BaseModelSettings, run_base_model
+
+    settings = BaseModelSettings.model_validate(model.model_dump(include=set(BaseModelSettings.model_fields)))
 
     def compute(out: Path) -> dict[str, Any]:
-        from medtune.experiments import stages
+        return run_base_model(settings, data.path / ITEMS, out)
 
-        return stages.build_base_model(model, data.path, out / "model", ctx.items(data))
-
-    art = ctx.note(f"base:{model.name}", ctx.store.get_or_compute("base_model", conf, {"data": data.key}, compute))
+    art = ctx.store.get_or_compute("base_model", {"model": settings.to_dict()}, {"data": data.key}, compute,
+                                   record_failure=True)
+    ctx.note(f"base:{model.name}", art)
     return str(art.path / "model"), art
 
 
-def _bucketing(cfg: ExperimentConfig):
-    from medtune.difficulty import Bucketing
+def difficulty_settings(cfg: ExperimentConfig, source: str) -> Any:
+    """The difficulty stage's settings for one source of the grid's difficulty axis (paths resolved)."""
+    from medtune.difficulty_stage import DifficultySettings
 
-    d = cfg.difficulty
-    if d.quantiles:
-        return Bucketing.by_quantiles(d.quantiles)
-    return Bucketing.fixed(d.thresholds) if d.thresholds else Bucketing.fixed()
+    values = cfg.difficulty.stage_values()
+    if values.get("file"):
+        values["file"] = str(cfg.resolve(values["file"]))
+    return DifficultySettings.model_validate({**values, "source": source})
 
 
 def difficulty_stage(ctx: Context, source: str, data: Artifact, model_specs: dict[str, str]) -> Artifact | None:
-    """``difficulty.parquet`` for ``source`` (None for ``human``: the items carry it)."""
+    """``difficulty.parquet`` for ``source`` (None for ``human``: the items carry it): ``run_difficulty``."""
     if source in ("human", NO_DIFFICULTY):
         return None
-    d = ctx.cfg.difficulty
+    from medtune.difficulty_stage import crossfit_base, run_difficulty
+
+    settings = difficulty_settings(ctx.cfg, source)
+    conf: dict[str, Any] = settings.artifact_settings()
+    training = None
     if source == "file":
-        path = ctx.cfg.resolve(d.file)
-        conf = {"source": "file", "file": str(path), "input": _fingerprint(path),
-                **d.model_dump(mode="json", include={"key", "key_column", "value_column", "one_minus",
-                                                      "thresholds", "quantiles"})}
-
-        def compute(out: Path) -> dict[str, Any]:
-            from medtune.difficulty import import_difficulty, write_difficulty
-
-            result, report = import_difficulty(path, ctx.items(data), key_column=d.key_column,
-                                               value_column=d.value_column, key=d.key, one_minus=d.one_minus,
-                                               bucketing=_bucketing(ctx.cfg))
-            write_difficulty(result, out / "difficulty.parquet")
-            return {"import": report.as_dict()}
-
-        return ctx.note("difficulty:file", ctx.store.get_or_compute("difficulty", conf, {"data": data.key}, compute))
-
-    # llm and irt share one artifact: the ensemble's scores give both columns.
-    specs = [model_specs.get(s, s) for s in d.ensemble]
-    cross_base = None
-    if d.crossfit is not None:
-        name = d.crossfit.model or ctx.cfg.models[0].name
-        cross_base = model_specs.get(name) or name
-    conf = {"source": "ensemble", "ensemble": specs, "mode": d.mode, "template": d.template,
-            "thresholds": d.thresholds, "quantiles": d.quantiles,
-            "crossfit": d.crossfit.model_dump(mode="json") if d.crossfit else None, "crossfit_base": cross_base,
-            "training": ctx.cfg.training.model_dump(mode="json", exclude={"methods"}) if d.crossfit else None}
+        conf["input"] = _fingerprint(Path(settings.file))
+    else:  # llm and irt share one artifact: the ensemble's scores give both columns
+        conf["ensemble_specs"] = [model_specs.get(s, s) for s in settings.ensemble]
+        if settings.crossfit is not None:
+            training = {**ctx.cfg.training.stage_values(), "epochs": ctx.cfg.training.epochs}
+            conf["crossfit_base"] = crossfit_base(settings, model_specs)
+            conf["training"] = training
 
     def compute(out: Path) -> dict[str, Any]:
-        from medtune.difficulty import difficulty_from_scores, plot_histogram, write_difficulty
-        from medtune.models import resolve_model
-        from medtune.scoring import score_items
+        return run_difficulty(settings, data.path / ITEMS, out, models=model_specs, training=training,
+                              progress=ctx.progress)
 
-        items = ctx.items(data)
-        scores = {}
-        for name, spec in zip(d.ensemble, specs, strict=True):
-            loaded = resolve_model(spec)
-            scores[name] = score_items(loaded, items, mode=d.mode, template=d.template or _default_template(d.mode),
-                                       progress=ctx.progress)
-            del loaded
-        if d.crossfit is not None:
-            from medtune.experiments import stages
-
-            scores.update(stages.crossfit_scores(ctx.cfg, items, str(cross_base), progress=ctx.progress))
-        result = difficulty_from_scores(scores, ids=[it.id for it in items], bucketing=_bucketing(ctx.cfg))
-        write_difficulty(result, out / "difficulty.parquet")
-        with suppress(Exception):  # the plot is a convenience; never fail the stage for it
-            plot_histogram(result, out / "difficulty.png")
-        return {"buckets": result.bucket_sizes()}
-
-    return ctx.note("difficulty:ensemble", ctx.store.get_or_compute("difficulty", conf, {"data": data.key}, compute))
-
-
-def _default_template(mode: str) -> str:
-    return "options" if mode == "option" else "paper"
+    art = ctx.store.get_or_compute("difficulty", conf, {"data": data.key}, compute, record_failure=True)
+    return ctx.note(f"difficulty:{conf['source']}", art)
 
 
 def categories_stage(ctx: Context, data: Artifact) -> Artifact | None:
-    """``categories.parquet`` from clustering (None when the items' given categories are used)."""
-    c = ctx.cfg.categories
-    if c.method == "given":
+    """``categories.parquet`` from clustering (None when the items' given categories are used): ``run_categories``."""
+    settings = ctx.cfg.categories
+    if settings.method == "given":
         return None
-    conf = c.model_dump(mode="json")
+    from medtune.categories import run_categories
 
     def compute(out: Path) -> dict[str, Any]:
-        from medtune.experiments import stages
+        return run_categories(settings, data.path / ITEMS, out, progress=ctx.progress)
 
-        return stages.cluster_categories(ctx.items(data), out, c)
+    art = ctx.store.get_or_compute("categories", settings.to_dict(), {"data": data.key}, compute,
+                                   record_failure=True)
+    return ctx.note("categories", art)
 
-    return ctx.note("categories", ctx.store.get_or_compute("categories", conf, {"data": data.key}, compute))
+
+def order_settings(cfg: ExperimentConfig, strategy: StrategyConfig, seed: int, source: str) -> Any:
+    """The order stage's settings of one cell: a grid's training set is all of its data set (``split: all``)."""
+    from medtune.orders.stage import OrderSettings
+
+    values: dict[str, Any] = {"strategy": strategy.name, "options": strategy.options, "seed": seed,
+                              "epochs": cfg.training.epochs, "epoch_policy": cfg.training.epoch_policy,
+                              "difficulty_source": source, "split": "all"}
+    if cfg.difficulty.thresholds:
+        values["thresholds"] = cfg.difficulty.thresholds
+    return OrderSettings.model_validate(values)
 
 
 def order_stage(ctx: Context, strategy: StrategyConfig, seed: int, source: str, data: Artifact,
                 diff: Artifact | None, cats: Artifact | None) -> Artifact:
-    """``order.json`` for one strategy, seed and difficulty source."""
-    t = ctx.cfg.training
-    conf = {"strategy": strategy.name, "options": strategy.options, "seed": seed, "epochs": t.epochs,
-            "epoch_policy": t.epoch_policy, "difficulty_source": source,
-            "thresholds": ctx.cfg.difficulty.thresholds}
+    """``order.json`` (+ ``order_items.json``) for one strategy, seed and difficulty source: ``run_order``."""
+    from medtune.orders.stage import run_order
+
+    settings = order_settings(ctx.cfg, strategy, seed, source)
     inputs = {"data": data.key}
     if diff is not None:
         inputs["difficulty"] = diff.key
@@ -228,72 +179,62 @@ def order_stage(ctx: Context, strategy: StrategyConfig, seed: int, source: str, 
         inputs["categories"] = cats.key
 
     def compute(out: Path) -> dict[str, Any]:
-        from medtune.orders import build_order, order_items, read_categories_table, read_difficulty_table, write_order
-        from medtune.orders.inputs import PAPER_THRESHOLDS, Lookup
+        summary = run_order(settings, data.path / ITEMS, out,
+                            difficulty_path=diff.path / "difficulty.parquet" if diff is not None else None,
+                            categories_path=cats.path / "categories.parquet" if cats is not None else None)
+        return {"n_positions": summary["n_positions"]}
 
-        kwargs: dict[str, Any] = {"thresholds": tuple(ctx.cfg.difficulty.thresholds or PAPER_THRESHOLDS)}
-        if cats is not None:
-            kwargs["categories"] = read_categories_table(cats.path / "categories.parquet")
-        if diff is not None:
-            lookup = read_difficulty_table(diff.path / "difficulty.parquet")
-            if source == "irt":  # IRT b as the continuous difficulty, bucketed by terciles
-                rows = {i: {**r, "difficulty": r.get("irt_b"), "bucket": None} for i, r in lookup.rows.items()}
-                lookup = Lookup(lookup.file, rows)
-                kwargs["bucketing"] = "terciles"
-            kwargs["difficulty"] = lookup
-        items = order_items(ctx.items(data), **kwargs)
-        order = build_order(items, strategy.name, seed, epochs=t.epochs, epoch_policy=t.epoch_policy,
-                            input_hashes=inputs, **strategy.options)
-        write_order(order, out / "order.json")
-        # Per-item category and bucket as the strategy saw them, for the report's order plots.
-        write_json_atomic(out / "order_items.json",
-                          [{"id": it.id, "category": it.category, "difficulty": it.difficulty, "bucket": it.bucket}
-                           for it in items], indent=None)
-        return {"n_positions": sum(len(e) for e in order["epochs"])}
-
-    return ctx.note("order", ctx.store.get_or_compute("order", conf, inputs, compute))
+    return ctx.note("order", ctx.store.get_or_compute("order", settings.to_dict(), inputs, compute,
+                                                      record_failure=True))
 
 
 def train_stage(ctx: Context, cell: Cell, base_spec: str, base: Artifact | None, data: Artifact,
                 order: Artifact) -> Artifact:
-    """Fine-tune ``base_spec`` on the training items in ``order``: a medtune.training run directory."""
-    model = _model(ctx.cfg, cell.model)
-    conf = {"method": cell.method, "seed": cell.seed, "model": base_spec if base is None else None,
-            "model_training": model.training,
-            "training": ctx.cfg.training.model_dump(mode="json", exclude={"methods"})}
+    """Fine-tune ``base_spec`` on the training items in ``order``: ``run_training`` into a run folder."""
+    from medtune.training.stage import ALL_SPLITS, run_training
+
+    settings = ctx.cfg.training_settings(cell.model, cell.method, cell.seed, base_spec)
+    # A stored base is identified by its key (an input), not by the store's absolute path.
+    conf = {**settings.to_dict(), "model": None if base is not None else settings.model}
     inputs = {"data": data.key, "order": order.key, **({"base": base.key} if base else {})}
 
     def compute(out: Path) -> dict[str, Any]:
-        from medtune.experiments import stages
-
-        return stages.train(ctx.cfg, cell, base_spec, model.training, data.path / ITEMS,
-                            order.path / "order.json", out / "run", progress=ctx.progress)
+        return run_training(settings, data.path / ITEMS, order.path / "order.json", out / TRAIN_RUN,
+                            split=ALL_SPLITS, progress=ctx.progress)
 
     return ctx.note("train", ctx.store.get_or_compute("train", conf, inputs, compute))
 
 
-def eval_stages(ctx: Context, model_ref: dict[str, Any], model_key: str, tests: dict[str, Artifact]) -> dict[str, Any]:
-    """Score the model on every test set (``predictions.parquet`` + ``metrics.json`` per set).
+def eval_settings(cfg: ExperimentConfig) -> Any:
+    from medtune.evaluation_stage import EvalSettings
+
+    return EvalSettings.model_validate(cfg.evaluation.stage_values())
+
+
+def eval_stages(ctx: Context, ref: Any, model_key: str, tests: dict[str, Artifact]) -> dict[str, Any]:
+    """Score the model on every test set (``predictions.parquet`` + ``metrics.json`` per set): ``run_evaluation``.
 
     The model is loaded once, and only if some test set's artifact is missing.
     """
-    from medtune.experiments import stages
+    from medtune.evaluation_stage import describe_precision, load_model, resolve_template, run_evaluation
 
-    e = ctx.cfg.evaluation
-    template = stages.eval_template(e, ctx.cfg.training.template)
-    econf = {**e.model_dump(mode="json", exclude={"baseline"}), "template": template}
+    settings = eval_settings(ctx.cfg)
     out: dict[str, Any] = {}
     loaded: list[Any] = []
 
     def get_model() -> Any:
         if not loaded:
-            loaded.append(stages.load_for_eval(model_ref))
+            loaded.append(load_model(ref, settings))
         return loaded[0]
 
     for name, test in tests.items():
+        mode = settings.mode if settings.mode != "auto" else None
+        econf = {**settings.to_dict(), "template": resolve_template(settings, ref, mode or "letter"),
+                 "precision": describe_precision(settings, ref)}
+
         def compute(out_dir: Path, test: Artifact = test) -> dict[str, Any]:
-            return stages.evaluate(get_model(), ctx.items(test), out_dir, e, template=template,
-                                   progress=ctx.progress)
+            return run_evaluation(settings, test.path / ITEMS, ref, out_dir, loaded=get_model(),
+                                  progress=ctx.progress)
 
         art = ctx.store.get_or_compute("eval", econf, {"model": model_key, "data": test.key}, compute)
         ctx.note(f"eval:{name}", art)
@@ -321,10 +262,6 @@ def summarize_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
             "n_correct": round(acc["accuracy"] * n) if n is not None and acc.get("accuracy") is not None else None}
 
 
-def _model(cfg: ExperimentConfig, name: str) -> ModelConfig:
-    return next(m for m in cfg.models if m.name == name)
-
-
 def _dataset(cfg: ExperimentConfig, name: str) -> DataSetConfig:
     return next(d for d in cfg.datasets if d.label == name)
 
@@ -334,11 +271,37 @@ def _strategy(cfg: ExperimentConfig, name: str) -> StrategyConfig:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Precision, as the dry run shows it
+
+
+def cell_precision(cfg: ExperimentConfig, cell: Cell) -> dict[str, Any]:
+    """The dtype and quantization a cell trains in and is evaluated in, resolved for this machine."""
+    from medtune.evaluation_stage import ModelRef, describe_precision
+    from medtune.training.methods import get_method
+
+    settings = eval_settings(cfg)
+    model = cfg.model(cell.model)
+    if cell.is_base:
+        ev = describe_precision(settings, ModelRef(spec=model.spec))
+        return {"train_dtype": None, "train_quantization": None, "eval_dtype": ev["dtype"],
+                "eval_quantization": ev["quantization"]}
+    train = cfg.training_settings(cell.model, cell.method, cell.seed)
+    spec = get_method(train.method)
+    trained_in = train.resolved_dtype()
+    ref = ModelRef(spec=model.spec, adapter=Path("adapter") if spec.is_adapter else None,
+                   model_dir=None if spec.is_adapter else Path("model"), method=train.method, train_dtype=trained_in,
+                   base_quantization=spec.base_quantization, train_template=train.template)
+    ev = describe_precision(settings, ref)
+    return {"train_dtype": trained_in, "train_quantization": spec.base_quantization, "eval_dtype": ev["dtype"],
+            "eval_quantization": ev["quantization"]}
+
+
+# ----------------------------------------------------------------------------------------------------------
 # One cell, and the shared stages
 
 
 def _setup(payload: dict[str, Any]) -> Context:
-    cfg = ExperimentConfig.model_validate(payload["config"])
+    cfg = config_from_dict(payload["config"], source="grid config")  # loads the config's plugins first
     return Context(cfg, Store(cfg.store_path), progress=bool(payload.get("progress")))
 
 
@@ -359,28 +322,26 @@ def _torch_threads(n: int | None) -> Iterator[None]:
 
 
 def _model_specs(ctx: Context, data: Artifact) -> dict[str, str]:
-    """Names from ``models`` usable in the difficulty ensemble, mapped to their base model specs."""
+    """Names from ``models`` usable in the difficulty ensemble, mapped to their base model specs (grid order)."""
     d = ctx.cfg.difficulty
-    wanted = set(d.ensemble)
+    wanted = set(d.ensemble or [])
     if d.crossfit is not None:
         wanted.add(d.crossfit.model or ctx.cfg.models[0].name)
-    out = {}
-    for m in ctx.cfg.models:
-        if m.name in wanted:
-            out[m.name] = base_model_stage(ctx, m, data)[0]
-    return out
+    return {m.name: base_model_stage(ctx, m, data)[0] for m in ctx.cfg.models if m.name in wanted}
 
 
 def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
     """All stages of one cell; returns the parts of its result record (raises on failure)."""
+    from medtune.evaluation_stage import ModelRef
+
     cfg = ctx.cfg
     data = data_stage(ctx, _dataset(cfg, cell.dataset))
     tests = {t.label: data_stage(ctx, t) for t in cfg.test_sets}
-    model = _model(cfg, cell.model)
+    model = cfg.model(cell.model)
     base_spec, base = base_model_stage(ctx, model, data)
     if cell.is_base:
-        ref = {"spec": base_spec, "adapter": None}
-        return {"tests": eval_stages(ctx, ref, base.key if base else stable_hash(base_spec), tests)}
+        return {"tests": eval_stages(ctx, ModelRef(spec=base_spec), base.key if base else stable_hash(base_spec),
+                                     tests)}
     diff = None
     if cell.difficulty != NO_DIFFICULTY:
         diff = difficulty_stage(ctx, cell.difficulty, data, _model_specs(ctx, data))
@@ -389,12 +350,11 @@ def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
     order = order_stage(ctx, strategy, cell.seed, cell.difficulty, data, diff, cats)
     trained = train_stage(ctx, cell, base_spec, base, data, order)
     man = trained.manifest
-    ref = {"spec": base_spec, **man.get("model_ref", {}), "home": str(trained.path)}
-    tests_out = eval_stages(ctx, ref, trained.key, tests)
+    tests_out = eval_stages(ctx, ModelRef.from_run(trained.path / TRAIN_RUN), trained.key, tests)
     return {
         "order": str(order.path / "order.json"),
         "order_items": str(order.path / "order_items.json"),
-        "train": {"dir": str(trained.path / "run"), "steps": man.get("steps"), "final_loss": man.get("final_loss"),
+        "train": {"dir": str(trained.path / TRAIN_RUN), "steps": man.get("steps"), "final_loss": man.get("final_loss"),
                   "seconds": man.get("train_seconds", man.get("seconds")), "cached": trained.cached},
         "tests": tests_out,
     }
@@ -421,7 +381,7 @@ def execute_cell(payload: dict[str, Any]) -> dict[str, Any]:
     record["stages"] = ctx.stages if ctx else {}
     record["seconds"] = round(time.time() - t0, 3)
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    cfg_run_dir = Path(ExperimentConfig.model_validate(payload["config"]).run_dir)
+    cfg_run_dir = ctx.cfg.run_dir if ctx else Path(ExperimentConfig.model_validate(payload["config"]).run_dir)
     ResultStore(cfg_run_dir).write(record)
     return record
 
@@ -429,7 +389,7 @@ def execute_cell(payload: dict[str, Any]) -> dict[str, Any]:
 def prepare_shared(payload: dict[str, Any]) -> dict[str, Any]:
     """Compute the stages many cells share, once, before the cells run in parallel.
 
-    Errors are swallowed here: the cells that need a failing stage hit the same error and record it.
+    A failing shared stage is recorded in the store (once); the cells that need it fail at once with its error.
     """
     ctx = _setup(payload)
     with _torch_threads(ctx.cfg.executor.torch_threads):
@@ -454,7 +414,7 @@ def _prepare_shared(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
         if data is None:
             continue
         for m_name in dict.fromkeys(c.model for c in cells if c.dataset == ds_label):
-            attempt(base_model_stage, ctx, _model(ctx.cfg, m_name), data)
+            attempt(base_model_stage, ctx, ctx.cfg.model(m_name), data)
         sources = dict.fromkeys(c.difficulty for c in cells if c.dataset == ds_label and c.difficulty != NO_DIFFICULTY)
         specs = attempt(_model_specs, ctx, data) if sources else {}
         diffs = {s: attempt(difficulty_stage, ctx, s, data, specs or {}) for s in sources}

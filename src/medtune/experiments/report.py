@@ -12,8 +12,8 @@ Statistics (all from :mod:`medtune.evaluation`, nothing re-implemented here):
   the same items; the (seed, item) pairs of all seeds are pooled for a paired bootstrap of the accuracy
   difference and McNemar's test;
 - human vs LLM (or IRT, file) difficulty: the same paired comparison between difficulty sources;
-- accuracy per human difficulty level and for held-out items (synthetic ``meta.heldout``), where the
-  design says order effects show.
+- accuracy per human difficulty level and for held-out items (synthetic ``meta.heldout``), where order
+  effects are expected: hard and held-out items need inference and transfer rather than recall.
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ from medtune.errors import InputError
 from medtune.experiments.grid import BASE_STRATEGY, NO_DIFFICULTY
 from medtune.experiments.store import ResultStore
 from medtune.io import atomic_path, write_text_atomic
+from medtune.orders.orderfile import OrderFile
+from medtune.schema import DIFFICULTY_LEVELS
 
 GROUP = ["model", "dataset", "method", "difficulty", "strategy", "test_set"]
-LEVELS = ("easy", "medium", "hard")
 SECTIONS = {
     "overview": "Overview",
     "failed": "Failed cells",
@@ -118,7 +119,7 @@ class RunData:
             rows = []
             for it in read_items(path):
                 hd = getattr(it, "human_difficulty", None)
-                rows.append({"id": it.id, "level": hd if hd in LEVELS else None,
+                rows.append({"id": it.id, "level": hd if hd in DIFFICULTY_LEVELS else None,
                              "heldout": it.meta.get("heldout") if isinstance(it.meta.get("heldout"), bool) else None})
             self._items[path] = pd.DataFrame(rows).set_index("id")
         return self._items[path]
@@ -271,7 +272,7 @@ def levels_table(run: RunData) -> pd.DataFrame:
             corr = run.correct(cell_id, key[-1])
             info = run.item_table(cell_id, key[-1]).reindex(corr.index)
             vals: dict[str, float] = {}
-            for lvl in LEVELS:
+            for lvl in DIFFICULTY_LEVELS:
                 m = (info["level"] == lvl).to_numpy()
                 if m.any():
                     vals[lvl] = float(corr.to_numpy()[m].mean())
@@ -280,7 +281,7 @@ def levels_table(run: RunData) -> pd.DataFrame:
                 if m.any():
                     vals[name] = float(corr.to_numpy()[m].mean())
             per_seed.append(vals)
-        cols = sorted({c for v in per_seed for c in v}, key=lambda c: [*LEVELS, "seen", "heldout"].index(c))
+        cols = sorted({c for v in per_seed for c in v}, key=lambda c: [*DIFFICULTY_LEVELS, "seen", "heldout"].index(c))
         if not cols:
             continue
         row = {**dict(zip(GROUP, key, strict=True)), "label": _label(key[4], key[3]), "seeds": len(per_seed)}
@@ -306,7 +307,7 @@ def headline_table(summary: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
 
 def level_gains_table(levels: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """Per level: each strategy's accuracy minus the baseline strategy's (same model, data, method, test set)."""
-    cols = [c for c in (*LEVELS, "seen", "heldout") if c in levels.columns]
+    cols = [c for c in (*DIFFICULTY_LEVELS, "seen", "heldout") if c in levels.columns]
     keys = ["model", "dataset", "method", "test_set"]
     rows = []
     for key, g in levels.groupby(keys, sort=False):
@@ -372,7 +373,7 @@ def levels_figure(levels: pd.DataFrame) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = [c for c in (*LEVELS, "seen", "heldout") if c in levels.columns]
+    cols = [c for c in (*DIFFICULTY_LEVELS, "seen", "heldout") if c in levels.columns]
     panels = list(levels.groupby(["model", "dataset", "method", "test_set"], sort=False))[:6]
     fig, axes = plt.subplots(len(panels), 1, figsize=(max(6.0, 1.1 * levels["label"].nunique() + 2),
                                                        2.8 * len(panels)), squeeze=False)
@@ -443,7 +444,7 @@ def order_figures(run: RunData, out_dir: Path) -> dict[str, Path]:
             continue
         src = rec["difficulty"] if rec["difficulty"] != NO_DIFFICULTY else None
         by_source.setdefault(src or "", {})[_label(rec["strategy"], rec["difficulty"])] = (
-            json.loads(Path(rec["order"]).read_text()), json.loads(Path(rec["order_items"]).read_text()))
+            OrderFile.read(rec["order"]).to_dict(), json.loads(Path(rec["order_items"]).read_text()))
     out: dict[str, Path] = {}
     free = by_source.pop("", {})
     groups = {s: {**free, **g} for s, g in by_source.items()} if by_source else ({"": free} if free else {})
@@ -628,7 +629,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, n_bo
     else:
         s.text("Accuracy per human difficulty level of the test items, and on items about held-out facts "
                "(synthetic data: diseases that appear only in test questions), mean over seeds.")
-        lv = [c for c in (*LEVELS, "seen", "heldout") if c in levels.columns]
+        lv = [c for c in (*DIFFICULTY_LEVELS, "seen", "heldout") if c in levels.columns]
         s.table(levels[["model", "dataset", "method", "test_set", "label", "seeds", *lv]], pct=lv)
         png = levels_figure(levels)
         s.image(png, save_fig("levels", png), "accuracy per difficulty level")

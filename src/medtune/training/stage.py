@@ -16,14 +16,18 @@ from medtune.errors import InputError
 from medtune.training.config import TrainConfig
 
 TRAIN_SPLIT = "train"
+ALL_SPLITS = "all"
 
 
 def select_training_items(items: list[Any], split: str | None, *, file: Path | None = None) -> tuple[list[Any], str]:
     """The items to train on and a note saying what was taken.
 
-    ``split=None`` means: the ``train`` split when the file holds several splits, every item otherwise.
+    ``split=None`` means: the ``train`` split when the file holds several splits, every item otherwise;
+    ``split="all"`` takes every item whatever its split (a grid's training set is all of its data set).
     """
     counts = Counter(it.split for it in items)
+    if split == ALL_SPLITS:
+        return items, f"all {len(items)} items"
     if split is None:
         if len(counts) <= 1:
             return items, f"all {len(items)} items"
