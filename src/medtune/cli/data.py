@@ -8,7 +8,6 @@ after the whole input has been read and validated, and atomically.
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,11 +19,10 @@ from rich.table import Table
 from medtune.cli.options import with_settings
 from medtune.data import DataSettings, available_loaders, get_loader, load_data
 from medtune.data.describe import summary_tables
-from medtune.data.prepare import PrepareConfig, leakage_report, prepare_items
+from medtune.data.prepare import PrepareConfig, leakage_report, run_prepare
 from medtune.data.stage import write_data
-from medtune.errors import InputError
 from medtune.io import write_json_atomic
-from medtune.schema import Item, read_items, write_items
+from medtune.schema import Item, read_items
 from medtune.settings import validate_settings
 from medtune.textbook import textbook_path
 
@@ -34,12 +32,6 @@ data_app = typer.Typer(
 )
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
-
-
-class SelectBy(str, Enum):
-    longest = "longest"
-    shortest = "shortest"
-    median = "median"
 
 
 def parse_option_pairs(pairs: list[str]) -> dict[str, Any]:
@@ -164,34 +156,21 @@ def describe_cmd(
 
 
 @data_app.command("prepare")
+@with_settings(PrepareConfig, rename={"clean_explanations": "--clean", "near_duplicates": "--near"})
 def prepare_cmd(
     file: Annotated[Path, typer.Argument(help="Items Parquet file to prepare.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Prepared items Parquet file.")],
-    keep_multi: Annotated[bool, typer.Option(help="Keep multi-answer questions "
-                                             "(meta.choice_type == 'multi').")] = False,
-    where: Annotated[str | None, typer.Option(help="Keep items matching this expression, e.g. "
-                                              "\"split == 'train' and category in ['Anatomy']\" "
-                                              "(fields: id, question, source, split, category, subcategory, "
-                                              "human_difficulty, answer, n_options, question_length, "
-                                              "explanation_length, meta.KEY).")] = None,
-    clean: Annotated[bool, typer.Option(help="Strip answer-restating prefixes from explanations.")] = True,
-    dedup: Annotated[bool, typer.Option(help="Remove exact duplicates (normalised text).")] = True,
-    near: Annotated[bool, typer.Option(help="Also remove near duplicates (MinHash LSH).")] = True,
-    near_threshold: Annotated[float, typer.Option(help="Jaccard similarity of word 3-grams for near "
-                                                  "duplicates.")] = 0.9,
-    select: Annotated[int | None, typer.Option(help="Keep N items chosen by explanation length.")] = None,
-    select_by: Annotated[SelectBy, typer.Option(help="longest, shortest or median explanations.")] = SelectBy.longest,
+    keep_multi: Annotated[bool, typer.Option(help="Keep multi-answer questions (the same as "
+                                             "--no-single-answer).")] = False,
     report: Annotated[Path | None, typer.Option(help="Write the preparation report (JSON) here.")] = None,
     show: Annotated[int, typer.Option(help="List at most this many removed duplicates.")] = 20,
+    given: dict[str, Any] | None = None,
 ) -> None:
     """Filter, clean, de-duplicate and select items (single-answer questions only by default)."""
-    items = read_items(file)
-    cfg = PrepareConfig(single_answer=not keep_multi, where=where, clean_explanations=clean, dedup=dedup,
-                        near_duplicates=near, near_threshold=near_threshold, select=select,
-                        select_by=select_by.value)
-    kept, rep = prepare_items(items, cfg)
-    if not kept:
-        raise InputError("preparation removed every item; nothing to write", file=file)
+    settings = validate_settings(PrepareConfig, {**(given or {}), **({"single_answer": False} if keep_multi else {})},
+                                 "options")
+    n_before = len(read_items(file))
+    kept, rep = run_prepare(settings, file, output)
     steps = Table(title=f"Preparation of {file}", title_justify="left")
     for col, just in (("step", "left"), ("before", "right"), ("after", "right"), ("detail", "left")):
         steps.add_column(col, justify=just)
@@ -207,8 +186,7 @@ def prepare_cmd(
         console.print(dt)
     if report is not None:
         write_json_atomic(report, rep.to_dict())
-    write_items(kept, output)
-    console.print(f"wrote {len(kept)} of {len(items)} items to {output}")
+    console.print(f"wrote {len(kept)} of {n_before} items to {output}")
 
 
 @data_app.command("leakage")

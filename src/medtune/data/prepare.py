@@ -30,10 +30,14 @@ import statistics
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
+
+from pydantic import Field
 
 from medtune.errors import InputError
 from medtune.schema import Item, MCQItem, QAItem
+from medtune.settings import Settings
 
 SelectMode = Literal["longest", "shortest", "median"]
 
@@ -388,16 +392,21 @@ def select_by_explanation_length(items: Sequence[Item], n: int, mode: SelectMode
 # The whole preparation
 
 
-@dataclass
-class PrepareConfig:
-    single_answer: bool = True
-    where: str | None = None
-    clean_explanations: bool = True
-    dedup: bool = True
-    near_duplicates: bool = True
-    near_threshold: float = 0.9
-    select: int | None = None
-    select_by: SelectMode = "longest"
+class PrepareConfig(Settings):
+    """The data-preparation stage's settings: which questions to keep, how to clean them, which to select."""
+
+    single_answer: bool = Field(True, description="keep single-answer questions only (meta.choice_type != 'multi')")
+    where: str | None = Field(None, description="keep items matching this expression, e.g. \"split == 'train' and "
+                              "category in ['Anatomy']\" (fields: id, question, source, split, category, "
+                              "subcategory, human_difficulty, answer, n_options, question_length, "
+                              "explanation_length, meta.KEY)")
+    clean_explanations: bool = Field(True, description="strip answer-restating prefixes from explanations")
+    dedup: bool = Field(True, description="remove exact duplicates (normalised text)")
+    near_duplicates: bool = Field(True, description="also remove near duplicates (MinHash LSH)")
+    near_threshold: float = Field(0.9, gt=0, le=1, description="Jaccard similarity of word 3-grams for near "
+                                  "duplicates")
+    select: int | None = Field(None, ge=1, description="keep N items chosen by explanation length")
+    select_by: SelectMode = Field("longest", description="longest, shortest or median explanations")
 
 
 @dataclass
@@ -427,7 +436,7 @@ class PrepareReport:
 def prepare_items(items: Sequence[Item], config: PrepareConfig | None = None) -> tuple[list[Item], PrepareReport]:
     """Apply the preparation steps in order (single answer, filter, clean, dedup, select) with a report."""
     cfg = config or PrepareConfig()
-    report = PrepareReport(config=asdict(cfg))
+    report = PrepareReport(config=cfg.to_dict())
     cur = list(items)
     if cfg.single_answer:
         before = len(cur)
@@ -513,3 +522,19 @@ def leakage_report(
         pairs += [DuplicatePair(it.id, tid, "near", round(sim, 4))
                   for tid, sim in index.query(shingles(text)) if tid not in same]
     return LeakageReport(len(train), len(test), threshold, pairs)
+
+
+def run_prepare(settings: PrepareConfig, items_path: Path, out: Path) -> tuple[list[Item], PrepareReport]:
+    """The preparation stage: read ``items_path``, prepare, write ``out`` (items Parquet); nothing when all go.
+
+    Returns the kept items and the report (``medtune data prepare`` prints and optionally saves it).
+    """
+    from medtune.schema import read_items, write_items
+
+    items = read_items(items_path)
+    kept, report = prepare_items(items, settings)
+    if not kept:
+        raise InputError("preparation removed every item; nothing to write", file=items_path)
+    write_items(kept, out)
+    return kept, report
+
