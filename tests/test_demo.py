@@ -14,9 +14,9 @@ import pytest
 
 from medtune.cli import main
 from medtune.cli.demo import demo
-from medtune.experiments.demo import STAGES, DemoContext, Stage
 from medtune.data.synthetic import generate_synthetic
 from medtune.errors import MedtuneError
+from medtune.experiments.demo import STAGES, DemoContext, Stage
 from medtune.schema import read_items
 
 

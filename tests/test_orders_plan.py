@@ -203,6 +203,47 @@ def test_missing_rows_and_bad_files_name_the_place(tmp_path):
     assert exc.value.field == "thresholds"
 
 
+def test_a_table_row_of_an_id_outside_the_items_file_is_named_by_row(tmp_path):
+    """A table over more items than are ordered is fine when they are in the items file (another split);
+    an id the file does not hold means the table belongs to other items."""
+    items = [mcq(0, "a", "easy"), mcq(1, "a", "easy")]
+    file_ids = ["m0", "m1", "m2"]  # m2: an item of another split, not ordered here
+    diff = _write(tmp_path / "d.parquet", {"id": ["m0", "m1", "m2"], "difficulty": [0.1, 0.9, 0.5]})
+    out = order_items(items, difficulty=read_difficulty_table(diff), file_ids=file_ids)
+    assert [(o.id, o.difficulty, o.bucket) for o in out] == [("m0", 0.1, "easy"), ("m1", 0.9, "hard")]
+    stray = _write(tmp_path / "s.parquet", {"id": ["m0", "m1", "zz9"], "category": ["c", "c", "c"]})
+    with pytest.raises(InputError) as exc:
+        order_items(items, categories=read_categories_table(stray), file_ids=file_ids)
+    assert str(exc.value).startswith(f"{stray}, row 3, field 'id': id 'zz9' is not an item of the items file")
+    with pytest.raises(InputError, match="id 'zz9'"):
+        order_items(items, difficulty=read_difficulty_table(_write(tmp_path / "s2.parquet", {
+            "id": ["zz9", "m0", "m1"], "difficulty": [0.1, 0.2, 0.3]})), file_ids=file_ids)
+    # Without the file's ids (a caller that has only the items) the rows of other items are not judged.
+    assert len(order_items(items, categories=read_categories_table(stray))) == 2
+
+
+def test_a_non_numeric_difficulty_is_an_input_error_at_its_row(tmp_path):
+    words = _write(tmp_path / "w.parquet", {"id": ["m0", "m1"], "difficulty": ["0.5", "hard-ish"]})
+    with pytest.raises(InputError) as exc:
+        read_difficulty_table(words)
+    assert str(exc.value) == f"{words}, row 2, field 'difficulty': difficulty must be a number, got 'hard-ish'"
+    irt = _write(tmp_path / "i.parquet", {"id": ["m0"], "difficulty": [0.5], "irt_b": ["high"]})
+    with pytest.raises(InputError, match=r"row 1, field 'irt_b': difficulty must be a number, got 'high'"):
+        read_difficulty_table(irt, "irt_b")
+    endless = _write(tmp_path / "e.parquet", {"id": ["m0", "m1"], "difficulty": [0.2, float("inf")]})
+    with pytest.raises(InputError, match=r"row 2, field 'difficulty': difficulty must be a finite number, got inf"):
+        read_difficulty_table(endless)
+    gaps = read_difficulty_table(_write(tmp_path / "g.parquet", {"id": ["m0", "m1"], "difficulty": [None, 0.7]}))
+    assert [r["difficulty"] for r in gaps.rows.values()] == [None, 0.7]
+
+
+def test_a_duplicate_table_id_names_both_rows(tmp_path):
+    dup = _write(tmp_path / "dup.parquet", {"id": ["m0", "m1", "m0"], "category": ["a", "b", "c"]})
+    with pytest.raises(InputError) as exc:
+        read_categories_table(dup)
+    assert str(exc.value) == f"{dup}, row 3, field 'id': duplicate id 'm0' (first seen at row 1)"
+
+
 def test_order_items_feed_every_strategy():
     items = [mcq(i, f"c{i % 3}", (i * 37 % 100) / 100) for i in range(30)]
     oitems = order_items(items)

@@ -128,6 +128,20 @@ def test_difficulty_sources_read_their_column(tmp_path):
                   difficulty_path=diff)
 
 
+def test_a_table_over_every_split_orders_the_training_split(tmp_path, two_splits):
+    """difficulty and categories are computed over the whole items file; ordering its train split with
+    them is the usual case, not an error."""
+    ids = [f"q{i:03d}" for i in range(20)]
+    diff = _difficulty_file(tmp_path / "d.parquet", ids, [i / 20 for i in range(20)], [0.0] * 20,
+                            ["easy"] * 20)
+    cats = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"id": ids, "category": [f"k{i % 4}" for i in range(20)]}), cats)
+    summary = run_order({"strategy": "curriculum-strict", "seed": 0}, two_splits, tmp_path / "out",
+                        difficulty_path=diff, categories_path=cats)
+    assert summary["split"] == "train" and summary["n_items"] == 12
+    assert OrderFile.read(tmp_path / "out" / "order.json").epochs[0] == ids[:12]
+
+
 # ------------------------------------------------------------------------------------------------ the CLI
 
 

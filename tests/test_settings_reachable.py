@@ -69,10 +69,10 @@ def test_every_setting_has_a_cli_option_and_a_grid_key(schema, commands, section
             pass  # the sub-command
         elif option is None:
             missing_cli.append(name)
-        elif option.default not in (None, ()) and option.default != schema_default(schema, name):
-            # A hand-written flag (e.g. --quantiles) may default to False for "not given" over a None default.
-            if not (option.default is False and schema_default(schema, name) is None):
-                own_default.append(f"{name}: CLI {option.default!r}")
+        elif (option.default not in (None, ()) and option.default != schema_default(schema, name)
+              # a hand-written flag (e.g. --quantiles) may default to False for "not given" over a None default
+              and not (option.default is False and schema_default(schema, name) is None)):
+            own_default.append(f"{name}: CLI {option.default!r}")
         if name not in grid_keys and name not in axes:
             missing_grid.append(name)
         elif name in grid_keys and name not in axes and section.model_fields[name].default is not None:

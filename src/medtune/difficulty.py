@@ -30,11 +30,11 @@ from medtune.bucketing import parse_pair as parse_pair
 from medtune.errors import InputError
 from medtune.io import atomic_path, read_parquet_table, sha256_file
 from medtune.irt import IRTModel, fit_irt
+from medtune.prompts import LETTERS
 from medtune.schema import DIFFICULTY_LEVELS, Item
 
 METADATA_KEY = b"medtune.difficulty"
 P_PREFIX = "p_correct__"
-LETTERS = "ABCDEFGHIJ"
 
 IRTData = Literal["prob", "correct"]
 KeyKind = Literal["position", "id", "question_index"]
@@ -511,8 +511,8 @@ def read_difficulty(path: str | Path) -> DifficultyResult:
     bad = ~df["bucket"].isin([*DIFFICULTY_LEVELS, None]) & df["bucket"].notna()
     if bad.any():
         row = int(np.argmax(bad.to_numpy()))
-        raise InputError(f"bucket {df['bucket'].iloc[row]!r} is not easy/medium/hard", file=path, record=row,
-                         field="bucket")
+        raise InputError(f"bucket {df['bucket'].iloc[row]!r} is not {'/'.join(DIFFICULTY_LEVELS)}", file=path,
+                         record=row, field="bucket")
     return DifficultyResult(df, meta)
 
 

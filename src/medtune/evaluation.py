@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 
 from medtune.errors import InputError
+from medtune.prompts import LETTERS
 from medtune.schema import DIFFICULTY_LEVELS, Item, MCQItem, QAItem
 
-LETTERS = "ABCDEFGHIJ"
 DEFAULT_N_BOOT = 10_000
 # meta keys that identify a record or hold another model's answer, never a grouping worth reporting.
 _META_SKIP = frozenset({"line", "position", "question_index", "response", "response_model", "top3", "clls",

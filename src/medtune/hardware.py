@@ -93,3 +93,11 @@ def quantized_compute_dtype() -> str:
     if on_gpu():
         return "bf16" if gpu_has_bf16() else "fp16"
     return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def set_threads(n: int | None) -> None:
+    """Use ``n`` CPU threads for torch (None: leave torch's choice)."""
+    if n:
+        import torch
+
+        torch.set_num_threads(n)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from medtune.errors import InputError
+from medtune.prompts import LETTERS
 
 # Default size of the tiny Llama: hidden 128, 2 layers, 4 heads, FFN 512, tied embeddings (~0.6 M parameters),
 # the smallest that stores the synthetic textbook's facts in about a minute on two CPU cores.
@@ -93,7 +94,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048, min_frequency:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    letters = [f"{sp}{c}" for c in "ABCDEFGHIJ" for sp in ("", " ")]
+    letters = [f"{sp}{c}" for c in LETTERS for sp in ("", " ")]
     # The letter lines are repeated so that BPE merges "Ġ"+"A" etc. before anything else.
     tok.train_from_iterator([*texts, *(" ".join(letters) for _ in range(500))], trainer=trainer)
     fast = PreTrainedTokenizerFast(

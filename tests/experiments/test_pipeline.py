@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from medtune.experiments import config_from_dict, expand, run_experiment, write_report
 from medtune.data import id_fraction
+from medtune.experiments import config_from_dict, expand, run_experiment, write_report
 
 REPO = Path(__file__).resolve().parents[2]
 

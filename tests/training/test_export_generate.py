@@ -9,7 +9,7 @@ import torch
 from training_helpers import make_items, make_order, micro_config
 
 from medtune.cli import main
-from medtune.cli.generate import build_prompt, stream_answer
+from medtune.generation import build_prompt, stream_answer
 from medtune.models import load_pretrained
 from medtune.training import train
 from medtune.training.export import load_trained

@@ -68,7 +68,7 @@ def _precision(dtype: str | None, quantization: str | None) -> str:
 
 
 def _print_grid(summary: RunSummary, cfg: ExperimentConfig) -> None:
-    from medtune.experiments.pipeline import cell_precision
+    from medtune.experiments.runner import cell_precision, stored_artifacts
 
     table = Table(title=f"{cfg.name}: {len(summary.statuses)} cells → {summary.run_dir}")
     table.add_column("#", justify="right")
@@ -88,13 +88,10 @@ def _print_grid(summary: RunSummary, cfg: ExperimentConfig) -> None:
     counts = summary.counts
     console.print("status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) +
                   f"; test sets per cell: {', '.join(t.label for t in cfg.test_sets)}", highlight=False)
-    from medtune.experiments.store import Store
-
-    if cfg.store_path.exists():
-        stages = Store(cfg.store_path).stages()
-        if stages:
-            console.print("stored stage artifacts: " + ", ".join(f"{k} {v}" for k, v in stages.items()),
-                          highlight=False)
+    stages = stored_artifacts(cfg)
+    if stages:
+        console.print("stored stage artifacts: " + ", ".join(f"{k} {v}" for k, v in stages.items()),
+                      highlight=False)
 
 
 def report(

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from medtune.cli.options import with_settings
 from medtune.errors import ConfigError
+from medtune.hardware import set_threads
 from medtune.training.config import TrainConfig, resolve_training_settings
 
 console = Console(highlight=False)
@@ -37,10 +38,7 @@ def train_command(
     """Fine-tune a model on ITEMS in exactly the order of ORDER; writes the run folder (docs/ARTIFACTS.md)."""
     from medtune.training.stage import run_training
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    set_threads(threads)
     saved = output / "config.json"
     # Resume with the saved settings, and what the command line says explicitly.
     layers = [TrainConfig.load(saved).model_dump()] if resume and saved.exists() else []

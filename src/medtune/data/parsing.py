@@ -17,8 +17,8 @@ from typing import Any
 
 from medtune.data.registry import UTF8_BOM, LoadResult, iter_jsonl, read_bytes, read_text_utf8
 from medtune.errors import InputError
+from medtune.prompts import LETTERS as LETTERS
 
-LETTERS = "ABCDEFGHIJ"
 SPLIT_WORDS = ("train", "dev", "val", "validation", "test")
 
 

@@ -3,7 +3,8 @@
 Why a fictional world: the demo must run offline on 2 CPU cores with a ~0.6 M-parameter Llama that is
 pretrained from scratch, so the facts must be few, learnable in minutes, and certainly unknown to any model
 beforehand (invented names, so nothing can be answered from prior knowledge and no real medical claim is
-made). The design follows what a feasibility experiment found to work (see DESIGN.md, "The embedded demo"):
+made). Each choice below is one the tiny model needs in order to learn from the data (the check at the end
+shows it does):
 
 * **Knowledge base.** ``n_systems`` organ systems (the item ``category``) × ``diseases_per_system``
   invented diseases (pronounceable names built from syllables with the seed). Each disease has 2–3
@@ -48,11 +49,10 @@ from typing import Any
 
 from medtune.data.registry import LoadResult, OnError, register_loader
 from medtune.errors import InputError
-from medtune.schema import MCQItem
+from medtune.schema import DIFFICULTY_LEVELS, MCQItem
 
 SOURCE = "synthetic"
 RELATIONS = ("drug", "test", "cause")
-LEVELS = ("easy", "medium", "hard")
 
 # ----------------------------------------------------------------------------------------------------------
 # The organ systems: adjective (the category), organ (for "X affects the ..."), and a symptom pool that is
@@ -458,7 +458,7 @@ def generate_synthetic(
 
     raw: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for d in kb.diseases:
-        for level in LEVELS:
+        for level in DIFFICULTY_LEVELS:
             splits = [("test", test_per_level)] if d.heldout else [("train", train_per_level), ("test", test_per_level)]
             for split, k in splits:
                 for spec in _question_specs(d, level, split, k, rng):
@@ -467,7 +467,7 @@ def generate_synthetic(
     items: list[MCQItem] = []
     for split in ("train", "test"):
         split_items: list[MCQItem] = []
-        for level in LEVELS:
+        for level in DIFFICULTY_LEVELS:
             # Balanced answer positions: round-robin over positions, shuffled, per option count (a small
             # half-system offers fewer than n_options entities).
             by_k: dict[int, list[dict[str, Any]]] = {}

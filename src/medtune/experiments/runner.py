@@ -89,6 +89,16 @@ def check_config(config: ExperimentConfig) -> None:
             config.training_settings(model.name, method, config.seeds[0])
 
 
+def stored_artifacts(config: ExperimentConfig) -> dict[str, int]:
+    """Finished artifacts per stage in the config's store (empty when nothing ran yet; creates nothing)."""
+    return Store(config.store_path).stages() if config.store_path.exists() else {}
+
+
+def cell_precision(config: ExperimentConfig, cell: Cell) -> dict[str, Any]:
+    """The dtype and quantization ``cell`` trains and is evaluated in, resolved for this machine."""
+    return pipeline.cell_precision(config, cell)
+
+
 def grid_status(config: ExperimentConfig) -> list[GridStatus]:
     """Every cell with its key and whether it is already done (read from the run directory)."""
     results = ResultStore(config.run_dir)

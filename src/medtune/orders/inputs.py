@@ -4,12 +4,19 @@ Category comes from the categories file when given, else from the item's ``categ
 the difficulty file when given (its ``difficulty`` and ``bucket`` columns), else from the item's
 ``human_difficulty``: a level ("easy"/"medium"/"hard") is a bucket, a number is a continuous difficulty that
 is bucketed by :mod:`medtune.bucketing` (the paper's easy ≤ 0.66 < medium ≤ 0.80 < hard by default, or terciles).
+
+A table row whose id is not an item of the items file is an error, not silently skipped: it means the table
+was made for another items file (or the items file changed since), and the order would quietly miss what the
+table says. A table may still cover *more* items than are ordered, because the order takes one split of the
+file while difficulty and categories are usually computed over all of it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +27,8 @@ from medtune.errors import ConfigError, InputError
 from medtune.io import read_parquet_table
 from medtune.orders.strategies import BUCKETS, OrderItem
 
-__all__ = ["BUCKETINGS", "PAPER_THRESHOLDS", "Lookup", "bucket_by_thresholds", "bucket_values", "make_bucketing",
-           "order_items", "read_categories_table", "read_difficulty_table", "tercile_thresholds"]
+__all__ = ["BUCKETINGS", "PAPER_THRESHOLDS", "Lookup", "bucket_by_thresholds", "bucket_values", "check_ids",
+           "make_bucketing", "order_items", "read_categories_table", "read_difficulty_table", "tercile_thresholds"]
 
 BUCKETINGS: tuple[str, ...] = ("thresholds", "terciles")
 
@@ -55,10 +62,19 @@ def bucket_values(values: Sequence[float], bucketing: str | Bucketing = "thresho
 
 @dataclass
 class Lookup:
-    """A per-id table read from an artifact file, remembering the file for error messages."""
+    """A per-id table read from an artifact file, remembering the file and each id's row (1-based, as the
+    items file counts rows) for error messages."""
 
     file: Path
     rows: dict[str, dict[str, Any]]
+    row_numbers: dict[str, int] = dataclass_field(default_factory=dict)
+
+    def error(self, message: str, item_id: str, field: str) -> InputError:
+        """An error at ``item_id``'s row of this file (at the id itself when the row is not known)."""
+        row = self.row_numbers.get(item_id)
+        if row is None:
+            return InputError(message, file=self.file, record=item_id, field=field)
+        return InputError(message, file=self.file, record=row, record_kind="row", field=field)
 
 
 def _read_table(path: str | Path, required: Sequence[str], what: str) -> Lookup:
@@ -68,11 +84,14 @@ def _read_table(path: str | Path, required: Sequence[str], what: str) -> Lookup:
         if col not in table.column_names:
             raise InputError(f"not a {what} file: no '{col}' column", file=path, field=col)
     rows: dict[str, dict[str, Any]] = {}
-    for i, row in enumerate(table.to_pylist()):
+    row_numbers: dict[str, int] = {}
+    for n, row in enumerate(table.to_pylist(), start=1):
         if row["id"] in rows:
-            raise InputError(f"duplicate id '{row['id']}'", file=path, record=i, field="id")
+            raise InputError(f"duplicate id '{row['id']}' (first seen at row {row_numbers[row['id']]})", file=path,
+                             record=n, record_kind="row", field="id")
         rows[row["id"]] = row
-    return Lookup(path, rows)
+        row_numbers[row["id"]] = n
+    return Lookup(path, rows, row_numbers)
 
 
 def read_categories_table(path: str | Path) -> Lookup:
@@ -86,10 +105,33 @@ def read_difficulty_table(path: str | Path, column: str = "difficulty") -> Looku
     column is read: those values are bucketed by the order stage instead.
     """
     lookup = _read_table(path, ("id", column), "difficulty")
-    if column == "difficulty":
-        return lookup
-    rows = {i: {**r, "difficulty": r[column], "bucket": None} for i, r in lookup.rows.items()}
-    return Lookup(lookup.file, rows)
+    rows = {i: {**r, "difficulty": _difficulty_value(r[column], lookup, i, column)} for i, r in lookup.rows.items()}
+    if column != "difficulty":
+        rows = {i: {**r, "bucket": None} for i, r in rows.items()}
+    return Lookup(lookup.file, rows, lookup.row_numbers)
+
+
+def _difficulty_value(value: Any, lookup: Lookup, item_id: str, column: str) -> float | None:
+    """A difficulty as a float (None when missing); anything else is an error at its row, because a
+    strategy sorting by it would otherwise fail far from the file."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise lookup.error(f"difficulty must be a number, got {value!r}", item_id, column) from None
+    if not math.isfinite(number):
+        raise lookup.error(f"difficulty must be a finite number, got {value!r}", item_id, column)
+    return number
+
+
+def check_ids(lookup: Lookup, ids: Collection[str]) -> None:
+    """Raise at the first row of ``lookup`` whose id is not in ``ids`` (every id of the items file)."""
+    known = set(ids)
+    for item_id in lookup.rows:
+        if item_id not in known:
+            raise lookup.error(f"id '{item_id}' is not an item of the items file (a table made for other items?)",
+                               item_id, "id")
 
 
 def _missing(lookup: Lookup, item_id: str, field: str) -> InputError:
@@ -103,13 +145,20 @@ def order_items(
     difficulty: Lookup | None = None,
     bucketing: str | Bucketing | None = None,
     thresholds: Sequence[float] = PAPER_THRESHOLDS,
+    file_ids: Collection[str] | None = None,
 ) -> list[OrderItem]:
     """Build :class:`OrderItem` s from schema items (anything with ``id``, ``category``, ``human_difficulty``).
 
     ``bucketing`` None keeps a difficulty file's own ``bucket`` column when it has one and otherwise buckets
     by ``thresholds``; "thresholds", "terciles" or a :class:`~medtune.bucketing.Bucketing` re-bucket every
-    continuous difficulty.
+    continuous difficulty. ``file_ids``: every id of the items file ``items`` were taken from (``items`` may
+    be one split of it); a categories or difficulty row with another id is an error. None skips that check.
     """
+    if file_ids is not None:
+        known = set(file_ids)
+        for table in (categories, difficulty):
+            if isinstance(table, Lookup):
+                check_ids(table, known)
     cats: list[str | None] = []
     diffs: list[float | None] = []
     given_buckets: list[str | None] = []
@@ -127,8 +176,7 @@ def order_items(
             row = difficulty.rows.get(it.id)
             if row is None:
                 raise _missing(difficulty, it.id, "difficulty")
-            d = row["difficulty"]
-            diffs.append(None if d is None or (isinstance(d, float) and np.isnan(d)) else float(d))
+            diffs.append(_difficulty_value(row["difficulty"], difficulty, it.id, "difficulty"))
             b = row.get("bucket")
             if b is not None and b not in BUCKETS:
                 raise InputError(f"bucket must be one of {', '.join(BUCKETS)}, got {b!r}", file=difficulty.file,

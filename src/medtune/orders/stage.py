@@ -166,10 +166,14 @@ def read_tables(source: str, categories_path: Path | None, difficulty_path: Path
 
 
 def strategy_view(items: Sequence[Any], settings: OrderSettings, source: str, *, categories: Lookup | None = None,
-                  difficulty: Lookup | None = None) -> list[OrderItem]:
-    """The :class:`OrderItem` s a strategy sees for ``items`` under ``settings`` and ``source``."""
+                  difficulty: Lookup | None = None, file_ids: Sequence[str] | None = None) -> list[OrderItem]:
+    """The :class:`OrderItem` s a strategy sees for ``items`` under ``settings`` and ``source``.
+
+    ``file_ids``: every id of the items file; a table row naming another id is an error (a row for an item of
+    another split of the same file is not).
+    """
     return order_items(items, categories=categories, difficulty=difficulty, bucketing=settings.rule(source),
-                       thresholds=settings.thresholds)
+                       thresholds=settings.thresholds, file_ids=file_ids)
 
 
 def category_names(categories: Lookup | None) -> dict[str, str]:
@@ -223,7 +227,8 @@ def run_order(
     if not chosen:
         raise InputError("no items to order", file=items_path)
     cats, diff = read_tables(source, categories_path, difficulty_path)
-    oitems = strategy_view(chosen, settings, source, categories=cats, difficulty=diff)
+    oitems = strategy_view(chosen, settings, source, categories=cats, difficulty=diff,
+                           file_ids=[it.id for it in all_items])
     hashes = input_hashes(items_path, categories_path, difficulty_path if diff is not None else None)
     plan = build_order(oitems, settings.strategy, settings.seed, epochs=settings.epochs,
                        epoch_policy=settings.epoch_policy, input_hashes=hashes, **settings.options)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import re
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from medtune.errors import ConfigError, InputError
 from medtune.prompts import letters_for
+from medtune.scoring.tokens import TokenCache, token_cache  # noqa: F401  (re-exported)
 
 # The meaning every backend gives a mode (a backend's own MODES may say how it computes it, not what).
 MODE_MEANINGS: dict[str, str] = {
@@ -104,54 +104,6 @@ def reduce_scores(mode: str, results: Sequence[tuple[float, int]], option_score:
     norms = [float(s) / n for s, n in results]
     chosen = norms if option_score == "norm" else sums
     return Reduced(argmax(chosen), sums, softmax(chosen), norms)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Tokenization shared by the scorer (batch costs) and local backends (the forward passes): done once per text
-
-
-class TokenCache:
-    """Memoised :func:`~medtune.scoring.tokens.split_continuation` and ``encode_prompt`` for one tokenizer.
-
-    The scorer tokenizes every prompt to size its batches, and the backend needs the same ids for the forward
-    pass; caching them avoids tokenizing each question twice. Bounded: it starts afresh past ``limit`` entries.
-    """
-
-    def __init__(self, tokenizer: Any, limit: int = 200_000) -> None:
-        self.tokenizer = tokenizer
-        self.limit = limit
-        self._split: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
-        self._encode: dict[str, list[int]] = {}
-
-    def split(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        key = (context, continuation)
-        if key not in self._split:
-            from medtune.scoring.tokens import split_continuation
-
-            if len(self._split) >= self.limit:
-                self._split.clear()
-            self._split[key] = split_continuation(self.tokenizer, context, continuation)
-        return self._split[key]
-
-    def encode(self, text: str) -> list[int]:
-        if text not in self._encode:
-            from medtune.scoring.tokens import encode_prompt
-
-            if len(self._encode) >= self.limit:
-                self._encode.clear()
-            self._encode[text] = encode_prompt(self.tokenizer, text)
-        return self._encode[text]
-
-
-_TOKEN_CACHES: weakref.WeakKeyDictionary[Any, TokenCache] = weakref.WeakKeyDictionary()
-
-
-def token_cache(tokenizer: Any) -> TokenCache:
-    """The :class:`TokenCache` of ``tokenizer`` (one per tokenizer object, dropped with it)."""
-    cache = _TOKEN_CACHES.get(tokenizer)
-    if cache is None:
-        cache = _TOKEN_CACHES[tokenizer] = TokenCache(tokenizer)
-    return cache
 
 
 # ----------------------------------------------------------------------------------------------------------

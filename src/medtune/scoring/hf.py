@@ -192,7 +192,7 @@ class HFBackend:
         One call runs one batch: callers size it (``score_items`` does, by ``batch_tokens``).
         ``single_token_fast_path=False`` scores single-token continuations the general way (for checks).
         """
-        from medtune.scoring.backends import token_cache
+        from medtune.scoring.tokens import token_cache
 
         cache = token_cache(self.tokenizer)
         groups: dict[str, list[int]] = {}
@@ -221,7 +221,7 @@ class HFBackend:
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] | None = None
                  ) -> list[str]:
-        from medtune.scoring.backends import token_cache
+        from medtune.scoring.tokens import token_cache
 
         cache = token_cache(self.tokenizer)
         return greedy_generate(self.model, self.tokenizer, [cache.encode(p) for p in prompts], max_new_tokens, stop)

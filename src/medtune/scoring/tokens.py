@@ -8,7 +8,9 @@ prefix's own tokens.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
+from typing import Any
 
 from medtune.errors import InputError
 from medtune.tokenization import encode, split_prompt_completion
@@ -54,3 +56,47 @@ def split_continuation(tokenizer, context: str, continuation: str) -> tuple[list
     if not cont:
         raise InputError(f"continuation {continuation!r} produced no tokens")
     return ctx, cont
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tokenization shared by the scorer (batch costs) and local backends (the forward passes): done once per text
+
+
+class TokenCache:
+    """Memoised :func:`~medtune.scoring.tokens.split_continuation` and ``encode_prompt`` for one tokenizer.
+
+    The scorer tokenizes every prompt to size its batches, and the backend needs the same ids for the forward
+    pass; caching them avoids tokenizing each question twice. Bounded: it starts afresh past ``limit`` entries.
+    """
+
+    def __init__(self, tokenizer: Any, limit: int = 200_000) -> None:
+        self.tokenizer = tokenizer
+        self.limit = limit
+        self._split: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+        self._encode: dict[str, list[int]] = {}
+
+    def split(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        key = (context, continuation)
+        if key not in self._split:
+            if len(self._split) >= self.limit:
+                self._split.clear()
+            self._split[key] = split_continuation(self.tokenizer, context, continuation)
+        return self._split[key]
+
+    def encode(self, text: str) -> list[int]:
+        if text not in self._encode:
+            if len(self._encode) >= self.limit:
+                self._encode.clear()
+            self._encode[text] = encode_prompt(self.tokenizer, text)
+        return self._encode[text]
+
+
+_TOKEN_CACHES: weakref.WeakKeyDictionary[Any, TokenCache] = weakref.WeakKeyDictionary()
+
+
+def token_cache(tokenizer: Any) -> TokenCache:
+    """The :class:`TokenCache` of ``tokenizer`` (one per tokenizer object, dropped with it)."""
+    cache = _TOKEN_CACHES.get(tokenizer)
+    if cache is None:
+        cache = _TOKEN_CACHES[tokenizer] = TokenCache(tokenizer)
+    return cache

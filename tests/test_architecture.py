@@ -1,0 +1,131 @@
+"""The package's import graph: no cycles, and the command line holds no stage logic.
+
+Imports run one way, down the flow: the CLI and the experiment runner import the stages, stages import
+``schema``/``prompts``/``tokenization``/``models`` as they need, training and scoring share ``tokenization``
+and never import each other, and ``orders`` imports no model code. Imports inside functions count (a lazy import
+is still a dependency); imports under ``if TYPE_CHECKING:`` do not (they never run).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in (SRC / "medtune").rglob("*.py"):
+        parts = path.relative_to(SRC).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+def _is_type_checking(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def _imports(name: str, path: Path, known: set[str]) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    skip = {id(n) for block in ast.walk(tree) if _is_type_checking(block) for n in ast.walk(block)}
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("medtune")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            if module.startswith("medtune"):
+                for alias in node.names:
+                    sub = f"{module}.{alias.name}"
+                    out.add(sub if sub in known else module)
+    return {m for m in out if m in known and m != name}
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: _imports(name, path, set(modules)) for name, path in modules.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def _reaches(graph: dict[str, set[str]], start: str, prefix: str) -> list[str]:
+    seen, todo = set(), [start]
+    while todo:
+        v = todo.pop()
+        for w in graph.get(v, ()):
+            if w not in seen:
+                seen.add(w)
+                todo.append(w)
+    return sorted(m for m in seen if m == prefix or m.startswith(prefix + "."))
+
+
+def test_the_import_graph_has_no_cycles() -> None:
+    assert _cycles(_graph()) == []
+
+
+def test_imports_run_down_the_flow() -> None:
+    graph = _graph()
+    stages = [m for m in graph if not m.startswith(("medtune.cli", "medtune.experiments"))]
+    for module in stages:
+        assert not {d for d in graph[module] if d.startswith(("medtune.cli", "medtune.experiments"))}, module
+    for module in (m for m in graph if m.startswith("medtune.scoring")):
+        assert not {d for d in graph[module] if d.startswith("medtune.training")}, module
+    for module in (m for m in graph if m.startswith("medtune.orders")):
+        assert not {d for d in graph[module]
+                    if d.startswith(("medtune.training", "medtune.scoring", "medtune.models"))}, module
+    assert _reaches(graph, "medtune.orders", "medtune.models") == []
+
+
+def test_no_cli_module_holds_stage_logic() -> None:
+    """A CLI module parses arguments and calls stage functions: it never touches torch, models or the store."""
+    for path in (SRC / "medtune" / "cli").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        tree = ast.parse(text)
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        forbidden = {m for m in imported if m.split(".")[0] in ("torch", "transformers", "peft")
+                     or m in ("medtune.models", "medtune.experiments.store", "medtune.experiments.pipeline",
+                              "medtune.scoring.engine", "medtune.training.trainer")}
+        assert not forbidden, f"{path.name} imports {sorted(forbidden)}"
