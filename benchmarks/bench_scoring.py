@@ -21,7 +21,7 @@ timed on the same subset right before each baseline, so both see the same machin
 
 All three compute the same quantity as letter mode (the log-probability of each letter after the prompt),
 so predictions must be identical in fp32; the agreement is printed. FLOP/s: "model FLOPs" count
-2 × parameters × real (unpadded) prompt tokens, as the brief defines; "executed FLOPs" count what letter
+2 × parameters × real (unpadded) prompt tokens (the usual nominal count); "executed FLOPs" count what letter
 mode runs: 2 × non-embedding parameters × tokens + causal attention (2 × layers × hidden × T² per
 question) + the vocabulary projection at one position per question. Both are divided by the matmul FLOP/s
 of a 2048² fp32 (bf16) matmul measured in the same run, the better of two measurements (the compute roof).
