@@ -241,8 +241,8 @@ def ensemble_scores(s: DifficultySettings, items: Sequence[Item], folder: Path, 
     A member's score file in ``folder`` is reused when it covers the items; otherwise the member is loaded
     and scored, its rows streamed to that file (so an interrupted run resumes).
     """
-    from medtune.models import resolve_model
     from medtune.scoring import score_items
+    from medtune.scoring.backends import load_backend
 
     kwargs = _score_kwargs(s)
     frames: dict[str, pd.DataFrame] = {}
@@ -257,7 +257,7 @@ def ensemble_scores(s: DifficultySettings, items: Sequence[Item], folder: Path, 
             frames[name] = frame
             continue
         _say(log, f"{name}: scoring {len(items)} questions ({s.mode} mode)")
-        loaded = resolve_model(spec, dtype=s.dtype, device=s.device)
+        loaded = load_backend(spec, dtype=s.dtype, device=s.device)  # any backend: hf, openai:URL, a plugin's
         frames[name] = score_items(loaded, items, output=path, progress=progress, **kwargs)
         del loaded
     return frames, specs

@@ -43,3 +43,8 @@ def load_plugins(extra: Iterable[str] = ()) -> list[str]:
         _loaded.add(name)
         new.append(name)
     return new
+
+
+def loaded_plugins() -> list[str]:
+    """The plugin modules imported so far, sorted (what the run store puts in its keys)."""
+    return sorted(_loaded)

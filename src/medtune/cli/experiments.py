@@ -68,13 +68,16 @@ def _precision(dtype: str | None, quantization: str | None) -> str:
 
 
 def _print_grid(summary: RunSummary, cfg: ExperimentConfig) -> None:
+    from rich import box
+
     from medtune.experiments.runner import cell_precision, stored_artifacts
 
-    table = Table(title=f"{cfg.name}: {len(summary.statuses)} cells → {summary.run_dir}")
+    table = Table(title=f"{cfg.name}: {len(summary.statuses)} cells → {summary.run_dir}", box=box.SIMPLE_HEAD,
+                  caption="cell: model__data__method__strategy__difficulty__seed; train / eval: precision")
     table.add_column("#", justify="right")
-    table.add_column("cell (model__data__method__strategy__difficulty__seed)", overflow="fold")
-    table.add_column("train precision", no_wrap=True)
-    table.add_column("eval precision", no_wrap=True)
+    table.add_column("cell", overflow="fold")
+    table.add_column("train", overflow="fold")
+    table.add_column("eval", overflow="fold")
     table.add_column("status", no_wrap=True)
     for i, s in enumerate(summary.statuses, 1):
         style = _STATUS_STYLE.get(s.status, "")
@@ -82,9 +85,13 @@ def _print_grid(summary: RunSummary, cfg: ExperimentConfig) -> None:
         table.add_row(str(i), s.cell.id, _precision(p["train_dtype"], p["train_quantization"]),
                       _precision(p["eval_dtype"], p["eval_quantization"]),
                       f"[{style}]{s.status}[/]" if style else s.status)
-    console.print(table)
-    console.print("precision: resolved for this machine (dtype auto: bf16 on a GPU with bf16, fp32 on a CPU); "
-                  "a fine-tuned model is evaluated on the weights it was trained with", highlight=False)
+    # Into a file or a pipe the table is printed whole (ids are what a user greps for); a terminal folds it.
+    longest = max((len(s.cell.id) for s in summary.statuses), default=10)
+    out = console if console.is_terminal else Console(width=max(console.width, longest + 50), highlight=False)
+    out.print(table)
+    console.print("train / eval: the precision a cell trains and is evaluated in, resolved for this machine (dtype "
+                  "auto: bf16 on a GPU with bf16, fp32 on a CPU; + 4bit: a quantized base); a fine-tuned model is "
+                  "evaluated on the weights it was trained with", highlight=False)
     counts = summary.counts
     console.print("status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) +
                   f"; test sets per cell: {', '.join(t.label for t in cfg.test_sets)}", highlight=False)

@@ -17,12 +17,10 @@ from medtune.experiments.config import ExperimentConfig
 from medtune.io import stable_hash
 
 AXES = ("model", "dataset", "method", "strategy", "difficulty", "seed")
-# Strategies whose order does not use difficulty: one cell serves every difficulty source.
 # The pseudo-cell that evaluates a model before fine-tuning.
 BASE_METHOD, BASE_STRATEGY = "none", "base"
-# The difficulty "source" of cells whose strategy ignores difficulty.
+# The difficulty "source" of cells whose strategy ignores difficulty (one cell serves every source).
 NO_DIFFICULTY = "none"
-DIFFICULTY_FREE = frozenset({"random", "blocked", "interleaved", "interleaved-items", "interleaved-item"})
 
 
 @dataclass(frozen=True)
@@ -52,16 +50,10 @@ def _slug(text: str) -> str:
 
 
 def uses_difficulty(name: str, options: dict[str, Any] | None = None) -> bool:
-    """Whether strategy ``name`` (with ``options``) reads difficulty, from the strategy registry's ``needs``."""
-    try:
-        from medtune.orders.strategies import get_strategy
-    except ImportError:  # orders not installed: fall back to the known difficulty-free names
-        return name not in DIFFICULTY_FREE
-    spec = get_strategy(name)
-    if any("difficulty" in n or "bucket" in n for n in spec.needs):
-        return True
-    base = (options or {}).get("base")  # e.g. spaced repetition over a curriculum
-    return bool(base) and base != name and uses_difficulty(str(base))
+    """Whether strategy ``name`` (with ``options``) reads difficulty, as the strategy registry says."""
+    from medtune.orders.strategies import get_strategy
+
+    return get_strategy(name).reads_difficulty(options)
 
 
 def expand(config: ExperimentConfig) -> list[Cell]:

@@ -38,10 +38,15 @@ STAGE_VERSIONS: dict[str, int] = {"data": 1, "base_model": 1, "difficulty": 1, "
 
 
 def code_version(stage: str) -> dict[str, Any]:
-    """What identifies the code that computes ``stage``: the package version and the stage's own number."""
-    from medtune import __version__
+    """What identifies the code that computes ``stage``: the package version, the stage's own number, and the
+    plugins loaded (by module name and ``__version__``), whose methods, backends or strategies a stage may run."""
+    import sys
 
-    return {"medtune": __version__, "stage": STAGE_VERSIONS.get(stage, 1)}
+    from medtune import __version__
+    from medtune.plugins import loaded_plugins
+
+    plugins = {name: str(getattr(sys.modules.get(name), "__version__", "")) for name in loaded_plugins()}
+    return {"medtune": __version__, "stage": STAGE_VERSIONS.get(stage, 1), **({"plugins": plugins} if plugins else {})}
 
 
 class SharedStageFailed(RuntimeError):
