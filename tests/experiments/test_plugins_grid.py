@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -26,17 +27,21 @@ PLUGINS = REPO / "tests" / "plugins"
 
 
 @pytest.fixture
-def fresh_registries(monkeypatch: pytest.MonkeyPatch) -> None:
+def fresh_registries(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Registries without the test plugins, and the plugins importable only from tests/plugins."""
     monkeypatch.setattr(methods_base, "_REGISTRY", {k: v for k, v in methods_base._REGISTRY.items()
                                                     if k != "norm-only"})
     monkeypatch.setattr(backends_module, "_REGISTRY", {k: v for k, v in backends_module._REGISTRY.items()
                                                        if k != "longest"})
-    for name in ("medtune_test_method", "medtune_test_backend"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
+    names = ("medtune_test_method", "medtune_test_backend")
+    before = {name: sys.modules.pop(name) for name in names if name in sys.modules}
     monkeypatch.setattr(plugins, "_loaded", set())
     monkeypatch.delenv(plugins.ENV_VAR, raising=False)
     monkeypatch.syspath_prepend(str(PLUGINS))
+    yield
+    for name in names:  # the modules imported here registered into the registries that are now restored
+        sys.modules.pop(name, None)
+    sys.modules.update(before)
 
 
 def _grid(tmp_path: Path, **changes) -> Path:

@@ -73,8 +73,8 @@ def test_unknown_method_lists_the_available_names():
         get_method("nope")
     assert "unknown method 'nope'" in str(err.value)
     assert all(name in str(err.value) for name in (*BUILT_INS, "norm-only"))
-    with pytest.raises(ConfigError, match="unknown method 'nope'"):
-        TrainConfig(method="nope")
+    with pytest.raises(ConfigError, match=r"training\.method: unknown method 'nope'"):
+        TrainConfig.from_dict({"method": "nope"})
 
 
 def test_a_taken_name_needs_replace(registry):

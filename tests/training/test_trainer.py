@@ -222,3 +222,30 @@ def test_gradient_checkpointing_is_active_and_changes_nothing_but_memory(tmp_pat
     assert ckpt.losses == pytest.approx(plain.losses, rel=1e-5)
     for (n, p), (_, q) in zip(plain.model.named_parameters(), ckpt.model.named_parameters(), strict=True):
         assert torch.allclose(p, q, atol=1e-6), n
+
+
+def test_cli_trains_on_the_training_split_of_a_file_that_holds_several(tmp_path, capsys):
+    """Following the README on the synthetic file (train and test questions in one file) never trains on test."""
+    from medtune.schema import write_items
+    from medtune.training.runlog import read_log
+
+    items = make_items(24)
+    mixed = [it.model_copy(update={"split": "test" if i >= 16 else "train"}) for i, it in enumerate(items)]
+    items_path = tmp_path / "mixed.parquet"
+    write_items(mixed, items_path)
+    train_ids = [it.id for it in mixed if it.split == "train"]
+    order_path = tmp_path / "order.json"
+    order_path.write_text(json.dumps(make_order(train_ids)))
+    out = tmp_path / "run"
+    assert _cli_train({"items": items_path, "order": order_path}, out, None, "--max-steps", "2") == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "split 'train': 16 items (left out: {'test': 8})" in said
+    assert {i for rec in read_log(out) for i in rec["ids"]} <= set(train_ids)
+
+    # An order that names a test question is refused (it is not among the training items), naming the id.
+    order_path.write_text(json.dumps(make_order([*train_ids[:3], mixed[-1].id])))
+    assert _cli_train({"items": items_path, "order": order_path}, tmp_path / "run2", None) == 2
+    assert mixed[-1].id in " ".join(capsys.readouterr().err.split())
+    # ... unless the user names every split explicitly.
+    assert _cli_train({"items": items_path, "order": order_path}, tmp_path / "run3", None, "--split", "all",
+                      "--max-steps", "1") == 0

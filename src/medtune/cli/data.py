@@ -178,15 +178,21 @@ def prepare_cmd(
         steps.add_row(s.name, str(s.before), str(s.after), s.detail)
     console.print(steps)
     if rep.duplicates and show > 0:
-        dt = Table(title=f"Removed duplicates ({len(rep.duplicates)})", title_justify="left")
-        for col in ("removed", "duplicate of", "kind", "similarity"):
-            dt.add_column(col)
-        for d in rep.duplicates[:show]:
-            dt.add_row(d.removed, d.kept, d.kind, f"{d.similarity:.3f}")
-        console.print(dt)
+        console.print(_pairs_table(f"Removed duplicates ({len(rep.duplicates)})", ("removed", "duplicate of"),
+                                   rep.duplicates[:show]))
     if report is not None:
         write_json_atomic(report, rep.to_dict())
     console.print(f"wrote {len(kept)} of {n_before} items to {output}")
+
+
+def _pairs_table(title: str, names: tuple[str, str], pairs: list[Any]) -> Table:
+    """Duplicate pairs (removed or leaked item, the item it duplicates, exact/near, similarity) as a table."""
+    table = Table(title=title, title_justify="left")
+    for col in (*names, "kind", "similarity"):
+        table.add_column(col)
+    for p in pairs:
+        table.add_row(p.removed, p.kept, p.kind, f"{p.similarity:.3f}")
+    return table
 
 
 @data_app.command("leakage")
@@ -210,12 +216,7 @@ def leakage_cmd(
     rep = leakage_report(train_items, test_items, threshold=threshold)
     d = rep.to_dict()
     if rep.pairs and show > 0:
-        table = Table(title=f"Leaked pairs ({len(rep.pairs)})", title_justify="left")
-        for col in ("test id", "train id", "kind", "similarity"):
-            table.add_column(col)
-        for p in rep.pairs[:show]:
-            table.add_row(p.removed, p.kept, p.kind, f"{p.similarity:.3f}")
-        console.print(table)
+        console.print(_pairs_table(f"Leaked pairs ({len(rep.pairs)})", ("test id", "train id"), rep.pairs[:show]))
     summary = Table(title="Leakage", title_justify="left")
     for col in ("train", "test", "exact pairs", "near pairs", "test items leaked", "share"):
         summary.add_column(col, justify="right")
