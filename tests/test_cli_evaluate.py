@@ -8,10 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from tests.conftest import shared_path
+from tests.experiments.test_report_stats import PLAN, _run
 
 from medtune.cli import main
-from medtune.evaluation import mcnemar, qa_metrics, read_predictions
+from medtune.evaluation import calibration_metrics, mcnemar, qa_metrics, read_predictions
+from medtune.experiments.report import RunData, power_table
 from medtune.schema import write_items
+from medtune.stats import power_of_runs
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +62,11 @@ def test_evaluate_mcq_end_to_end(setup, tmp_path, capsys):
     steps = pd.Series([it.meta["meta_info"] for it in setup["mcq"]]).value_counts().to_dict()
     assert {k: v["n"] for k, v in metrics["per_meta"]["meta_info"].items()} == steps
     assert sum(metrics["answer_positions"]["pred"].values()) == 10
+    # letter mode has option probabilities: their calibration is in metrics.json
+    cal = calibration_metrics(ref["probs"].map(list).tolist(), [it.answer for it in setup["mcq"]])
+    assert metrics["calibration"]["ece"] == pytest.approx(cal["ece"], abs=1e-6)
+    assert metrics["calibration"]["brier"] == pytest.approx(cal["brier"], abs=1e-6)
+    assert metrics["calibration"]["n"] == 10 and 0 <= metrics["calibration"]["ece"] <= 1
     # recompute from the file: same numbers
     again = tmp_path / "again.json"
     assert main(["evaluate", "metrics", str(out / "predictions.parquet"), "--items", str(setup["mcq_path"]),
@@ -119,6 +127,28 @@ def test_evaluate_bad_input(setup, tmp_path, capsys):
     assert main(["evaluate", "compare", str(p1), str(p2)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "b.parquet" in err and "different items" in err
+
+
+def test_evaluate_power_prints_each_comparison(tmp_path, capsys):
+    """`evaluate power` on a run folder of hand-written cell records and predictions (3 seeds, 2 strategies)."""
+    run_dir, correct = _run(tmp_path / "grid", PLAN)
+    out = tmp_path / "power.csv"
+    assert main(["evaluate", "power", str(run_dir), "--gain", "0.02", "-o", str(out)]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    table = pd.read_csv(out).set_index("label")
+    assert set(table.index) == {"steady", "swinging"}
+    for strategy in ("steady", "swinging"):
+        expect = power_of_runs({s: correct[(strategy, s)] for s in range(3)},
+                               {s: correct[("random", s)] for s in range(3)}, gain=0.02)
+        assert table.loc[strategy, "mdg"] == pytest.approx(expect["mdg"])
+        assert table.loc[strategy, "seeds_needed"] == expect["seeds_needed"]
+        assert f"{100 * expect['mdg']:.2f} pp" in printed and str(expect["seeds_needed"]) in printed
+    assert "power of the paired t on the seeds" in printed
+    # a stricter level needs more seeds; bad options are refused
+    strict = power_table(RunData(run_dir), gain=0.02, alpha=0.01).set_index("label")
+    assert (strict["seeds_needed"] > table["seeds_needed"]).all()
+    assert main(["evaluate", "power", str(run_dir), "--alpha", "1.5"]) == 2
+    assert main(["evaluate", "power", str(tmp_path)]) == 2
 
 
 # ----------------------------------------------------------------------------------------------------------

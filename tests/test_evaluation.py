@@ -245,3 +245,52 @@ def test_paired_bootstrap_properties(pairs, seed):
     assert 0 < ab["p_value"] <= 1
     acc = accuracy_with_ci(a, n_boot=300, seed=seed)
     assert acc["ci_low"] <= acc["accuracy"] <= acc["ci_high"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Calibration
+
+_CAL_PROBS = [[0.7, 0.1, 0.1, 0.1], [0.2, 0.6, 0.1, 0.1], [0.25, 0.25, 0.45, 0.05], [0.05, 0.05, 0.05, 0.85],
+              [0.1, 0.65, 0.15, 0.1]]
+_CAL_ANSWERS = [0, 0, 2, 3, 1]
+
+
+def test_calibration_hand_computed():
+    from medtune.evaluation import calibration_metrics
+
+    res = calibration_metrics(_CAL_PROBS, _CAL_ANSWERS)
+    # confidences .70 (right), .60 (wrong: B beats the answer A), .45 (right), .85 (right), .65 (right)
+    # bins [0.4,0.5): 1 item, |1 − .45| = .55; [0.6,0.7): 2 items, acc .5, conf .625 → 2·.125 = .25;
+    # [0.7,0.8): |1 − .7| = .3; [0.8,0.9): |1 − .85| = .15 → ECE = 1.25 / 5
+    assert res["ece"] == pytest.approx(0.25)
+    # Brier per item: .12, 1.02, .43, .03, .165 → mean .353
+    assert res["brier"] == pytest.approx(0.353)
+    assert [(b["low"], b["n"]) for b in res["bins"]] == [(0.4, 1), (0.6, 2), (0.7, 1), (0.8, 1)]
+    assert res["bins"][1]["accuracy"] == 0.5 and res["bins"][1]["confidence"] == pytest.approx(0.625)
+    # one bin: ECE = |accuracy − mean confidence| = |0.8 − 3.25 / 5|
+    assert calibration_metrics(_CAL_PROBS, _CAL_ANSWERS, n_bins=1)["ece"] == pytest.approx(0.15)
+    # items with fewer options: a missing option has probability 0; perfect and certain → 0 and 0
+    ragged = calibration_metrics([[0.0, 1.0], [1.0, 0.0, 0.0]], [1, 0])
+    assert ragged["ece"] == 0 and ragged["brier"] == 0
+    assert calibration_metrics([[1.0, 0.0]], [1])["brier"] == pytest.approx(2.0)
+    with pytest.raises(InputError, match=r"record 1, field 'probs'.*not a probability vector"):
+        calibration_metrics([[0.5, 0.5], [0.5, 0.6]], [0, 0])
+    with pytest.raises(InputError, match="field 'answer'"):
+        calibration_metrics([[0.5, 0.5]], [2])
+
+
+def test_compute_metrics_reports_calibration_where_probabilities_exist():
+    items = [MCQItem(id=f"c{i}", question="Q?", options=["a", "b", "c", "d"], answer=a, source="t", split="test")
+             for i, a in enumerate(_CAL_ANSWERS)]
+    preds = [int(np.argmax(p)) for p in _CAL_PROBS]
+    frame = _predictions(items, preds, mode="option").assign(probs=_CAL_PROBS)
+    m = compute_metrics(frame, items, n_boot=100)
+    assert m["calibration"]["ece"] == pytest.approx(0.25) and m["calibration"]["brier"] == pytest.approx(0.353)
+    assert m["calibration"]["n"] == 5 and m["accuracy"]["accuracy"] == pytest.approx(0.8)
+    # generate mode has no option probabilities; letter mode without a probs column neither
+    assert "calibration" not in compute_metrics(frame.assign(mode="generate"), items, n_boot=100)
+    assert "calibration" not in compute_metrics(frame.drop(columns=["probs"]).assign(mode="letter"), items,
+                                                n_boot=100)
+    short = frame.assign(probs=[p[:3] if i == 2 else p for i, p in enumerate(_CAL_PROBS)])
+    with pytest.raises(InputError, match=r"record 2, field 'probs'.*id 'c2'"):
+        compute_metrics(short, items, n_boot=100)

@@ -4,10 +4,17 @@ Small effects are the point of the orders study (the paper's best gain over rand
 so every accuracy comes with a seeded 95% bootstrap interval and two prediction files on the same items are
 compared *paired* (McNemar on the discordant pairs, and a paired bootstrap of the accuracy difference):
 an unpaired comparison would throw away most of the power. Free-text answers (MedQuAD) get SQuAD-style
-token precision/recall/F1 and ROUGE-L (rouge-score).
+token precision/recall/F1 and ROUGE-L (rouge-score). Where the scorer gives option probabilities (letter and
+option modes), :func:`calibration_metrics` adds the expected calibration error and the Brier score.
+
+McNemar and the paired bootstrap are *within-run* tests: they resample test items and treat each prediction
+file as a fixed system, so they say whether two runs differ on these items. Whether one training *strategy*
+beats another also depends on how much runs of one strategy vary with the seed; that comparison, with the
+training run as the unit, is :mod:`medtune.stats`.
 
 Public functions (also used by the experiment report): :func:`accuracy_with_ci`, :func:`paired_bootstrap`,
-:func:`mcnemar`, :func:`qa_metrics`, :func:`compute_metrics`, :func:`compare_predictions`.
+:func:`mcnemar`, :func:`calibration_metrics`, :func:`qa_metrics`, :func:`compute_metrics`,
+:func:`compare_predictions`.
 """
 
 from __future__ import annotations
@@ -87,10 +94,11 @@ def paired_bootstrap(
 ) -> dict[str, Any]:
     """Paired bootstrap of mean(a) − mean(b) over the same items: difference, percentile CI and p-value.
 
-    Items are resampled with replacement, the same draw for both systems. The two-sided p-value follows
-    the shifted-null recipe (Berg-Kirkpatrick et al. 2012): the share of resampled differences at least
-    as far from the observed difference as the observed difference is from 0, with the +1 correction
-    (so it is never exactly 0).
+    A within-run test: the two vectors are fixed systems and only the items vary (see :mod:`medtune.stats`
+    for strategies compared over training runs). Items are resampled with replacement, the same draw for
+    both systems. The two-sided p-value follows the shifted-null recipe (Berg-Kirkpatrick et al. 2012): the
+    share of resampled differences at least as far from the observed difference as the observed difference
+    is from 0, with the +1 correction (so it is never exactly 0).
     """
     a = _as_float_array(correct_a, "correct_a")
     b = _as_float_array(correct_b, "correct_b")
@@ -118,6 +126,7 @@ def paired_bootstrap(
 def mcnemar(correct_a: Iterable[Any], correct_b: Iterable[Any]) -> dict[str, Any]:
     """McNemar's test on paired 0/1 outcomes: exact binomial p-value and the mid-p variant.
 
+    A within-run test, like :func:`paired_bootstrap`: it compares two fixed prediction files on the same items.
     ``b`` = items A gets right and B wrong, ``c`` = the reverse. Under H0 the discordant items split
     50/50: exact p = 2·P(X ≤ min(b, c)) for X ~ Binomial(b+c, 1/2), capped at 1; mid-p =
     2·P(X ≤ k) − P(X = k), which counts the observed outcome half (Fagerland et al. 2013 recommend it:
@@ -145,6 +154,92 @@ def mcnemar(correct_a: Iterable[Any], correct_b: Iterable[Any]) -> dict[str, Any
     return {"a_only": b, "b_only": c, "both": int(((a == 1) & (b_arr == 1)).sum()),
             "neither": int(((a == 0) & (b_arr == 0)).sum()), "n_discordant": n, "p_exact": p_exact,
             "p_midp": p_mid, "chi2_cc": float(chi2)}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Calibration of option probabilities
+
+DEFAULT_CALIBRATION_BINS = 10
+
+
+def _prob_matrix(probs: Sequence[Sequence[float]]) -> np.ndarray:
+    """Ragged probability vectors as one zero-padded matrix (a padded option has probability 0)."""
+    width = max((len(p) for p in probs), default=0)
+    out = np.zeros((len(probs), width))
+    for r, p in enumerate(probs):
+        row = np.asarray(p, dtype=float)
+        if row.size == 0 or np.isnan(row).any() or (row < -1e-9).any() or abs(row.sum() - 1) > 1e-3:
+            raise InputError(f"option probabilities {np.round(row, 4).tolist()} are not a probability vector "
+                             "(non-negative, summing to 1)", record=r, field="probs")
+        out[r, : row.size] = row
+    return out
+
+
+def calibration_metrics(
+    probs: Sequence[Sequence[float]],
+    answers: Sequence[int],
+    *,
+    n_bins: int = DEFAULT_CALIBRATION_BINS,
+) -> dict[str, Any]:
+    """Expected calibration error and multi-class Brier score of option probability vectors.
+
+    A model whose 70 %-confident answers are right 70 % of the time can be trusted to say when it is
+    unsure; accuracy alone does not show that, and orders of training data may change it. ECE (Naeini et
+    al. 2015; Guo et al. 2017): the top probability of each item is its confidence and the hit is whether
+    that option is the answer; items fall in ``n_bins`` equal-width bins of confidence ([0, 0.1), …,
+    [0.9, 1.0] for 10), and ECE = Σ_b (n_b / N)·|accuracy_b − mean confidence_b|. Brier (Brier 1950, the
+    original multi-class form): the mean over items of Σ_k (p_k − 1[k = answer])², from 0 (certain and right)
+    to 2 (certain and wrong). ``bins`` lists the non-empty bins (for a reliability diagram).
+    """
+    if len(probs) != len(answers):
+        raise InputError(f"{len(probs)} probability vectors for {len(answers)} answers")
+    if not probs:
+        raise InputError("no probabilities to assess calibration on")
+    if n_bins < 1:
+        raise InputError(f"calibration needs at least one bin (got {n_bins})")
+    p = _prob_matrix(probs)
+    gold = np.asarray(answers, dtype=int)
+    if ((gold < 0) | (gold >= p.shape[1])).any():
+        r = int(np.argmax((gold < 0) | (gold >= p.shape[1])))
+        raise InputError(f"answer {gold[r]} has no probability ({p.shape[1]} options)", record=r, field="answer")
+    onehot = np.zeros_like(p)
+    onehot[np.arange(len(gold)), gold] = 1.0
+    brier = float(((p - onehot) ** 2).sum(axis=1).mean())
+    conf = p.max(axis=1)
+    hit = (p.argmax(axis=1) == gold).astype(float)
+    idx = np.minimum((conf * n_bins).astype(int), n_bins - 1)
+    counts = np.bincount(idx, minlength=n_bins)
+    conf_sum = np.bincount(idx, weights=conf, minlength=n_bins)
+    hit_sum = np.bincount(idx, weights=hit, minlength=n_bins)
+    nonempty = counts > 0
+    gaps = np.abs(hit_sum[nonempty] - conf_sum[nonempty])  # n_b · |acc_b − conf_b|
+    ece = float(gaps.sum() / len(gold))
+    bins = [{"low": b / n_bins, "high": (b + 1) / n_bins, "n": int(counts[b]),
+             "confidence": float(conf_sum[b] / counts[b]), "accuracy": float(hit_sum[b] / counts[b])}
+            for b in np.nonzero(nonempty)[0]]
+    return {"ece": ece, "brier": brier, "n": len(gold), "n_bins": n_bins, "mean_confidence": float(conf.mean()),
+            "bins": bins}
+
+
+def _calibration_of(frame: pd.DataFrame, items: Sequence[MCQItem]) -> dict[str, Any] | None:
+    """Calibration of a letter/option-mode table's ``probs`` (rows without probabilities are left out)."""
+    if "probs" not in frame.columns:
+        return None
+    rows = [r for r, v in enumerate(frame["probs"]) if v is not None and not (isinstance(v, float) and v != v)]
+    if not rows:
+        return None
+    probs = [list(frame["probs"].iloc[r]) for r in rows]
+    for r, p in zip(rows, probs, strict=True):
+        if len(p) != len(items[r].options):
+            raise InputError(f"{len(p)} option probabilities for id '{items[r].id}', which has "
+                             f"{len(items[r].options)} options", record=r, field="probs")
+    try:
+        return calibration_metrics(probs, [items[r].answer for r in rows])
+    except InputError as exc:
+        if exc.record is None:
+            raise
+        r = rows[int(exc.record)]
+        raise InputError(f"{exc.reason} (id '{items[r].id}')", record=r, field=exc.field) from None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -284,7 +379,9 @@ def compute_metrics(
 
     MCQ: accuracy with CI, macro and weighted F1 over answer positions, accuracy per category,
     subcategory, human difficulty level and meta key (auto: scalar meta fields with 2–20 values, e.g. the
-    USMLE step), gold/predicted answer-position distributions and the unanswered rate. Free text: QA
+    USMLE step), gold/predicted answer-position distributions and the unanswered rate; in letter and
+    option mode also ``calibration`` (ECE and Brier score of the option probabilities, see
+    :func:`calibration_metrics`). Free text: QA
     metrics. Items without a prediction are counted (``n_items_missing``), predictions without an item are
     an error.
     """
@@ -340,6 +437,10 @@ def compute_metrics(
         "pred": {(LETTERS[k] if k >= 0 else "none"): int(v) for k, v in sorted(Counter(pred.tolist()).items())},
     }
     mcq = [it for it in aligned if isinstance(it, MCQItem)]
+    if mode in ("letter", "option"):
+        calibration = _calibration_of(frame, mcq)
+        if calibration is not None:
+            out["calibration"] = calibration
     for field in ("category", "subcategory"):
         vals = [getattr(it, field) for it in mcq]
         if any(v is not None for v in vals):

@@ -5,7 +5,9 @@ short for ``medtune evaluate run ...``; its settings options come from
 :class:`medtune.evaluation_stage.EvalSettings` and the work is :func:`medtune.evaluation_stage.run_evaluation`,
 the same stage the experiment grid runs. ``medtune evaluate compare A.parquet B.parquet`` compares two prediction
 files on the same items (McNemar and a paired bootstrap of the accuracy difference); ``medtune evaluate metrics
-PREDICTIONS --items ITEMS`` recomputes the metrics of an existing predictions file. Scoring streams to ``OUT_DIR``
+PREDICTIONS --items ITEMS`` recomputes the metrics of an existing predictions file; ``medtune evaluate power
+RUN_DIR`` says, for a grid run, the smallest gain over the baseline its seeds can detect and how many seeds a
+named gain needs (:func:`medtune.experiments.report.power_table`). Scoring streams to ``OUT_DIR``
 so an interrupted run resumes. Free-text items (QAItem, e.g. MedQuAD) are evaluated in generate mode with token
 P/R/F1 and ROUGE-L.
 """
@@ -176,6 +178,48 @@ def compare_cmd(
         t.add_row("only A right / only B right", f"{mc['a_only']} / {mc['b_only']}")
         t.add_row("McNemar exact p", f"{mc['p_exact']:.4g}")
         t.add_row("McNemar mid-p", f"{mc['p_midp']:.4g}")
+    console.print(t)
+
+
+@evaluate_app.command("power")
+def power_cmd(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A grid run folder of `medtune run`.")],
+    gain: Annotated[float, typer.Option(help="The gain to count seeds for (0.01 = 1 pp).")] = 0.01,
+    alpha: Annotated[float, typer.Option(help="Two-sided significance level.")] = 0.05,
+    power: Annotated[float, typer.Option(help="Power wanted (probability of detecting the gain).")] = 0.8,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the table as CSV.")] = None,
+) -> None:
+    """Per comparison with the baseline: the minimum detectable gain of the grid as run, and the seeds needed.
+
+    Paired t-test on the per-seed gains (noncentral t), from the run-to-run variance the grid shows, floored by
+    the test items' own (binomial) variance.
+    """
+    from medtune.experiments.report import RunData, power_table
+
+    for name, value in (("--alpha", alpha), ("--power", power)):
+        if not 0 < value < 1:
+            raise ConfigError(f"{name} must be between 0 and 1 (got {value})")
+    if gain == 0:
+        raise ConfigError("--gain must not be 0")
+    table = power_table(RunData(run_dir), gain=gain, alpha=alpha, power=power)
+    if table.empty:
+        console.print(f"{run_dir}: no strategy could be paired with a finished baseline cell")
+        return
+    if output is not None:
+        from medtune.io import atomic_path
+
+        with atomic_path(output, suffix=".csv") as tmp:
+            table.to_csv(tmp, index=False)
+    t = Table(title=f"{run_dir}: power of the paired t on the seeds (two-sided α = {alpha:g}, power {power:g})")
+    t.add_column("comparison")
+    for col in ("seeds", "items", "sd of a per-seed gain", "min. detectable gain", f"seeds for {100 * gain:g} pp"):
+        t.add_column(col, justify="right")
+    for r in table.itertuples():
+        where = " / ".join(str(v) for v in (r.model, r.dataset, r.method, r.test_set))
+        needed = "-" if r.seeds_needed is None or r.seeds_needed != r.seeds_needed else str(int(r.seeds_needed))
+        mdg = "not estimable (one seed)" if r.mdg != r.mdg else f"{100 * r.mdg:.2f} pp"
+        sd = "-" if r.sd_gain_power != r.sd_gain_power else f"{100 * r.sd_gain_power:.2f} pp"
+        t.add_row(f"{r.label} − baseline ({where})", str(r.seeds), str(r.n_items), sd, mdg, needed)
     console.print(t)
 
 

@@ -4,13 +4,21 @@
 ``RUN_DIR/report/``: ``report.html`` (self-contained: figures embedded as base64 PNG, inline CSS, no
 external asset), ``report.md`` and ``tables/*.csv``. Every number comes from the run's files.
 
-Statistics (all from :mod:`medtune.evaluation`, nothing re-implemented here):
+Statistics (all from :mod:`medtune.stats` and :mod:`medtune.evaluation`, nothing re-implemented here):
 
 - accuracy per model × training set × method × difficulty source × strategy × test set: the mean over
-  seeds, with a 95% percentile-bootstrap CI over *items* of the seed-averaged per-item correctness;
-- gain over random shuffle: per seed, the strategy's cell against the random cell of the same seed, on
-  the same items; the (seed, item) pairs of all seeds are pooled for a paired bootstrap of the accuracy
-  difference and McNemar's test;
+  seeds, with a 95% percentile-bootstrap CI over *items* of the seed-averaged per-item correctness, and
+  the calibration of the option probabilities (ECE, Brier score; mean over seeds);
+- gain over random shuffle, with the training run as the unit (runs of one strategy differ with the seed
+  about as much as strategies do): per seed, the strategy's cell against the random cell of the same seed,
+  on the same items; a paired t-test on the per-seed gains gives the p-value and the 95% interval, and Holm's
+  adjustment runs across the strategies of one model × training set × method × test set (the heatmap stars
+  and the headline use the adjusted p); a two-stage (seeds, then items) bootstrap is shown beside it;
+- within-run tests, labelled as such: McNemar and the item bootstrap on the pooled (seed, item) pairs,
+  which treat each run as a fixed system and so ignore run-to-run variance; with one seed they are all
+  there is, and the report says so;
+- power: the minimum detectable gain of the grid as run and the seeds a 1 pp gain would need;
+- a forest plot of each strategy's gain, its seed-aware interval and the per-seed gains;
 - human vs LLM (or IRT, file) difficulty: the same paired comparison between difficulty sources;
 - accuracy per human difficulty level and for held-out items (synthetic ``meta.heldout``), where order
   effects are expected: hard and held-out items need inference and transfer rather than recall.
@@ -38,20 +46,30 @@ from medtune.experiments.store import ResultStore
 from medtune.io import atomic_path, write_text_atomic
 from medtune.orders.orderfile import OrderFile
 from medtune.schema import DIFFICULTY_LEVELS
+from medtune.stats import DEFAULT_ALPHA, DEFAULT_GAIN, DEFAULT_POWER, holm
 
 GROUP = ["model", "dataset", "method", "difficulty", "strategy", "test_set"]
+# The comparisons with the baseline that form one family for Holm's adjustment.
+FAMILY = ["model", "dataset", "method", "test_set"]
 SECTIONS = {
     "overview": "Overview",
     "failed": "Failed cells",
     "summary": "Accuracy per cell (mean over seeds, 95% CI)",
     "gains": "Gain over random shuffle",
+    "forest": "Gains with seed-aware intervals",
     "heatmap": "Heatmap of gains",
+    "power": "Power of the grid",
     "best": "Best strategy per model and test set",
     "difficulty-sources": "Human vs LLM difficulty",
     "levels": "Accuracy per difficulty level and on held-out items",
     "loss": "Loss curves",
     "orders": "Learning orders",
 }
+
+
+HEADLINE_PCT = ("accuracy", "ci_low", "ci_high", "gain", "gain_ci_low", "gain_ci_high", "item_ci_low",
+                "item_ci_high")
+HEADLINE_P = ("p_holm", "p_within_run")
 
 
 @dataclass
@@ -68,8 +86,7 @@ class Report:
         """The headline table as plain text (for a closing console message)."""
         if self.headline.empty:
             return "(no finished cell)"
-        return _fmt_table(self.headline, pct=("accuracy", "ci_low", "ci_high", "gain"),
-                          pvals=("p_bootstrap",)).to_string(index=False)
+        return _fmt_table(self.headline, pct=HEADLINE_PCT, pvals=HEADLINE_P).to_string(index=False)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -94,6 +111,7 @@ class RunData:
         self.n_boot = int(n_boot or ev.get("bootstrap") or 1000)
         self.baseline = self.config.get("baseline_strategy") or "random"
         self._correct: dict[tuple[str, str], pd.Series] = {}
+        self._calibration: dict[tuple[str, str], dict[str, Any] | None] = {}
         self._items: dict[str, pd.DataFrame] = {}
         done = self.results[self.results["status"] == "done"].copy()
         done["seed"] = done["seed"].astype(int)
@@ -103,12 +121,30 @@ class RunData:
         """Per-item correctness (0/1, or token F1 for free text), indexed by item id."""
         key = (cell_id, test_set)
         if key not in self._correct:
-            from medtune.evaluation import per_item_scores, read_predictions
-
-            path = self.records[cell_id]["tests"][test_set]["predictions"]
-            frame = read_predictions(path)
-            self._correct[key] = pd.Series(per_item_scores(frame), index=frame["id"].astype(str))
+            self._read(cell_id, test_set)
         return self._correct[key]
+
+    def calibration(self, cell_id: str, test_set: str) -> dict[str, Any] | None:
+        """ECE and Brier score of the cell's option probabilities (None without them: generate mode)."""
+        key = (cell_id, test_set)
+        if key not in self._calibration:
+            self._read(cell_id, test_set)
+        return self._calibration[key]
+
+    def _read(self, cell_id: str, test_set: str) -> None:
+        from medtune.evaluation import calibration_metrics, per_item_scores, read_predictions
+
+        path = self.records[cell_id]["tests"][test_set]["predictions"]
+        frame = read_predictions(path)
+        self._correct[(cell_id, test_set)] = pd.Series(per_item_scores(frame), index=frame["id"].astype(str))
+        cal = None
+        modes = set(frame["mode"].astype(str)) if "mode" in frame.columns else set()
+        if "probs" in frame.columns and modes <= {"letter", "option"} and frame["probs"].notna().all():
+            try:
+                cal = calibration_metrics([list(p) for p in frame["probs"]], frame["answer"].astype(int).tolist())
+            except InputError as exc:
+                raise exc.located(file=path) from None
+        self._calibration[(cell_id, test_set)] = cal
 
     def item_table(self, cell_id: str, test_set: str) -> pd.DataFrame:
         """Test items' level and held-out flag, indexed by id."""
@@ -143,7 +179,11 @@ def _label(strategy: str, difficulty: str) -> str:
 
 
 def summary_table(run: RunData) -> pd.DataFrame:
-    """Mean accuracy over seeds per group, with the item-bootstrap CI of the seed-averaged correctness."""
+    """Mean accuracy over seeds per group, with the item-bootstrap CI of the seed-averaged correctness.
+
+    ``ece`` and ``brier``: calibration of the option probabilities, mean over the group's seeds (NaN where the
+    cells were scored in generate mode).
+    """
     from medtune.evaluation import accuracy_with_ci
 
     rows = []
@@ -153,11 +193,14 @@ def summary_table(run: RunData) -> pd.DataFrame:
         mean_item = np.mean([s.loc[common].to_numpy() for s in per_seed], axis=0)
         ci = accuracy_with_ci(mean_item, n_boot=run.n_boot, seed=0)
         accs = g["accuracy"].astype(float).to_numpy()
+        cals = [c for c in (run.calibration(cid, key[-1]) for cid in g["cell_id"]) if c is not None]
         rows.append({**dict(zip(GROUP, key, strict=True)), "label": _label(key[4], key[3]),
                      "metric": g["metric"].iloc[0] if "metric" in g else "accuracy",
                      "seeds": len(g), "accuracy": float(accs.mean()),
                      "sd": float(accs.std(ddof=1)) if len(accs) > 1 else float("nan"),
                      "ci_low": ci["ci_low"], "ci_high": ci["ci_high"], "n_items": len(common),
+                     "ece": float(np.mean([c["ece"] for c in cals])) if cals else float("nan"),
+                     "brier": float(np.mean([c["brier"] for c in cals])) if cals else float("nan"),
                      "final_loss": float(np.nanmean(g["final_loss"].astype(float))) if g["final_loss"].notna().any()
                      else float("nan")})
     return pd.DataFrame(rows)
@@ -170,54 +213,86 @@ def _common_index(series: Sequence[pd.Series]) -> pd.Index:
     return idx
 
 
-def _paired(run: RunData, a: pd.DataFrame, b: pd.DataFrame, test_set: str) -> dict[str, Any] | None:
-    """Pool (seed, item) pairs of two groups' cells with the same seeds; paired bootstrap + McNemar."""
-    from medtune.evaluation import mcnemar, paired_bootstrap
+def _arms(run: RunData, a: pd.DataFrame, b: pd.DataFrame, test_set: str) -> tuple[dict, dict]:
+    """Seed → per-item scores of two groups' cells, on the items every one of their cells was scored on."""
+    sa = {int(r.seed): run.correct(r.cell_id, test_set) for r in a.itertuples()}
+    sb = {int(r.seed): run.correct(r.cell_id, test_set) for r in b.itertuples()}
+    common = _common_index([*sa.values(), *sb.values()])
+    return ({k: v.loc[common].to_numpy() for k, v in sa.items()},
+            {k: v.loc[common].to_numpy() for k, v in sb.items()})
 
-    seeds = sorted(set(a["seed"]) & set(b["seed"]))
-    if not seeds:
+
+def _paired(run: RunData, a: pd.DataFrame, b: pd.DataFrame, test_set: str, *, gain: float = DEFAULT_GAIN,
+            alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER) -> dict[str, Any] | None:
+    """Group a against group b (:func:`medtune.stats.compare_runs`): seed-aware test, within-run tests, power.
+
+    ``gain_ci_low``/``gain_ci_high``/``p_seed`` are the seed-aware (run-level t) answers; ``item_ci_*``,
+    ``p_bootstrap`` and ``p_mcnemar`` the within-run tests on the pooled (seed, item) pairs.
+    """
+    from medtune.stats import compare_runs
+
+    if a.empty or b.empty:
         return None
-    xs, ys, per_seed = [], [], []
-    for s in seeds:
-        ca = run.correct(a.loc[a["seed"] == s, "cell_id"].iloc[0], test_set)
-        cb = run.correct(b.loc[b["seed"] == s, "cell_id"].iloc[0], test_set)
-        common = ca.index.intersection(cb.index, sort=False)
-        xa, xb = ca.loc[common].to_numpy(), cb.loc[common].to_numpy()
-        xs.append(xa)
-        ys.append(xb)
-        per_seed.append(float(xa.mean() - xb.mean()))
-    x, y = np.concatenate(xs), np.concatenate(ys)
-    boot = paired_bootstrap(x, y, n_boot=run.n_boot, seed=0)
-    out = {"seeds": len(seeds), "gain": float(np.mean(per_seed)), "gain_ci_low": boot["ci_low"],
-           "gain_ci_high": boot["ci_high"], "p_bootstrap": boot["p_value"],
-           "per_seed": ", ".join(f"{100 * g:+.1f}" for g in per_seed), "n_pairs": int(x.size)}
-    if np.isin(x, (0, 1)).all() and np.isin(y, (0, 1)).all():
-        m = mcnemar(x, y)
-        out.update({"p_mcnemar": m["p_exact"], "p_mcnemar_midp": m["p_midp"], "only_strategy": m["a_only"],
-                    "only_random": m["b_only"]})
+    ra, rb = _arms(run, a, b, test_set)
+    if not next(iter(ra.values())).size:
+        return None
+    res = compare_runs(ra, rb, n_boot=run.n_boot, seed=0, gain=gain, alpha=alpha, power=power)
+    per_seed = [res["per_seed"][s] for s in sorted(res["per_seed"])]
+    out = {"seeds": res["seeds"], "test": res["test"], "gain": res["gain"], "gain_ci_low": res["ci_low"],
+           "gain_ci_high": res["ci_high"], "p_seed": res["p_value"], "df": res["df"], "sd_gain": res["sd_gain"],
+           "hb_ci_low": res["hb_ci_low"], "hb_ci_high": res["hb_ci_high"], "p_hier": res["p_hier"],
+           "item_ci_low": res.get("item_ci_low"), "item_ci_high": res.get("item_ci_high"),
+           "p_bootstrap": res.get("p_item_bootstrap"),
+           "per_seed": ", ".join(f"{100 * g:+.1f}" for g in per_seed), "per_seed_gains": per_seed,
+           "n_items": res["n_items"], "n_pairs": res.get("n_pairs"), "mdg": res["mdg"],
+           "seeds_needed": res["seeds_needed"], "power_gain": res["power_gain"], "power_seeds": res["power_seeds"],
+           "sd_gain_power": res["sd_gain_power"], "between_sd": _sqrt(res["between_var"]),
+           "item_sd": _sqrt(res["item_var"]), "mdg_items": res["mdg_items"], "reason": res["reason"]}
+    if "p_mcnemar" in res:
+        out.update({"p_mcnemar": res["p_mcnemar"], "p_mcnemar_midp": res["p_mcnemar_midp"],
+                    "only_strategy": res["only_a"], "only_random": res["only_b"]})
     return out
 
 
-def gains_table(run: RunData) -> pd.DataFrame:
-    """Each strategy against random shuffle (same model, training set, method, test set and seeds)."""
+def _sqrt(v: float) -> float:
+    return math.sqrt(v) if v == v and v >= 0 else float("nan")
+
+
+def _baseline_pairs(run: RunData) -> list[tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]]:
+    """(axes, the group's cells, the baseline's cells) for every strategy that has a finished baseline."""
     d = run.done
-    rows = []
-    base_keys = ["model", "dataset", "method", "test_set"]
+    out = []
     for key, g in d.groupby(GROUP, sort=False, dropna=False):
         k = dict(zip(GROUP, key, strict=True))
         if k["strategy"] in (run.baseline, BASE_STRATEGY):
             continue
         mask = (d["strategy"] == run.baseline) & (d["difficulty"] == NO_DIFFICULTY)
-        for col in base_keys:
+        for col in FAMILY:
             mask &= d[col] == k[col]
-        ref = d[mask]
-        if ref.empty:
-            continue
-        res = _paired(run, g, ref, k["test_set"])
+        if mask.any():
+            out.append((k, g, d[mask]))
+    return out
+
+
+def gains_table(run: RunData, *, gain: float = DEFAULT_GAIN, alpha: float = DEFAULT_ALPHA,
+                power: float = DEFAULT_POWER) -> pd.DataFrame:
+    """Each strategy against random shuffle (same model, training set, method, test set and seeds).
+
+    ``p_holm`` is the seed-aware p-value Holm-adjusted across the strategies compared with the baseline in one
+    model × training set × method × test set; ``gain``/``alpha``/``power`` set the power columns.
+    """
+    rows = []
+    for k, g, ref in _baseline_pairs(run):
+        res = _paired(run, g, ref, k["test_set"], gain=gain, alpha=alpha, power=power)
         if res is None:
             continue
         rows.append({**k, "label": _label(k["strategy"], k["difficulty"]), **res})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if not out.empty:
+        out["p_holm"] = np.nan
+        for _, fam in out.groupby(FAMILY, sort=False, dropna=False):
+            out.loc[fam.index, "p_holm"] = holm(fam["p_seed"].to_numpy(dtype=float))
+    return out
 
 
 def best_table(summary: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
@@ -238,13 +313,17 @@ def best_table(summary: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
                       & (gains["test_set"] == key[3]) & (gains["label"] == top["label"])]
             if not m.empty:
                 row["gain_over_random"] = m["gain"].iloc[0]
-                row["p_bootstrap"] = m["p_bootstrap"].iloc[0]
+                row["p_holm"] = m["p_holm"].iloc[0]
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def difficulty_sources_table(run: RunData) -> pd.DataFrame:
-    """For strategies that use difficulty: each pair of difficulty sources compared, paired per seed/item."""
+    """For strategies that use difficulty: each pair of difficulty sources compared, paired per seed/item.
+
+    ``ci_low``/``ci_high``/``p_seed``: seed-aware (per-seed differences, paired t; not adjusted);
+    ``p_bootstrap``/``p_mcnemar``: within-run tests on the pooled (seed, item) pairs.
+    """
     d = run.done[run.done["difficulty"] != NO_DIFFICULTY]
     rows = []
     for key, g in d.groupby(["model", "dataset", "method", "strategy", "test_set"], sort=False):
@@ -258,7 +337,7 @@ def difficulty_sources_table(run: RunData) -> pd.DataFrame:
                          "test_set": key[4], "comparison": f"{b} − {a}", "source": b, "versus": a,
                          "accuracy_source": float(ga["accuracy"].mean()),
                          "accuracy_versus": float(gb["accuracy"].mean()), "difference": res["gain"],
-                         "ci_low": res["gain_ci_low"], "ci_high": res["gain_ci_high"],
+                         "ci_low": res["gain_ci_low"], "ci_high": res["gain_ci_high"], "p_seed": res["p_seed"],
                          "p_bootstrap": res["p_bootstrap"], "p_mcnemar": res.get("p_mcnemar"), "seeds": res["seeds"]})
     return pd.DataFrame(rows)
 
@@ -292,13 +371,23 @@ def levels_table(run: RunData) -> pd.DataFrame:
 
 
 def headline_table(summary: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
-    """Per model × test set × strategy: mean accuracy with CI, and the gain over random with its p-value."""
+    """Per model × test set × strategy: mean accuracy with CI, and the gain over random with its p-value.
+
+    The gain's interval and p-value are seed-aware (``p_holm``: Holm-adjusted). Where no comparison has two
+    seeds, there is no seed-aware answer: the item-level interval and the within-run p-value are shown
+    instead, under names that say so.
+    """
     if summary.empty:
         return pd.DataFrame()
     keys = ["model", "dataset", "method", "test_set", "label"]
     out = summary[[*keys, "seeds", "accuracy", "ci_low", "ci_high"]].copy()
     if not gains.empty:
-        out = out.merge(gains[[*keys, "gain", "p_bootstrap"]], on=keys, how="left")
+        if gains["p_holm"].notna().any() or gains["gain_ci_low"].notna().any():
+            cols = ["gain", "gain_ci_low", "gain_ci_high", "p_holm"]
+            out = out.merge(gains[[*keys, *cols]], on=keys, how="left")
+        else:
+            within = gains[[*keys, "gain", "item_ci_low", "item_ci_high", "p_bootstrap"]]
+            out = out.merge(within.rename(columns={"p_bootstrap": "p_within_run"}), on=keys, how="left")
     for col in ("dataset", "method"):
         if out[col].nunique() == 1:
             out = out.drop(columns=col)
@@ -320,6 +409,60 @@ def level_gains_table(levels: pd.DataFrame, baseline: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def power_table(run: RunData, *, gain: float = DEFAULT_GAIN, alpha: float = DEFAULT_ALPHA,
+                power: float = DEFAULT_POWER) -> pd.DataFrame:
+    """Per comparison with the baseline: the minimum detectable gain of the grid as run, and the seeds needed.
+
+    What ``medtune evaluate power`` prints: the power columns of :func:`gains_table` for a named ``gain``,
+    two-sided ``alpha`` and ``power`` (paired t on the seeds, noncentral t; :func:`medtune.stats.power_of_runs`),
+    without the bootstraps.
+    """
+    from medtune.stats import power_of_runs
+
+    rows = []
+    for k, g, ref in _baseline_pairs(run):
+        ra, rb = _arms(run, g, ref, k["test_set"])
+        if not next(iter(ra.values())).size:
+            continue
+        pw = power_of_runs(ra, rb, gain=gain, alpha=alpha, power=power)
+        rows.append({**k, "label": _label(k["strategy"], k["difficulty"]), "seeds": pw["n_seeds"],
+                     "n_items": len(next(iter(ra.values()))), "sd_gain_power": pw["sd_gain"],
+                     "between_sd": _sqrt(pw["between_var"]), "item_sd": _sqrt(pw["item_var"]), "mdg": pw["mdg"],
+                     "power_gain": gain, "seeds_needed": pw["seeds_needed"], "mdg_items": pw["mdg_items"],
+                     "alpha": alpha, "power": power, "reason": pw["reason"]})
+    return pd.DataFrame(rows)
+
+
+def power_paragraphs(gains: pd.DataFrame) -> list[str]:
+    """One sentence or two per model × training set × method × test set on what the grid can detect."""
+    out = []
+    for key, fam in gains.groupby(FAMILY, sort=False, dropna=False):
+        where = " / ".join(str(k) for k in key)
+        seeds, items = int(fam["power_seeds"].max()), int(fam["n_items"].max())
+        gain_pp = 100 * float(fam["power_gain"].iloc[0]) if "power_gain" in fam else 1.0
+        if fam["mdg"].isna().all():
+            floor = 100 * float(fam["mdg_items"].median())
+            out.append(f"{where}: with {seeds} seed(s) the variance between training runs cannot be estimated, so "
+                       "neither the minimum detectable gain nor the seeds needed can be. Even if runs did not "
+                       f"vary, the {items} test items alone would resolve gains of about {floor:.1f} pp "
+                       "(80% power, α = 0.05).")
+            continue
+        mdg = 100 * fam["mdg"].astype(float)
+        need = pd.to_numeric(fam["seeds_needed"], errors="coerce")
+        span = f" (from {mdg.min():.1f} to {mdg.max():.1f} pp over {len(fam)} strategies)" if len(fam) > 1 else ""
+        text = (f"{where}: with {seeds} seeds and {items} test items, the smallest gain over the baseline this "
+                f"grid detects with 80% power (two-sided α = 0.05, paired t on the seeds) is {mdg.median():.1f} "
+                f"pp{span}, at the run-to-run variance observed.")
+        if need.notna().any():
+            text += (f" Detecting a {gain_pp:g} pp gain would need about {int(need.median())} seeds (median over "
+                     "strategies)" + (f", {int(need.min())} to {int(need.max())}" if need.nunique() > 1 else "")
+                     + ".")
+        else:
+            text += f" A {gain_pp:g} pp gain is out of reach at any practical number of seeds."
+        out.append(text)
+    return out
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Figures
 
@@ -333,13 +476,9 @@ def _fig_png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def heatmap_figure(gains: pd.DataFrame, value: str = "gain", title: str = "gain over random shuffle (pp)") -> bytes:
-    """Rows: model / test set (/ method, training set when several); columns: strategies; cells: gain in pp."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def heatmap_cells(gains: pd.DataFrame, value: str = "gain", p_column: str = "p_holm"
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The heatmap's values (pp) and cell texts ("+1.2*"): rows model / test set (/ method, training set)."""
     g = gains.copy()
     multi = [c for c in ("method", "dataset") if g[c].nunique() > 1]
     row = g["model"].astype(str) + " / " + g["test_set"].astype(str)
@@ -347,7 +486,34 @@ def heatmap_figure(gains: pd.DataFrame, value: str = "gain", title: str = "gain 
         row = row + " / " + g[c].astype(str)
     g["row"] = row
     pivot = g.pivot_table(index="row", columns="label", values=value, aggfunc="mean", sort=False) * 100
-    pvals = g.pivot_table(index="row", columns="label", values="p_bootstrap", aggfunc="min", sort=False)
+    if p_column in g.columns and g[p_column].notna().any():
+        pvals = g.pivot_table(index="row", columns="label", values=p_column, aggfunc="min", sort=False,
+                              dropna=False).reindex(index=pivot.index, columns=pivot.columns)
+    else:
+        pvals = pd.DataFrame(np.nan, index=pivot.index, columns=pivot.columns)
+    text = pd.DataFrame("", index=pivot.index, columns=pivot.columns)
+    for i in range(pivot.shape[0]):
+        for j in range(pivot.shape[1]):
+            v, p = pivot.iat[i, j], pvals.iat[i, j]
+            if not math.isnan(v):
+                text.iat[i, j] = f"{v:+.1f}" + ("*" if p == p and p < 0.05 else "")
+    return pivot, text
+
+
+def heatmap_figure(gains: pd.DataFrame, value: str = "gain", title: str = "gain over random shuffle (pp)",
+                   p_column: str = "p_holm") -> bytes:
+    """Rows: model / test set (/ method, training set when several); columns: strategies; cells: gain in pp.
+
+    A star marks ``p_column`` < 0.05: by default the Holm-adjusted seed-aware p-value, so a star means the
+    strategy beats the baseline over training runs, corrected for the strategies compared. Without that
+    column (or with one seed, where it is NaN) nothing is starred.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pivot, cells = heatmap_cells(gains, value, p_column)
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * pivot.shape[1], 1.2 + 0.55 * pivot.shape[0]))
     lim = max(1.0, float(np.nanmax(np.abs(pivot.to_numpy())))) if pivot.size else 1.0
     im = ax.imshow(pivot.to_numpy(dtype=float), cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
@@ -357,12 +523,53 @@ def heatmap_figure(gains: pd.DataFrame, value: str = "gain", title: str = "gain 
         for j in range(pivot.shape[1]):
             v = pivot.iat[i, j]
             if not math.isnan(v):
-                p = pvals.iat[i, j] if pvals.shape == pivot.shape else float("nan")
-                star = "*" if (not math.isnan(p) and p < 0.05) else ""
-                ax.text(j, i, f"{v:+.1f}{star}", ha="center", va="center", fontsize=8,
+                ax.text(j, i, cells.iat[i, j], ha="center", va="center", fontsize=8,
                         color="white" if abs(v) > 0.6 * lim else "black")
     fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label="pp")
-    ax.set_title(title + "  (* paired bootstrap p < 0.05)", fontsize=9)
+    note = "  (* Holm-adjusted seed-aware p < 0.05)" if p_column == "p_holm" else f"  (* {p_column} < 0.05)"
+    ax.set_title(title + note, fontsize=9)
+    return _fig_png(fig)
+
+
+def forest_figure(gains: pd.DataFrame) -> bytes:
+    """Each strategy's gain over the baseline: the mean, its seed-aware interval and the per-seed gains.
+
+    One panel per model / training set / method / test set. The thick bar is the 95% t interval over seeds;
+    the dots are the seeds' own gains, so the reader sees how far apart runs are. Where the interval cannot be
+    estimated (one seed), the item-level interval is drawn thin and dashed and the row is labelled so.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(gains.groupby(FAMILY, sort=False, dropna=False))[:6]
+    height = sum(1.1 + 0.42 * len(g) for _, g in panels)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, height), squeeze=False)
+    for ax, (key, g) in zip(axes[:, 0], panels, strict=True):
+        g = g.iloc[::-1]
+        y = np.arange(len(g))
+        labels = []
+        for yi, (_, r) in zip(y, g.iterrows(), strict=True):
+            seedy = r["gain_ci_low"] == r["gain_ci_low"]  # not NaN
+            if seedy:
+                ax.hlines(yi, 100 * r["gain_ci_low"], 100 * r["gain_ci_high"], color="#1f4e99", lw=3.2)
+            elif r.get("item_ci_low") is not None and r["item_ci_low"] == r["item_ci_low"]:
+                ax.hlines(yi, 100 * r["item_ci_low"], 100 * r["item_ci_high"], color="#888", lw=1.2, ls="--")
+            ax.plot(100 * r["gain"], yi, "D", color="black", ms=6, zorder=3)
+            seeds = r.get("per_seed_gains")
+            if isinstance(seeds, list | tuple | np.ndarray) and len(seeds):
+                ax.plot(100 * np.asarray(seeds, dtype=float), np.full(len(seeds), yi + 0.18), "o", ms=4,
+                        color="#d95f02", alpha=0.8, zorder=2)
+            p = r.get("p_holm")
+            extra = f"  p_holm={p:.2g}" if p is not None and p == p else ("" if seedy else "  (item-level CI)")
+            labels.append(f"{r['label']}{extra}")
+        ax.axvline(0, color="#444", lw=0.8)
+        ax.set_yticks(y, labels, fontsize=8)
+        ax.set_ylim(-0.6, len(g) - 0.4)
+        ax.set_xlabel("gain over the baseline (pp): ◆ mean, bar 95% seed-aware CI, ● per seed", fontsize=8)
+        ax.set_title(" / ".join(str(k) for k in key), fontsize=9, loc="left")
+    fig.tight_layout()
     return _fig_png(fig)
 
 
@@ -556,9 +763,20 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, n_bo
            f"{n_cells} cells: " + ", ".join(f"{v} {k}" for k, v in sorted(cell_status.items())) + ". "
            f"Test sets: {', '.join(sorted(res['test_set'].dropna().unique())) if not res.empty else '-'}. "
            f"Seeds: {', '.join(str(x) for x in sorted(res['seed'].dropna().unique())) if not res.empty else '-'}.")
-    s.text(f"Baseline strategy: {run.baseline}. Confidence intervals: 95% percentile bootstrap over items "
-           f"({run.n_boot} resamples); paired tests pool the (seed, item) pairs of matching seeds. "
-           "Accuracies in %, gains in percentage points (pp).")
+    s.text(f"Baseline strategy: {run.baseline}. Accuracy intervals: 95% percentile bootstrap over items "
+           f"({run.n_boot} resamples). Gains are tested with the training run as the unit: two runs of one "
+           "strategy that differ only in the seed (initialisation, data order) differ by about as much as "
+           "strategies do, so a test over items alone would call seed noise an effect. The seed-aware test is "
+           "a paired t-test on the per-seed gains (the same seed's two runs form a pair), Holm-adjusted across "
+           "the strategies compared with the baseline in each model × training set × method × test set. "
+           "McNemar and the item bootstrap, which treat each run as a fixed system, are shown as within-run "
+           "tests. Accuracies in %, gains in percentage points (pp).")
+    n_seeds = run.done[run.done["strategy"] != BASE_STRATEGY]["seed"].nunique() if not run.done.empty else 0
+    if n_seeds == 1:
+        s.text("This grid has one seed: no variance between training runs can be estimated, so no seed-aware "
+               "test or interval exists. The intervals and p-values shown for gains are item-level (within-run) "
+               "ones: they say whether these two runs differ on these items, not whether the strategies do. "
+               "Run two or more seeds to compare strategies.")
 
     failed = res[res["status"] != "done"].drop_duplicates("cell_id")[["cell_id", "status", "error"]] \
         if not res.empty else pd.DataFrame(columns=["cell_id", "status", "error"])
@@ -576,9 +794,12 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, n_bo
         s.text("No finished cell yet.")
     else:
         cols = ["model", "dataset", "method", "test_set", "label", "seeds", "accuracy", "ci_low", "ci_high", "sd",
-                "n_items", "final_loss"]
-        s.text("label = strategy [difficulty source]; 'base' is the model before fine-tuning. sd: across seeds.")
-        s.table(summary[cols], pct=("accuracy", "ci_low", "ci_high", "sd"))
+                "ece", "brier", "n_items", "final_loss"]
+        s.text("label = strategy [difficulty source]; 'base' is the model before fine-tuning. sd: across seeds. "
+               "ece: expected calibration error of the option probabilities (10 equal-width confidence bins, "
+               "in %); brier: multi-class Brier score (0 = certain and right, 2 = certain and wrong); both the "
+               "mean over seeds, empty where answers were generated.")
+        s.table(summary[cols], pct=("accuracy", "ci_low", "ci_high", "sd", "ece"))
     save_table("summary", summary)
 
     gains = gains_table(run) if not run.done.empty else pd.DataFrame()
@@ -587,12 +808,34 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, n_bo
         s.text(f"No strategy could be paired with a finished '{run.baseline}' cell.")
     else:
         cols = ["model", "dataset", "method", "test_set", "label", "seeds", "gain", "gain_ci_low", "gain_ci_high",
-                "p_bootstrap", "p_mcnemar", "per_seed"]
+                "p_seed", "p_holm", "hb_ci_low", "hb_ci_high", "p_hier", "per_seed", "item_ci_low", "item_ci_high",
+                "p_bootstrap", "p_mcnemar"]
         cols = [c for c in cols if c in gains.columns]
-        s.text("gain = strategy − random shuffle, same seed and items; per_seed in pp; p-values: paired bootstrap "
-               "(two-sided) and exact McNemar on the pooled (seed, item) pairs.")
-        s.table(gains[cols], pct=("gain", "gain_ci_low", "gain_ci_high"), pvals=("p_bootstrap", "p_mcnemar"))
+        s.text(f"gain = strategy − {run.baseline}, mean of the per-seed gains (same seed, same items); per_seed "
+               "in pp. Seed-aware (training run as the unit): gain_ci_low/high, the 95% t interval over seeds; "
+               "p_seed, the paired t-test on the per-seed gains (Welch's t on per-run accuracies where seeds are "
+               "not shared); p_holm, p_seed Holm-adjusted across the strategies of one model × training set × "
+               "method × test set; hb_ci_low/high and p_hier, a two-stage bootstrap (seeds, then items within "
+               "each seed). Within-run (each run a fixed system, items resampled; blind to run-to-run variance): "
+               "item_ci_low/high and p_bootstrap, the paired item bootstrap, and p_mcnemar, exact McNemar, on "
+               "the pooled (seed, item) pairs.")
+        if gains["p_seed"].isna().all():
+            s.text("No comparison has two seeds in common: the variance between training runs cannot be estimated "
+                   "and the seed-aware columns are empty; only the item-level (within-run) intervals and tests "
+                   "are available, and they do not show whether the strategies differ.")
+        s.table(gains[cols], pct=("gain", "gain_ci_low", "gain_ci_high", "hb_ci_low", "hb_ci_high", "item_ci_low",
+                                  "item_ci_high"), pvals=("p_seed", "p_holm", "p_hier", "p_bootstrap", "p_mcnemar"))
     save_table("gains", gains)
+
+    s = section("forest")
+    if gains.empty:
+        s.text("Nothing to draw.")
+    else:
+        s.text("Each strategy's gain over the baseline (◆), its 95% seed-aware interval (bar) and the gain of "
+               "each seed (●). An interval that crosses 0 is no evidence of an effect; dots far apart mean "
+               "runs vary more than the strategies differ.")
+        png = forest_figure(gains)
+        s.image(png, save_fig("gains_forest", png), "forest plot of gains over the baseline")
 
     s = section("heatmap")
     if gains.empty:
@@ -601,13 +844,31 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, n_bo
         png = heatmap_figure(gains)
         s.image(png, save_fig("gains_heatmap", png), "heatmap of gains over random shuffle")
 
+    s = section("power")
+    if gains.empty:
+        s.text("No comparison to assess.")
+    else:
+        for text in power_paragraphs(gains):
+            s.text(text)
+        cols = ["model", "dataset", "method", "test_set", "label", "seeds", "n_items", "sd_gain_power", "between_sd",
+                "item_sd", "mdg", "seeds_needed", "mdg_items"]
+        s.text("sd_gain_power: sd of one per-seed gain (the larger of the observed spread and the item-level "
+               "floor); between_sd: its run-to-run part; item_sd: the part the test items alone contribute; "
+               "mdg: minimum detectable gain with these seeds (two-sided α = 0.05, 80% power, paired t, "
+               "noncentral t); seeds_needed: seeds for 80% power at a 1 pp gain; mdg_items: the gain these seeds' "
+               "test items alone would resolve if training runs did not vary (normal approximation), the "
+               "lower bound of mdg.")
+        s.table(gains[[c for c in cols if c in gains.columns]],
+                pct=("sd_gain_power", "between_sd", "item_sd", "mdg", "mdg_items"))
+        save_table("power", gains[[c for c in cols if c in gains.columns]])
+
     best = best_table(summary, gains)
     s = section("best")
     if best.empty:
         s.text("Nothing to rank.")
     else:
         s.table(best, pct=[c for c in ("accuracy", "margin", "gain_over_random") if c in best.columns],
-                pvals=("p_bootstrap",))
+                pvals=("p_holm",))
     save_table("best", best)
 
     diffs = difficulty_sources_table(run) if not run.done.empty else pd.DataFrame()
@@ -615,11 +876,13 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, n_bo
     if diffs.empty:
         s.text("Only one difficulty source in this grid (add e.g. `llm` to difficulty.sources to compare).")
     else:
-        s.text("The same strategy under two difficulty sources, paired per seed and item.")
+        s.text("The same strategy under two difficulty sources, paired per seed and item. ci_low/high and p_seed: "
+               "seed-aware (paired t on the per-seed differences, not adjusted); p_bootstrap and p_mcnemar: "
+               "within-run tests on the pooled (seed, item) pairs.")
         cols = ["model", "dataset", "method", "test_set", "strategy", "comparison", "accuracy_source",
-                "accuracy_versus", "difference", "ci_low", "ci_high", "p_bootstrap", "p_mcnemar", "seeds"]
+                "accuracy_versus", "difference", "ci_low", "ci_high", "p_seed", "p_bootstrap", "p_mcnemar", "seeds"]
         s.table(diffs[cols], pct=("accuracy_source", "accuracy_versus", "difference", "ci_low", "ci_high"),
-                pvals=("p_bootstrap", "p_mcnemar"))
+                pvals=("p_seed", "p_bootstrap", "p_mcnemar"))
     save_table("difficulty_sources", diffs)
 
     levels = levels_table(run) if not run.done.empty else pd.DataFrame()
