@@ -115,12 +115,6 @@ def test_holm_hand_computed() -> None:
     assert holm([]).size == 0
 
 
-def test_holm_matches_statsmodels() -> None:
-    multitest = pytest.importorskip("statsmodels.stats.multitest")
-    p = np.random.default_rng(3).random(9) ** 3
-    np.testing.assert_allclose(holm(p), multitest.multipletests(p, method="holm")[1])
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Power
 
@@ -145,8 +139,10 @@ def test_power_hand_computed() -> None:
 
 
 def test_power_matches_statsmodels() -> None:
-    power_mod = pytest.importorskip("statsmodels.stats.power")
-    solver = power_mod.TTestPower()
+    """An independent check of the noncentral-t arithmetic against statsmodels' own power solver."""
+    from statsmodels.stats.power import TTestPower
+
+    solver = TTestPower()
     for n in (2, 3, 5, 10):
         effect = solver.solve_power(nobs=n, alpha=0.05, power=0.8, alternative="two-sided")
         assert min_detectable_gain(1.0, n) == pytest.approx(effect, rel=1e-4)

@@ -216,23 +216,20 @@ def hierarchical_bootstrap(
 
 
 def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Holm's step-down adjusted p-values (Holm 1979), as ``statsmodels``' ``multipletests(method="holm")``.
+    """Holm's step-down adjusted p-values (Holm 1979), by ``statsmodels``' ``multipletests(method="holm")``.
 
     Sorted ascending, the i-th smallest of m p-values is multiplied by m − i + 1 (i from 1), a running maximum
     keeps the order, and values are capped at 1. It controls the family-wise error rate under any dependence
     between the tests, which the comparisons of several strategies with one shared baseline have. NaN entries
     (comparisons that could not be tested) stay NaN and do not count in m.
     """
+    from statsmodels.stats.multitest import multipletests
+
     p = np.asarray(p_values, dtype=float)
     out = np.full(p.shape, np.nan)
     ok = ~np.isnan(p)
-    q = p[ok]
-    if q.size:
-        order = np.argsort(q, kind="stable")
-        adjusted = np.minimum(1.0, np.maximum.accumulate((q.size - np.arange(q.size)) * q[order]))
-        back = np.empty_like(adjusted)
-        back[order] = adjusted
-        out[ok] = back
+    if ok.any():
+        out[ok] = multipletests(p[ok], method="holm")[1]
     return out
 
 

@@ -827,22 +827,21 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, n_bo
                                   "item_ci_high"), pvals=("p_seed", "p_holm", "p_hier", "p_bootstrap", "p_mcnemar"))
     save_table("gains", gains)
 
-    s = section("forest")
-    if gains.empty:
-        s.text("Nothing to draw.")
-    else:
-        s.text("Each strategy's gain over the baseline (◆), its 95% seed-aware interval (bar) and the gain of "
-               "each seed (●). An interval that crosses 0 is no evidence of an effect; dots far apart mean "
-               "runs vary more than the strategies differ.")
-        png = forest_figure(gains)
-        s.image(png, save_fig("gains_forest", png), "forest plot of gains over the baseline")
+    def figure_section(name: str, draw: Any, alt: str, intro: str | None = None) -> None:
+        sec = section(name)
+        if gains.empty:
+            sec.text("Nothing to draw.")
+            return
+        if intro:
+            sec.text(intro)
+        png = draw(gains)
+        sec.image(png, save_fig(f"gains_{name}", png), alt)
 
-    s = section("heatmap")
-    if gains.empty:
-        s.text("Nothing to draw.")
-    else:
-        png = heatmap_figure(gains)
-        s.image(png, save_fig("gains_heatmap", png), "heatmap of gains over random shuffle")
+    figure_section("forest", forest_figure, "forest plot of gains over the baseline",
+                   "Each strategy's gain over the baseline (◆), its 95% seed-aware interval (bar) and the gain of "
+                   "each seed (●). An interval that crosses 0 is no evidence of an effect; dots far apart mean "
+                   "runs vary more than the strategies differ.")
+    figure_section("heatmap", heatmap_figure, "heatmap of gains over random shuffle")
 
     s = section("power")
     if gains.empty:
