@@ -168,7 +168,7 @@ def test_report_from_a_real_run(resumed: dict) -> None:
     assert "curriculum [human]" in rep.headline_text()
     md = rep.markdown.read_text()
     assert "## Gain over random shuffle" in md and "| curriculum [human]" in md
-    for name in ("gains_heatmap", "levels", "loss_curves"):
+    for name in ("gains_heatmap", "gains_forest", "levels", "loss_curves"):
         assert rep.figures[name].stat().st_size > 2000
 
 
@@ -192,6 +192,9 @@ def test_report_in_a_headless_browser(resumed: dict, tmp_path: Path) -> None:
         shutil.rmtree(profile, ignore_errors=True)
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
     assert "Gain over random shuffle" in dom and "<section id=\"heatmap\">" in dom
+    # The forest plot (each strategy's seed-aware interval and per-seed gains) is rendered, embedded.
+    forest = dom.split("<section id=\"forest\">", 1)[1].split("</section>", 1)[0]
+    assert "data:image/png;base64," in forest and "forest plot of gains" in forest
 
 
 def _small_grid(resumed: dict, out: Path) -> Path:
