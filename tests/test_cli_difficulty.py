@@ -191,7 +191,7 @@ def test_score_interrupted_run_resumes_without_rescoring(tmp_path, tiny_models, 
     out = tmp_path / "difficulty.parquet"
     args = ["difficulty", "score", str(items_path), "--model", str(dirs[0]), "-o", str(out), "--no-progress",
             "--batch-tokens", "64"]  # one question per batch
-    real_run = engine._TransformersRunner.run
+    real_run = engine.BatchRunner.run
     scored: list[str] = []
 
     def interrupted(self, batch):
@@ -201,7 +201,7 @@ def test_score_interrupted_run_resumes_without_rescoring(tmp_path, tiny_models, 
         scored.extend(r["id"] for r in rows)
         return rows
 
-    monkeypatch.setattr(engine._TransformersRunner, "run", interrupted)
+    monkeypatch.setattr(engine.BatchRunner, "run", interrupted)
     assert main(args) == 130
     assert not out.exists()
     part = scores_dir(out) / ".tiny0.letter.paper.parquet.part.jsonl"
@@ -214,7 +214,7 @@ def test_score_interrupted_run_resumes_without_rescoring(tmp_path, tiny_models, 
         scored.extend(r["id"] for r in rows)
         return rows
 
-    monkeypatch.setattr(engine._TransformersRunner, "run", counting)
+    monkeypatch.setattr(engine.BatchRunner, "run", counting)
     assert main(args) == 0
     assert sorted(first + scored) == sorted(it.id for it in items)  # nothing scored twice, nothing lost
     assert not part.exists()

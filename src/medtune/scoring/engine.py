@@ -200,9 +200,6 @@ class BatchRunner:
         return rows
 
 
-# Older name of the runner, still patched by tests that count the questions a run computes.
-_TransformersRunner = BatchRunner
-
 
 def _check_letters(backend: ScoringBackend, tpl: MCQTemplate, items: Sequence[MCQItem | QAItem]) -> None:
     """Refuse letter mode before any work when a letter is not one token after the answer prefix.
