@@ -109,10 +109,16 @@ def _categories_section() -> type[BaseModel]:
 CategoriesConfig = _categories_section()  # no grid axis: the categories stage's own schema
 
 
+AA_SUFFIX = "-aa"  # the label suffix of the A/A arm: the baseline strategy again, with orders of its own
+AA_ORDER_SEED_OFFSET = 100_000
+
+
 class StrategyConfig(_Strict):
     name: str = Field(description="a medtune.orders strategy name")
     label: str | None = Field(None, description="name in results when one strategy appears with several options")
     options: dict[str, Any] = Field(default_factory=dict)
+    order_seed_offset: int = Field(0, ge=0, description="added to the cell's seed for the order only (the "
+                                   "initialisation keeps the cell's seed): the A/A arm's own orders")
 
     @property
     def id(self) -> str:
@@ -127,7 +133,11 @@ def _evaluation_section() -> type[BaseModel]:
         doc="The evaluation stage's settings (medtune.evaluation_stage.EvalSettings; unset: its defaults) plus "
             "``baseline``. By default a fine-tuned model is scored on the weights it was trained with: the "
             "same dtype, and a QLoRA adapter on its 4-bit base.",
-        extra={"baseline": (bool, Field(True, description="also evaluate each model before fine-tuning"))})
+        extra={"baseline": (bool, Field(True, description="also evaluate each model before fine-tuning")),
+               "aa_check": (bool, Field(False, description="add an A/A arm: the baseline strategy again with "
+                                        "order seeds of its own (same initialisation seeds); no real difference "
+                                        "exists, so its reported gain must come out null — a calibration check "
+                                        "of the comparison"))})
 
 
 EvaluationConfig = _evaluation_section()
@@ -172,6 +182,18 @@ class ExperimentConfig(_Strict):
         if isinstance(v, list):
             return [{"name": s} if isinstance(s, str) else s for s in v]
         return v
+
+    @model_validator(mode="after")
+    def _aa_arm(self) -> ExperimentConfig:
+        """With ``evaluation.aa_check`` the baseline strategy appears a second time, with its own order seeds."""
+        if not self.evaluation.aa_check:
+            return self
+        label = f"{self.baseline_strategy}{AA_SUFFIX}"
+        base = next((s for s in self.strategies if s.id == self.baseline_strategy), None)
+        if base is not None and all(s.id != label for s in self.strategies):
+            self.strategies.append(StrategyConfig(name=base.name, label=label, options=dict(base.options),
+                                                  order_seed_offset=AA_ORDER_SEED_OFFSET))
+        return self
 
     @model_validator(mode="after")
     def _unique_labels(self) -> ExperimentConfig:

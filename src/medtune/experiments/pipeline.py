@@ -158,7 +158,8 @@ def order_settings(cfg: ExperimentConfig, strategy: StrategyConfig, seed: int, s
     """The order stage's settings of one cell: a grid's training set is all of its data set (``split: all``)."""
     from medtune.orders.stage import OrderSettings
 
-    values: dict[str, Any] = {"strategy": strategy.name, "options": strategy.options, "seed": seed,
+    values: dict[str, Any] = {"strategy": strategy.name, "options": strategy.options,
+                              "seed": seed + strategy.order_seed_offset,
                               "epochs": cfg.training.epochs, "epoch_policy": cfg.training.epoch_policy,
                               "difficulty_source": source, "split": "all"}
     if cfg.difficulty.thresholds:

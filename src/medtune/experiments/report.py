@@ -295,6 +295,26 @@ def gains_table(run: RunData, *, gain: float = DEFAULT_GAIN, alpha: float = DEFA
     return out
 
 
+def aa_check_lines(gains: pd.DataFrame, baseline: str) -> list[str]:
+    """One line per A/A comparison (the baseline against itself with other order seeds): it must come out null.
+
+    A significant A/A "gain" means the comparison calls seed noise an effect; an A/A arm whose within-run p-values
+    are small while its seed-aware p is not shows why the training run must be the unit.
+    """
+    from medtune.experiments.config import AA_SUFFIX
+
+    out = []
+    for _, r in gains[gains["strategy"] == f"{baseline}{AA_SUFFIX}"].iterrows():
+        if pd.isna(r["p_holm"]):
+            verdict = "not testable without two seeds"
+        else:
+            verdict = "null, as it must be" if r["p_holm"] > 0.05 else "SIGNIFICANT: the comparison is miscalibrated"
+        out.append(f"A/A check ({r['model']} / {r['test_set']}): {baseline}{AA_SUFFIX} − {baseline} = "
+                   f"{100 * r['gain']:+.1f} pp, seed-aware p_holm {r['p_holm']:.3g} ({verdict}); within-run "
+                   f"p_bootstrap {r['p_bootstrap']:.3g}.")
+    return out
+
+
 def best_table(summary: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
     """The strategy with the highest mean accuracy per model × training set × method × test set."""
     if summary.empty:
@@ -825,6 +845,8 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, n_bo
                    "are available, and they do not show whether the strategies differ.")
         s.table(gains[cols], pct=("gain", "gain_ci_low", "gain_ci_high", "hb_ci_low", "hb_ci_high", "item_ci_low",
                                   "item_ci_high"), pvals=("p_seed", "p_holm", "p_hier", "p_bootstrap", "p_mcnemar"))
+        for text in aa_check_lines(gains, run.baseline):
+            s.text(text)
     save_table("gains", gains)
 
     def figure_section(name: str, draw: Any, alt: str, intro: str | None = None) -> None:
