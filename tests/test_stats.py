@@ -27,6 +27,7 @@ from medtune.stats import (
     paired_t_test,
     run_level_test,
     seeds_needed,
+    variance_components,
 )
 
 N_ITEMS = 300
@@ -273,3 +274,56 @@ def test_the_hierarchical_bootstrap_covers_a_planted_gain() -> None:
                 hits.append(r["ci_low"] <= 0.02 <= r["ci_high"])
             covered = float(np.mean(hits))
             assert low <= covered <= high, (run_sd, n_seeds, covered)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Variance components of crossed seeds
+
+
+def test_variance_components_match_a_two_way_anova() -> None:
+    import pandas as pd
+    import statsmodels.api as sm
+    import statsmodels.formula.api as smf
+
+    rng = np.random.default_rng(3)
+    table = 0.5 + rng.normal(0, 0.03, (4, 1)) + rng.normal(0, 0.01, (1, 3)) + rng.normal(0, 0.01, (4, 3))
+    vc = variance_components(table)
+    frame = pd.DataFrame([{"acc": table[o, i], "order": str(o), "init": str(i)}
+                          for o in range(4) for i in range(3)])
+    anova = sm.stats.anova_lm(smf.ols("acc ~ C(order) + C(init)", frame).fit())
+    assert vc["ss"]["order"] == pytest.approx(anova.loc["C(order)", "sum_sq"])
+    assert vc["ss"]["init"] == pytest.approx(anova.loc["C(init)", "sum_sq"])
+    assert vc["ss"]["residual"] == pytest.approx(anova.loc["Residual", "sum_sq"])
+    assert vc["p_order"] == pytest.approx(anova.loc["C(order)", "PR(>F)"])
+    assert vc["p_init"] == pytest.approx(anova.loc["C(init)", "PR(>F)"])
+    # Method of moments: E[MS_order] = σ²_res + b σ²_order.
+    assert vc["var_order"] == pytest.approx((vc["ms"]["order"] - vc["ms"]["residual"]) / 3)
+    assert vc["share_order"] + vc["share_init"] + vc["share_residual"] == pytest.approx(1)
+
+
+def test_variance_components_recover_planted_sizes_and_pool_arms() -> None:
+    rng = np.random.default_rng(0)
+    est = []
+    for _ in range(200):
+        arms = [0.4 + 0.1 * k + rng.normal(0, 0.03, (5, 1)) + rng.normal(0, 0.01, (1, 5))
+                + rng.normal(0, 0.02, (5, 5)) for k in range(3)]
+        vc = variance_components(arms)
+        est.append((vc["var_order"], vc["var_init"], vc["var_residual"]))
+    mean = np.mean(est, axis=0)
+    # Unbiased but for the truncation at 0 (small for these sizes); the arms' own means do not leak in.
+    assert mean[0] == pytest.approx(0.03**2, rel=0.2)
+    assert mean[1] == pytest.approx(0.01**2, abs=1e-4)
+    assert mean[2] == pytest.approx(0.02**2, rel=0.1)
+
+
+def test_the_seed_f_test_holds_its_level_under_the_null() -> None:
+    rng = np.random.default_rng(1)
+    p = np.array([variance_components(rng.normal(0.5, 0.02, (3, 3)))["p_order"] for _ in range(1000)])
+    assert 0.03 <= float(np.mean(p < 0.05)) <= 0.07
+
+
+def test_variance_components_need_a_complete_crossed_table() -> None:
+    with pytest.raises(InputError, match="2 order seeds"):
+        variance_components(np.ones((1, 3)))
+    with pytest.raises(InputError, match="complete table"):
+        variance_components(np.array([[0.5, np.nan], [0.4, 0.5]]))

@@ -21,6 +21,9 @@ answers the strategy question, with the training run as the unit of replication:
   per-seed gains, floored by the item-level (binomial) variance of one run's gain.
 - :func:`compare_runs`: all of the above for one strategy against the baseline, plus the within-run tests on
   the pooled (seed, item) pairs; what the grid report and ``medtune evaluate power`` call.
+- :func:`variance_components`: with order seeds crossed with initialisation seeds, how much of the spread of
+  one strategy's run accuracies each explains (two-way random-effects ANOVA without replication, method of
+  moments: Searle, Casella & McCulloch 1992, "Variance Components", ch. 4), optionally pooled over arms.
 
 The t-based answers are the primary ones: with 2–5 seeds a percentile bootstrap over seeds cannot reproduce
 the heavy tails of t with n − 1 degrees of freedom, so its interval is too narrow when run-to-run variance
@@ -469,4 +472,58 @@ def compare_runs(
     out.update({"mdg": pw["mdg"], "seeds_needed": pw["seeds_needed"], "power_gain": gain, "power_seeds": pw["n_seeds"],
                 "sd_gain_power": pw["sd_gain"], "between_var": pw["between_var"], "item_var": pw["item_var"],
                 "mdg_items": pw["mdg_items"]})
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Variance decomposition of crossed seeds
+
+
+def variance_components(tables: Sequence[Any] | Any) -> dict[str, Any]:
+    """Split run-to-run variance into order-seed, initialisation-seed and residual parts.
+
+    ``tables``: one accuracy table (order seeds × initialisation seeds, one run per cell) or several (one per
+    arm: each arm's own means are removed, the sums of squares pooled, so arms with different accuracies share
+    one estimate). Model: acc = μ + order + init + residual, all random. With ``a`` order and ``b`` init seeds,
+    E[MS_order] = σ²_res + b·σ²_order and E[MS_init] = σ²_res + a·σ²_init; the estimates are the moment
+    solutions truncated at 0 (a negative estimate means "no detectable component", not a negative variance).
+    The residual holds the order × init interaction, which no design with one run per pair can separate.
+    ``p_order``/``p_init``: F-tests of "this seed explains nothing" (MS of the factor over the residual MS).
+    """
+    from scipy import stats as sps
+
+    arrays = [np.asarray(t, dtype=float) for t in (tables if isinstance(tables, (list, tuple)) else [tables])]
+    for t in arrays:
+        if t.ndim != 2 or t.shape[0] < 2 or t.shape[1] < 2 or not np.isfinite(t).all():
+            raise InputError("variance components need a complete table of at least 2 order seeds × 2 "
+                             "initialisation seeds per arm", field="order_seeds")
+    ss = {"order": 0.0, "init": 0.0, "residual": 0.0}
+    df = {"order": 0, "init": 0, "residual": 0}
+    for t in arrays:
+        a, b = t.shape
+        grand = t.mean()
+        rows, cols = t.mean(axis=1), t.mean(axis=0)
+        ss["order"] += b * float(np.sum((rows - grand) ** 2))
+        ss["init"] += a * float(np.sum((cols - grand) ** 2))
+        ss["residual"] += float(np.sum((t - rows[:, None] - cols[None, :] + grand) ** 2))
+        df["order"] += a - 1
+        df["init"] += b - 1
+        df["residual"] += (a - 1) * (b - 1)
+    ms = {k: ss[k] / df[k] for k in ss}
+    # Per-arm sizes may differ; the moment equations use the df-weighted mean of the multipliers.
+    b_mean = sum((t.shape[0] - 1) * t.shape[1] for t in arrays) / df["order"]
+    a_mean = sum((t.shape[1] - 1) * t.shape[0] for t in arrays) / df["init"]
+    var = {"order": max(0.0, (ms["order"] - ms["residual"]) / b_mean),
+           "init": max(0.0, (ms["init"] - ms["residual"]) / a_mean),
+           "residual": ms["residual"]}
+    total = sum(var.values())
+    out: dict[str, Any] = {"arms": len(arrays), "order_seeds": int(max(t.shape[0] for t in arrays)),
+                           "init_seeds": int(max(t.shape[1] for t in arrays)), "df": df, "ss": ss, "ms": ms}
+    for k, v in var.items():
+        out[f"var_{k}"] = v
+        out[f"sd_{k}"] = math.sqrt(v)
+        out[f"share_{k}"] = v / total if total > 0 else float("nan")
+    for k in ("order", "init"):
+        out[f"p_{k}"] = (float(sps.f.sf(ms[k] / ms["residual"], df[k], df["residual"]))
+                         if ms["residual"] > 0 else float("nan"))
     return out

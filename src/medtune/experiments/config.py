@@ -162,7 +162,13 @@ class ExperimentConfig(_Strict):
                                "worker too): they register methods, backends, strategies or loaders")
     output_dir: str = Field(description="run directory (relative paths: to the directory medtune runs in)")
     store_dir: str | None = Field(None, description="content-addressed stage store; default OUTPUT_DIR/store")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[int] | None = Field(None, min_length=1, description="tied seeds: each sets both the training "
+                                    "initialisation and the order (default [0] unless seeds are crossed)")
+    order_seeds: list[int] | None = Field(None, min_length=1, description="crossed seeds (with `init_seeds`, "
+                                          "instead of `seeds`): the orders' seeds; every order seed is trained "
+                                          "from every initialisation seed")
+    init_seeds: list[int] | None = Field(None, min_length=1, description="crossed seeds (with `order_seeds`): "
+                                         "the training initialisation (and dropout) seeds")
     models: list[ModelConfig] = Field(min_length=1)
     datasets: list[DataSetConfig] = Field(min_length=1, description="training sets (a grid axis)")
     test_sets: list[DataSetConfig] = Field(min_length=1, description="every cell is evaluated on each")
@@ -196,13 +202,38 @@ class ExperimentConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _seed_design(self) -> ExperimentConfig:
+        crossed = (self.order_seeds is not None, self.init_seeds is not None)
+        if any(crossed) and not all(crossed):
+            raise ValueError("crossed seeds need both `order_seeds` and `init_seeds`")
+        if all(crossed) and self.seeds is not None:
+            raise ValueError("give `seeds` (tied) or `order_seeds` and `init_seeds` (crossed), not both")
+        if not any(crossed) and self.seeds is None:
+            self.seeds = [0]
+        return self
+
+    @property
+    def crossed_seeds(self) -> bool:
+        """Whether order and initialisation seeds vary separately (``order_seeds`` × ``init_seeds``)."""
+        return self.order_seeds is not None
+
+    @property
+    def run_seeds(self) -> list[tuple[int, int | None]]:
+        """(initialisation seed, order seed) of every run of one arm; the order seed is None where tied."""
+        if self.order_seeds is None or self.init_seeds is None:
+            return [(s, None) for s in self.seeds or [0]]
+        return [(i, o) for i in self.init_seeds for o in self.order_seeds]
+
+    @model_validator(mode="after")
     def _unique_labels(self) -> ExperimentConfig:
         for what, labels in (
             ("models", [m.name for m in self.models]),
             ("datasets", [d.label for d in self.datasets]),
             ("test_sets", [d.label for d in self.test_sets]),
             ("strategies", [s.id for s in self.strategies]),
-            ("seeds", [str(s) for s in self.seeds]),
+            ("seeds", [str(s) for s in self.seeds or []]),
+            ("order_seeds", [str(s) for s in self.order_seeds or []]),
+            ("init_seeds", [str(s) for s in self.init_seeds or []]),
         ):
             dup = {x for x in labels if labels.count(x) > 1}
             if dup:

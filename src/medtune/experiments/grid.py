@@ -1,5 +1,9 @@
 """Expand a config into grid cells: models × datasets × methods × strategies × difficulty sources × seeds.
 
+The seeds are tied (``seeds``: one seed sets both the training initialisation and the order) or crossed
+(``order_seeds`` × ``init_seeds``: every pair is a run, so the report can tell how much of the spread between
+runs each explains).
+
 A cell's id is built from its axis values only (readable, stable across runs and machines, and
 independent of the order of the lists in the YAML), so results and resumption key on it. Its ``key`` is
 a hash of everything else in the config that changes the cell's result (hyperparameters, test sets, ...):
@@ -16,7 +20,7 @@ from typing import Any
 from medtune.experiments.config import ExperimentConfig
 from medtune.io import stable_hash
 
-AXES = ("model", "dataset", "method", "strategy", "difficulty", "seed")
+AXES = ("model", "dataset", "method", "strategy", "difficulty", "seed", "order_seed")
 # The pseudo-cell that evaluates a model before fine-tuning.
 BASE_METHOD, BASE_STRATEGY = "none", "base"
 # The difficulty "source" of cells whose strategy ignores difficulty (one cell serves every source).
@@ -30,19 +34,38 @@ class Cell:
     method: str
     strategy: str
     difficulty: str
-    seed: int
+    seed: int  # the training (initialisation) seed
+    order_seed: int | None = None  # the order's seed; None: tied to ``seed``
 
     @property
     def is_base(self) -> bool:
         return self.strategy == BASE_STRATEGY
 
     @property
+    def order_seed_value(self) -> int:
+        """The seed the order is drawn with (before a strategy's own offset, e.g. the A/A arm's)."""
+        return self.seed if self.order_seed is None else self.order_seed
+
+    @property
+    def run_key(self) -> tuple[int, int]:
+        """What pairs two arms' runs: the same (initialisation seed, order seed)."""
+        return (self.seed, self.order_seed_value)
+
+    @property
     def id(self) -> str:
-        parts = [self.model, self.dataset, self.method, self.strategy, self.difficulty, f"s{self.seed}"]
+        seed = f"s{self.seed}" if self.order_seed is None else f"s{self.seed}-o{self.order_seed}"
+        parts = [self.model, self.dataset, self.method, self.strategy, self.difficulty, seed]
         return "__".join(_slug(p) for p in parts)
 
     def as_dict(self) -> dict[str, Any]:
         return {"cell_id": self.id, **asdict(self)}
+
+    def key_fields(self) -> dict[str, Any]:
+        """The axis values a cell's key hashes (a tied cell hashes as it did before order seeds existed)."""
+        d = asdict(self)
+        if self.order_seed is None:
+            d.pop("order_seed")
+        return d
 
 
 def _slug(text: str) -> str:
@@ -59,24 +82,27 @@ def uses_difficulty(name: str, options: dict[str, Any] | None = None) -> bool:
 def expand(config: ExperimentConfig) -> list[Cell]:
     """All cells of the grid, in a deterministic order (the YAML's list order, seeds innermost).
 
+    Crossed seeds give one cell per (initialisation seed, order seed) pair.
+
     Strategies that ignore difficulty (random, blocked, interleaved) get one cell per seed under the
     difficulty source ``none``, instead of identical copies per difficulty source.
     """
     cells: list[Cell] = []
-    for model, data, method, strat, diff, seed in itertools.product(
+    for model, data, method, strat, diff, (seed, order_seed) in itertools.product(
         config.models,
         config.datasets,
         config.training.methods,
         config.strategies,
         config.difficulty.sources,
-        config.seeds,
+        config.run_seeds,
     ):
         d = diff if uses_difficulty(strat.name, strat.options) else NO_DIFFICULTY
-        cell = Cell(model.name, data.label, method, strat.id, d, seed)
+        cell = Cell(model.name, data.label, method, strat.id, d, seed, order_seed)
         if cell not in cells:
             cells.append(cell)
     if config.evaluation.baseline:  # the model before fine-tuning, once per model and training set
-        base = [Cell(m.name, d.label, BASE_METHOD, BASE_STRATEGY, NO_DIFFICULTY, min(config.seeds))
+        base = [Cell(m.name, d.label, BASE_METHOD, BASE_STRATEGY, NO_DIFFICULTY,
+                     min(s for s, _ in config.run_seeds))
                 for m, d in itertools.product(config.models, config.datasets)]
         cells = base + cells
     ids = [c.id for c in cells]
@@ -97,7 +123,7 @@ def cell_key(config: ExperimentConfig, cell: Cell) -> str:
 
     payload = {
         "medtune": __version__,
-        "cell": asdict(cell),
+        "cell": cell.key_fields(),
         "model": model.model_dump(mode="json"),
         "data": data.model_dump(mode="json"),
         "strategy": strat.model_dump(mode="json") if strat else None,

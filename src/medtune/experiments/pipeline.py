@@ -348,7 +348,7 @@ def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
         diff = difficulty_stage(ctx, cell.difficulty, data, _model_specs(ctx, data))
     cats = categories_stage(ctx, data)
     strategy = _strategy(cfg, cell.strategy)
-    order = order_stage(ctx, strategy, cell.seed, cell.difficulty, data, diff, cats)
+    order = order_stage(ctx, strategy, cell.order_seed_value, cell.difficulty, data, diff, cats)
     trained = train_stage(ctx, cell, base_spec, base, data, order)
     man = trained.manifest
     tests_out = eval_stages(ctx, ModelRef.from_run(trained.path / TRAIN_RUN), trained.key, tests)
@@ -425,6 +425,6 @@ def _prepare_shared(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
         for c in cells:
             if c.dataset == ds_label and not c.is_base and (c.difficulty == NO_DIFFICULTY or diffs.get(c.difficulty)
                                                              or c.difficulty == "human"):
-                attempt(order_stage, ctx, _strategy(ctx.cfg, c.strategy), c.seed, c.difficulty, data,
+                attempt(order_stage, ctx, _strategy(ctx.cfg, c.strategy), c.order_seed_value, c.difficulty, data,
                         diffs.get(c.difficulty), cats)
     return {"errors": errors}

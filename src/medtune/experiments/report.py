@@ -59,6 +59,7 @@ SECTIONS = {
     "forest": "Gains with seed-aware intervals",
     "heatmap": "Heatmap of gains",
     "power": "Power of the grid",
+    "variance": "Order seed vs initialisation seed",
     "best": "Best strategy per model and test set",
     "difficulty-sources": "Human vs LLM difficulty",
     "levels": "Accuracy per difficulty level and on held-out items",
@@ -115,6 +116,9 @@ class RunData:
         self._items: dict[str, pd.DataFrame] = {}
         done = self.results[self.results["status"] == "done"].copy()
         done["seed"] = done["seed"].astype(int)
+        # Tables written before order seeds existed: a cell's order seed was its seed.
+        order = done["order_seed"] if "order_seed" in done else pd.Series(pd.NA, index=done.index)
+        done["order_seed"] = order.fillna(done["seed"]).astype(int)
         self.done = done
 
     def correct(self, cell_id: str, test_set: str) -> pd.Series:
@@ -214,9 +218,18 @@ def _common_index(series: Sequence[pd.Series]) -> pd.Index:
 
 
 def _arms(run: RunData, a: pd.DataFrame, b: pd.DataFrame, test_set: str) -> tuple[dict, dict]:
-    """Seed → per-item scores of two groups' cells, on the items every one of their cells was scored on."""
-    sa = {int(r.seed): run.correct(r.cell_id, test_set) for r in a.itertuples()}
-    sb = {int(r.seed): run.correct(r.cell_id, test_set) for r in b.itertuples()}
+    """Run → per-item scores of two groups' cells, on the items every one of their cells was scored on.
+
+    A run is keyed by its seed where seeds are tied and by (initialisation seed, order seed) where they are
+    crossed, so two arms pair on the same run of the seed design.
+    """
+    crossed = bool((run.done["order_seed"] != run.done["seed"]).any())
+
+    def key(r: Any) -> Any:
+        return (int(r.seed), int(r.order_seed)) if crossed else int(r.seed)
+
+    sa = {key(r): run.correct(r.cell_id, test_set) for r in a.itertuples()}
+    sb = {key(r): run.correct(r.cell_id, test_set) for r in b.itertuples()}
     common = _common_index([*sa.values(), *sb.values()])
     return ({k: v.loc[common].to_numpy() for k, v in sa.items()},
             {k: v.loc[common].to_numpy() for k, v in sb.items()})
@@ -480,6 +493,70 @@ def power_paragraphs(gains: pd.DataFrame) -> list[str]:
         else:
             text += f" A {gain_pp:g} pp gain is out of reach at any practical number of seeds."
         out.append(text)
+    return out
+
+
+def _seed_design(run: RunData) -> str:
+    d = run.done[run.done["strategy"] != BASE_STRATEGY] if not run.done.empty else run.done
+    if d.empty:
+        return "Seeds: -"
+    seeds = ", ".join(str(x) for x in sorted(d["seed"].unique()))
+    if not bool((d["order_seed"] != d["seed"]).any()):
+        return f"Seeds (each sets initialisation and order): {seeds}"
+    orders = ", ".join(str(x) for x in sorted(d["order_seed"].unique()))
+    return f"Seeds, crossed: initialisation {seeds} × order {orders}"
+
+
+def variance_table(run: RunData) -> pd.DataFrame:
+    """Where order seeds are crossed with initialisation seeds: how much of the run-to-run spread each explains.
+
+    One row per arm (strategy × difficulty source, per model / training set / method / test set) and one
+    ``all arms (pooled)`` row per model / training set / method / test set that pools the arms' sums of squares
+    (more degrees of freedom; each arm's own mean removed). :func:`medtune.stats.variance_components`. Empty
+    where seeds are tied.
+    """
+    from medtune.stats import variance_components
+
+    d = run.done[run.done["strategy"] != BASE_STRATEGY]
+    if d.empty or not bool((d["order_seed"] != d["seed"]).any()):
+        return pd.DataFrame()
+    rows = []
+    cols = ["order_seeds", "init_seeds", "sd_order", "sd_init", "sd_residual", "share_order", "share_init",
+            "share_residual", "p_order", "p_init"]
+
+    def row(k: dict[str, Any], label: str, tables: list[np.ndarray]) -> dict[str, Any]:
+        vc = variance_components(tables)
+        return {**k, "label": label, **{c: vc[c] for c in cols}}
+
+    for fkey, fam in d.groupby(FAMILY, sort=False, dropna=False):
+        fk = dict(zip(FAMILY, fkey, strict=True))
+        tables = []
+        for (strategy, difficulty), g in fam.groupby(["strategy", "difficulty"], sort=False):
+            t = g.pivot_table(index="order_seed", columns="seed", values="accuracy", aggfunc="mean")
+            if t.shape[0] < 2 or t.shape[1] < 2 or t.isna().to_numpy().any():
+                continue  # an incomplete table (a failed cell): no balanced decomposition
+            tables.append(t.to_numpy())
+            rows.append(row({**fk, "strategy": strategy, "difficulty": difficulty}, _label(strategy, difficulty),
+                            [t.to_numpy()]))
+        if len(tables) > 1:
+            rows.append(row({**fk, "strategy": "", "difficulty": ""}, "all arms (pooled)", tables))
+    return pd.DataFrame(rows)
+
+
+def variance_paragraphs(var: pd.DataFrame) -> list[str]:
+    """One sentence per model / training set / method / test set on which seed moves accuracy more."""
+    out = []
+    for key, fam in var.groupby(FAMILY, sort=False, dropna=False):
+        pooled = fam[fam["label"] == "all arms (pooled)"]
+        r = (pooled if not pooled.empty else fam).iloc[0]
+        where = " / ".join(str(k) for k in key)
+        scope = "pooled over its arms" if not pooled.empty else str(r["label"])
+        out.append(f"{where} ({scope}, {int(r['order_seeds'])} order × {int(r['init_seeds'])} initialisation "
+                   f"seeds): the order seed accounts for {100 * r['share_order']:.0f}% of the run-to-run variance "
+                   f"of accuracy (sd {100 * r['sd_order']:.1f} pp, F-test p {r['p_order']:.2g}), the "
+                   f"initialisation seed for {100 * r['share_init']:.0f}% (sd {100 * r['sd_init']:.1f} pp, p "
+                   f"{r['p_init']:.2g}), and their interaction with the rest for {100 * r['share_residual']:.0f}% "
+                   f"(sd {100 * r['sd_residual']:.1f} pp).")
     return out
 
 
@@ -782,7 +859,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, n_bo
     s.text(f"Run directory: {run_dir.resolve()}. Experiment: {run.config.get('name', '?')}. "
            f"{n_cells} cells: " + ", ".join(f"{v} {k}" for k, v in sorted(cell_status.items())) + ". "
            f"Test sets: {', '.join(sorted(res['test_set'].dropna().unique())) if not res.empty else '-'}. "
-           f"Seeds: {', '.join(str(x) for x in sorted(res['seed'].dropna().unique())) if not res.empty else '-'}.")
+           + _seed_design(run) + ".")
     s.text(f"Baseline strategy: {run.baseline}. Accuracy intervals: 95% percentile bootstrap over items "
            f"({run.n_boot} resamples). Gains are tested with the training run as the unit: two runs of one "
            "strategy that differ only in the seed (initialisation, data order) differ by about as much as "
@@ -882,6 +959,26 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, n_bo
         s.table(gains[[c for c in cols if c in gains.columns]],
                 pct=("sd_gain_power", "between_sd", "item_sd", "mdg", "mdg_items"))
         save_table("power", gains[[c for c in cols if c in gains.columns]])
+
+    var = variance_table(run) if not run.done.empty else pd.DataFrame()
+    s = section("variance")
+    if var.empty:
+        s.text("Order and initialisation seeds are tied in this grid (`seeds`: one seed sets both), so their "
+               "shares of the run-to-run variance cannot be told apart. Give `order_seeds` and `init_seeds` "
+               "instead to train every order seed from every initialisation seed.")
+    else:
+        for text in variance_paragraphs(var):
+            s.text(text)
+        s.text("Two-way random-effects ANOVA without replication per arm (method of moments, negative estimates "
+               "set to 0): sd_order, sd_init: the spread of accuracy that changing only that seed causes; "
+               "sd_residual: their interaction and everything else; share_*: the parts of the total variance; "
+               "p_order/p_init: F-tests of no effect. With few seeds these are rough: read the pooled row.")
+        s.table(var[["model", "dataset", "method", "test_set", "label", "order_seeds", "init_seeds", "sd_order",
+                     "sd_init", "sd_residual", "share_order", "share_init", "share_residual", "p_order",
+                     "p_init"]],
+                pct=("sd_order", "sd_init", "sd_residual", "share_order", "share_init", "share_residual"),
+                pvals=("p_order", "p_init"))
+    save_table("variance", var)
 
     best = best_table(summary, gains)
     s = section("best")

@@ -86,7 +86,7 @@ def check_config(config: ExperimentConfig) -> None:
             raise ConfigError(f"training.methods[{j}]: {exc}") from None
     for model in config.models:  # every model × method resolves to valid training settings
         for method in config.training.methods:
-            config.training_settings(model.name, method, config.seeds[0])
+            config.training_settings(model.name, method, config.run_seeds[0][0])
 
 
 def stored_artifacts(config: ExperimentConfig) -> dict[str, int]:

@@ -260,7 +260,7 @@ class ResultStore:
         return parquet
 
 
-AXIS_COLUMNS = ["cell_id", "model", "dataset", "method", "strategy", "difficulty", "seed"]
+AXIS_COLUMNS = ["cell_id", "model", "dataset", "method", "strategy", "difficulty", "seed", "order_seed"]
 RESULT_COLUMNS = [
     *AXIS_COLUMNS,
     "test_set",
@@ -283,14 +283,22 @@ RESULT_COLUMNS = [
     "key",
     "finished",
 ]
-INT_COLUMNS = ["seed", "n_items", "n_correct", "train_steps"]
+INT_COLUMNS = ["seed", "order_seed", "n_items", "n_correct", "train_steps"]
 FLOAT_COLUMNS = ["accuracy", "ci_low", "ci_high", "final_loss", "train_seconds", "eval_seconds", "seconds"]
 CELL_COLUMNS = [*AXIS_COLUMNS, "status", "error", "seconds", "train_seconds", "final_loss", "key", "finished"]
 
 
+def _axes(rec: dict[str, Any]) -> dict[str, Any]:
+    """A record's axis values; a tied cell's order seed is its seed."""
+    axes = {c: rec.get(c) for c in AXIS_COLUMNS}
+    if axes["order_seed"] is None:
+        axes["order_seed"] = axes["seed"]
+    return axes
+
+
 def result_rows(rec: dict[str, Any]) -> list[dict[str, Any]]:
     """The table rows of one cell record: one per test set (failed cells too, with the error)."""
-    base = {c: rec.get(c) for c in AXIS_COLUMNS}
+    base = _axes(rec)
     train = rec.get("train") or {}
     common = {
         "status": rec.get("status"),
@@ -330,7 +338,7 @@ def result_rows(rec: dict[str, Any]) -> list[dict[str, Any]]:
 def cell_row(rec: dict[str, Any]) -> dict[str, Any]:
     train = rec.get("train") or {}
     return {
-        **{c: rec.get(c) for c in AXIS_COLUMNS},
+        **_axes(rec),
         "status": rec.get("status"),
         "error": rec.get("error"),
         "seconds": rec.get("seconds"),
