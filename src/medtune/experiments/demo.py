@@ -12,7 +12,8 @@ a one-line summary; the caller (the CLI) decides how to display them. The stages
 3. run the experiment grid of the embedded config ``medtune/configs/demo.yaml`` (the same runner as
    ``medtune run``): pretrain a tiny Llama on the textbook, measure difficulty with an ensemble of short
    cross-fitted fine-tunes, build every strategy's order (given categories; human and LLM difficulty), fine-tune
-   with LoRA per strategy and seed, evaluate the base and every fine-tuned model on the test set;
+   per strategy and seed (one pass over the training questions in the strategy's order; an A/A arm repeats
+   random shuffle with orders of its own), evaluate the base and every fine-tuned model on the test set;
 4. collect the clustering and compare it with the given categories (adjusted Rand index);
 5. write the report (HTML, Markdown, CSV) and print its headline table.
 
@@ -66,8 +67,22 @@ class Stage:
     run: Callable[[DemoContext], str]
 
 
+def demo_dataset_options(quick: bool = False) -> dict[str, Any]:
+    """The generator options of the demo grid's training set (its seed aside): the data the grid trains on.
+
+    The smoke-test grid (``quick``) takes the generator's default sizes: it checks wiring, not learning.
+    """
+    import yaml
+
+    if quick:
+        return {}
+    options = dict(yaml.safe_load(demo_config_text())["datasets"][0].get("options") or {})
+    options.pop("seed", None)
+    return options
+
+
 def _generate(ctx: DemoContext) -> str:
-    ds = generate_synthetic(seed=ctx.seed)
+    ds = generate_synthetic(seed=ctx.seed, **demo_dataset_options(ctx.quick))
     ctx.state["dataset"] = ds
     n_train = sum(it.split == "train" for it in ds.items)
     return (f"{len(ds.knowledge_base.diseases)} invented diseases in {len(ds.knowledge_base.systems)} systems; "
@@ -151,7 +166,7 @@ def _run_grid(ctx: DemoContext) -> str:
     data["output_dir"] = str((ctx.out / "run").resolve())
     data["seeds"] = [ctx.seed + s for s in data["seeds"]]
     for part in (*data["datasets"], *data["test_sets"]):
-        part["options"]["seed"] = ctx.seed
+        part["options"] = {**demo_dataset_options(ctx.quick), "seed": ctx.seed}
     if ctx.quick:
         data["seeds"] = data["seeds"][:1]
         data["strategies"] = ["random", "curriculum"]
@@ -205,7 +220,7 @@ STAGES: list[Stage] = [
     Stage("validate and write items + textbook", _write_and_validate),
     Stage("summarise dataset", _summarise),
     Stage("cluster questions (background)", _start_clustering),
-    Stage("run the grid: pretrain, difficulty, orders, LoRA fine-tunes, evaluation", _run_grid),
+    Stage("run the grid: pretrain, difficulty, orders, fine-tunes, evaluation", _run_grid),
     Stage("semantic categories by clustering", _collect_clustering),
     Stage("write the report", _report),
 ]

@@ -68,7 +68,7 @@ SECTIONS = {
 }
 
 
-HEADLINE_PCT = ("accuracy", "ci_low", "ci_high", "gain", "gain_ci_low", "gain_ci_high", "item_ci_low",
+HEADLINE_PCT = ("accuracy", "ci_low", "ci_high", "gain", "gain_ci_low", "gain_ci_high", "mdg", "item_ci_low",
                 "item_ci_high")
 HEADLINE_P = ("p_holm", "p_within_run")
 
@@ -82,6 +82,8 @@ class Report:
     figures: dict[str, Path] = field(default_factory=dict)
     sections: list[str] = field(default_factory=list)
     headline: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # What the headline needs beside it: the A/A check and what the grid can detect (plain sentences).
+    headline_notes: list[str] = field(default_factory=list)
 
     def headline_text(self) -> str:
         """The headline table as plain text (for a closing console message)."""
@@ -406,7 +408,8 @@ def levels_table(run: RunData) -> pd.DataFrame:
 def headline_table(summary: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
     """Per model × test set × strategy: mean accuracy with CI, and the gain over random with its p-value.
 
-    The gain's interval and p-value are seed-aware (``p_holm``: Holm-adjusted). Where no comparison has two
+    The gain's interval and p-value are seed-aware (``p_holm``: Holm-adjusted); ``mdg`` is the minimum gain this
+    comparison detects with 80% power at the run-to-run variance observed. Where no comparison has two
     seeds, there is no seed-aware answer: the item-level interval and the within-run p-value are shown
     instead, under names that say so.
     """
@@ -416,7 +419,7 @@ def headline_table(summary: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
     out = summary[[*keys, "seeds", "accuracy", "ci_low", "ci_high"]].copy()
     if not gains.empty:
         if gains["p_holm"].notna().any() or gains["gain_ci_low"].notna().any():
-            cols = ["gain", "gain_ci_low", "gain_ci_high", "p_holm"]
+            cols = ["gain", "gain_ci_low", "gain_ci_high", "p_holm", "mdg"]
             out = out.merge(gains[[*keys, *cols]], on=keys, how="left")
         else:
             within = gains[[*keys, "gain", "item_ci_low", "item_ci_high", "p_bootstrap"]]
@@ -1043,6 +1046,8 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, n_bo
 
     rep.sections = [x.id for x in sections]
     rep.headline = headline_table(summary, gains)
+    if not gains.empty:
+        rep.headline_notes = [*aa_check_lines(gains, run.baseline), *power_paragraphs(gains)]
     title = f"medtune report — {run.config.get('name', run_dir.name)}"
     nav = " ".join(f"<a href='#{x.id}'>{html.escape(x.title)}</a>" for x in sections)
     body = "\n".join(f"<section id='{x.id}'><h2>{html.escape(x.title)}</h2>\n" + "\n".join(x.html) + "</section>"
