@@ -2,7 +2,11 @@
 
 Implemented from the paper's description (its Figure 1), not from the paper's reference code:
 every strategy takes the run's seed, and all randomness comes from streams derived from it, so the
-category order and the within-bucket orders change with the seed and nothing else.
+category order and the within-bucket orders change with the seed and nothing else. The strategies that
+order categories also take ``category_order``: ``seeded`` (the default) draws the block order from the
+seed; ``sorted`` (label order) and ``size`` (largest category first) fix it for every seed, as the
+paper's reference code does (``configs/yang2024-orders.yaml`` maps each of its ordering functions to a
+strategy and options here).
 
 Two random streams are derived from the seed. The *structure* stream (category order) is fixed for a
 seed; the *shuffle* stream (within-bucket orders, tie-breaks, sampling) also depends on the ``epoch``
@@ -27,6 +31,7 @@ from medtune.schema import DIFFICULTY_LEVELS
 
 BUCKETS: tuple[str, ...] = DIFFICULTY_LEVELS  # easiest first: the curriculum order
 _BUCKET_RANK = {b: i for i, b in enumerate(BUCKETS)}
+CATEGORY_ORDERS: tuple[str, ...] = ("seeded", "sorted", "size")  # how blocks of categories are ordered
 
 
 @dataclass(frozen=True)
@@ -94,10 +99,25 @@ def _shuffled(ids: Sequence[str], rng: np.random.Generator) -> list[str]:
     return [ids[i] for i in rng.permutation(len(ids))]
 
 
-def _category_order(items: Sequence[OrderItem], seed: int) -> list[str]:
-    """The seeded order of categories (sorted first, so only the seed decides)."""
+def _category_order(items: Sequence[OrderItem], seed: int, rule: str = "seeded") -> list[str]:
+    """The order of the category blocks under ``rule`` (one of :data:`CATEGORY_ORDERS`).
+
+    ``seeded``: a permutation drawn from the seed (labels sorted first, so only the seed decides).
+    ``sorted``: label order, the same for every seed. ``size``: most items first, the same for every
+    seed; equal sizes keep label order, because items have no file order here to break the tie by.
+    """
     cats = sorted({it.category for it in items if it.category is not None})
-    return _shuffled(cats, _rng(seed, "categories"))
+    if rule == "sorted":
+        return cats
+    if rule == "size":
+        sizes: dict[str, int] = {}
+        for it in items:
+            if it.category is not None:
+                sizes[it.category] = sizes.get(it.category, 0) + 1
+        return sorted(cats, key=lambda c: -sizes[c])  # stable: ties stay in label order
+    if rule == "seeded":
+        return _shuffled(cats, _rng(seed, "categories"))
+    raise ConfigError(f"category_order must be one of {', '.join(CATEGORY_ORDERS)}, got {rule!r}")
 
 
 def _by_category(items: Sequence[OrderItem]) -> dict[str, list[OrderItem]]:
@@ -136,25 +156,27 @@ def random_order(items: Sequence[OrderItem], seed: int, *, epoch: int = 0) -> li
     return _shuffled(_ids(_canonical(items)), _rng(seed, "shuffle", epoch))
 
 
-def blocked(items: Sequence[OrderItem], seed: int, *, epoch: int = 0) -> list[str]:
+def blocked(items: Sequence[OrderItem], seed: int, *, category_order: str = "seeded", epoch: int = 0) -> list[str]:
     items = _canonical(items)
     require(items, "blocked", ["category"])
     groups = _by_category(items)
     rng = _rng(seed, "shuffle", epoch)
-    return [x for c in _category_order(items, seed) for x in _shuffled(_ids(groups[c]), rng)]
+    return [x for c in _category_order(items, seed, category_order) for x in _shuffled(_ids(groups[c]), rng)]
 
 
-def interleaved(items: Sequence[OrderItem], seed: int, *, k: int | str = 3, epoch: int = 0,
-                _name: str = "interleaved") -> list[str]:
+def interleaved(items: Sequence[OrderItem], seed: int, *, k: int | str = 3, category_order: str = "seeded",
+                epoch: int = 0, _name: str = "interleaved") -> list[str]:
     items = _canonical(items)
     require(items, _name, ["category"])
     groups = _by_category(items)
     rng = _rng(seed, "shuffle", epoch)
-    return interleave([_shuffled(_ids(groups[c]), rng) for c in _category_order(items, seed)], k)
+    return interleave([_shuffled(_ids(groups[c]), rng) for c in _category_order(items, seed, category_order)], k)
 
 
-def interleaved_items(items: Sequence[OrderItem], seed: int, *, epoch: int = 0) -> list[str]:
-    return interleaved(items, seed, k="items", epoch=epoch, _name="interleaved-items")
+def interleaved_items(items: Sequence[OrderItem], seed: int, *, category_order: str = "seeded",
+                      epoch: int = 0) -> list[str]:
+    return interleaved(items, seed, k="items", category_order=category_order, epoch=epoch,
+                       _name="interleaved-items")
 
 
 def _bucketed(items: Sequence[OrderItem], seed: int, epoch: int, order: Sequence[str], name: str) -> list[str]:
@@ -173,13 +195,19 @@ def anti_curriculum(items: Sequence[OrderItem], seed: int, *, epoch: int = 0) ->
     return _bucketed(items, seed, epoch, BUCKETS[::-1], "anti-curriculum")
 
 
-def _strict(items: Sequence[OrderItem], seed: int, epoch: int, name: str, reverse: bool) -> list[str]:
-    items = _canonical(items)
-    require(items, name, ["difficulty"])
-    ties = _rng(seed, "shuffle", epoch).random(len(items))
+def _by_difficulty(items: Sequence[OrderItem], rng: np.random.Generator, reverse: bool = False) -> list[str]:
+    """Ids by continuous difficulty (easiest first, or hardest with ``reverse``); equal difficulties in an
+    order drawn from ``rng``, so a tie is never settled by the ids' spelling."""
+    ties = rng.random(len(items))
     sign = -1.0 if reverse else 1.0
     keyed = sorted(zip(items, ties, strict=True), key=lambda p: (sign * p[0].difficulty, p[1]))  # type: ignore[operator]
     return [it.id for it, _ in keyed]
+
+
+def _strict(items: Sequence[OrderItem], seed: int, epoch: int, name: str, reverse: bool) -> list[str]:
+    items = _canonical(items)
+    require(items, name, ["difficulty"])
+    return _by_difficulty(items, _rng(seed, "shuffle", epoch), reverse)
 
 
 def curriculum_strict(items: Sequence[OrderItem], seed: int, *, epoch: int = 0) -> list[str]:
@@ -190,29 +218,58 @@ def anti_curriculum_strict(items: Sequence[OrderItem], seed: int, *, epoch: int 
     return _strict(items, seed, epoch, "anti-curriculum-strict", reverse=True)
 
 
-def blocked_curriculum(items: Sequence[OrderItem], seed: int, *, epoch: int = 0) -> list[str]:
+def blocked_curriculum(items: Sequence[OrderItem], seed: int, *, category_order: str = "seeded",
+                       epoch: int = 0) -> list[str]:
     items = _canonical(items)
     require(items, "blocked-curriculum", ["category", "bucket"])
     groups = _by_category(items)
     rng = _rng(seed, "shuffle", epoch)
     out: list[str] = []
-    for c in _category_order(items, seed):
+    for c in _category_order(items, seed, category_order):
         by_bucket = _by_bucket(groups[c])
         for b in BUCKETS:
             out.extend(_shuffled(_ids(by_bucket[b]), rng))
     return out
 
 
-def interleaved_curriculum(items: Sequence[OrderItem], seed: int, *, k: int | str = 3, epoch: int = 0) -> list[str]:
+def interleaved_curriculum(items: Sequence[OrderItem], seed: int, *, k: int | str = 3,
+                           category_order: str = "seeded", epoch: int = 0) -> list[str]:
+    """Buckets easy → medium → hard; within each, the categories interleaved in one category order for all
+    buckets. ``k=1`` gives each category one block per bucket (three rounds in all)."""
     items = _canonical(items)
     require(items, "interleaved-curriculum", ["category", "bucket"])
-    cat_order = _category_order(items, seed)
+    cat_order = _category_order(items, seed, category_order)
     rng = _rng(seed, "shuffle", epoch)
     out: list[str] = []
     for b in BUCKETS:
         groups = _by_category(_by_bucket(items)[b])
         out.extend(interleave([_shuffled(_ids(groups[c]), rng) for c in cat_order if c in groups], k))
     return out
+
+
+def _categories_by_difficulty(items: Sequence[OrderItem], seed: int, epoch: int, category_order: str,
+                              name: str) -> list[list[str]]:
+    """Each category's ids easiest first (seeded tie-break), the categories in ``category_order``."""
+    items = _canonical(items)
+    require(items, name, ["category", "difficulty"])
+    groups = _by_category(items)
+    rng = _rng(seed, "shuffle", epoch)
+    return [_by_difficulty(groups[c], rng) for c in _category_order(items, seed, category_order)]
+
+
+def blocked_curriculum_strict(items: Sequence[OrderItem], seed: int, *, category_order: str = "seeded",
+                              epoch: int = 0) -> list[str]:
+    """One block per category, each sorted by continuous difficulty, easiest first."""
+    groups = _categories_by_difficulty(items, seed, epoch, category_order, "blocked-curriculum-strict")
+    return [x for g in groups for x in g]
+
+
+def interleaved_curriculum_strict(items: Sequence[OrderItem], seed: int, *, k: int | str = 3,
+                                  category_order: str = "seeded", epoch: int = 0) -> list[str]:
+    """Each category sorted by continuous difficulty and cut into ``k`` chunks, emitted round-robin: round r
+    holds the r-th easiest share of every category, so difficulty rises across rounds, not within one."""
+    groups = _categories_by_difficulty(items, seed, epoch, category_order, "interleaved-curriculum-strict")
+    return interleave(groups, k)
 
 
 def difficulty_ranking(items: Sequence[OrderItem], rng: np.random.Generator, name: str) -> list[OrderItem]:
@@ -436,9 +493,17 @@ def _strategy_name(v: Any) -> str:
 
 @dataclass(frozen=True)
 class OptionSpec:
+    """One strategy option: its default, its parser (raises :class:`ConfigError`) and a one-line help.
+
+    ``omit_default``: the resolved options leave the option out while it holds its default. An option
+    added to existing strategies uses it, so the order files and stage keys of settings that do not
+    use it stay what they were; equal settings still resolve equal, however they were written.
+    """
+
     default: Any
     parse: Callable[[Any], Any]
     help: str
+    omit_default: bool = False
 
 
 @dataclass(frozen=True)
@@ -451,7 +516,9 @@ class StrategySpec:
     needs: tuple[str, ...] = ()
     options: Mapping[str, OptionSpec] = field(default_factory=dict)
     permutation: bool = True  # False: ids may repeat (pacing, spaced repetition)
-    random: bool = True  # False: the seed only breaks ties (distinct inputs give one order)
+    # False: nothing is shuffled; the seed only breaks ties and, where categories are blocked, draws their
+    # order, so distinct inputs give few orders
+    random: bool = True
     segments: Callable[[Sequence[str], Mapping[str, OrderItem], Mapping[str, Any]], list[dict]] | None = None
 
     def resolve_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -461,7 +528,9 @@ class StrategySpec:
             known = ", ".join(sorted(self.options)) or "none"
             raise ConfigError(f"strategy '{self.name}' has no option {', '.join(map(repr, unknown))} "
                               f"(its options: {known})")
-        return {k: (o.parse(given[k]) if k in given else o.default) for k, o in self.options.items()}
+        resolved = {k: (o.parse(given[k]) if k in given else o.default) for k, o in self.options.items()}
+        return {k: v for k, v in resolved.items()
+                if not (self.options[k].omit_default and v == self.options[k].default)}
 
     def reads_difficulty(self, options: Mapping[str, Any] | None = None) -> bool:
         """Whether the order depends on difficulty (its own needs, or a ``base`` strategy's, e.g. spaced
@@ -495,6 +564,14 @@ def _interleaved_segments(order: Sequence[str], by_id: Mapping[str, OrderItem], 
 
 
 _K = OptionSpec(3, _parse_k, "chunks per category, emitted round-robin (paper: 3); 'items' = item by item")
+_K_PER_BUCKET = OptionSpec(3, _parse_k, "chunks per category in each bucket, emitted round-robin; 1 = one block "
+                           "per category per bucket (the reference code's interleaved_emh); 'items' = item by item")
+_K_STRICT = OptionSpec(3, _parse_k, "difficulty-sorted chunks per category, emitted round-robin (reference code: 3)")
+_CATEGORY_ORDER = OptionSpec("seeded", _choice("category_order", CATEGORY_ORDERS),
+                             "order of the category blocks: seeded (drawn from the seed), sorted (label order) or "
+                             "size (most items first, ties by label); sorted and size ignore the seed",
+                             omit_default=True)
+_BY_CATEGORY = {"category_order": _CATEGORY_ORDER}
 _PACING_OPTIONS = {
     "schedule": OptionSpec("linear", _choice("schedule", ("linear", "root", "step")),
                            "how the eligible pool grows: linear, root (fast early) or step"),
@@ -520,11 +597,12 @@ STRATEGIES: dict[str, StrategySpec] = {
         StrategySpec("random", random_order, "uniform random permutation under the seed (the baseline)",
                      segments=lambda o, b, opts: [{"start": 0, "label": "random"}] if o else []),
         StrategySpec("blocked", blocked, "one category after another (seeded category order), shuffled within",
-                     ("category",), segments=_label_segments("category")),
+                     ("category",), _BY_CATEGORY, segments=_label_segments("category")),
         StrategySpec("interleaved", interleaved, "categories alternate: k chunks per category emitted round-robin",
-                     ("category",), {"k": _K}, segments=_interleaved_segments),
+                     ("category",), {"k": _K, **_BY_CATEGORY}, segments=_interleaved_segments),
         StrategySpec("interleaved-items", interleaved_items, "categories alternate item by item (round-robin)",
-                     ("category",), segments=lambda o, b, opts: rounds(o, lambda i: str(b[i].category))),
+                     ("category",), _BY_CATEGORY,
+                     segments=lambda o, b, opts: rounds(o, lambda i: str(b[i].category))),
         StrategySpec("curriculum", curriculum, "easy → medium → hard buckets, shuffled within each bucket",
                      ("bucket",), segments=_label_segments("bucket")),
         StrategySpec("curriculum-strict", curriculum_strict,
@@ -537,10 +615,17 @@ STRATEGIES: dict[str, StrategySpec] = {
                      segments=_label_segments("bucket")),
         StrategySpec("blocked-curriculum", blocked_curriculum,
                      "blocked by category, easy → medium → hard within each block", ("category", "bucket"),
-                     segments=_pair_segments),
+                     _BY_CATEGORY, segments=_pair_segments),
+        StrategySpec("blocked-curriculum-strict", blocked_curriculum_strict,
+                     "blocked by category, by continuous difficulty (easiest first) within each block",
+                     ("category", "difficulty"), _BY_CATEGORY, random=False, segments=_label_segments("category")),
         StrategySpec("interleaved-curriculum", interleaved_curriculum,
                      "easy → medium → hard buckets, categories interleaved within each", ("category", "bucket"),
-                     {"k": _K}, segments=_label_segments("bucket")),
+                     {"k": _K_PER_BUCKET, **_BY_CATEGORY}, segments=_label_segments("bucket")),
+        StrategySpec("interleaved-curriculum-strict", interleaved_curriculum_strict,
+                     "each category by continuous difficulty, cut in k chunks emitted round-robin (easiest first)",
+                     ("category", "difficulty"), {"k": _K_STRICT, **_BY_CATEGORY}, random=False,
+                     segments=_interleaved_segments),
         StrategySpec("pacing", pacing,
                      "competence-based: draw from the easiest c(t) share, growing linear/root/step (ids repeat)",
                      ("difficulty or bucket",), _PACING_OPTIONS, permutation=False, segments=_pacing_segments),
