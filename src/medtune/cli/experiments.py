@@ -11,6 +11,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from medtune.experiments import ExperimentConfig, RunSummary
+    from medtune.experiments.grid import Cell
 
 console = Console()
 
@@ -67,23 +68,36 @@ def _precision(dtype: str | None, quantization: str | None) -> str:
     return f"{dtype or 'server'}" + (f" + {quantization}" if quantization else "")
 
 
+def _schedule(cfg: ExperimentConfig, cell: Cell) -> str:
+    """What a reviewer checks first: learning rate, batch × accumulation, schedule (empty for a base cell)."""
+    if cell.is_base:
+        return "-"
+    t = cfg.training_settings(cell.model, cell.method, cell.seed)
+    warm = f", warm-up {t.warmup_steps}" if t.warmup_steps else ""
+    return f"lr {t.lr:g}, batch {t.batch_size}×{t.grad_accum}, {t.scheduler}{warm}"
+
+
 def _print_grid(summary: RunSummary, cfg: ExperimentConfig) -> None:
     from rich import box
 
     from medtune.experiments.runner import cell_precision, stored_artifacts
 
     table = Table(title=f"{cfg.name}: {len(summary.statuses)} cells → {summary.run_dir}", box=box.SIMPLE_HEAD,
-                  caption="cell: model__data__method__strategy__difficulty__seed; train / eval: precision")
+                  caption="cell: model__data[-fFOLD]__method__strategy__difficulty__seed; train / eval: precision")
     table.add_column("#", justify="right")
     table.add_column("cell", overflow="fold")
     table.add_column("train", overflow="fold")
     table.add_column("eval", overflow="fold")
+    table.add_column("schedule", overflow="fold")
+    table.add_column("tested on", overflow="fold")
     table.add_column("status", no_wrap=True)
     for i, s in enumerate(summary.statuses, 1):
         style = _STATUS_STYLE.get(s.status, "")
         p = cell_precision(cfg, s.cell)
+        tests = cfg.test_sets_for(s.cell.dataset, s.cell.fold, base=s.cell.is_base)
         table.add_row(str(i), s.cell.id, _precision(p["train_dtype"], p["train_quantization"]),
-                      _precision(p["eval_dtype"], p["eval_quantization"]),
+                      _precision(p["eval_dtype"], p["eval_quantization"]), _schedule(cfg, s.cell),
+                      ", ".join(t.label + (f" (fold {t.fold})" if t.fold is not None else "") for t in tests),
                       f"[{style}]{s.status}[/]" if style else s.status)
     # Into a file or a pipe the table is printed whole (ids are what a user greps for); a terminal folds it.
     longest = max((len(s.cell.id) for s in summary.statuses), default=10)
@@ -93,8 +107,7 @@ def _print_grid(summary: RunSummary, cfg: ExperimentConfig) -> None:
                   "auto: bf16 on a GPU with bf16, fp32 on a CPU; + 4bit: a quantized base); a fine-tuned model is "
                   "evaluated on the weights it was trained with", highlight=False)
     counts = summary.counts
-    console.print("status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) +
-                  f"; test sets per cell: {', '.join(t.label for t in cfg.test_sets)}", highlight=False)
+    console.print("status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), highlight=False)
     stages = stored_artifacts(cfg)
     if stages:
         console.print("stored stage artifacts: " + ", ".join(f"{k} {v}" for k, v in stages.items()),

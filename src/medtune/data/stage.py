@@ -8,11 +8,12 @@ load with the registered loader, keep the split, keep the portion, keep the firs
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from medtune.data.parsing import SPLIT_WORDS
 from medtune.data.registry import get_loader, load
@@ -38,6 +39,11 @@ class DataSettings(Settings):
         "(e.g. [0, 0.8] and [0.8, 1] with the same portion_seed)",
     )
     portion_seed: int = Field(0, description="seed of the id hash that portion cuts")
+    folds: int | None = Field(None, ge=2, description="k-fold cross-validation: cut the items (after split and "
+                              "portion) into this many folds of equal size (±1), by the seeded id hash")
+    fold: int | None = Field(None, ge=0, description="the fold this data set is about (with `folds`)")
+    fold_part: Literal["train", "test"] = Field(
+        "train", description="with `fold`: train = every fold but this one, test = this fold only")
     limit: int | None = Field(None, ge=1, description="keep the first N items (after split and portion)")
     options: dict[str, Any] = Field(default_factory=dict, description="keyword options of the loader")
     on_error: Literal["raise", "skip"] = Field(
@@ -49,6 +55,12 @@ class DataSettings(Settings):
         if v is not None and not (0.0 <= v[0] < v[1] <= 1.0):
             raise ValueError("portion must be [a, b) with 0 <= a < b <= 1")
         return v
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> DataSettings:
+        if self.fold is not None and (self.folds is None or self.fold >= self.folds):
+            raise ValueError(f"fold {self.fold} needs `folds` greater than it (folds: {self.folds})")
+        return self
 
     @field_validator("source")
     @classmethod
@@ -93,12 +105,26 @@ def id_fraction(item_id: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def fold_of(items: Sequence[Item], folds: int, seed: int) -> dict[str, int]:
+    """Each item's fold: items ranked by their seeded id hash, cut into ``folds`` parts of equal size (±1).
+
+    Ranking (not cutting the hash at k/folds) makes the folds as equal as the item count allows, as k-fold
+    cross-validation does; the hash makes the assignment independent of the file's order.
+    """
+    ranked = sorted(items, key=lambda it: (id_fraction(it.id, seed), it.id))
+    return {it.id: rank * folds // len(ranked) for rank, it in enumerate(ranked)}
+
+
 def select_items(items: list[Item], settings: DataSettings) -> list[Item]:
-    """The split, then the portion, then the first ``limit`` items (the order of the loader is kept)."""
+    """The split, the portion, the fold, then the first ``limit`` items (the order of the loader is kept)."""
     kept = [it for it in items if settings.split is None or it.split == settings.split]
     if settings.portion is not None:
         lo, hi = settings.portion
         kept = [it for it in kept if lo <= id_fraction(it.id, settings.portion_seed) < hi]
+    if settings.folds is not None and settings.fold is not None and kept:
+        folds = fold_of(kept, settings.folds, settings.portion_seed)
+        in_fold = settings.fold_part == "test"
+        kept = [it for it in kept if (folds[it.id] == settings.fold) == in_fold]
     if settings.limit:
         kept = kept[: settings.limit]
     return kept
@@ -147,6 +173,8 @@ def load_data(settings: DataSettings, *, root: Path | None = None) -> LoadedData
             kept.append(f"split '{settings.split}'")
         if settings.portion is not None:
             kept.append(f"portion {list(settings.portion)}")
+        if settings.fold is not None:
+            kept.append(f"fold {settings.fold} of {settings.folds} ({settings.fold_part})")
         why = f" in {' and '.join(kept)} (of {len(result.items)} loaded)" if kept else ""
         skipped = f" ({len(result.skipped)} skipped)" if result.skipped else ""
         raise InputError(f"data set '{settings.label}' has no items{why}{skipped}", file=path)

@@ -24,7 +24,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-DataSetConfig = DataSettings  # a grid's `datasets:`/`test_sets:` entry is the data stage's own schema
+DataSetConfig = DataSettings  # a grid's `datasets:` entry is the data stage's own schema
+
+
+class TestSetConfig(DataSettings):
+    """A grid's `test_sets:` entry: the data stage's schema, or the held-out folds of a cross-validated training set.
+
+    ``{name: lek-test, folds_of: lek}`` tests each fold's cells on the fold they did not train on (the data set
+    ``lek`` needs ``folds``); the report pools the folds, so every item is scored once by a model that never saw
+    it. Written that way, the entry takes its source, path and options from the training set.
+    """
+
+    folds_of: str | None = Field(None, description="name of a training set with `folds`: this test set is its "
+                                 "held-out fold, per fold cell")
 
 
 PretrainConfig = PretrainSettings  # the grid's `models[].pretrain` is the base-model stage's own schema
@@ -171,7 +183,8 @@ class ExperimentConfig(_Strict):
                                          "the training initialisation (and dropout) seeds")
     models: list[ModelConfig] = Field(min_length=1)
     datasets: list[DataSetConfig] = Field(min_length=1, description="training sets (a grid axis)")
-    test_sets: list[DataSetConfig] = Field(min_length=1, description="every cell is evaluated on each")
+    test_sets: list[TestSetConfig] = Field(min_length=1, description="every cell is evaluated on each (a "
+                                           "`folds_of` test set: each fold cell on its own held-out fold)")
     strategies: list[StrategyConfig] = Field(min_length=1)
     baseline_strategy: str = "random"
     difficulty: DifficultyConfig = Field(default_factory=DifficultyConfig)
@@ -180,6 +193,37 @@ class ExperimentConfig(_Strict):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     base_dir: str | None = Field(None, description="set by the loader: the folder relative paths start from")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cross_validated_test_sets(cls, data: Any) -> Any:
+        """A `folds_of` test set takes its data settings from the training set it holds folds of."""
+        if not isinstance(data, dict) or not isinstance(data.get("test_sets"), list):
+            return data
+        by_name = {}
+        for d in data.get("datasets") or []:
+            if isinstance(d, dict):
+                by_name[d.get("name") or d.get("source")] = d
+        out = []
+        for t in data["test_sets"]:
+            if isinstance(t, dict) and t.get("folds_of") is not None:
+                ds = by_name.get(t["folds_of"])
+                if ds is None:
+                    raise ValueError(f"test set '{t.get('name')}': folds_of '{t['folds_of']}' names no training set")
+                # Its own data keys may only repeat the training set's (a saved config repeats them all).
+                try:
+                    ref = DataSettings.model_validate(ds).model_dump(mode="json")
+                except ValueError:
+                    ref = dict(ds)  # the training set is invalid itself: its own error is reported
+                own = sorted(k for k in set(t) - {"name", "folds_of", "fold", "fold_part"} if t[k] != ref.get(k))
+                if own:
+                    raise ValueError(f"test set '{t.get('name')}' with folds_of takes its data settings from the "
+                                     f"training set; remove {own}")
+                if not ds.get("folds"):
+                    raise ValueError(f"test set '{t.get('name')}': training set '{t['folds_of']}' has no `folds`")
+                t = {**ds, "name": t.get("name") or f"{t['folds_of']}-test", "folds_of": t["folds_of"]}
+            out.append(t)
+        return {**data, "test_sets": out}
 
     @field_validator("strategies", mode="before")
     @classmethod
@@ -252,6 +296,47 @@ class ExperimentConfig(_Strict):
 
     def model(self, name: str) -> ModelConfig:
         return next(m for m in self.models if m.name == name)
+
+    def dataset(self, label: str) -> DataSettings:
+        return next(d for d in self.datasets if d.label == label)
+
+    def folds_for(self, label: str) -> list[int | None]:
+        """The fold values of training set ``label``'s cells: None is the whole set.
+
+        A cross-validated set gets one cell per fold where a `folds_of` test set needs them, and whole-set cells
+        where any other test set does (the protocol of training on all of it for the other test sets).
+        """
+        ds = self.dataset(label)
+        cv = [t for t in self.test_sets if t.folds_of == label]
+        if not ds.folds or not cv:
+            return [None]
+        folds: list[int | None] = list(range(ds.folds))
+        if any(t.folds_of != label for t in self.test_sets):
+            folds.append(None)
+        return folds
+
+    def training_set(self, label: str, fold: int | None) -> DataSettings:
+        """The training items of a cell: the whole set, or every fold of it but ``fold``."""
+        ds = self.dataset(label)
+        return ds if fold is None else ds.model_copy(update={"fold": fold, "fold_part": "train"})
+
+    def test_sets_for(self, dataset: str, fold: int | None, *, base: bool = False) -> list[DataSettings]:
+        """The test sets a cell is evaluated on.
+
+        A fold cell: the held-out fold of each `folds_of` test set of its training set. A whole-set cell: every
+        other test set (its own cross-validated set is all training data to it). A base cell (no training):
+        every test set, a cross-validated one whole (its folds pooled, as the fold cells' results are).
+        """
+        out: list[DataSettings] = []
+        for t in self.test_sets:
+            if t.folds_of is None:
+                if fold is None:
+                    out.append(t)
+            elif base:
+                out.append(t.model_copy(update={"fold": None}))
+            elif t.folds_of == dataset and fold is not None:
+                out.append(t.model_copy(update={"fold": fold, "fold_part": "test"}))
+        return out
 
     def training_settings(self, model_name: str, method: str, seed: int, base_spec: str | None = None) -> Any:
         """The training settings of one cell (a :class:`medtune.training.TrainConfig`), resolved once.

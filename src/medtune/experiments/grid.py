@@ -20,7 +20,7 @@ from typing import Any
 from medtune.experiments.config import ExperimentConfig
 from medtune.io import stable_hash
 
-AXES = ("model", "dataset", "method", "strategy", "difficulty", "seed", "order_seed")
+AXES = ("model", "dataset", "method", "strategy", "difficulty", "seed", "order_seed", "fold")
 # The pseudo-cell that evaluates a model before fine-tuning.
 BASE_METHOD, BASE_STRATEGY = "none", "base"
 # The difficulty "source" of cells whose strategy ignores difficulty (one cell serves every source).
@@ -36,6 +36,7 @@ class Cell:
     difficulty: str
     seed: int  # the training (initialisation) seed
     order_seed: int | None = None  # the order's seed; None: tied to ``seed``
+    fold: int | None = None  # cross-validation: trained on every fold of the training set but this one
 
     @property
     def is_base(self) -> bool:
@@ -54,7 +55,8 @@ class Cell:
     @property
     def id(self) -> str:
         seed = f"s{self.seed}" if self.order_seed is None else f"s{self.seed}-o{self.order_seed}"
-        parts = [self.model, self.dataset, self.method, self.strategy, self.difficulty, seed]
+        data = self.dataset if self.fold is None else f"{self.dataset}-f{self.fold}"
+        parts = [self.model, data, self.method, self.strategy, self.difficulty, seed]
         return "__".join(_slug(p) for p in parts)
 
     def as_dict(self) -> dict[str, Any]:
@@ -63,8 +65,9 @@ class Cell:
     def key_fields(self) -> dict[str, Any]:
         """The axis values a cell's key hashes (a tied cell hashes as it did before order seeds existed)."""
         d = asdict(self)
-        if self.order_seed is None:
-            d.pop("order_seed")
+        for optional in ("order_seed", "fold"):
+            if d[optional] is None:
+                d.pop(optional)
         return d
 
 
@@ -82,22 +85,23 @@ def uses_difficulty(name: str, options: dict[str, Any] | None = None) -> bool:
 def expand(config: ExperimentConfig) -> list[Cell]:
     """All cells of the grid, in a deterministic order (the YAML's list order, seeds innermost).
 
-    Crossed seeds give one cell per (initialisation seed, order seed) pair.
+    Crossed seeds give one cell per (initialisation seed, order seed) pair; a cross-validated training set one
+    cell per fold (and whole-set cells where other test sets need them, see ``ExperimentConfig.folds_for``).
 
     Strategies that ignore difficulty (random, blocked, interleaved) get one cell per seed under the
     difficulty source ``none``, instead of identical copies per difficulty source.
     """
     cells: list[Cell] = []
-    for model, data, method, strat, diff, (seed, order_seed) in itertools.product(
+    for model, (data, fold), method, strat, diff, (seed, order_seed) in itertools.product(
         config.models,
-        config.datasets,
+        [(d, f) for d in config.datasets for f in config.folds_for(d.label)],
         config.training.methods,
         config.strategies,
         config.difficulty.sources,
         config.run_seeds,
     ):
         d = diff if uses_difficulty(strat.name, strat.options) else NO_DIFFICULTY
-        cell = Cell(model.name, data.label, method, strat.id, d, seed, order_seed)
+        cell = Cell(model.name, data.label, method, strat.id, d, seed, order_seed, fold)
         if cell not in cells:
             cells.append(cell)
     if config.evaluation.baseline:  # the model before fine-tuning, once per model and training set

@@ -79,7 +79,8 @@ def data_stage(ctx: Context, ds: DataSetConfig) -> Artifact:
         return run_data(settings, out)
 
     art = ctx.store.get_or_compute("data", conf, None, compute, record_failure=True)
-    return ctx.note(f"data:{ds.label}", art)
+    fold = f":fold{ds.fold}-{ds.fold_part}" if ds.fold is not None else ""
+    return ctx.note(f"data:{ds.label}{fold}", art)
 
 
 def base_model_stage(ctx: Context, model: ModelConfig, data: Artifact) -> tuple[str, Artifact | None]:
@@ -263,10 +264,6 @@ def summarize_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
             "n_correct": round(acc["accuracy"] * n) if n is not None and acc.get("accuracy") is not None else None}
 
 
-def _dataset(cfg: ExperimentConfig, name: str) -> DataSetConfig:
-    return next(d for d in cfg.datasets if d.label == name)
-
-
 def _strategy(cfg: ExperimentConfig, name: str) -> StrategyConfig:
     return next(s for s in cfg.strategies if s.id == name)
 
@@ -336,16 +333,18 @@ def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
     from medtune.evaluation_stage import ModelRef
 
     cfg = ctx.cfg
-    data = data_stage(ctx, _dataset(cfg, cell.dataset))
-    tests = {t.label: data_stage(ctx, t) for t in cfg.test_sets}
+    data = data_stage(ctx, cfg.training_set(cell.dataset, cell.fold))
+    tests = {t.label: data_stage(ctx, t) for t in cfg.test_sets_for(cell.dataset, cell.fold, base=cell.is_base)}
     model = cfg.model(cell.model)
-    base_spec, base = base_model_stage(ctx, model, data)
+    # One base per model and training set, built from the whole set: every fold starts from the same weights.
+    whole = data if cell.fold is None else data_stage(ctx, cfg.dataset(cell.dataset))
+    base_spec, base = base_model_stage(ctx, model, whole)
     if cell.is_base:
         return {"tests": eval_stages(ctx, ModelRef(spec=base_spec), base.key if base else stable_hash(base_spec),
                                      tests)}
     diff = None
     if cell.difficulty != NO_DIFFICULTY:
-        diff = difficulty_stage(ctx, cell.difficulty, data, _model_specs(ctx, data))
+        diff = difficulty_stage(ctx, cell.difficulty, data, _model_specs(ctx, whole))
     cats = categories_stage(ctx, data)
     strategy = _strategy(cfg, cell.strategy)
     order = order_stage(ctx, strategy, cell.order_seed_value, cell.difficulty, data, diff, cats)
@@ -371,6 +370,7 @@ def execute_cell(payload: dict[str, Any]) -> dict[str, Any]:
     ctx = None
     try:
         ctx = _setup(payload)
+        record["test_sets"] = [t.label for t in ctx.cfg.test_sets_for(cell.dataset, cell.fold, base=cell.is_base)]
         with _torch_threads(ctx.cfg.executor.torch_threads):
             record.update(run_cell(ctx, cell))
         record["status"] = "done"
@@ -408,23 +408,26 @@ def _prepare_shared(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
             errors.append(f"{getattr(fn, '__name__', fn)}: {type(exc).__name__}: {exc}")
             return None
 
-    tests = [attempt(data_stage, ctx, t) for t in ctx.cfg.test_sets]
-    del tests
-    for ds_label in dict.fromkeys(c.dataset for c in cells):
-        data = attempt(data_stage, ctx, _dataset(ctx.cfg, ds_label))
-        if data is None:
+    for c in cells:
+        for t in ctx.cfg.test_sets_for(c.dataset, c.fold, base=c.is_base):
+            attempt(data_stage, ctx, t)
+    for ds_label, fold in dict.fromkeys((c.dataset, c.fold) for c in cells):
+        data = attempt(data_stage, ctx, ctx.cfg.training_set(ds_label, fold))
+        whole = data if fold is None else attempt(data_stage, ctx, ctx.cfg.dataset(ds_label))
+        if data is None or whole is None:
             continue
-        for m_name in dict.fromkeys(c.model for c in cells if c.dataset == ds_label):
-            attempt(base_model_stage, ctx, ctx.cfg.model(m_name), data)
-        sources = dict.fromkeys(c.difficulty for c in cells if c.dataset == ds_label and c.difficulty != NO_DIFFICULTY)
-        specs = attempt(_model_specs, ctx, data) if sources else {}
+        mine = [c for c in cells if c.dataset == ds_label and c.fold == fold]
+        for m_name in dict.fromkeys(c.model for c in mine):
+            attempt(base_model_stage, ctx, ctx.cfg.model(m_name), whole)
+        sources = dict.fromkeys(c.difficulty for c in mine if c.difficulty != NO_DIFFICULTY)
+        specs = attempt(_model_specs, ctx, whole) if sources else {}
         diffs = {s: attempt(difficulty_stage, ctx, s, data, specs or {}) for s in sources}
         cats = attempt(categories_stage, ctx, data)
         if cats is None and ctx.cfg.categories.method != "given":
             continue  # orders need the clustering; the cells will report its error
-        for c in cells:
-            if c.dataset == ds_label and not c.is_base and (c.difficulty == NO_DIFFICULTY or diffs.get(c.difficulty)
-                                                             or c.difficulty == "human"):
+        for c in mine:
+            if not c.is_base and (c.difficulty == NO_DIFFICULTY or diffs.get(c.difficulty)
+                                  or c.difficulty == "human"):
                 attempt(order_stage, ctx, _strategy(ctx.cfg, c.strategy), c.order_seed_value, c.difficulty, data,
                         diffs.get(c.difficulty), cats)
     return {"errors": errors}

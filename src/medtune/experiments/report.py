@@ -121,7 +121,35 @@ class RunData:
         # Tables written before order seeds existed: a cell's order seed was its seed.
         order = done["order_seed"] if "order_seed" in done else pd.Series(pd.NA, index=done.index)
         done["order_seed"] = order.fillna(done["seed"]).astype(int)
+        # Cross-validation: the fold cells of one run are one run on the pooled held-out folds.
+        self._pooled: dict[tuple[str, str], list[str]] = {}
+        if "fold" in done and done["fold"].notna().any():
+            done = self._pool_folds(done)
         self.done = done
+
+    def _pool_folds(self, done: pd.DataFrame) -> pd.DataFrame:
+        """One row per (run, test set) for fold cells: every item scored once, by the fold that held it out.
+
+        The pooled row takes the id the cell would have without a fold; its accuracy is over all folds' items
+        (the intervals are recomputed from the pooled items where the report needs them).
+        """
+        folded, rest = done[done["fold"].notna()], done[done["fold"].isna()]
+        rows = []
+        for (cell_id, test_set), g in folded.groupby(
+                [folded.apply(lambda r: r["cell_id"].replace(f"__{r['dataset']}-f{int(r['fold'])}__",
+                                                             f"__{r['dataset']}__"), axis=1), "test_set"], sort=False):
+            self._pooled[(cell_id, test_set)] = list(g["cell_id"])
+            row = g.iloc[0].copy()
+            n = g["n_items"].astype(float)
+            row["cell_id"], row["fold"] = cell_id, pd.NA
+            row["n_items"], row["n_correct"] = int(n.sum()), int(g["n_correct"].fillna(0).sum())
+            row["accuracy"] = float((g["accuracy"].astype(float) * n).sum() / n.sum())
+            row["ci_low"] = row["ci_high"] = float("nan")
+            for col in ("final_loss", "train_steps", "train_seconds"):
+                if col in g:
+                    row[col] = pd.to_numeric(g[col], errors="coerce").mean()
+            rows.append(row)
+        return pd.concat([rest, pd.DataFrame(rows)], ignore_index=True) if rows else rest
 
     def correct(self, cell_id: str, test_set: str) -> pd.Series:
         """Per-item correctness (0/1, or token F1 for free text), indexed by item id."""
@@ -137,11 +165,15 @@ class RunData:
             self._read(cell_id, test_set)
         return self._calibration[key]
 
+    def _parts(self, cell_id: str, test_set: str) -> list[str]:
+        return self._pooled.get((cell_id, test_set), [cell_id])
+
     def _read(self, cell_id: str, test_set: str) -> None:
         from medtune.evaluation import calibration_metrics, per_item_scores, read_predictions
 
-        path = self.records[cell_id]["tests"][test_set]["predictions"]
-        frame = read_predictions(path)
+        paths = [self.records[c]["tests"][test_set]["predictions"] for c in self._parts(cell_id, test_set)]
+        frame = pd.concat([read_predictions(p) for p in paths], ignore_index=True)
+        path = paths[0]
         self._correct[(cell_id, test_set)] = pd.Series(per_item_scores(frame), index=frame["id"].astype(str))
         cal = None
         modes = set(frame["mode"].astype(str)) if "mode" in frame.columns else set()
@@ -154,6 +186,9 @@ class RunData:
 
     def item_table(self, cell_id: str, test_set: str) -> pd.DataFrame:
         """Test items' level and held-out flag, indexed by id."""
+        parts = self._parts(cell_id, test_set)
+        if len(parts) > 1:
+            return pd.concat([self.item_table(c, test_set) for c in parts])
         path = self.records[cell_id]["tests"][test_set]["items"]
         if path not in self._items:
             from medtune.schema import read_items

@@ -260,7 +260,7 @@ class ResultStore:
         return parquet
 
 
-AXIS_COLUMNS = ["cell_id", "model", "dataset", "method", "strategy", "difficulty", "seed", "order_seed"]
+AXIS_COLUMNS = ["cell_id", "model", "dataset", "method", "strategy", "difficulty", "seed", "order_seed", "fold"]
 RESULT_COLUMNS = [
     *AXIS_COLUMNS,
     "test_set",
@@ -283,7 +283,7 @@ RESULT_COLUMNS = [
     "key",
     "finished",
 ]
-INT_COLUMNS = ["seed", "order_seed", "n_items", "n_correct", "train_steps"]
+INT_COLUMNS = ["seed", "order_seed", "fold", "n_items", "n_correct", "train_steps"]
 FLOAT_COLUMNS = ["accuracy", "ci_low", "ci_high", "final_loss", "train_seconds", "eval_seconds", "seconds"]
 CELL_COLUMNS = [*AXIS_COLUMNS, "status", "error", "seconds", "train_seconds", "final_loss", "key", "finished"]
 
