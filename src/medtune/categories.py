@@ -13,6 +13,12 @@ outside the wanted number of clusters). Choices of our own, and why:
   or form a category of their own (``noise="own"``); their probability stays HDBSCAN's (0).
 - Clusters are renumbered by size (c00 is the largest) so labels do not depend on HDBSCAN's internal order.
 
+The preset ``yang2024`` (:data:`CATEGORY_PRESETS`) sets what the authors' ``text_clustering.py`` ran, under
+any setting given explicitly: the S-PubMedBert-MS-MARCO sentence model (a local folder the user supplies),
+n_neighbors 5–19, 3–14 dimensions, min cluster size 25–34 (not scaled), 100 trials of hyperopt-style TPE over
+the values as choices, a flat penalty 0.20 outside 6–20 clusters where HDBSCAN's noise label counts as a
+cluster, UMAP seed 42, each distinct question clustered once, and noise kept as a category of its own.
+
 The stage is :func:`run_categories` with :class:`CategorySettings`: ``medtune categories`` and the experiment
 grid both call it.
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from medtune.errors import ConfigError, InputError
 from medtune.io import atomic_path, read_parquet_table, write_figure_png_svg
@@ -55,6 +62,11 @@ VIGNETTE_STOP_WORDS = frozenset(
 )
 # The paper's HDBSCAN min cluster size 25–34 on LEK's 874 questions, as shares of n.
 MIN_CLUSTER_SHARE = (25 / 874, 34 / 874)
+SAMPLERS: tuple[str, ...] = ("tpe", "hyperopt")
+# hyperopt's tpe.suggest: 20 random trials first, then 24 candidates per step scored by the ratio of the
+# densities of the best ceil(0.25·√n) trials (at most 25) and the rest.
+HYPEROPT_STARTUP_TRIALS = 20
+HYPEROPT_EI_CANDIDATES = 24
 
 
 @dataclass(frozen=True)
@@ -66,8 +78,11 @@ class SearchSpace:
     min_cluster_size: tuple[int, int] = (25, 34)
 
     @classmethod
-    def for_n(cls, n: int, min_cluster_size: tuple[int, int] | None = None) -> SearchSpace:
-        """The paper's ranges, with min cluster size scaled to ``n`` and everything clipped to what n allows."""
+    def for_n(cls, n: int, min_cluster_size: tuple[int, int] | None = None, *,
+              n_neighbors: tuple[int, int] | None = None,
+              n_components: tuple[int, int] | None = None) -> SearchSpace:
+        """The given ranges (default: the paper's, with min cluster size scaled to ``n``), clipped to what n
+        allows: UMAP needs n_neighbors ≤ n − 2 and n_components ≤ n − 3 on so few points."""
         if n < 10:
             raise InputError(f"clustering needs at least 10 items, got {n}")
         if min_cluster_size is None:
@@ -77,9 +92,18 @@ class SearchSpace:
         lo, hi = min_cluster_size
         if not 2 <= lo <= hi:
             raise ConfigError(f"min cluster size range must be 2 ≤ low ≤ high, got {lo}:{hi}")
-        nn_hi = min(20, n - 2)
-        nc_hi = min(14, n - 3)
-        return cls((min(5, nn_hi), nn_hi), (min(3, nc_hi), nc_hi), (lo, hi))
+        nn = _clipped("n_neighbors", n_neighbors or cls.n_neighbors, 2, n - 2)
+        nc = _clipped("n_components", n_components or cls.n_components, 1, n - 3)
+        return cls(nn, nc, (lo, hi))
+
+
+def _clipped(name: str, bounds: tuple[int, int], least: int, most: int) -> tuple[int, int]:
+    """``bounds`` with its high end lowered to ``most`` (and its low end to the new high end)."""
+    lo, hi = bounds
+    if not least <= lo <= hi:
+        raise ConfigError(f"{name} range must be {least} ≤ low ≤ high, got {lo}:{hi}")
+    hi = min(hi, most)
+    return min(lo, hi), hi
 
 
 @dataclass
@@ -95,20 +119,50 @@ class Clustering:
     low_share: float
     reduced: np.ndarray
     trials: list[dict[str, Any]] = field(default_factory=list)
+    counted_clusters: int = 0  # the count the objective compared with the wanted range
 
 
 def cost_of(labels: np.ndarray, probabilities: np.ndarray, min_clusters: int, max_clusters: int,
-            low: float = LOW_PROBABILITY) -> tuple[float, float, int]:
-    """(cost, share of points with probability < low, number of clusters): the search objective."""
-    n_clusters = len(set(labels.tolist()) - {-1})
+            low: float = LOW_PROBABILITY, *, penalty: float | None = None,
+            count_noise: bool = False) -> tuple[float, float, int]:
+    """(cost, share of points with probability < low, number of clusters): the search objective.
+
+    The number of clusters is what gets compared with the wanted range: HDBSCAN's clusters, plus one for the
+    noise label when ``count_noise`` (and there is noise). Outside the range the cost grows by ``penalty``, or
+    by default by 1 + distance/range, so that any in-range trial wins.
+    """
+    found = set(labels.tolist())
+    n_clusters = len(found) if count_noise else len(found - {-1})
     low_share = float(np.count_nonzero(probabilities < low)) / len(labels)
-    if n_clusters < min_clusters:
-        penalty = 1.0 + (min_clusters - n_clusters) / max(1, max_clusters - min_clusters + 1)
-    elif n_clusters > max_clusters:
-        penalty = 1.0 + (n_clusters - max_clusters) / max(1, max_clusters - min_clusters + 1)
+    miss = max(min_clusters - n_clusters, n_clusters - max_clusters, 0)
+    if miss == 0:
+        extra = 0.0
+    elif penalty is not None:
+        extra = penalty
     else:
-        penalty = 0.0
-    return low_share + penalty, low_share, n_clusters
+        extra = 1.0 + miss / max(1, max_clusters - min_clusters + 1)
+    return low_share + extra, low_share, n_clusters
+
+
+def hyperopt_gamma(n_trials: int) -> int:
+    """How many finished trials hyperopt's TPE counts as good: ceil(0.25·√n), at most 25."""
+    return min(math.ceil(0.25 * math.sqrt(n_trials)), 25)
+
+
+def make_sampler(name: str, seed: int, trials: int) -> Any:
+    """Optuna's TPE as medtune tunes it (``tpe``) or with hyperopt's ``tpe.suggest`` defaults (``hyperopt``)."""
+    import optuna
+
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, trials))
+    if name == "hyperopt":
+        import warnings
+
+        with warnings.catch_warnings():  # Optuna ≥ 4.9 marks a custom gamma as deprecated; it still applies it
+            warnings.filterwarnings("ignore", message=".*gamma.*deprecated", category=FutureWarning)
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=HYPEROPT_STARTUP_TRIALS,
+                                              n_ei_candidates=HYPEROPT_EI_CANDIDATES, gamma=hyperopt_gamma)
+    raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
 
 
 def reduce(embeddings: np.ndarray, n_neighbors: int, n_components: int, seed: int, min_dist: float = 0.0) -> np.ndarray:
@@ -165,8 +219,17 @@ def search_clusters(
     space: SearchSpace | None = None,
     noise: str = "nearest",
     progress: Callable[[int, dict[str, Any]], None] | None = None,
+    penalty: float | None = None,
+    count_noise: bool = False,
+    low_probability: float = LOW_PROBABILITY,
+    sampler: str = "tpe",
 ) -> Clustering:
-    """Run ``trials`` seeded TPE trials over UMAP/HDBSCAN parameters and return the best clustering."""
+    """Run ``trials`` seeded TPE trials over UMAP/HDBSCAN parameters and return the best clustering.
+
+    ``penalty``, ``count_noise`` and ``low_probability`` shape the objective (:func:`cost_of`). With
+    ``sampler="hyperopt"`` each parameter is a choice among its values, as hyperopt's ``hp.choice`` makes it,
+    rather than an ordered integer.
+    """
     import optuna
 
     if noise not in NOISE_POLICIES:
@@ -175,6 +238,7 @@ def search_clusters(
         raise ConfigError(f"cluster-count range must be 1 ≤ min ≤ max, got {min_clusters}–{max_clusters}")
     if trials < 1:
         raise ConfigError(f"trials must be at least 1, got {trials}")
+    study_sampler = make_sampler(sampler, seed, trials)
     embeddings = np.asarray(embeddings, dtype=np.float32)
     space = space or SearchSpace.for_n(len(embeddings))
     reduced_cache: dict[tuple[int, int], np.ndarray] = {}
@@ -188,12 +252,21 @@ def search_clusters(
             fits[(nn, nc, mcs)] = hdbscan_fit(reduced_cache[(nn, nc)], mcs)
         return fits[(nn, nc, mcs)]
 
+    def suggest(trial: optuna.Trial, name: str, bounds: tuple[int, int]) -> int:
+        if sampler == "hyperopt":
+            return int(trial.suggest_categorical(name, list(range(bounds[0], bounds[1] + 1))))
+        return trial.suggest_int(name, *bounds)
+
+    def score(labels: np.ndarray, probs: np.ndarray) -> tuple[float, float, int]:
+        return cost_of(labels, probs, min_clusters, max_clusters, low_probability, penalty=penalty,
+                       count_noise=count_noise)
+
     def objective(trial: optuna.Trial) -> float:
-        nn = trial.suggest_int("n_neighbors", *space.n_neighbors)
-        nc = trial.suggest_int("n_components", *space.n_components)
-        mcs = trial.suggest_int("min_cluster_size", *space.min_cluster_size)
+        nn = suggest(trial, "n_neighbors", space.n_neighbors)
+        nc = suggest(trial, "n_components", space.n_components)
+        mcs = suggest(trial, "min_cluster_size", space.min_cluster_size)
         labels, probs = fit(nn, nc, mcs)
-        cost, low_share, k = cost_of(labels, probs, min_clusters, max_clusters)
+        cost, low_share, k = score(labels, probs)
         entry = {"n_neighbors": nn, "n_components": nc, "min_cluster_size": mcs, "cost": cost,
                  "low_share": low_share, "n_clusters": k}
         log.append(entry)
@@ -202,13 +275,13 @@ def search_clusters(
         return cost
 
     optuna.logging.set_verbosity(logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, trials))
-    study = optuna.create_study(direction="minimize", sampler=sampler)
+    study = optuna.create_study(direction="minimize", sampler=study_sampler)
     study.optimize(objective, n_trials=trials, n_jobs=1, show_progress_bar=False)
-    best = study.best_trial.params
+    best = {name: int(value) for name, value in study.best_trial.params.items()}
     key = (best["n_neighbors"], best["n_components"], best["min_cluster_size"])
     raw, probs = fit(*key)
-    cost, low_share, k = cost_of(raw, probs, min_clusters, max_clusters)
+    cost, low_share, counted = score(raw, probs)
+    k = len(set(raw.tolist()) - {-1})
     raw = renumber_by_size(raw)
     reduced = reduced_cache[key[:2]]
     if k == 0:  # everything is noise: one category rather than none
@@ -217,7 +290,7 @@ def search_clusters(
         labels = assign_noise_to_nearest(raw, reduced)
     else:
         labels = raw
-    return Clustering(labels, raw, probs, k, dict(best), cost, low_share, reduced, log)
+    return Clustering(labels, raw, probs, k, best, cost, low_share, reduced, log, counted)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -333,43 +406,107 @@ def cluster_categories(
     top_terms: int = 3,
     model_id: str | None = None,
     progress: Callable[[int, dict[str, Any]], None] | None = None,
+    n_neighbors: tuple[int, int] | None = None,
+    n_components: tuple[int, int] | None = None,
+    penalty: float | None = None,
+    count_noise: bool = False,
+    low_probability: float = LOW_PROBABILITY,
+    sampler: str = "tpe",
+    unique_texts: bool = False,
 ) -> Categories:
     """Cluster the items' question texts into categories named by their top c-TF-IDF terms.
 
     ``embeddings`` (one row per item) skip the embedding step; ``model_id`` then names where they came from.
+    With ``unique_texts`` each distinct question text is one point of the clustering (repeated questions do
+    not make a dense spot of their own) and every item takes its text's category and probability.
     """
-    from medtune.embeddings import embed_texts, resolve_model
+    from medtune.embeddings import resolve_model
 
     texts = [item_text(it) for it in items]
-    if model_id is None:
-        model_id = "precomputed" if embeddings is not None else resolve_model(embedding_model)[0]
+    if model_id is None and embeddings is not None:
+        model_id = "precomputed"
     if embeddings is None:
-        embeddings = embed_texts(texts, embedding_model)
+        embeddings = embed_items(items, embedding_model)
+    if model_id is None:
+        model_id = resolve_model(embedding_model)[0]
     if len(embeddings) != len(items):
         raise InputError(f"{len(embeddings)} embeddings for {len(items)} items")
-    space = SearchSpace.for_n(len(items), min_cluster_size)
-    result = search_clusters(embeddings, trials=trials, min_clusters=min_clusters, max_clusters=max_clusters,
-                             seed=seed, space=space, noise=noise, progress=progress)
-    category = [NOISE_CATEGORY if lab == -1 else f"c{lab:02d}" for lab in result.labels.tolist()]
+    first, back = _distinct(texts) if unique_texts else (np.arange(len(texts)), np.arange(len(texts)))
+    space = SearchSpace.for_n(len(first), min_cluster_size, n_neighbors=n_neighbors, n_components=n_components)
+    result = search_clusters(np.asarray(embeddings)[first], trials=trials, min_clusters=min_clusters,
+                             max_clusters=max_clusters, seed=seed, space=space, noise=noise, progress=progress,
+                             penalty=penalty, count_noise=count_noise, low_probability=low_probability,
+                             sampler=sampler)
+    category = [NOISE_CATEGORY if lab == -1 else f"c{lab:02d}" for lab in result.labels[back].tolist()]
     terms = ctfidf_terms(texts, category, top_n=top_terms)
     names = {c: (", ".join(t) if t else c) for c, t in terms.items()}
-    in_range = min_clusters <= result.n_clusters <= max_clusters
+    in_range = min_clusters <= result.counted_clusters <= max_clusters
     metadata = {
         "method": "embedding-umap-hdbscan",
         "seed": seed,
         "parameters": {
             "embedding_model": model_id, "trials": trials, "min_clusters": min_clusters,
-            "max_clusters": max_clusters, "noise": noise, "low_probability": LOW_PROBABILITY,
+            "max_clusters": max_clusters, "noise": noise, "low_probability": low_probability,
             "search_space": {"n_neighbors": space.n_neighbors, "n_components": space.n_components,
                              "min_cluster_size": space.min_cluster_size},
+            "penalty": "graded" if penalty is None else penalty, "count_noise": count_noise, "sampler": sampler,
+            "unique_texts": unique_texts,
             "best": result.params,
         },
-        "result": {"n_clusters": result.n_clusters, "cost": result.cost, "low_probability_share": result.low_share,
-                   "noise_points": int(np.count_nonzero(result.raw_labels == -1)), "in_range": in_range},
+        "result": {"n_clusters": result.n_clusters, "counted_clusters": result.counted_clusters,
+                   "cost": result.cost, "low_probability_share": result.low_share,
+                   "noise_points": int(np.count_nonzero(result.raw_labels == -1)), "clustered_texts": len(first),
+                   "in_range": in_range},
         "terms": terms,
     }
-    return Categories([it.id for it in items], category, [float(p) for p in result.probabilities],
-                      [names[c] for c in category], metadata, reduced=result.reduced)
+    return Categories([it.id for it in items], category, [float(p) for p in result.probabilities[back]],
+                      [names[c] for c in category], metadata, reduced=result.reduced[back])
+
+
+def _distinct(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(index of each distinct text's first item, for every item the position of its text among them)."""
+    position: dict[str, int] = {}
+    first: list[int] = []
+    back = np.empty(len(texts), dtype=int)
+    for i, text in enumerate(texts):
+        if text not in position:
+            position[text] = len(first)
+            first.append(i)
+        back[i] = position[text]
+    return np.asarray(first, dtype=int), back
+
+
+def embed_items(items: Sequence[Any], embedding_model: str | None, origin: str = "") -> np.ndarray:
+    """The items' question embeddings, with an error that says how to supply a model when it cannot load.
+
+    A model that is not a local folder (such as a preset's hub id) can only be used offline once the user has
+    saved it as a local sentence-transformers folder; the error says so rather than showing the hub's.
+    ``origin`` says where the model name came from (e.g. " (set by preset yang2024)").
+    """
+    from medtune.embeddings import DEFAULT_MODEL, embed_texts
+
+    texts = [item_text(it) for it in items]
+    if embedding_model is None or str(embedding_model) == DEFAULT_MODEL:
+        return embed_texts(texts, embedding_model)
+    folder = Path(str(embedding_model)).expanduser()
+    try:
+        return embed_texts(texts, embedding_model)
+    except (InputError, OSError, ValueError, RuntimeError) as exc:
+        if folder.is_dir():
+            raise InputError(f"embedding_model: the folder '{folder}'{origin} could not be loaded as a "
+                             f"sentence-transformers model ({exc})") from exc
+        cause = "" if isinstance(exc, InputError) else f" ({type(exc).__name__}: {exc})"
+        raise InputError(
+            f"embedding_model: '{embedding_model}'{origin} is not a local folder and could not be loaded offline"
+            f"{cause}. medtune downloads nothing: fetch the model once where the hub is reachable (e.g. "
+            f"`huggingface-cli download {embedding_model} --local-dir DIR`) and give that folder as "
+            "embedding_model (--embedding-model DIR)") from exc
+
+
+def _model_origin(s: CategorySettings) -> str:
+    preset = CATEGORY_PRESETS.get(s.preset or "", {})
+    same = s.embedding_model is not None and s.embedding_model == preset.get("embedding_model")
+    return f" (set by preset {s.preset})" if same else ""
 
 
 def plot_categories(cats: Categories, embeddings: np.ndarray, path: str | Path, *, seed: int = 0,
@@ -419,8 +556,36 @@ ARTIFACT = "categories.parquet"
 ProgressFn = Callable[[int, dict[str, Any]], None]
 
 
+# Named settings applied under explicit ones (CategorySettings.preset). yang2024: the authors' text_clustering.py
+# (Yang et al. 2024, "Evaluating Fine-Tuning Efficiency of Human-Inspired Learning Strategies in Medical QA").
+PUBMEDBERT_MODEL = "pritamdeka/S-PubMedBert-MS-MARCO"
+CATEGORY_PRESETS: dict[str, dict[str, Any]] = {
+    "yang2024": {
+        "method": "cluster",
+        "embedding_model": PUBMEDBERT_MODEL,  # a hub id: supply it as a local folder to run offline
+        "trials": 100,
+        "sampler": "hyperopt",
+        "n_neighbors": (5, 19),
+        "n_components": (3, 14),
+        "min_cluster_size": (25, 34),
+        "min_clusters": 6,
+        "max_clusters": 20,
+        "out_of_range_penalty": 0.20,
+        "count_noise": True,
+        "low_probability": 0.05,
+        "noise": "own",
+        "unique_texts": True,
+        "seed": 42,
+    },
+}
+
+
 class CategorySettings(Settings):
-    """How items get their category: the items' own, or clustering of the question texts."""
+    """How items get their category: the items' own, or clustering of the question texts.
+
+    ``preset`` fills every setting that is not given explicitly (a value of ``None`` counts as not given) with
+    the preset's value, so ``preset: yang2024`` with ``trials: 10`` runs the original's search with 10 trials.
+    """
 
     method: Literal["given", "cluster"] = Field(
         "given", description="given: the items' own category; cluster: embeddings → UMAP → HDBSCAN.")
@@ -436,12 +601,61 @@ class CategorySettings(Settings):
     noise: Literal["nearest", "own"] = Field(
         "nearest", description="nearest: noise points join the nearest cluster; own: they form a 'noise' category.")
     seed: int = Field(0, ge=0, description="Seeds UMAP and the TPE sampler: same seed, same labels.")
+    n_neighbors: tuple[int, int] | None = Field(
+        None, description="UMAP n_neighbors search range LOW HIGH, inclusive (default: 5 20, clipped to the number "
+        "of items).")
+    n_components: tuple[int, int] | None = Field(
+        None, description="UMAP output dimensions search range LOW HIGH, inclusive (default: 3 14).")
+    out_of_range_penalty: float | None = Field(
+        None, ge=0, description="Cost added to a trial outside min_clusters–max_clusters (default: 1 + distance / "
+        "range, so that any in-range trial wins; preset yang2024: 0.20).")
+    count_noise: bool = Field(
+        False, description="Count HDBSCAN's noise label as one more cluster when checking the wanted cluster count.")
+    low_probability: float = Field(
+        LOW_PROBABILITY, ge=0, le=1, description="The search minimises the share of items whose HDBSCAN membership "
+        "probability is below this.")
+    sampler: Literal["tpe", "hyperopt"] = Field(
+        "tpe", description="tpe: Optuna's TPE over integer ranges; hyperopt: TPE with hyperopt's defaults (20 random "
+        "trials first) over the values as unordered choices, as hp.choice searches them.")
+    unique_texts: bool = Field(
+        False, description="Cluster each distinct question text once; items sharing a text share its category.")
+    preset: str | None = Field(
+        None, description=f"Named settings applied under explicit ones ({', '.join(CATEGORY_PRESETS)}; yang2024: the "
+        "original clustering of Yang et al. 2024).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any, info: ValidationInfo) -> Any:
+        """Explicit settings win: the preset fills only the keys that are absent or ``None``. It applies when
+        settings are built: assigned later, it could not tell the explicit settings from the defaults."""
+        if info.field_name == "preset":
+            raise ValueError("preset applies when the settings are built: CategorySettings(preset=..., ...)")
+        if info.field_name is not None or not isinstance(data, Mapping) or data.get("preset") not in CATEGORY_PRESETS:
+            return data  # another field assigned, no preset, or an unknown one (the field validator names it)
+        given = {k: v for k, v in data.items() if v is not None}
+        return {**CATEGORY_PRESETS[data["preset"]], **given}
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str | None) -> str | None:
+        if v is not None and v not in CATEGORY_PRESETS:
+            raise ValueError(f"unknown preset '{v}' (available: {', '.join(CATEGORY_PRESETS)})")
+        return v
 
     @model_validator(mode="after")
     def _range(self) -> CategorySettings:
         if self.min_clusters > self.max_clusters:
             raise ValueError(f"min_clusters {self.min_clusters} is above max_clusters {self.max_clusters}")
         return self
+
+
+def clustering_options(s: CategorySettings) -> dict[str, Any]:
+    """The keyword arguments of :func:`cluster_categories` that ``s`` sets (so both take the same settings)."""
+    return {"embedding_model": s.embedding_model, "trials": s.trials, "min_clusters": s.min_clusters,
+            "max_clusters": s.max_clusters, "min_cluster_size": s.min_cluster_size, "noise": s.noise, "seed": s.seed,
+            "n_neighbors": s.n_neighbors, "n_components": s.n_components, "penalty": s.out_of_range_penalty,
+            "count_noise": s.count_noise, "low_probability": s.low_probability, "sampler": s.sampler,
+            "unique_texts": s.unique_texts}
 
 
 def _trial_printer(trials: int) -> ProgressFn:
@@ -488,14 +702,12 @@ def run_categories(
     if s.method == "given":
         cats = given_categories(items)
     else:
-        from medtune.embeddings import embed_texts, resolve_model
+        from medtune.embeddings import resolve_model
 
-        embeddings = embed_texts([item_text(it) for it in items], s.embedding_model)
+        embeddings = embed_items(items, s.embedding_model, _model_origin(s))
         report = progress if callable(progress) else (_trial_printer(s.trials) if progress else None)
-        cats = cluster_categories(
-            items, embeddings=embeddings, embedding_model=s.embedding_model, trials=s.trials,
-            min_clusters=s.min_clusters, max_clusters=s.max_clusters, min_cluster_size=s.min_cluster_size,
-            noise=s.noise, seed=s.seed, model_id=resolve_model(s.embedding_model)[0], progress=report)
+        cats = cluster_categories(items, embeddings=embeddings, model_id=resolve_model(s.embedding_model)[0],
+                                  progress=report, **clustering_options(s))
     out.mkdir(parents=True, exist_ok=True)
     path = write_categories(cats, out / artifact)
     summary = _summary(cats, path)
@@ -503,9 +715,7 @@ def run_categories(
         return summary
     try:
         if embeddings is None:
-            from medtune.embeddings import embed_texts
-
-            embeddings = embed_texts([item_text(it) for it in items], s.embedding_model)
+            embeddings = embed_items(items, s.embedding_model, _model_origin(s))
         target = path.with_suffix(".png") if plot is True else Path(plot)
         summary["plot"] = [str(p) for p in plot_categories(cats, embeddings, target, seed=s.seed)]
     except Exception as exc:  # a plot never fails the stage
