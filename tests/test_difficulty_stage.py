@@ -60,9 +60,9 @@ def test_llm_and_irt_share_one_artifact_and_the_file_source_ignores_ensemble_set
     assert s.bucketing().rule == "quantile" and DifficultySettings().bucketing().thresholds == (0.66, 0.80)
 
 
-def test_human_difficulty_has_no_stage(tmp_path):
+def test_human_difficulty_needs_items_that_carry_it(tmp_path):
     items = write_items(_items(3), tmp_path / "items.parquet")
-    with pytest.raises(ConfigError, match="human_difficulty"):
+    with pytest.raises(InputError, match="human_difficulty"):
         run_difficulty({"source": "human"}, items, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

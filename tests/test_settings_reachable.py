@@ -42,7 +42,7 @@ def schema_default(schema: Any, name: str) -> Any:
 
 
 # Grid keys that stand for a stage field: the grid's axes (one value per cell). On the command line the
-# difficulty source is the sub-command (score: llm/irt, import: file).
+# difficulty source is the sub-command (score: llm/irt, import: file, human: human).
 TRAIN_AXES = {"method": "methods", "seed": "seeds", "model": "models[].spec", "epochs": "training.epochs"}
 DIFFICULTY_AXES = {"source": "sources"}
 
@@ -52,7 +52,8 @@ DIFFICULTY_AXES = {"source": "sources"}
     [
         (TrainConfig, [("train",)], TrainingConfig, TRAIN_AXES, {}),
         (EvalSettings, [("evaluate", "run")], EvaluationConfig, {}, {}),
-        (DifficultySettings, [("difficulty", "score"), ("difficulty", "import")], DifficultyConfig,
+        (DifficultySettings, [("difficulty", "score"), ("difficulty", "import"), ("difficulty", "human")],
+         DifficultyConfig,
          DIFFICULTY_AXES, {"ensemble": "model", "file": "table"}),
     ],
     ids=["training", "evaluation", "difficulty-scoring"],

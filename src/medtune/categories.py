@@ -630,7 +630,10 @@ class CategorySettings(Settings):
         settings are built: assigned later, it could not tell the explicit settings from the defaults."""
         if info.field_name == "preset":
             raise ValueError("preset applies when the settings are built: CategorySettings(preset=..., ...)")
-        if info.field_name is not None or not isinstance(data, Mapping) or data.get("preset") not in CATEGORY_PRESETS:
+        # A field of these settings assigned later skips the preset; a grid section (validated as the
+        # `categories` field of the grid config, so field_name is that) applies it.
+        assigned = info.field_name is not None and info.field_name in cls.model_fields
+        if assigned or not isinstance(data, Mapping) or data.get("preset") not in CATEGORY_PRESETS:
             return data  # another field assigned, no preset, or an unknown one (the field validator names it)
         given = {k: v for k, v in data.items() if v is not None}
         return {**CATEGORY_PRESETS[data["preset"]], **given}

@@ -530,8 +530,9 @@ def plot_histogram(result: DifficultyResult, path: str | Path, *, bins: int = 40
     sizes = result.bucket_sizes()
     for t, style in zip(result.meta.get("thresholds", []), ("--", ":"), strict=False):
         ax.axvline(t, color="#c44e52", linestyle=style, linewidth=1.5, label=f"threshold {t:.3f}")
-    ax.set_xlabel("difficulty (1 − mean expected accuracy)" if result.meta.get("source") != "import"
-                  else "difficulty (imported)")
+    source = result.meta.get("source")
+    ax.set_xlabel({"import": "difficulty (imported)", "human": "difficulty (human)"}.get(
+        str(source), "difficulty (1 − mean expected accuracy)"))
     ax.set_ylabel("questions")
     ax.set_title(title or f"{len(d)} questions · easy {sizes['easy']} / medium {sizes['medium']} / hard {sizes['hard']}"
                  f" ({result.meta.get('rule', '?')})")

@@ -1,18 +1,25 @@
 """The difficulty stage: one settings schema and one function from items to ``difficulty.parquet``.
 
 :class:`DifficultySettings` holds every setting of the stage once; :func:`run_difficulty` computes the
-artifact for a source (an ensemble of models, optionally with cross-fitted fine-tunes, or an imported table)
-and is what both ``medtune difficulty`` and the experiment grid call, so the two cannot drift apart.
+artifact for a source (an ensemble of models, optionally with cross-fitted fine-tunes, an imported table, or
+human difficulty) and is what both ``medtune difficulty`` and the experiment grid call, so the two cannot drift
+apart.
 
 ``llm`` and ``irt`` produce the same artifact: the ensemble's scores give both the ``difficulty`` column and
 the ``irt_b`` column, and the orders stage picks one. Each ensemble member's scores are kept beside the
 artifact (``<stem>.scores/``, streamed while scoring) so an interrupted or widened run scores only what is
-missing. ``human`` has no stage: the items carry their own difficulty.
+missing.
+
+``human`` is the items' own ``human_difficulty``, optionally supplied by a table (``human_file``, joined like an
+import) and read in either direction (``higher_is``): the paper's human difficulty is the share of examinees who
+answered correctly, so higher means easier there. The artifact stores difficulty the way every other source
+does (higher = harder), so the orders never need to know which direction the source had.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import shutil
 import tempfile
@@ -20,6 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
 from medtune.bucketing import Bucketing
@@ -31,12 +40,11 @@ from medtune.difficulty import (
     write_difficulty,
 )
 from medtune.errors import ConfigError, InputError
-from medtune.io import stable_hash
+from medtune.io import sha256_file, stable_hash
+from medtune.schema import DIFFICULTY_LEVELS
 from medtune.settings import Settings, validate_settings
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from medtune.schema import Item
     from medtune.training.config import TrainConfig
 
@@ -97,6 +105,18 @@ class DifficultySettings(Settings):
     on_unmatched: Literal["error", "report"] = Field(
         "error", description="error: refuse table keys matching no item and items without a value; report: "
         "keep the matches and list the rest.")
+    higher_is: Literal["harder", "easier"] = Field(
+        "harder", description="Source human: what a higher numeric human difficulty means. easier (e.g. the share "
+        "of examinees answering correctly) stores 1 − value as difficulty, so high values land in easy; "
+        "thresholds and quantiles cut that stored difficulty.")
+    human_file: str | None = Field(None, description="Source human: a table of human difficulty (CSV, TSV, "
+                                   "Parquet, JSON lines) joined to the items; its values win over the items' own.")
+    human_key: Literal["position", "id", "question_index"] = Field(
+        "id", description="What human_file's key column holds: the item's meta.position, meta.question_index, or "
+        "its id.")
+    human_key_column: str = Field("id", description="Column of human_file holding the join key.")
+    human_value_column: str = Field("human_difficulty", description="Column of human_file holding the human "
+                                    "difficulty.")
     split: str | None = Field(None, description="Only items of this split.")
     dtype: str = Field("auto", description="auto, fp32, bf16 or fp16.")
     device: str = Field("auto", description="auto, cpu or cuda[:N].")
@@ -133,6 +153,14 @@ class DifficultySettings(Settings):
             return Bucketing.by_quantiles(self.quantiles)
         return Bucketing.fixed(self.thresholds) if self.thresholds else Bucketing.fixed()
 
+    def human_needs_stage(self) -> bool:
+        """Whether source ``human`` needs this stage's artifact rather than the items' values read as they are.
+
+        The order stage reads a numeric ``human_difficulty`` as higher = harder and cuts it at fixed thresholds;
+        a table, the other direction or quantile cuts are this stage's to apply.
+        """
+        return bool(self.human_file) or self.higher_is == "easier" or self.quantiles is not None
+
     def resolved_template(self) -> str:
         return self.template or ("options" if self.mode == "option" else "paper")
 
@@ -152,6 +180,10 @@ class DifficultySettings(Settings):
             return {"source": "ensemble", "ensemble": list(self.ensemble), "mode": self.mode,
                     "template": self.resolved_template(), "irt": self.irt, "irt_data": self.irt_data,
                     "crossfit": self.crossfit.to_dict() if self.crossfit else None, **common}
+        if self.source == "human":
+            return {"source": "human", "higher_is": self.higher_is, "human_file": self.human_file,
+                    "human_key": self.human_key, "human_key_column": self.human_key_column,
+                    "human_value_column": self.human_value_column, **common}
         return {"source": self.source}
 
 
@@ -342,8 +374,6 @@ def crossfit_scores(s: DifficultySettings, items: Sequence[Item], base_spec: str
 def _crossfit_repeat(items: Sequence[Item], cross: CrossfitSettings, base_spec: str, r: int, *,
                      training: TrainConfig | Mapping[str, Any] | None, progress: bool,
                      **score_kwargs: Any) -> pd.DataFrame:
-    import pandas as pd
-
     from medtune.orders import build_order, order_items
     from medtune.scoring import score_items
     from medtune.training import train
@@ -370,6 +400,75 @@ def _crossfit_repeat(items: Sequence[Item], cross: CrossfitSettings, base_spec: 
             shutil.rmtree(tmp, ignore_errors=True)
     by_id = pd.concat(frames, ignore_index=True).set_index("id")
     return by_id.loc[[it.id for it in items]].reset_index()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Human difficulty
+
+
+def human_table_values(s: DifficultySettings, items: Sequence[Item]) -> tuple[dict[str, float], dict[str, Any]]:
+    """The ``human_file`` values by item id (none without a table) and what the join matched.
+
+    The table is joined as ``medtune difficulty import`` joins one (same keys, same errors naming the file, row
+    and column). Keys that match no item are allowed: the table usually covers the whole data set and the stage
+    sees one part of it (a portion, a fold).
+    """
+    if not s.human_file:
+        return {}, {}
+    path = Path(s.human_file).expanduser()
+    result, report = import_difficulty(path, items, key_column=s.human_key_column, value_column=s.human_value_column,
+                                       key=s.human_key, on_unmatched="report", name="human")
+    values = {str(i): float(v) for i, v in zip(result.table["id"], result.table["difficulty"], strict=True)}
+    info = {"human_file": path.name, "human_file_sha256": sha256_file(path)[:16], "key": s.human_key,
+            "key_column": s.human_key_column, "value_column": s.human_value_column, "import": report.as_dict()}
+    return values, info
+
+
+def human_difficulty(s: DifficultySettings, items: Sequence[Item], *, items_file: Path | None = None
+                     ) -> DifficultyResult:
+    """Source ``human`` as a difficulty artifact: each item's value (``human_file``'s, else its own), in the
+    stage's direction, bucketed by the stage's rule.
+
+    A level ("easy"/"medium"/"hard") is the item's bucket as it is (its difficulty stays null). A number ``v``
+    is stored as ``v`` (``higher_is`` harder) or ``1 − v`` (easier: for a share of examinees answering
+    correctly, the share answering wrongly), then cut by ``thresholds``/``quantiles`` like every source's
+    difficulty. An item with no value at all is an error naming it: its strategy would have nothing to order by.
+    """
+    table_values, info = human_table_values(s, items)
+    raw: list[float | str | None] = [table_values.get(it.id, getattr(it, "human_difficulty", None)) for it in items]
+    missing = [it.id for it, v in zip(items, raw, strict=True) if v is None]
+    if missing:
+        where = (f"neither a human_difficulty of its own nor a row in {Path(s.human_file).name}" if s.human_file
+                 else "no human_difficulty (give one with `human_file`, a table keyed like `medtune difficulty "
+                      "import`)")
+        raise InputError(f"{len(missing)} of {len(items)} item(s) have no human difficulty (first: {missing[0]}): "
+                         f"{where}", file=items_file, record=missing[0], field="human_difficulty")
+    numbers = np.full(len(items), np.nan)
+    levels: list[str | None] = [None] * len(items)
+    for i, (it, v) in enumerate(zip(items, raw, strict=True)):
+        if isinstance(v, str):
+            if v not in DIFFICULTY_LEVELS:
+                raise InputError(f"human_difficulty level must be one of {', '.join(DIFFICULTY_LEVELS)}, got {v!r}",
+                                 file=items_file, record=it.id, field="human_difficulty")
+            levels[i] = v
+        else:
+            value = float(v)  # type: ignore[arg-type]
+            if not math.isfinite(value):
+                raise InputError(f"human_difficulty {v!r} is not finite", file=items_file, record=it.id,
+                                 field="human_difficulty")
+            numbers[i] = value if s.higher_is == "harder" else 1.0 - value
+    rule: dict[str, Any] = {"rule": "levels", "thresholds": []}
+    buckets = np.asarray(levels, dtype=object)
+    numeric = ~np.isnan(numbers)
+    if numeric.any():
+        labels, rule = s.bucketing().assign(numbers[numeric])
+        buckets[numeric] = labels
+    table = pd.DataFrame({"id": [it.id for it in items], "difficulty": numbers, "irt_b": np.full(len(items), np.nan),
+                      "bucket": buckets})
+    meta = {**rule, "source": "human", "higher_is": s.higher_is, "models": [], "irt": None, "n_items": len(items),
+            "n_from_table": sum(it.id in table_values for it in items),
+            "n_levels": sum(v is not None for v in levels), **info}
+    return DifficultyResult(table, meta)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -420,9 +519,11 @@ def run_difficulty(
     ``log`` receives one line per ensemble member (reused or scored).
     """
     s = validate_settings(DifficultySettings, settings, "difficulty")
-    if s.source == "human":
-        raise ConfigError("difficulty source 'human' has no stage: the orders read the items' human_difficulty")
     items_path, out = Path(items_path), Path(out)
+    if s.source == "human":
+        result = human_difficulty(s, _read_stage_items(items_path, s.split, mcq=False), items_file=items_path)
+        out.mkdir(parents=True, exist_ok=True)
+        return write_outputs(result, out / artifact, plot)
     items = _read_stage_items(items_path, s.split, mcq=s.source != "file")
     out.mkdir(parents=True, exist_ok=True)
     path = out / artifact

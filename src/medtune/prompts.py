@@ -30,7 +30,12 @@ def letters_for(n_options: int) -> list[str]:
 
 @dataclass(frozen=True)
 class MCQTemplate:
-    """How a multiple-choice question is rendered. ``{letters}`` in ``instruction`` lists the letters."""
+    """How a multiple-choice question is rendered.
+
+    ``instruction`` may name ``{letters}`` ("A, B, C") or ``{quoted_letters}`` ("'A', 'B', 'C'", as Python
+    prints a list of letters). The parts (instruction, question, each option, answer prefix) are joined by
+    ``separator``; a part that ends or starts with a newline gives a blank line there.
+    """
 
     name: str
     instruction: str
@@ -38,12 +43,14 @@ class MCQTemplate:
     option_format: str
     answer_prefix: str
     show_options: bool = True
+    separator: str = "\n"
 
     def render(self, question: str, options: Sequence[str]) -> str:
         letters = letters_for(len(options))
         parts = []
         if self.instruction:
-            parts.append(self.instruction.format(letters=", ".join(letters)))
+            parts.append(self.instruction.format(letters=", ".join(letters),
+                                                 quoted_letters=", ".join(f"'{x}'" for x in letters)))
         parts.append(self.question_format.format(question=question.strip()))
         if self.show_options:
             parts.extend(
@@ -51,7 +58,7 @@ class MCQTemplate:
                 for letter, opt in zip(letters, options, strict=True)
             )
         parts.append(self.answer_prefix)
-        return "\n".join(parts)
+        return self.separator.join(parts)
 
 
 # The prompt of Yang et al. 2024 (the orders study), with its "### Answer:" response template.
@@ -64,6 +71,44 @@ PAPER = MCQTemplate(
     question_format="Question: {question}",
     option_format="{letter}) {text}",
     answer_prefix="### Answer:",
+)
+# Yang et al. 2024 as their code trains and evaluates: the same words as PAPER, with a blank line after the
+# instruction and another before "### Answer:" (their completion-only collator trains on what follows "Answer:").
+YANG2024 = MCQTemplate(
+    name="yang2024",
+    instruction=(
+        "Answer the following multiple choice question by giving the most appropriate response. "
+        "Answer should be one among [{letters}].\n"
+    ),
+    question_format="Question: {question}",
+    option_format="{letter}) {text}",
+    answer_prefix="\n### Answer:",
+)
+# Yang et al. 2024's difficulty scoring (measure_difficulty/baseline_script.py): one line, the letters written
+# as Python prints a list, "Answer:" after the options; the letter's probability is read at the next token.
+YANG2024_DIFFICULTY = MCQTemplate(
+    name="yang2024-difficulty",
+    instruction=(
+        "Answer the following multiple choice question by giving the most appropriate response. "
+        "The answer should be one of [{quoted_letters}]."
+    ),
+    question_format="Question: {question}",
+    option_format="{letter}) {text}",
+    answer_prefix="Answer:",
+    separator=" ",
+)
+# The same, with the letters unquoted: the prompt recorded in the authors' LEK response files (the scores
+# their LEK difficulty was computed from).
+YANG2024_DIFFICULTY_LEK = MCQTemplate(
+    name="yang2024-difficulty-lek",
+    instruction=(
+        "Answer the following multiple choice question by giving the most appropriate response. "
+        "The answer should be one of [{letters}]."
+    ),
+    question_format="Question: {question}",
+    option_format="{letter}) {text}",
+    answer_prefix="Answer:",
+    separator=" ",
 )
 # lm-evaluation-harness's MMLU prompt ("Q\nA. ..\nAnswer:").
 MMLU = MCQTemplate(
@@ -91,7 +136,9 @@ CLOZE = MCQTemplate(
     show_options=False,
 )
 
-TEMPLATES: dict[str, MCQTemplate] = {t.name: t for t in (PAPER, MMLU, OPTIONS, CLOZE)}
+TEMPLATES: dict[str, MCQTemplate] = {
+    t.name: t for t in (PAPER, YANG2024, YANG2024_DIFFICULTY, YANG2024_DIFFICULTY_LEK, MMLU, OPTIONS, CLOZE)
+}
 
 # Free-text QA (the LoRA notebook's format).
 QA_PROMPT = "Give an answer for the following medical question.\n\n### Question:\n{question}\n\n### Answer:\n"

@@ -128,7 +128,8 @@ def test_dry_run_shows_what_is_done(resumed: dict, capsys: pytest.CaptureFixture
     out = " ".join(capsys.readouterr().out.split())
     assert f"{N_TINY + N_BROKEN} cells" in out
     assert "done 5" in out and "failed 5" in out
-    assert re.search(r"tiny__synthetic__lora__curriculum__human__s1 fp32 fp32 done", out)
+    assert re.search(r"tiny__synthetic__lora__curriculum__human__s1 fp32 fp32 lr 0.001, batch 4×1, constant "
+                     r"synthetic-test done", out)
 
 
 def test_report_from_a_real_run(resumed: dict) -> None:

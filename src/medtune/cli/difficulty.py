@@ -65,6 +65,7 @@ OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="difficulty.parq
 SCORE_SETTINGS = ("mode", "template", "irt", "irt_data", "split", "dtype", "device", "batch_tokens")
 IMPORT_SETTINGS = ("key", "key_column", "value_column", "one_minus", "on_unmatched")
 RESPONSES_SETTINGS = ("irt", "irt_data")
+HUMAN_SETTINGS = ("higher_is", "human_file", "human_key", "human_key_column", "human_value_column", "split")
 
 
 def _all_but(*names: str) -> list[str]:
@@ -192,6 +193,26 @@ def import_cmd(
     key = settings.get("key", DifficultySettings.model_fields["key"].default)
     console.print(f"matched {report['n_matched']} of {n_items} items by {key}")
     _report(summary, output)
+
+
+@difficulty_app.command("human")
+@with_settings(DifficultySettings, exclude=_all_but(*HUMAN_SETTINGS))
+def human_cmd(
+    items_path: Annotated[Path, typer.Argument(metavar="ITEMS", help="Items Parquet file.")],
+    output: OutputOpt = Path("difficulty.parquet"),
+    thresholds: ThresholdsOpt = None,
+    quantiles: QuantilesOpt = False,
+    quantile_cuts: QuantileCutsOpt = None,
+    plot: PlotOpt = None,
+    given: dict[str, Any] | None = None,
+) -> None:
+    """Human difficulty of ITEMS (their own, or from --human-file), with its direction, as a difficulty file.
+
+    E.g. the share of examinees who answered correctly: ``--human-file shares.csv --human-key-column id
+    --human-value-column p_correct --higher-is easier``.
+    """
+    settings = {**(given or {}), "source": "human", **bucketing_settings(thresholds, quantiles, quantile_cuts)}
+    _report(_run(settings, items_path, output, plot), output)
 
 
 def register(app: typer.Typer) -> None:

@@ -101,7 +101,7 @@ def _print_grid(summary: RunSummary, cfg: ExperimentConfig) -> None:
                       f"[{style}]{s.status}[/]" if style else s.status)
     # Into a file or a pipe the table is printed whole (ids are what a user greps for); a terminal folds it.
     longest = max((len(s.cell.id) for s in summary.statuses), default=10)
-    out = console if console.is_terminal else Console(width=max(console.width, longest + 50), highlight=False)
+    out = console if console.is_terminal else Console(width=max(console.width, longest + 140), highlight=False)
     out.print(table)
     console.print("train / eval: the precision a cell trains and is evaluated in, resolved for this machine (dtype "
                   "auto: bf16 on a GPU with bf16, fp32 on a CPU; + 4bit: a quantized base); a fine-tuned model is "

@@ -109,21 +109,31 @@ def difficulty_settings(cfg: ExperimentConfig, source: str) -> Any:
     from medtune.difficulty_stage import DifficultySettings
 
     values = cfg.difficulty.stage_values()
-    if values.get("file"):
-        values["file"] = str(cfg.resolve(values["file"]))
+    for key in ("file", "human_file"):
+        if values.get(key):
+            values[key] = str(cfg.resolve(values[key]))
     return DifficultySettings.model_validate({**values, "source": source})
 
 
 def difficulty_stage(ctx: Context, source: str, data: Artifact, model_specs: dict[str, str]) -> Artifact | None:
-    """``difficulty.parquet`` for ``source`` (None for ``human``: the items carry it): ``run_difficulty``."""
-    if source in ("human", NO_DIFFICULTY):
+    """``difficulty.parquet`` for ``source``: ``run_difficulty``.
+
+    None for ``human`` read as the items carry it (levels or values, higher = harder, fixed thresholds): the
+    order stage reads the items themselves. Human difficulty from a table, with ``higher_is: easier`` or cut
+    by quantiles is a stage of its own.
+    """
+    if source == NO_DIFFICULTY:
         return None
     from medtune.difficulty_stage import crossfit_base, run_difficulty
 
     settings = difficulty_settings(ctx.cfg, source)
+    if source == "human" and not settings.human_needs_stage():
+        return None
     conf: dict[str, Any] = settings.artifact_settings()
     training = None
-    if source == "file":
+    if source == "human":
+        conf["input"] = _fingerprint(Path(settings.human_file)) if settings.human_file else None
+    elif source == "file":
         conf["input"] = _fingerprint(Path(settings.file))
     else:  # llm and irt share one artifact: the ensemble's scores give both columns
         conf["ensemble_specs"] = [model_specs.get(s, s) for s in settings.ensemble]
@@ -159,6 +169,8 @@ def order_settings(cfg: ExperimentConfig, strategy: StrategyConfig, seed: int, s
     """The order stage's settings of one cell: a grid's training set is all of its data set (``split: all``)."""
     from medtune.orders.stage import OrderSettings
 
+    if source == "human" and difficulty_settings(cfg, source).human_needs_stage():
+        source = "file"  # a human difficulty stage wrote the file the order reads
     values: dict[str, Any] = {"strategy": strategy.name, "options": strategy.options,
                               "seed": seed + strategy.order_seed_offset,
                               "epochs": cfg.training.epochs, "epoch_policy": cfg.training.epoch_policy,

@@ -87,6 +87,9 @@ def check_config(config: ExperimentConfig) -> None:
     for model in config.models:  # every model × method resolves to valid training settings
         for method in config.training.methods:
             config.training_settings(model.name, method, config.run_seeds[0][0])
+    from medtune.experiments.checks import check_cells
+
+    check_cells(config)  # every cell's inputs are there and hold what it reads (files, human difficulty, tables)
 
 
 def stored_artifacts(config: ExperimentConfig) -> dict[str, int]:

@@ -1,0 +1,250 @@
+"""Whether every cell of a grid can run: checked before any cell runs, and by ``medtune run --dry-run``.
+
+A config can be valid and still hold cells that fail hours later: a test set's file that is not there, a
+curriculum by human difficulty on a data set whose items carry none, a difficulty table that does not cover
+the training items of a fold. Each check here looks at the inputs the cells will read and returns one
+message per problem, naming the cells it stops and what is missing; :func:`cell_problems` runs them all and
+:func:`check_cells` refuses the grid when any reports something.
+
+A check is a function ``(GridView) -> list[str]`` in :data:`CHECKS` (add one with :func:`register_check`).
+:class:`GridView` gives it the config, the expanded cells, and the items of a data set as the data stage
+would load them (loaded once per data set and shared by every check), so a check reads real inputs through
+the same code the cells run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medtune.errors import ConfigError, MedtuneError
+from medtune.experiments.config import ExperimentConfig
+from medtune.experiments.grid import Cell, expand
+
+if TYPE_CHECKING:
+    from medtune.data.stage import DataSettings
+    from medtune.difficulty_stage import DifficultySettings
+    from medtune.schema import Item
+
+SHOWN_CELLS = 6  # cell ids written out in a message; the rest are counted
+
+
+@dataclass
+class GridView:
+    """What a check looks at: the config, its cells, and the items of each data set (loaded on demand, once)."""
+
+    cfg: ExperimentConfig
+    cells: list[Cell]
+    _raw: dict[str, Any] = field(default_factory=dict)
+
+    def input_path(self, path: str | None) -> Path | None:
+        """A path of the config as the stages will open it."""
+        return self.cfg.resolve(path)
+
+    def items(self, ds: DataSettings) -> list[Item]:
+        """The items the data stage keeps for ``ds`` (split, portion, fold, limit); raises MedtuneError.
+
+        The loader runs once per file, source and options; each data set's selection is made from that.
+        """
+        from medtune.data.registry import load
+        from medtune.data.stage import select_items
+        from medtune.errors import InputError
+
+        path = self.input_path(ds.path)
+        key = json.dumps([ds.source, str(path), ds.options, ds.on_error], sort_keys=True, default=str)
+        if key not in self._raw:
+            try:
+                self._raw[key] = load(ds.source, path, on_error=ds.on_error, **ds.options).items
+            except MedtuneError as exc:
+                self._raw[key] = exc
+        loaded = self._raw[key]
+        if isinstance(loaded, MedtuneError):
+            raise loaded
+        items = select_items(list(loaded), ds)
+        if not items:
+            raise InputError(f"data set '{ds.label}' keeps no items (of {len(loaded)} loaded)", file=path)
+        return items
+
+    def training_sets(self, cells: Iterable[Cell]) -> dict[tuple[str, int | None], list[Cell]]:
+        """The cells grouped by the training items they read: (data set, fold)."""
+        groups: dict[tuple[str, int | None], list[Cell]] = {}
+        for c in cells:
+            groups.setdefault((c.dataset, c.fold), []).append(c)
+        return groups
+
+    def difficulty_settings(self, source: str) -> DifficultySettings:
+        """The difficulty stage's settings for ``source`` with the config's paths resolved."""
+        from medtune.difficulty_stage import DifficultySettings
+
+        values = self.cfg.difficulty.stage_values()
+        for key in ("file", "human_file"):
+            if values.get(key):
+                values[key] = str(self.input_path(values[key]))
+        return DifficultySettings.model_validate({**values, "source": source})
+
+
+Check = Callable[[GridView], list[str]]
+CHECKS: list[Check] = []
+
+
+def register_check(check: Check) -> Check:
+    """Add ``check`` to the checks every grid goes through (usable as a decorator)."""
+    CHECKS.append(check)
+    return check
+
+
+def cell_problems(cfg: ExperimentConfig, checks: Sequence[Check] | None = None) -> list[str]:
+    """Every problem that stops a cell of ``cfg`` from running, one message each (empty: all can run)."""
+    view = GridView(cfg, expand(cfg))
+    problems: list[str] = []
+    for check in CHECKS if checks is None else checks:
+        problems.extend(check(view))
+    return problems
+
+
+def check_cells(cfg: ExperimentConfig) -> None:
+    """Raise :class:`ConfigError` listing every cell of ``cfg`` that cannot run."""
+    problems = cell_problems(cfg)
+    if problems:
+        lines = "\n".join(f"- {p}" for p in problems)
+        raise ConfigError(f"{len(problems)} problem(s) stop cells of the grid '{cfg.name}' from running:\n{lines}")
+
+
+def describe_cells(cells: Sequence[Cell]) -> str:
+    """``cell a, b`` or ``36 cells (a, b, ... and 30 more)``: which cells a problem stops."""
+    ids = [c.id for c in cells]
+    if len(ids) == 1:
+        return f"cell {ids[0]}"
+    shown = ", ".join(ids[:SHOWN_CELLS])
+    more = f" and {len(ids) - SHOWN_CELLS} more" if len(ids) > SHOWN_CELLS else ""
+    return f"{len(ids)} cells ({shown}{more})"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Input files
+
+
+_VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)\}")
+
+
+def _missing(path: Path | None, written: str | None) -> str | None:
+    """Why the input at ``path`` (written ``written`` in the config) cannot be read, or None when it is there."""
+    if path is None or path.exists():
+        return None
+    unset = [a or b for a, b in _VARIABLE.findall(str(path)) if (a or b) not in os.environ]
+    why = f" (the environment variable {', '.join('$' + v for v in unset)} is not set)" if unset else ""
+    shown = f"{written} → {path}" if written and written != str(path) else str(path)
+    return f"not found: {shown}{why}"
+
+
+def _tests_of(view: GridView, label: str) -> list[Cell]:
+    return [c for c in view.cells
+            if label in {t.label for t in view.cfg.test_sets_for(c.dataset, c.fold, base=c.is_base)}]
+
+
+@register_check
+def missing_inputs(view: GridView) -> list[str]:
+    """Files the cells read that are not there: training and test sets, the difficulty tables."""
+    from medtune.data.registry import get_loader
+
+    problems: list[str] = []
+    for ds in view.cfg.datasets:
+        why = _missing(view.input_path(ds.path), ds.path) if get_loader(ds.source).needs_path else None
+        cells = [c for c in view.cells if c.dataset == ds.label]
+        if why and cells:
+            problems.append(f"{describe_cells(cells)}: training set '{ds.label}' ({ds.source}) {why}")
+    seen: set[str] = set()
+    for t in view.cfg.test_sets:
+        if t.label in seen or t.folds_of is not None:  # a folds_of test set reads its training set's file
+            continue
+        seen.add(t.label)
+        why = _missing(view.input_path(t.path), t.path) if get_loader(t.source).needs_path else None
+        cells = _tests_of(view, t.label)
+        if why and cells:
+            problems.append(f"{describe_cells(cells)}: test set '{t.label}' ({t.source}) {why}")
+    difficulty = view.cfg.difficulty
+    for source, key in (("file", "file"), ("human", "human_file")):
+        written = getattr(difficulty, key, None)
+        why = _missing(view.input_path(written), written) if written else None
+        cells = [c for c in view.cells if c.difficulty == source]
+        if why and cells:
+            problems.append(f"{describe_cells(cells)}: difficulty source '{source}': `difficulty.{key}` {why}")
+    return problems
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Difficulty the cells order by
+
+
+def _readable(view: GridView, ds: DataSettings, settings: DifficultySettings, key: str) -> bool:
+    """Whether the inputs a difficulty check needs exist (a missing one is :func:`missing_inputs`'s to report)."""
+    from medtune.data.registry import get_loader
+
+    if get_loader(ds.source).needs_path and _missing(view.input_path(ds.path), ds.path):
+        return False
+    table = getattr(settings, key)
+    return not (table and not Path(table).exists())
+
+
+def _stage_items(view: GridView, ds: DataSettings, settings: DifficultySettings) -> list[Item]:
+    """The items the difficulty stage sees for ``ds``: the training items, of ``settings.split`` when set."""
+    from medtune.errors import InputError
+
+    items = view.items(ds)
+    if settings.split is not None:
+        items = [it for it in items if it.split == settings.split]
+        if not items:
+            raise InputError(f"no items in split '{settings.split}' (difficulty.split)", field="split")
+    return items
+
+
+def _difficulty_problems(view: GridView, source: str, key: str,
+                         join: Callable[[DifficultySettings, list[Item], Path | None], Any]) -> list[str]:
+    """Run ``join`` (the stage's own reading of its input: settings, training items, their file) on each
+    training set of the ``source`` cells."""
+    cells = [c for c in view.cells if c.difficulty == source]
+    if not cells:
+        return []
+    try:
+        settings = view.difficulty_settings(source)
+    except (MedtuneError, ValueError) as exc:
+        return [f"{describe_cells(cells)}: difficulty source '{source}': {exc}"]
+    problems: list[str] = []
+    for (label, fold), group in view.training_sets(cells).items():
+        ds = view.cfg.training_set(label, fold)
+        if not _readable(view, ds, settings, key):
+            continue
+        part = f"training set '{label}'" + (f" (fold {fold} held out)" if fold is not None else "")
+        try:
+            join(settings, _stage_items(view, ds, settings), view.input_path(ds.path))
+        except MedtuneError as exc:
+            problems.append(f"{describe_cells(group)}: difficulty source '{source}' on {part}: {exc}")
+    return problems
+
+
+@register_check
+def human_difficulty_available(view: GridView) -> list[str]:
+    """Cells ordering by human difficulty need a value for every training item: the items' own or a table's."""
+    from medtune.difficulty_stage import human_difficulty
+
+    return _difficulty_problems(view, "human", "human_file",
+                                lambda s, items, path: human_difficulty(s, items, items_file=path))
+
+
+@register_check
+def difficulty_table_joins(view: GridView) -> list[str]:
+    """Cells of source ``file`` join the table to their training items as the stage will (keys, coverage)."""
+    from medtune.difficulty import import_difficulty
+
+    def join(s: DifficultySettings, items: list[Item], _path: Path | None) -> Any:
+        assert s.file is not None
+        return import_difficulty(Path(s.file), items, key_column=s.key_column, value_column=s.value_column,
+                                 key=s.key, on_unmatched=s.on_unmatched, one_minus=s.one_minus,
+                                 bucketing=s.bucketing())
+
+    return _difficulty_problems(view, "file", "file", join)
