@@ -14,8 +14,8 @@ import re
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.conftest import shared_path
 
-from conftest import shared_path
 from medtune.prompts import LETTERS, TEMPLATES, get_template, mcq_completion, mcq_prompt
 from medtune.schema import MCQItem
 from medtune.training.config import resolve_training_settings

@@ -7,13 +7,13 @@ value; the first test reads the config (and the presets it names) and fails when
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from tests.conftest import shared_path
 
 from medtune.cli import main
 from medtune.experiments import config_from_dict, expand, load_config
@@ -21,7 +21,6 @@ from medtune.experiments import config_from_dict, expand, load_config
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "paper-yang2024.yaml"
 DOC = ROOT / "docs" / "reproducing-yang2024.md"
-SHARED = Path(os.environ.get("MEDTUNE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 ROW = re.compile(r"^\|[^|]+\|[^|]+\|[^|]+\| `(?P<key>[a-z]+:[^`]+)` \| `(?P<value>[^`]*)` \|$")
 
 
@@ -102,11 +101,8 @@ def _medmcqa_dev(path: Path) -> None:
 @pytest.fixture()
 def paper_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The config's data folder as a user lays it out (real LEK and MedQA files; MedMCQA written here)."""
-    needed = [SHARED / "lek" / "Llama-2-7b-chat-hf.json", SHARED / "oxford_llm_difficulty" / "llm_difficulty_lek.csv",
-              SHARED / "medqa" / "test.jsonl"]
-    missing = [str(p) for p in needed if not p.exists()]
-    if missing:
-        pytest.skip(f"real data absent (set MEDTUNE_SHARED_DATA): {missing}")
+    needed = [shared_path("lek", "Llama-2-7b-chat-hf.json"),
+              shared_path("oxford_llm_difficulty", "llm_difficulty_lek.csv"), shared_path("medqa", "test.jsonl")]
     data = tmp_path / "data"
     (data / "lek").mkdir(parents=True)
     (data / "medqa").mkdir()

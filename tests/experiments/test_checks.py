@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
+from tests.conftest import shared_path
 
-from conftest import shared_path
 from medtune.cli import main
 from medtune.errors import ConfigError
 from medtune.experiments import config_from_dict, expand, run_experiment

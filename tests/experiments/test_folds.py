@@ -135,3 +135,15 @@ def test_a_cross_validated_run_pools_its_folds_in_the_report(tmp_path: Path) -> 
     assert set(gains["test_set"]) == {"syn-cv", "synthetic-test"} and (gains["seeds"] == 2).all()
     assert not summary_table(run).empty
     assert "syn-cv" in write_report(summary.run_dir).markdown.read_text()
+
+
+def test_the_dry_run_refuses_more_folds_than_items(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from medtune.cli import main
+
+    data = _cv_config(tmp_path)
+    data["datasets"][0].update(folds=5, limit=3)
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["run", str(path), "--dry-run"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "has 3 item(s) for 5 folds" in err and "tiny__synthetic-f0__lora__random__none__s0" in err

@@ -39,10 +39,12 @@ def test_llm_and_irt_difficulty_feed_the_orders(difficulty_run) -> None:
     assert summary.counts == {"done": 4}, summary.counts
     assert sorted(c.difficulty for c in expand(cfg)) == ["human", "irt", "llm", "none"]
     store = cfg.store_path
-    # One difficulty artifact serves both llm and irt cells.
-    diffs = list((store / "difficulty").glob("*/difficulty.parquet"))
-    assert len(diffs) == 1 and not (store / "categories").exists()
-    table = pq.read_table(diffs[0]).to_pandas()
+    # One difficulty artifact serves both llm and irt cells (the other is human difficulty cut by the grid's
+    # quantiles: a stage of its own).
+    diffs = {p: pq.read_table(p).to_pandas() for p in (store / "difficulty").glob("*/difficulty.parquet")}
+    ensemble = [t for t in diffs.values() if "p_correct__tiny" in t.columns]
+    assert len(diffs) == 2 and len(ensemble) == 1 and not (store / "categories").exists()
+    table = ensemble[0]
     assert {"id", "p_correct__tiny", "p_correct__crossfit-r0", "difficulty", "irt_b", "bucket"} <= set(table.columns)
     # The cross-fitted member is a fine-tuned model, not a copy of the base model's scores.
     assert not table["p_correct__crossfit-r0"].equals(table["p_correct__tiny"])

@@ -94,6 +94,15 @@ class DataSettings(Settings):
             raise ValueError(exc.reason) from None
         return v
 
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as stored and hashed; without cross-validation the fold fields are left out, so a data
+        set's key is the one it had before folds existed."""
+        d = super().to_dict()
+        if self.folds is None:
+            for key in ("folds", "fold", "fold_part"):
+                d.pop(key, None)
+        return d
+
     @property
     def label(self) -> str:
         return self.name or (f"{self.source}-{self.split}" if self.split else self.source)

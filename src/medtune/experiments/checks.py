@@ -248,3 +248,30 @@ def difficulty_table_joins(view: GridView) -> list[str]:
                                  bucketing=s.bucketing())
 
     return _difficulty_problems(view, "file", "file", join)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Cross-validation folds
+
+
+@register_check
+def folds_not_empty(view: GridView) -> list[str]:
+    """A training set cut into more folds than it has items leaves a fold with nothing to test (or train) on."""
+    from medtune.data.registry import get_loader
+
+    problems: list[str] = []
+    for ds in view.cfg.datasets:
+        cells = [c for c in view.cells if c.dataset == ds.label and c.fold is not None]
+        if not ds.folds or not cells:
+            continue
+        if get_loader(ds.source).needs_path and _missing(view.input_path(ds.path), ds.path):
+            continue  # missing_inputs reports it
+        whole = ds.model_copy(update={"fold": None})
+        try:
+            n = len(view.items(whole))
+        except MedtuneError:
+            continue  # the data set's own error is reported by the cells' data stage and other checks
+        if n < ds.folds:
+            problems.append(f"{describe_cells(cells)}: training set '{ds.label}' has {n} item(s) for "
+                            f"{ds.folds} folds, so a fold is empty: use at most {n} folds")
+    return problems

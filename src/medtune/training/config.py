@@ -152,35 +152,27 @@ class TrainConfig(Settings):
 
 # The orders study (Yang et al. 2024): QLoRA r 16, alpha 64, dropout 0.1, all linear layers but the head,
 # paged 8-bit AdamW, max length 512, loss on the answer letter only, the paper's prompt.
+# The QLoRA recipe of Yang et al. 2024: r 16, α 64, dropout 0.1 on every linear layer, paged 8-bit AdamW,
+# 512 tokens, loss on the answer letter.
+_PAPER_QLORA: dict[str, Any] = {
+    "method": "qlora",
+    "lora_r": 16,
+    "lora_alpha": 64,
+    "lora_dropout": 0.1,
+    "max_length": 512,
+    "target": "letter",
+    "template": "paper",
+    "optim": "paged_adamw_8bit",
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
-    # The authors' protocol of Yang et al. 2024, setting by setting (docs/reproducing-yang2024.md gives where
-    # each comes from): QLoRA r 16, α 64, dropout 0.1 on every linear layer, paged 8-bit AdamW, the Trainer's
-    # default schedule (linear decay to 0, no warm-up), 512 tokens, their prompt, loss on the answer letter only
-    # (the completion-only collator masks everything before "Answer:"; no EOS is appended). Learning rate and
-    # batch are per model: set them on each model of the grid.
-    "yang2024": {
-        "method": "qlora",
-        "lora_r": 16,
-        "lora_alpha": 64,
-        "lora_dropout": 0.1,
-        "max_length": 512,
-        "target": "letter",
-        "add_eos": False,
-        "template": "yang2024",
-        "optim": "paged_adamw_8bit",
-        "scheduler": "linear",
-        "warmup_steps": 0,
-    },
-    "paper-qlora": {
-        "method": "qlora",
-        "lora_r": 16,
-        "lora_alpha": 64,
-        "lora_dropout": 0.1,
-        "max_length": 512,
-        "target": "letter",
-        "template": "paper",
-        "optim": "paged_adamw_8bit",
-    },
+    "paper-qlora": _PAPER_QLORA,
+    # The authors' protocol, setting by setting (docs/reproducing-yang2024.md gives where each comes from): the
+    # recipe above with the Trainer's default schedule (linear decay to 0, no warm-up), their prompt, and no EOS
+    # (the completion-only collator trains on what follows "Answer:", and nothing is appended). Learning rate
+    # and batch are per model: set them on each model of the grid.
+    "yang2024": {**_PAPER_QLORA, "template": "yang2024", "add_eos": False, "scheduler": "linear",
+                 "warmup_steps": 0},
 }
 
 
