@@ -240,6 +240,7 @@ def test_preset_run_with_a_local_minilm_folder_honours_the_search_settings(tmp_p
     assert len(pairs) == len({c for c, _ in pairs}) == 4
 
 
+@pytest.mark.slow  # an end-to-end run: the whole suite has it, the fast subset does not
 def test_noise_is_its_own_category_and_counts_as_a_cluster_under_the_preset():
     """Four planted clusters plus three stray triples too small to be clusters: with exactly five wanted
     clusters, only the original's count (four clusters + the noise label) is in range at no penalty."""

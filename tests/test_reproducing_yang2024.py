@@ -140,6 +140,7 @@ def test_the_dry_run_refuses_human_difficulty_on_lek(paper_data: Path, capsys: p
     assert "human" in err and "tinyllama-1.1b__lek-f0__qlora__curriculum__human__s0" in " ".join(err.split())
 
 
+@pytest.mark.slow  # an end-to-end run: the whole suite has it, the fast subset does not
 def test_a_cpu_sized_copy_of_the_protocol_runs_end_to_end(tmp_path: Path) -> None:
     """The config itself, with a tiny model for the four and synthetic items standing in for LEK, in 2 folds."""
     from medtune.experiments import run_experiment, write_report

@@ -102,6 +102,7 @@ def test_folds_of_a_set_without_folds_is_refused(tmp_path: Path) -> None:
         config_from_dict(data)
 
 
+@pytest.mark.slow  # an end-to-end run: the whole suite has it, the fast subset does not
 def test_a_cross_validated_run_pools_its_folds_in_the_report(tmp_path: Path) -> None:
     import pandas as pd
 

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -219,7 +220,8 @@ def power_cmd(
         needed = "-" if r.seeds_needed is None or r.seeds_needed != r.seeds_needed else str(int(r.seeds_needed))
         mdg = "not estimable (one seed)" if r.mdg != r.mdg else f"{100 * r.mdg:.2f} pp"
         sd = "-" if r.sd_gain_power != r.sd_gain_power else f"{100 * r.sd_gain_power:.2f} pp"
-        t.add_row(f"{r.label} − baseline ({where})", str(r.seeds), str(r.n_items), sd, mdg, needed)
+        # escape: "[human]" in a label is text, not console markup
+        t.add_row(escape(f"{r.label} − baseline ({where})"), str(r.seeds), str(r.n_items), sd, mdg, needed)
     console.print(t)
 
 
