@@ -14,7 +14,7 @@ import re
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.conftest import shared_path
+from tests.conftest import bpe_tokenizer, shared_path
 
 from medtune.prompts import LETTERS, TEMPLATES, get_template, mcq_completion, mcq_prompt
 from medtune.schema import MCQItem
@@ -106,18 +106,7 @@ def test_the_lek_variant_reproduces_every_prompt_of_the_authors_lek_response_fil
 @pytest.fixture(scope="module")
 def letter_tokenizer():
     """A byte-level BPE where " A" ... " J" are single tokens (as "▁A" is for Llama's SentencePiece)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<s>", "</s>", "<pad>"]
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    merges = [("Ġ", letter) for letter in LETTERS]
-    vocab = {tok: i for i, tok in enumerate([*specials, *alphabet, *(a + b for a, b in merges)])}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    return bpe_tokenizer([("Ġ", letter) for letter in LETTERS])
 
 
 def test_the_yang2024_preset_trains_on_the_letter_alone_without_eos(letter_tokenizer) -> None:

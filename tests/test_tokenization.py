@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from tests.conftest import bpe_tokenizer
 
 from medtune.prompts import LETTERS, mcq_completion, mcq_prompt
 from medtune.schema import MCQItem
@@ -19,18 +20,7 @@ def merging_tokenizer():
     prompt's last character with the completion's first: the case where the tail of the whole text's ids is
     not a continuation of the prompt's ids.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<s>", "</s>", "<pad>"]
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    merges = [(":", "Ġ"), *(("Ġ", letter) for letter in LETTERS)]
-    vocab = {tok: i for i, tok in enumerate([*specials, *alphabet, *(a + b for a, b in merges)])}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    return bpe_tokenizer([(":", "Ġ"), *(("Ġ", letter) for letter in LETTERS)])
 
 
 @pytest.fixture
