@@ -453,10 +453,50 @@ def _tabular_cases() -> list[BadCase]:
     ]
 
 
+def usmle_record(no: int, n_options: int = 5, answer: str | None = "A") -> dict[str, Any]:
+    """A record of a USMLE self-assessment step file (medAlpaca's form); ``answer=None``: in the solutions file."""
+    rec: dict[str, Any] = {"no": no, "question": f"Generated USMLE question {no}?",
+                           "options": {k: f"choice {k} of {no}" for k in "ABCDEFGHI"[:n_options]}}
+    if answer is not None:
+        rec["answer"] = answer
+    return rec
+
+
+def _usmle_cases() -> list[BadCase]:
+    good = [usmle_record(i) for i in range(1, 4)]
+
+    def with_solutions(solutions: bytes) -> Callable[[Path], Path]:
+        def write(d: Path) -> Path:
+            (d / "step1_solutions.json").write_bytes(solutions)
+            return _json_of("step1.json", [usmle_record(1, answer=None)])(d)
+
+        return write
+
+    return [
+        *_common("usmle", "step1.json", folder_fragment="no USMLE step file"),
+        BadCase("usmle", "truncated JSON", _bytes("step1.json", json.dumps(good, indent=1).encode()[:-30]),
+                "invalid JSON", "line"),
+        BadCase("usmle", "not a list", _json_of("step1.json", {"1": "A"}), "expected a JSON list"),
+        BadCase("usmle", "options skip a letter",
+                _json_of("step1.json", [good[0], {**good[1], "options": {"A": "x", "C": "y"}}]),
+                "consecutive letters from A", "record 2", "options"),
+        BadCase("usmle", "letter not among options", _json_of("step1.json", [{**good[0], "answer": "F"}]),
+                "not among the options", "record 1", "answer"),
+        BadCase("usmle", "duplicate no", _json_of("step1.json", [good[0], good[1], good[0]]), "duplicate id",
+                "record 3", "no"),
+        BadCase("usmle", "no answer anywhere", _json_of("step1.json", [usmle_record(1, answer=None)]),
+                "no step1_solutions.json beside the file", "record 1", "answer"),
+        BadCase("usmle", "solutions not an object", with_solutions(b'["A"]'), "expected a JSON object",
+                named=lambda d: d / "step1_solutions.json"),
+        BadCase("usmle", "invalid UTF-8", _bytes("step1.json", b'[{"no": 1, "question": "' + INVALID_UTF8 + b'"}]'),
+                "invalid UTF-8", "line 1"),
+    ]
+
+
 def loader_cases() -> list[BadCase]:
     """The whole corpus of bad inputs for ``medtune data load``."""
     return [*_medqa_cases(), *_medmcqa_cases(), *_lek_cases(), *_mmlu_cases(), *_pubmedqa_cases(),
-            *_medquad_cases(), *_tabular_cases()]
+            *_medquad_cases(), *_tabular_cases(), *_usmle_cases()]
 
 
 # items.parquet as read by medtune.schema.read_items (written here with pyarrow, never by write_items)

@@ -26,6 +26,7 @@ from .badfiles import (
     medqa_record,
     medquad_xml,
     pubmedqa_record,
+    usmle_record,
 )
 
 LOADER_CASES = loader_cases()
@@ -122,6 +123,7 @@ WINDOWS = {
     "pubmedqa": ("ori_pqal.json", json.dumps({str(i): pubmedqa_record(i) for i in range(3)}, indent=1).encode(), {}),
     "medquad": ("0001.xml", medquad_xml("0001", [("information", "What is X?", "X is a thing.")]).encode(), {}),
     "mmlu": ("anatomy_test.csv", b"Q1?,a,b,c,d,A\nQ2?,a,b,c,d,B\n", {}),
+    "usmle": ("step1.json", json.dumps([usmle_record(1), usmle_record(2, 9, "I")], indent=1).encode(), {}),
     "tabular-jsonl": ("quiz.jsonl", _jsonl([{"q": f"Q{i}?", "a": "x", "b": "y", "ans": "B"} for i in range(3)]),
                       {"question_col": "q", "options_cols": "a,b", "answer_col": "ans"}),
     "tabular-json-array": ("quiz.json", json.dumps([{"q": "Q?", "a": "x", "b": "y", "ans": "A"}]).encode(),

@@ -9,7 +9,7 @@ from medtune.errors import InputError
 
 from .badfiles import write_csv
 
-NAMES = ("medqa", "medmcqa", "lek", "mmlu", "pubmedqa", "medquad", "tabular", "hf")
+NAMES = ("medqa", "medmcqa", "lek", "mmlu", "pubmedqa", "medquad", "tabular", "usmle", "hf")
 
 
 def test_every_source_is_registered_with_a_description():
@@ -19,7 +19,7 @@ def test_every_source_is_registered_with_a_description():
     assert loaders["hf"].needs_path is False and loaders["tabular"].needs_path is True
 
 
-@pytest.mark.parametrize("name", ["medqa", "medmcqa", "lek", "mmlu", "pubmedqa", "medquad", "tabular"])
+@pytest.mark.parametrize("name", ["medqa", "medmcqa", "lek", "mmlu", "pubmedqa", "medquad", "tabular", "usmle"])
 def test_unknown_options_are_errors_not_silently_ignored(tmp_path, name):
     path = write_csv(tmp_path / "anatomy_test.csv", [["Q?", "a", "b", "c", "d", "A"]])
     with pytest.raises(InputError, match="unknown option"):
