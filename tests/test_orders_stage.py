@@ -155,7 +155,7 @@ def test_cli_on_the_synthetic_file_orders_the_training_split_and_says_so(tmp_pat
     ids = read_order(out)["epochs"][0]
     assert len(ids) == 576 and not any("test" in i for i in ids)
     assert not (tmp_path / "o_items.json").exists() and sorted(p.name for p in tmp_path.iterdir()) == [
-        "o.json", "syn.parquet", "syn.textbook.txt"]
+        "o.json", "syn.facts.json", "syn.parquet", "syn.textbook.txt"]
     folder = tmp_path / "stage"
     assert main(["order", str(tmp_path / "syn.parquet"), "-s", "random", "--seed", "0", "--split", "all", "-o",
                  str(folder)]) == 0

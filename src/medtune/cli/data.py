@@ -78,7 +78,7 @@ def _split_order(splits: dict[str, int]) -> str:
     return ", ".join(f"{s}={n}" for s, n in splits.items())
 
 
-def load_message(summary: dict[str, Any], output: Path, textbook: list[str] | None) -> str:
+def load_message(summary: dict[str, Any], output: Path, textbook: list[str] | None, facts: Any = None) -> str:
     """The one line ``data load`` prints: how many items of each split went into which file.
 
     A file holding several splits says so, because later stages then pick one (training: the train split).
@@ -91,6 +91,10 @@ def load_message(summary: dict[str, Any], output: Path, textbook: list[str] | No
         msg += f"; skipped {summary['skipped']} bad records"
     if textbook is not None:
         msg += f"; textbook ({len(textbook)} sentences) to {textbook_path(output)}"
+    if facts is not None:
+        from medtune.factsheet import factsheet_path
+
+        msg += f"; fact sheet ({len(facts.subjects)} subjects) to {factsheet_path(output)}"
     return msg
 
 
@@ -141,7 +145,7 @@ def load_cmd(
     for exc in data.skipped:  # escaped: a message quoting "[...]" from the file is not console markup
         err_console.print(f"skipped: {escape(str(exc))}", soft_wrap=True)
     summary = write_data(data, output)
-    console.print(escape(load_message(summary, output, data.textbook)), soft_wrap=True)
+    console.print(escape(load_message(summary, output, data.textbook, data.facts)), soft_wrap=True)
 
 
 @data_app.command("describe")

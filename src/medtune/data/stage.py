@@ -18,6 +18,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from medtune.data.parsing import SPLIT_WORDS
 from medtune.data.registry import get_loader, load
 from medtune.errors import InputError
+from medtune.factsheet import FactSheet, write_factsheet
 from medtune.schema import Item, write_items
 from medtune.settings import Settings
 from medtune.textbook import write_textbook
@@ -141,12 +142,14 @@ def select_items(items: list[Item], settings: DataSettings) -> list[Item]:
 
 @dataclass
 class LoadedData:
-    """What :func:`load_data` produced: the kept items, the skipped records and the loader's textbook."""
+    """What :func:`load_data` produced: the kept items, the skipped records, the loader's textbook and fact
+    sheet."""
 
     items: list[Item]
     skipped: list[InputError] = field(default_factory=list)
     textbook: list[str] | None = None
     n_loaded: int = 0
+    facts: FactSheet | None = None
 
     def splits(self) -> dict[str, int]:
         """Items per split, train first and test last (the order a reader expects), others by name."""
@@ -189,22 +192,25 @@ def load_data(settings: DataSettings, *, root: Path | None = None) -> LoadedData
         raise InputError(f"data set '{settings.label}' has no items{why}{skipped}", file=path)
     textbook = result.extras.get("textbook")
     return LoadedData(items, list(result.skipped), list(textbook) if textbook is not None else None,
-                      len(result.items))
+                      len(result.items), result.extras.get("facts"))
 
 
 def write_data(data: LoadedData, items_path: Path) -> dict[str, Any]:
-    """Write the items (and the textbook beside them, when there is one); returns :meth:`LoadedData.summary`.
+    """Write the items (and the textbook and fact sheet beside them, when there are); returns
+    :meth:`LoadedData.summary`.
 
-    The textbook goes first: a reader that finds the items file can trust that its textbook is complete.
+    The textbook and the fact sheet go first: a reader that finds the items file can trust that they are complete.
     """
     if data.textbook is not None:
         write_textbook(items_path, data.textbook)
+    if data.facts is not None:
+        write_factsheet(items_path, data.facts)
     write_items(data.items, items_path)
     return data.summary()
 
 
 def run_data(settings: DataSettings, out: Path, *, root: Path | None = None) -> dict[str, Any]:
-    """The data stage: ``out/items.parquet`` (+ ``out/items.textbook.txt``) from ``settings``.
+    """The data stage: ``out/items.parquet`` (+ ``out/items.textbook.txt``, ``out/items.facts.json``) from ``settings``.
 
     Returns ``{"n_items", "skipped", "splits": {split: n}}``.
     """

@@ -25,6 +25,10 @@ shows it does):
 * **Balanced answers.** Answer positions are assigned round-robin within each (split, level) group and then
   shuffled with the seed, so every position is (within one) equally often correct.
 
+The same knowledge base and textbook serve the free-text task of :mod:`medtune.data.synthetic_qa`; both
+loaders also return the knowledge base as a fact sheet (``extras["facts"]``, :mod:`medtune.factsheet`), which the
+data stage writes beside the items as ``<stem>.facts.json``.
+
 Default sizes (seed 0, 6 systems × 8 diseases): 576 train questions (192 per level, trained diseases only),
 432 test questions (144 per level; 216 on trained diseases, 216 held out), a textbook of about 1,130
 sentences with a word vocabulary of about 350. Generation takes well under a second.
@@ -49,10 +53,14 @@ from typing import Any
 
 from medtune.data.registry import LoadResult, OnError, register_loader
 from medtune.errors import InputError
-from medtune.schema import DIFFICULTY_LEVELS, MCQItem
+from medtune.factsheet import FactSheet
+from medtune.schema import DIFFICULTY_LEVELS, Item, MCQItem
 
 SOURCE = "synthetic"
 RELATIONS = ("drug", "test", "cause")
+# The relations of the fact sheet (``<stem>.facts.json``): every fact the textbook states about a disease
+# beyond its organ system, in the order a description gives them.
+FACT_RELATIONS = ("symptoms", "cause", "test", "drug")
 
 # ----------------------------------------------------------------------------------------------------------
 # The organ systems: adjective (the category), organ (for "X affects the ..."), and a symptom pool that is
@@ -384,6 +392,29 @@ def textbook_sentences(d: Disease) -> list[str]:
     return out
 
 
+def _items_rng(seed: int) -> random.Random:
+    return random.Random(f"medtune-synthetic-items-{seed}")
+
+
+def _shuffled_textbook(kb: KnowledgeBase, rng: random.Random) -> list[str]:
+    textbook = [s for d in kb.diseases for s in textbook_sentences(d)]
+    rng.shuffle(textbook)
+    return textbook
+
+
+def build_textbook(kb: KnowledgeBase) -> list[str]:
+    """The textbook of ``kb`` in the order :func:`generate_synthetic` writes it (every generated task of one
+    knowledge base shares it, so one pretrained model serves them all)."""
+    return _shuffled_textbook(kb, _items_rng(kb.seed))
+
+
+def knowledge_base_facts(kb: KnowledgeBase) -> FactSheet:
+    """The fact sheet of ``kb``: disease → symptoms (each one a value), cause, test and first-line drug."""
+    return FactSheet.from_facts(FACT_RELATIONS, {
+        d.name: {"symptoms": d.symptoms, "cause": [d.cause], "test": [d.test], "drug": [d.drug]}
+        for d in kb.diseases})
+
+
 def _explanation(d: Disease, level: str, relation: str, symptoms: Sequence[str] | None) -> str:
     # The textbook sentences that answer the question, in inference order.
     parts = []
@@ -446,10 +477,8 @@ def generate_synthetic(
     if train_per_level < 0 or test_per_level < 0:
         raise InputError("questions per level must be >= 0", field="train_per_level")
     kb = build_knowledge_base(seed, n_systems, diseases_per_system, min_symptoms, max_symptoms)
-    rng = random.Random(f"medtune-synthetic-items-{seed}")
-
-    textbook = [s for d in kb.diseases for s in textbook_sentences(d)]
-    rng.shuffle(textbook)
+    rng = _items_rng(seed)
+    textbook = _shuffled_textbook(kb, rng)
 
     # Distractor pools: same system, same half.
     groups: dict[tuple[str, bool], list[Disease]] = {}
@@ -572,10 +601,36 @@ def unanswerable_items(items: Sequence[MCQItem], textbook: Sequence[str]) -> lis
 # Loader
 
 
-def _generator_options() -> tuple[str, ...]:
+def _generator_options(generator: Any = None) -> tuple[str, ...]:
     import inspect
 
-    return tuple(p for p in inspect.signature(generate_synthetic).parameters if p != "seed")
+    return tuple(p for p in inspect.signature(generator or generate_synthetic).parameters if p != "seed")
+
+
+def load_generated(
+    source: str, generator: Any, path: str | Path | None, seed: int, split: str | None, options: dict[str, Any]
+) -> tuple[Any, list[Item]]:
+    """Run a synthetic ``generator`` for a loader: check the options, generate, keep ``split``.
+
+    Returns the generated dataset and its (kept) items. Shared by the generated sources so that they take
+    options and splits alike.
+    """
+    if path is not None:
+        raise InputError(f"the {source} source takes no path", file=path)
+    allowed = set(_generator_options(generator))
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise InputError(f"unknown option(s) for {source}: {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
+    try:
+        ds = generator(seed=int(seed), **{k: int(v) for k, v in options.items()})
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"bad {source} option: {exc}") from None
+    items = list(ds.items)
+    if split is not None:
+        if split not in ("train", "test"):
+            raise InputError(f"{source} has splits 'train' and 'test', not '{split}'", field="split")
+        items = [it for it in items if it.split == split]
+    return ds, items
 
 
 @register_loader("synthetic", needs_path=False, options=_generator_options(),
@@ -591,20 +646,8 @@ def load_synthetic(
     """Generate the synthetic dataset; ``split`` keeps one split; the textbook is ``extras["textbook"]``.
 
     ``options`` are :func:`generate_synthetic`'s keyword arguments (n_systems, diseases_per_system, ...).
+    ``extras["facts"]`` is the knowledge base's :class:`~medtune.factsheet.FactSheet`.
     """
-    if path is not None:
-        raise InputError("the synthetic source takes no path", file=path)
-    allowed = set(_generator_options())
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise InputError(f"unknown option(s) for synthetic: {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
-    try:
-        ds = generate_synthetic(seed=int(seed), **{k: int(v) for k, v in options.items()})
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"bad synthetic option: {exc}") from None
-    items = ds.items
-    if split is not None:
-        if split not in ("train", "test"):
-            raise InputError(f"synthetic has splits 'train' and 'test', not '{split}'", field="split")
-        items = [it for it in items if it.split == split]
-    return LoadResult(list(items), [], {"textbook": ds.textbook, "knowledge_base": ds.knowledge_base.to_dict()})
+    ds, items = load_generated(SOURCE, generate_synthetic, path, seed, split, options)
+    return LoadResult(items, [], {"textbook": ds.textbook, "knowledge_base": ds.knowledge_base.to_dict(),
+                                  "facts": knowledge_base_facts(ds.knowledge_base)})
