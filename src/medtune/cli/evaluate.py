@@ -9,7 +9,9 @@ PREDICTIONS --items ITEMS`` recomputes the metrics of an existing predictions fi
 RUN_DIR`` says, for a grid run, the smallest gain over the baseline its seeds can detect and how many seeds a
 named gain needs (:func:`medtune.experiments.report.power_table`). Scoring streams to ``OUT_DIR``
 so an interrupted run resumes. Free-text items (QAItem, e.g. MedQuAD) are evaluated in generate mode with token
-P/R/F1 and ROUGE-L.
+P/R/F1, ROUGE-L and BERTScore (``--bertscore-model``, ``--bertscore-layer``, ``--no-bertscore``), per item in
+``OUT_DIR/item_metrics.parquet``; ``medtune evaluate score-file GENERATIONS.jsonl -o OUT_DIR`` computes the same
+for another tool's generations (:func:`medtune.evaluation_stage.score_generations`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typer.core import TyperGroup
 from medtune.cli.options import with_settings
 from medtune.errors import ConfigError, InputError
 from medtune.evaluation import DEFAULT_N_BOOT, compare_predictions, compute_metrics, read_predictions
-from medtune.evaluation_stage import EvalSettings, ModelRef
+from medtune.evaluation_stage import EvalSettings, ModelRef, score_generations
 from medtune.io import write_json_atomic
 from medtune.schema import read_items
 from medtune.settings import validate_settings
@@ -67,6 +69,12 @@ def print_metrics(metrics: dict[str, Any], out: Console | None = None) -> None:
         for key in ("f1", "precision", "recall", "exact_match", "rougeL"):
             head.add_row(key, f"{qa[key]:.4f}")
         head.add_row("f1 95% CI", f"[{qa['f1_ci']['ci_low']:.4f}, {qa['f1_ci']['ci_high']:.4f}]")
+        bert = qa.get("bertscore")
+        if bert:
+            for key in ("f1", "precision", "recall"):
+                head.add_row(f"BERTScore {key}", f"{bert[key]:.4f}")
+            head.add_row("BERTScore f1 95% CI", f"[{bert['f1_ci']['ci_low']:.4f}, {bert['f1_ci']['ci_high']:.4f}]")
+            head.add_row("BERTScore model", escape(f"{bert['model']} (layer {bert['layer']})"))
     else:
         head.add_row("accuracy [95% CI]", _fmt_ci(metrics["accuracy"]))
         head.add_row("macro F1", f"{metrics['macro_f1']:.4f}")
@@ -91,6 +99,29 @@ def print_metrics(metrics: dict[str, Any], out: Console | None = None) -> None:
         out.print(t)
 
 
+# BERTScore options, the same on every command that scores free text; they fill EvalSettings.bertscore.
+BertModelOpt = Annotated[str | None, typer.Option(
+    "--bertscore-model", help="BERTScore model: minilm (the packaged all-MiniLM-L6-v2, the default when "
+    "installed), study (microsoft/deberta-xlarge-mnli, layer 40; must be in the Hugging Face cache), a local "
+    "folder or a cached hub name.", show_default=False)]
+BertLayerOpt = Annotated[int | None, typer.Option(
+    "--bertscore-layer", help="BERTScore layer (default: the model's, e.g. 6 for minilm, 40 for study).",
+    show_default=False)]
+BertOnOpt = Annotated[bool | None, typer.Option(
+    "--bertscore/--no-bertscore", help="Compute BERTScore of free-text answers (default: on when its model is "
+    "installed).", show_default=False)]
+
+
+def bertscore_given(model: str | None, layer: int | None, on: bool | None) -> dict[str, Any] | None:
+    """The ``bertscore`` settings the three options set (None: none given, the settings' default applies)."""
+    if on is False:
+        if model is not None or layer is not None:
+            raise ConfigError("--no-bertscore cannot go with --bertscore-model or --bertscore-layer")
+        return {"model": "none"}
+    given = {k: v for k, v in (("model", model), ("num_layers", layer)) if v is not None}
+    return given or ({} if on else None)
+
+
 def _model_ref(model: str | None, adapter: Path | None, run: Path | None) -> ModelRef:
     if (model is None) == (run is None):
         raise ConfigError("give the model to evaluate with --model (and optionally --adapter) or --run RUN_DIR")
@@ -103,7 +134,7 @@ def _model_ref(model: str | None, adapter: Path | None, run: Path | None) -> Mod
 
 
 @evaluate_app.command("run")
-@with_settings(EvalSettings, rename={"bootstrap": "--n-boot"})
+@with_settings(EvalSettings, rename={"bootstrap": "--n-boot"}, exclude=("bertscore",))
 def run_cmd(
     items_path: Annotated[Path, typer.Argument(metavar="ITEMS", help="Items Parquet file (MCQ or free text).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (predictions.parquet, metrics.json).")],
@@ -115,12 +146,20 @@ def run_cmd(
                                              "base, template and base quantization).")] = None,
     split: Annotated[str | None, typer.Option(help="Only items of this split (e.g. test).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    bertscore_model: BertModelOpt = None,
+    bertscore_layer: BertLayerOpt = None,
+    bertscore: BertOnOpt = None,
     given: dict[str, Any] | None = None,
 ) -> None:
-    """Score ITEMS with a model and write OUT/predictions.parquet and OUT/metrics.json."""
+    """Score ITEMS with a model and write OUT/predictions.parquet and OUT/metrics.json (free text: also
+    OUT/item_metrics.parquet)."""
     from medtune.evaluation_stage import run_evaluation
 
-    settings = validate_settings(EvalSettings, given or {}, "options")
+    given = dict(given or {})
+    bert = bertscore_given(bertscore_model, bertscore_layer, bertscore)
+    if bert is not None:
+        given["bertscore"] = bert
+    settings = validate_settings(EvalSettings, given, "options")
     ref = _model_ref(model, adapter, run)
     summary = run_evaluation(settings, items_path, ref, output, split=split, progress=progress)
     print_metrics(json.loads(Path(summary["metrics"]).read_text(encoding="utf-8")))
@@ -136,17 +175,45 @@ def metrics_cmd(
                                                        "field (repeatable; default: automatic).")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples.")] = DEFAULT_N_BOOT,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    bertscore_model: BertModelOpt = None,
+    bertscore_layer: BertLayerOpt = None,
+    bertscore: BertOnOpt = None,
 ) -> None:
     """Recompute metrics for an existing predictions file."""
+    bert = validate_settings(EvalSettings, {"bertscore": bertscore_given(bertscore_model, bertscore_layer,
+                                                                          bertscore) or {}}, "options").bertscore
     frame = read_predictions(predictions)
     items = read_items(items_path)
     try:
-        metrics = compute_metrics(frame, items, n_boot=n_boot, seed=seed, meta_keys=meta_key or None)
+        metrics = compute_metrics(frame, items, n_boot=n_boot, seed=seed, meta_keys=meta_key or None,
+                                  bertscore=bert)
     except InputError as exc:
         raise exc.located(file=predictions) from None
     if output is not None:
         write_json_atomic(output, metrics)
     print_metrics(metrics)
+
+
+@evaluate_app.command("score-file")
+def score_file_cmd(
+    generations: Annotated[Path, typer.Argument(metavar="GENERATIONS", help="JSON lines: prompt, reference, "
+                                                "prediction (text or null) and an optional id per line.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (metrics.json, "
+                                         "item_metrics.parquet).")],
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples.")] = DEFAULT_N_BOOT,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    bertscore_model: BertModelOpt = None,
+    bertscore_layer: BertLayerOpt = None,
+    bertscore: BertOnOpt = None,
+) -> None:
+    """Score another tool's free-text generations: token P/R/F1, exact match, ROUGE-L and BERTScore."""
+    given: dict[str, Any] = {"bootstrap": n_boot, "seed": seed}
+    bert = bertscore_given(bertscore_model, bertscore_layer, bertscore)
+    if bert is not None:
+        given["bertscore"] = bert
+    metrics = score_generations(generations, validate_settings(EvalSettings, given, "options"), output)
+    print_metrics(metrics)
+    console.print(f"wrote {output / 'metrics.json'} and {output / 'item_metrics.parquet'}")
 
 
 @evaluate_app.command("compare")
