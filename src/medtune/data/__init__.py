@@ -16,7 +16,9 @@ from medtune.data import (  # noqa: F401  isort: skip
     mmlu,
     pubmedqa,
     synthetic,
+    synthetic_qa,
     tabular,
+    usmle,
 )
 from medtune.data.stage import DataSettings, LoadedData, id_fraction, load_data, run_data  # isort: skip
 

@@ -34,6 +34,9 @@ TARGETS: tuple[str, ...] = ("letter", "letter+explanation", "option", "option+ex
 Target = Literal["letter", "letter+explanation", "option", "option+explanation"]
 GaloreOptim = Literal["galore_adamw", "galore_adafactor", "galore_adamw_8bit"]
 Optim = Literal["adamw", "adamw_8bit", "paged_adamw_8bit"]
+# The KnowTuning steps a generation backend can do instead of the offline rules (knowtuning/generator.py).
+# (A list of plain strings checked below: the command line cannot parse a list of Literal values.)
+GENERATOR_STEPS: tuple[str, ...] = ("facts", "rewrite", "revise")
 
 # Fields that a grid sets per cell (its axes) rather than in its shared ``training:`` section.
 CELL_FIELDS: tuple[str, ...] = ("method", "model", "seed")
@@ -82,6 +85,31 @@ class TrainConfig(Settings):
     galore_rank: int = Field(64, ge=1, description="GaLore projection rank")
     galore_update_proj_gap: int = Field(200, ge=1, description="steps between GaLore projection updates")
     galore_scale: float = Field(0.25, gt=0, description="GaLore update scale")
+    # KnowTuning (``method="knowtuning"``): knowledge augmentation (KA) by this loop, then knowledge comparison
+    # (KC) by TRL's DPOTrainer; docs/EXTENDING.md gives each setting's meaning and the authors' values.
+    knowtuning_inner_method: Literal["lora", "full"] = Field(
+        "lora", description="what trains in both KnowTuning stages: LoRA adapters (merged after each stage) or "
+                            "every weight")
+    knowtuning_ka_share: float = Field(
+        0.5, gt=0, le=1, description="share of each answer's facts, hardest first (perplexity under the base "
+                                     "model), rewritten into KA question-answer pairs")
+    knowtuning_ka_lr: float | None = Field(None, gt=0, description="KA stage learning rate (default: lr)")
+    knowtuning_ka_epochs: int | None = Field(None, ge=1, description="KA stage epochs (default: epochs)")
+    knowtuning_kc_lr: float | None = Field(None, gt=0, description="KC (DPO) stage learning rate (default: lr)")
+    knowtuning_kc_epochs: int | None = Field(None, ge=1, description="KC (DPO) stage epochs (default: epochs, "
+                                                                     "else 1)")
+    knowtuning_beta: float = Field(0.1, gt=0, description="KC DPO beta (deviation from the KA reference)")
+    knowtuning_sft_weight: float = Field(0.2, ge=0, description="KC weight of the NLL of the chosen answer "
+                                                                "added to the DPO loss")
+    knowtuning_lora_targets: list[str] | None = Field(
+        None, description="layer names the KnowTuning LoRA adapts, e.g. q_proj (repeatable; default: every "
+                          "linear layer but the head)")
+    knowtuning_generator: str | None = Field(
+        None, description="model spec of a generation backend for KnowTuning's fact splitting, KA rewriting and KC "
+                          "revision, e.g. openai:http://127.0.0.1:8000/v1#MODEL (default: offline rules)")
+    knowtuning_generator_steps: list[str] = Field(
+        default_factory=lambda: list(GENERATOR_STEPS),
+        description="which steps knowtuning_generator does: facts | rewrite | revise (repeatable; default: all)")
     # Tiny model (``model="tiny"``) size overrides and tokenizer vocabulary
     tiny: dict[str, int] = Field(default_factory=dict, description="size of --model tiny, e.g. hidden_size=64 "
                                                                    "(keys of medtune.models.TINY_DEFAULTS)")
@@ -110,6 +138,36 @@ class TrainConfig(Settings):
         if unknown:
             raise ValueError(f"unknown tiny model key(s) {unknown} (use {', '.join(TINY_DEFAULTS)})")
         return v
+
+    @field_validator("knowtuning_lora_targets")
+    @classmethod
+    def _lora_target_names(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("give at least one layer name (or leave it unset for every linear layer)")
+        bad = [t for t in v if not t.strip() or not t.replace("_", "").replace(".", "").isalnum()]
+        if bad:
+            raise ValueError(f"layer names are module names such as q_proj, got {bad}")
+        return list(dict.fromkeys(t.strip() for t in v))
+
+    @field_validator("knowtuning_generator")
+    @classmethod
+    def _generator_spec(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("name a model spec such as openai:http://127.0.0.1:8000/v1#MODEL, or leave it unset "
+                             "for the offline rules")
+        return v.strip() if v is not None else v
+
+    @field_validator("knowtuning_generator_steps")
+    @classmethod
+    def _generator_steps(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("name at least one step (facts, rewrite, revise), or leave knowtuning_generator unset")
+        unknown = [x for x in v if x not in GENERATOR_STEPS]
+        if unknown:
+            raise ValueError(f"unknown step(s) {unknown} (use {', '.join(GENERATOR_STEPS)})")
+        return list(dict.fromkeys(v))
 
     @field_validator("preset")
     @classmethod
@@ -173,6 +231,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # and batch are per model: set them on each model of the grid.
     "yang2024": {**_PAPER_QLORA, "template": "yang2024", "add_eos": False, "scheduler": "linear",
                  "warmup_steps": 0},
+    # KnowTuning as its authors ran it (their LLaMA-Factory scripts for MedQuAD): LoRA on q_proj/v_proj in both
+    # stages, KA lr 1e-4 for 3 epochs, KC (DPO, beta 0.1, SFT weight 0.2) lr 1e-5 for 1 epoch, cosine schedule.
+    # Their batch sizes (32 for KA, 16 for KC, per device) depend on the hardware: set batch_size / grad_accum.
+    "knowtuning": {"method": "knowtuning", "knowtuning_inner_method": "lora", "knowtuning_lora_targets":
+                   ["q_proj", "v_proj"], "knowtuning_ka_lr": 1e-4, "knowtuning_ka_epochs": 3,
+                   "knowtuning_kc_lr": 1e-5, "knowtuning_kc_epochs": 1, "knowtuning_beta": 0.1,
+                   "knowtuning_sft_weight": 0.2, "knowtuning_ka_share": 0.5, "scheduler": "cosine"},
 }
 
 

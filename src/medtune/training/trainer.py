@@ -58,6 +58,7 @@ from medtune.training.data import (
     rank_slice,
 )
 from medtune.training.methods import (
+    StandardLoop,
     build_optimizer,
     build_scheduler,
     find_target_modules,
@@ -354,8 +355,15 @@ def train(
     at the next step. Returns the trained model (a PEFT model for adapter methods).
     """
     config.validate()
-    dist_info = init_distributed()
     run_dir = Path(run_dir)
+    # A multi-stage method (e.g. knowtuning) runs its own stages, each through this loop; the rest use it directly.
+    staged = method_of(config).train_run(
+        config, items, order, run_dir, loop=StandardLoop(train, load_base_model, TrainResult),
+        model=model, tokenizer=tokenizer, textbook=textbook, resume=resume, progress=progress,
+        items_path=items_path, order_path=order_path)
+    if staged is not None:
+        return staged
+    dist_info = init_distributed()
     log_path = run_dir / LOG_NAME
     latest = ckpt.latest_checkpoint(run_dir) if resume else None
     if dist_info.main:

@@ -1,8 +1,10 @@
 """Fine-tuning methods: one :class:`MethodSpec` per method, looked up by name in a registry.
 
 Built in: ``full`` (every weight, AdamW), ``lora`` / ``dora`` (PEFT adapters on every linear layer but the
-head), ``qlora`` (LoRA on a 4-bit NF4 base, 8-bit AdamW) and ``galore`` (full training with low-rank projected
-gradients). A plugin adds a method by defining a spec and calling :func:`register_method` when imported::
+head), ``qlora`` (LoRA on a 4-bit NF4 base, 8-bit AdamW), ``galore`` (full training with low-rank projected
+gradients) and ``knowtuning`` (two stages: knowledge augmentation, then DPO knowledge comparison; its stages
+train ``knowtuning-lora`` or ``full``). A plugin adds a method by defining a spec and calling
+:func:`register_method` when imported::
 
     class NormOnly(MethodSpec):
         def prepare(self, model, config): ...
@@ -12,11 +14,13 @@ gradients). A plugin adds a method by defining a spec and calling :func:`registe
 Importing this package registers the built-ins, so ``get_method`` always knows them.
 """
 
-# Importing registers the built-ins, in the order method_names() lists them (full, lora, dora, qlora, galore).
-from medtune.training.methods import full, lora, qlora, galore  # noqa: F401  # isort: skip
+# Importing registers the built-ins, in the order method_names() lists them (full, lora, dora, qlora, galore,
+# knowtuning-lora, knowtuning).
+from medtune.training.methods import full, lora, qlora, galore, knowtuning  # noqa: F401  # isort: skip
 from medtune.training.methods.base import (
     STANDARD_OPTIMS,
     MethodSpec,
+    StandardLoop,
     find_target_modules,
     get_method,
     method_help,
@@ -39,8 +43,8 @@ from medtune.training.methods.galore import GALORE_OPTIMS
 from medtune.training.methods.lora import apply_lora
 
 __all__ = [
-    "GALORE_OPTIMS", "STANDARD_OPTIMS", "MethodSpec", "apply_lora", "build_optimizer", "build_scheduler",
-    "enable_gradient_checkpointing", "find_target_modules", "get_method", "method_help", "method_names",
-    "method_of", "prepare_model", "register_method", "save_pretrained_atomic", "standard_optimizer",
+    "GALORE_OPTIMS", "STANDARD_OPTIMS", "MethodSpec", "StandardLoop", "apply_lora", "build_optimizer",
+    "build_scheduler", "enable_gradient_checkpointing", "find_target_modules", "get_method", "method_help",
+    "method_names", "method_of", "prepare_model", "register_method", "save_pretrained_atomic", "standard_optimizer",
     "target_module_suffixes", "train_every_parameter", "trainable_parameters",
 ]

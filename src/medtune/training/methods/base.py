@@ -17,6 +17,7 @@ import re
 import shutil
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from medtune.errors import ConfigError, UnsupportedOnThisMachine
 
 if TYPE_CHECKING:  # the config module validates method names through this registry: no import at run time
     from medtune.training.config import TrainConfig
+    from medtune.training.trainer import TrainResult
 
 # The optimizers :func:`standard_optimizer` builds (a method with its own, like GaLore, overrides the builder).
 STANDARD_OPTIMS: tuple[str, ...] = ("adamw", "adamw_8bit", "paged_adamw_8bit")
@@ -76,6 +78,31 @@ class MethodSpec(ABC):
     def merge(self, model: nn.Module) -> nn.Module:
         """Fold an adapter into its base weights (a full model is returned as it is)."""
         return model.merge_and_unload() if self.is_adapter else model
+
+    def train_run(self, config: TrainConfig, items: Any, order: dict[str, Any], run_dir: Path, *,
+                  loop: StandardLoop, **options: Any) -> TrainResult | None:
+        """Run the whole training of a method that is more than one pass of the standard loop; ``None`` (the
+        default) lets :func:`medtune.training.train` run its loop with :meth:`prepare` and :meth:`build_optimizer`.
+
+        A multi-stage method (``knowtuning``) overrides this and returns the run's ``TrainResult``; it must leave
+        ``run_dir`` looking like a run of this spec (``config.json`` with ``train``, and ``run_dir/<output_name>``)
+        so evaluation reads it like any other. ``loop`` hands it the trainer's own loop and base loader (a method
+        module cannot import the trainer, which imports this registry); ``options`` are the keyword arguments
+        ``train`` was called with (``model``, ``tokenizer``, ``textbook``, ``resume``, ``progress``, ``items_path``,
+        ``order_path``).
+        """
+        return None
+
+
+@dataclass(frozen=True)
+class StandardLoop:
+    """What the trainer hands :meth:`MethodSpec.train_run`: its loop (``train``, same signature as
+    :func:`medtune.training.train`), its base-model loader (``load_base_model``) and the class of what a run
+    returns (``result_type``, :class:`medtune.training.trainer.TrainResult`)."""
+
+    train: Callable[..., Any]
+    load_base_model: Callable[..., Any]
+    result_type: type
 
 
 # ----------------------------------------------------------------------------------------------------------
