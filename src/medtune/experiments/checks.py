@@ -275,3 +275,36 @@ def folds_not_empty(view: GridView) -> list[str]:
             problems.append(f"{describe_cells(cells)}: training set '{ds.label}' has {n} item(s) for "
                             f"{ds.folds} folds, so a fold is empty: use at most {n} folds")
     return problems
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Evaluation models
+
+
+@register_check
+def bertscore_model_available(view: GridView) -> list[str]:
+    """Free-text test sets are scored with BERTScore: its model must be on this machine before any cell trains
+    (a hub model that is not in the cache would otherwise fail after hours of training)."""
+    from medtune.bertscore import resolve_model
+    from medtune.data.registry import get_loader
+    from medtune.evaluation_stage import EvalSettings
+    from medtune.schema import QAItem
+
+    try:
+        resolve_model(EvalSettings.model_validate(view.cfg.evaluation.stage_values()).bertscore)
+        return []
+    except MedtuneError as exc:
+        why = str(exc)
+    problems: list[str] = []
+    for ts in view.cfg.test_sets:
+        if ts.folds_of is None and get_loader(ts.source).needs_path and _missing(view.input_path(ts.path), ts.path):
+            continue  # missing_inputs reports it
+        try:
+            free_text = any(isinstance(it, QAItem) for it in view.items(ts))
+        except MedtuneError:
+            continue
+        cells = _tests_of(view, ts.label)
+        if free_text and cells:
+            problems.append(f"{describe_cells(cells)}: test set '{ts.label}' is free text and its BERTScore model "
+                            f"is not available: {why}")
+    return problems

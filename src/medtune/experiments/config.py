@@ -187,6 +187,8 @@ class ExperimentConfig(_Strict):
                                            "`folds_of` test set: each fold cell on its own held-out fold)")
     strategies: list[StrategyConfig] = Field(min_length=1)
     baseline_strategy: str = "random"
+    baseline_method: str | None = Field(None, description="the method the report compares the other methods with "
+                                        "(default: full when the grid trains it, else the first method)")
     difficulty: DifficultyConfig = Field(default_factory=DifficultyConfig)
     categories: CategoriesConfig = Field(default_factory=CategoriesConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
@@ -232,6 +234,13 @@ class ExperimentConfig(_Strict):
         if isinstance(v, list):
             return [{"name": s} if isinstance(s, str) else s for s in v]
         return v
+
+    @model_validator(mode="after")
+    def _known_baseline_method(self) -> ExperimentConfig:
+        if self.baseline_method is not None and self.baseline_method not in self.training.methods:
+            raise ValueError(f"baseline_method '{self.baseline_method}' is not one of training.methods "
+                             f"({', '.join(self.training.methods)})")
+        return self
 
     @model_validator(mode="after")
     def _aa_arm(self) -> ExperimentConfig:

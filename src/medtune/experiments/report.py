@@ -55,6 +55,7 @@ SECTIONS = {
     "overview": "Overview",
     "failed": "Failed cells",
     "summary": "Accuracy per cell (mean over seeds, 95% CI)",
+    "methods": "Methods compared with the baseline method",
     "gains": "Gain over random shuffle",
     "forest": "Gains with seed-aware intervals",
     "heatmap": "Heatmap of gains",
@@ -63,6 +64,7 @@ SECTIONS = {
     "best": "Best strategy per model and test set",
     "difficulty-sources": "Human vs LLM difficulty",
     "levels": "Accuracy per difficulty level and on held-out items",
+    "steps": "Accuracy per USMLE step",
     "loss": "Loss curves",
     "orders": "Learning orders",
 }
@@ -84,6 +86,17 @@ class Report:
     headline: pd.DataFrame = field(default_factory=pd.DataFrame)
     # What the headline needs beside it: the A/A check and what the grid can detect (plain sentences).
     headline_notes: list[str] = field(default_factory=list)
+    # A grid with several methods: each against the baseline method, per metric (:mod:`report_methods`).
+    methods: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def methods_text(self) -> str:
+        """The methods comparison as plain text (empty when the grid trains one method)."""
+        if self.methods.empty:
+            return ""
+        cols = ["test_set", "method", "metric", "seeds", "value", "value_baseline", "gain", "gain_ci_low",
+                "gain_ci_high", "p_holm"]
+        return _fmt_table(self.methods[cols], pct=("value", "value_baseline", "gain", "gain_ci_low", "gain_ci_high"),
+                          pvals=("p_holm",)).to_string(index=False)
 
     def headline_text(self) -> str:
         """The headline table as plain text (for a closing console message)."""
@@ -165,13 +178,13 @@ class RunData:
             self._read(cell_id, test_set)
         return self._calibration[key]
 
-    def _parts(self, cell_id: str, test_set: str) -> list[str]:
+    def parts(self, cell_id: str, test_set: str) -> list[str]:
         return self._pooled.get((cell_id, test_set), [cell_id])
 
     def _read(self, cell_id: str, test_set: str) -> None:
         from medtune.evaluation import calibration_metrics, per_item_scores, read_predictions
 
-        paths = [self.records[c]["tests"][test_set]["predictions"] for c in self._parts(cell_id, test_set)]
+        paths = [self.records[c]["tests"][test_set]["predictions"] for c in self.parts(cell_id, test_set)]
         frame = pd.concat([read_predictions(p) for p in paths], ignore_index=True)
         path = paths[0]
         self._correct[(cell_id, test_set)] = pd.Series(per_item_scores(frame), index=frame["id"].astype(str))
@@ -186,7 +199,7 @@ class RunData:
 
     def item_table(self, cell_id: str, test_set: str) -> pd.DataFrame:
         """Test items' level and held-out flag, indexed by id."""
-        parts = self._parts(cell_id, test_set)
+        parts = self.parts(cell_id, test_set)
         if len(parts) > 1:
             return pd.concat([self.item_table(c, test_set) for c in parts])
         path = self.records[cell_id]["tests"][test_set]["items"]
@@ -937,6 +950,28 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, n_bo
         s.table(summary[cols], pct=("accuracy", "ci_low", "ci_high", "sd", "ece"))
     save_table("summary", summary)
 
+    from medtune.experiments.report_methods import methods_paragraphs, methods_table
+
+    methods = methods_table(run) if not run.done.empty else pd.DataFrame()
+    if not methods.empty:
+        s = section("methods")
+        base = methods["baseline"].iloc[0]
+        s.text(f"gain = method − {base}, per metric, the mean of the per-seed differences (same seed, strategy and "
+               "test items); values and gains in % / pp of the metric's 0–1 scale. Seed-aware: gain_ci_low/high, "
+               "the 95% t interval over seeds, p_seed the paired t-test on the per-seed differences, p_holm "
+               "adjusted across the methods of one model × training set × strategy × test set × metric; per_seed in "
+               "pp; mdg, the smallest difference these seeds detect with 80% power. item_ci_low/high and "
+               "p_bootstrap: within-run (items resampled, blind to run-to-run variance).")
+        for text in methods_paragraphs(methods):
+            s.text(text)
+        cols = ["model", "dataset", "strategy", "test_set", "method", "metric", "seeds", "value", "value_baseline",
+                "gain", "gain_ci_low", "gain_ci_high", "p_seed", "p_holm", "per_seed", "mdg", "item_ci_low",
+                "item_ci_high", "p_bootstrap"]
+        s.table(methods[cols], pct=("value", "value_baseline", "gain", "gain_ci_low", "gain_ci_high", "mdg",
+                                    "item_ci_low", "item_ci_high"), pvals=("p_seed", "p_holm", "p_bootstrap"))
+    save_table("methods", methods)
+    rep.methods = methods
+
     gains = gains_table(run) if not run.done.empty else pd.DataFrame()
     s = section("gains")
     if gains.empty:
@@ -1060,6 +1095,17 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, n_bo
             save_table("level_gains", level_gains)
     save_table("levels", levels)
 
+    from medtune.experiments.report_steps import meta_groups_table
+
+    steps = meta_groups_table(run, "step")
+    if not steps.empty:
+        s = section("steps")
+        s.text("Accuracy per USMLE step of the test items (meta.step), mean over seeds, with the 95% item "
+               "bootstrap interval of the seed-averaged correctness.")
+        s.table(steps[["model", "dataset", "method", "test_set", "label", "value", "seeds", "n_items", "accuracy",
+                       "ci_low", "ci_high"]].rename(columns={"value": "step"}), pct=("accuracy", "ci_low", "ci_high"))
+        save_table("steps", steps)
+
     s = section("loss")
     png = loss_figure(run)
     if png is None:
@@ -1083,6 +1129,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, n_bo
     rep.headline = headline_table(summary, gains)
     if not gains.empty:
         rep.headline_notes = [*aa_check_lines(gains, run.baseline), *power_paragraphs(gains)]
+    rep.headline_notes += methods_paragraphs(methods)
     title = f"medtune report — {run.config.get('name', run_dir.name)}"
     nav = " ".join(f"<a href='#{x.id}'>{html.escape(x.title)}</a>" for x in sections)
     body = "\n".join(f"<section id='{x.id}'><h2>{html.escape(x.title)}</h2>\n" + "\n".join(x.html) + "</section>"
