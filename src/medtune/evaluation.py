@@ -41,7 +41,7 @@ from medtune.schema import DIFFICULTY_LEVELS, Item, MCQItem, QAItem
 DEFAULT_N_BOOT = 10_000
 # meta keys that identify a record or hold another model's answer, never a grouping worth reporting.
 _META_SKIP = frozenset({"line", "position", "question_index", "response", "response_model", "top3", "clls",
-                        "shuffle", "row", "index", "realidx"})
+                        "shuffle", "row", "index", "realidx", "no", "image_url", "generator_seed"})
 _MAX_GROUPS = 20
 _BOOT_CHUNK = 500
 

@@ -107,7 +107,7 @@ def test_not_yaml_and_not_a_mapping(tmp_path: Path) -> None:
     ("name", "n_cells", "tests"),
     [
         ("tiny.yaml", 2 * 2 + 1, ["synthetic-test"]),
-        ("methods-cpu.yaml", 5 * 3 + 1, ["synthetic-qa-test"]),
+        ("methods-cpu.yaml", 5 * 5 + 1, ["synthetic-qa-test"]),
     ],
 )
 def test_shipped_configs_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, n_cells: int,

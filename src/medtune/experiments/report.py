@@ -90,12 +90,17 @@ class Report:
     methods: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def methods_text(self) -> str:
-        """The methods comparison as plain text (empty when the grid trains one method)."""
+        """The methods comparison on its main metrics as plain text (empty when the grid trains one method; the
+        report's table and ``tables/methods.csv`` have every metric)."""
         if self.methods.empty:
             return ""
+        from medtune.experiments.report_methods import HEADLINE_METRICS
+
         cols = ["test_set", "method", "metric", "seeds", "value", "value_baseline", "gain", "gain_ci_low",
                 "gain_ci_high", "p_holm"]
-        return _fmt_table(self.methods[cols], pct=("value", "value_baseline", "gain", "gain_ci_low", "gain_ci_high"),
+        main = self.methods[self.methods["metric"].isin(HEADLINE_METRICS)]
+        shown = (main if not main.empty else self.methods)[cols]
+        return _fmt_table(shown, pct=("value", "value_baseline", "gain", "gain_ci_low", "gain_ci_high"),
                           pvals=("p_holm",)).to_string(index=False)
 
     def headline_text(self) -> str:

@@ -30,6 +30,8 @@ ITEM_METRICS = "item_metrics.parquet"
 # The order metrics are listed in (the most specific to knowledge first); others follow alphabetically.
 METRIC_ORDER = ("accuracy", "fact_precision", "fact_completeness", "bertscore_f1", "token_f1", "rougeL",
                 "bertscore_precision", "bertscore_recall", "token_precision", "token_recall", "exact_match")
+# What a console summary shows (the report's table has every metric).
+HEADLINE_METRICS = ("accuracy", "fact_precision", "fact_completeness", "bertscore_f1", "token_f1")
 # Per-item columns that are counts or flags, not scores to compare.
 NOT_SCORES = {"id", "fact_stated", "no_fact"}
 METHOD_GROUP = ["model", "dataset", "difficulty", "strategy", "test_set"]
