@@ -8,13 +8,11 @@ questions through it and in-process must give the same predictions and the same 
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 import torch
+from tests.openai_stub import completions_server, prompts_of
 
 from medtune.scoring import load_backend, score_items
 from medtune.scoring.endpoint import Endpoint
@@ -48,51 +46,14 @@ def _completion(loaded, prompt: str, max_tokens: int, echo: bool, logprobs: int 
     return choice
 
 
-def make_handler(loaded, requests: list[dict[str, Any]]) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _send(self, code: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self):
-            if self.path == "/v1/models":
-                self._send(200, {"object": "list", "data": [{"id": "tiny-served", "object": "model"}]})
-            else:
-                self._send(404, {"error": "not found"})
-
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            requests.append(body)
-            if self.path != "/v1/completions":
-                self._send(404, {"error": "not found"})
-                return
-            prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
-            choices = [{"index": i, **_completion(loaded, p, int(body.get("max_tokens", 16)), bool(body.get("echo")),
-                                                  body.get("logprobs"))} for i, p in enumerate(prompts)]
-            self._send(200, {"object": "text_completion", "model": body.get("model"), "choices": choices})
-
-        def log_message(self, *args):
-            pass
-
-    return Handler
-
-
 @pytest.fixture(scope="module")
 def served(tiny):
-    requests: list[dict[str, Any]] = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(tiny, requests))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/v1", requests
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    def choices(body: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"index": i, **_completion(tiny, p, int(body.get("max_tokens", 16)), bool(body.get("echo")),
+                                           body.get("logprobs"))} for i, p in enumerate(prompts_of(body))]
+
+    with completions_server(choices, "tiny-served") as (url, requests):
+        yield url, requests
 
 
 @pytest.mark.parametrize("mode", ["letter", "option"])

@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import re
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.openai_stub import completions_server, prompts_of
 from training_helpers import make_order, micro_config
 
 from medtune.errors import ConfigError
@@ -73,52 +72,21 @@ def server_reply(prompt: str) -> str:
     return "unknown prompt"
 
 
-def make_handler(requests: list[dict[str, Any]]) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _send(self, code: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self):
-            self._send(200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]})
-
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            requests.append(body)
-            if self.path != "/v1/completions":
-                self._send(404, {"error": "not found"})
-                return
-            prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
-            choices = []
-            for i, p in enumerate(prompts):
-                text = server_reply(p)
-                for stop in body.get("stop") or []:  # as OpenAI servers do: cut at a stop string, drop it
-                    text = text.split(stop, 1)[0]
-                choices.append({"index": i, "text": text, "finish_reason": "stop"})
-            self._send(200, {"object": "text_completion", "model": body.get("model"), "choices": choices})
-
-        def log_message(self, *args):
-            pass
-
-    return Handler
+def stand_in_choices(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stand-in LLM's completions for one request: its reply to each prompt, cut at the client's stop strings."""
+    choices = []
+    for i, p in enumerate(prompts_of(body)):
+        text = server_reply(p)
+        for stop in body.get("stop") or []:  # as OpenAI servers do: cut at a stop string, drop it
+            text = text.split(stop, 1)[0]
+        choices.append({"index": i, "text": text, "finish_reason": "stop"})
+    return choices
 
 
 @pytest.fixture(scope="module")
 def server():
-    requests: list[dict[str, Any]] = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(requests))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_port}/v1", requests
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    with completions_server(stand_in_choices, MODEL) as served:
+        yield served
 
 
 def free_text_items() -> list[QAItem]:
