@@ -352,3 +352,10 @@ def test_unparseable_replies_name_the_item_fact_and_step(step, reply, words):
 def test_replies_in_the_asked_shape_parse():
     assert parse_rewrite("Q: Why?\nA: Because.", "x", 0) == ("Why?", "Because.")
     assert parse_revision(" False fact: The sky is green.\n", "x", 0, "The sky is blue.") == "The sky is green."
+
+
+def test_the_generator_steps_are_the_settings_steps() -> None:
+    from medtune.training.config import GENERATOR_STEPS
+    from medtune.training.methods.knowtuning.generator import STEPS
+
+    assert STEPS == GENERATOR_STEPS

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 from medtune.errors import ConfigError, InputError, MedtuneError
 from medtune.schema import QAItem
-from medtune.training.config import GENERATOR_STEPS
 from medtune.training.methods.knowtuning.augmentation import Rewrite, ScoredFact, rule_rewrite
 from medtune.training.methods.knowtuning.corruption import Revision, revision_targets
 from medtune.training.methods.knowtuning.facts import Fact, item_facts, split_facts, structured_facts
@@ -36,7 +35,9 @@ from medtune.training.methods.knowtuning.facts import Fact, item_facts, split_fa
 if TYPE_CHECKING:
     from medtune.training.config import TrainConfig
 
-STEPS: tuple[str, ...] = GENERATOR_STEPS
+# The steps a generator can take over (``TrainConfig.knowtuning_generator_steps`` names them; the settings module
+# is not imported here, as it imports the method registry that imports this package).
+STEPS: tuple[str, ...] = ("facts", "rewrite", "revise")
 FALLBACK = "rule (generator reply unparseable)"
 BATCH = 16
 # Reply budgets in new tokens: a fact list restates its answer (about two tokens a word, plus the bullets).
