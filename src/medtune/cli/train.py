@@ -33,9 +33,24 @@ def train_command(
     resume: Annotated[bool, typer.Option("--resume", help="continue from the latest checkpoint in -o")] = False,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bar")] = True,
+    adaptive: Annotated[str | None, typer.Option(
+        "--adaptive", help="decide the items during training with this strategy (ability, self-paced, "
+                           "learnability, rho); ORDER gives the candidate pool and the number of steps")] = None,
+    adaptive_option: Annotated[list[str] | None, typer.Option(
+        "--adaptive-option", help="a strategy option as key=value (repeatable), e.g. delta=0.5")] = None,
+    every: Annotated[int, typer.Option("--every", min=1, help="adaptive: decide every N optimizer steps")] = 4,
+    anchors: Annotated[list[str] | None, typer.Option(
+        "--anchors", help="adaptive ability: anchor items (an items file, or ids of ITEMS; repeatable)")] = None,
+    difficulty: Annotated[Path | None, typer.Option(
+        "--difficulty", help="adaptive ability: difficulty.parquet with each item's difficulty")] = None,
+    difficulty_column: Annotated[str, typer.Option(
+        "--difficulty-column", help="adaptive ability: the difficulty file's column used as b")] = "irt_b",
     given: dict[str, Any] | None = None,
 ) -> None:
-    """Fine-tune a model on ITEMS in exactly the order of ORDER; writes the run folder (docs/ARTIFACTS.md)."""
+    """Fine-tune a model on ITEMS in exactly the order of ORDER; writes the run folder (docs/ARTIFACTS.md).
+
+    With --adaptive the items of each block of --every steps are chosen during training from the model being
+    trained (decisions.jsonl records every decision; verify-order replays them)."""
     from medtune.training.stage import run_training
 
     set_threads(threads)
@@ -43,10 +58,41 @@ def train_command(
     # Resume with the saved settings, and what the command line says explicitly.
     layers = [TrainConfig.load(saved).model_dump()] if resume and saved.exists() else []
     settings = resolve_training_settings(*layers, given, where="options")
-    summary = run_training(settings, items, order, output, split=split, resume=resume, progress=progress)
+    if adaptive is not None:
+        from medtune.adaptive.stage import AdaptiveSettings, run_adaptive_training
+        from medtune.settings import validate_settings
+
+        adaptive_settings = validate_settings(AdaptiveSettings, {
+            "strategy": adaptive, "options": parse_key_values(adaptive_option or [], "--adaptive-option"),
+            "every": every, "anchors": anchors or [], "difficulty": str(difficulty) if difficulty else None,
+            "difficulty_column": difficulty_column}, "options")
+        summary = run_adaptive_training(settings, items, adaptive_settings, output, order_path=order, split=split,
+                                        resume=resume, progress=progress)
+        share = summary["adaptive"]["score_share"]
+        console.print(f"adaptive '{adaptive}': {summary['adaptive']['decisions']} decisions, scoring "
+                      f"{summary['adaptive']['score_seconds']:.1f} s"
+                      + (f" ({share:.0%} of scoring + steps)" if share is not None else ""))
+    else:
+        summary = run_training(settings, items, order, output, split=split, resume=resume, progress=progress)
     final = summary["final_loss"]
     console.print(f"trained {summary['steps']} steps ({settings.method}, {summary['split']}); final loss "
                   f"{final if final is not None else float('nan'):.4f}; wrote {output}")
+
+
+def parse_key_values(pairs: list[str], option: str) -> dict[str, Any]:
+    """``["k=v", ...]`` → dict; values read as JSON when they parse (numbers, true/false), else as text."""
+    import json
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{option} takes key=value, got '{pair}'")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
 
 
 def verify_order_command(

@@ -44,12 +44,13 @@ def select_training_items(items: list[Any], split: str | None, *, file: Path | N
 
 
 def run_training(settings: TrainConfig, items_path: Path, order_path: Path, out: Path, *, split: str | None = None,
-                 resume: bool = False, progress: bool = False) -> dict[str, Any]:
+                 resume: bool = False, progress: bool = False, planner: Any = None) -> dict[str, Any]:
     """Fine-tune ``settings.model`` on the items of ``items_path`` in the order of ``order_path``; writes ``out``.
 
     Returns ``steps``, ``final_loss``, ``tokens``, ``train_seconds``, ``split`` (what was trained on),
     ``model_ref`` (the trained weights, relative to ``out``'s parent so a stored stage folder can move) and
-    ``train_config`` (the resolved settings).
+    ``train_config`` (the resolved settings). ``planner`` (a :class:`medtune.training.planner.StepPlanner`)
+    decides the steps during training instead of the order file's fixed plan (see :mod:`medtune.adaptive`).
     """
     from medtune.schema import read_items
     from medtune.textbook import read_textbook
@@ -61,7 +62,7 @@ def run_training(settings: TrainConfig, items_path: Path, order_path: Path, out:
     items, note = select_training_items(read_items(items_path), split, file=items_path)
     order = read_order(order_path)
     result = train(settings, items, order, out, textbook=read_textbook(items_path), resume=resume,
-                   progress=progress, items_path=items_path, order_path=order_path)
+                   progress=progress, items_path=items_path, order_path=order_path, planner=planner)
     spec = get_method(settings.method)
     home = out.parent
 

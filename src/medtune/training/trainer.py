@@ -58,6 +58,7 @@ from medtune.training.data import (
     rank_slice,
 )
 from medtune.training.methods import (
+    MethodSpec,
     StandardLoop,
     build_optimizer,
     build_scheduler,
@@ -65,6 +66,7 @@ from medtune.training.methods import (
     method_of,
     prepare_model,
 )
+from medtune.training.planner import StepPlanner, check_next_steps
 from medtune.training.runlog import LOG_NAME, RunLog, truncate_log
 
 log = logging.getLogger(__name__)
@@ -326,6 +328,17 @@ def _gather(obj: Any, dist_info: Dist) -> list[Any]:
     return out
 
 
+def _broadcast(obj: Any, dist_info: Dist) -> Any:
+    """Rank 0's ``obj`` on every rank (the planner decides on rank 0 only)."""
+    if dist_info.world_size <= 1:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def _barrier(dist_info: Dist) -> None:
     if dist_info.world_size > 1:
         import torch.distributed as dist
@@ -346,6 +359,7 @@ def train(
     progress: bool = False,
     items_path: str | Path | None = None,
     order_path: str | Path | None = None,
+    planner: StepPlanner | None = None,
 ) -> TrainResult:
     """Train ``config.method`` on ``items`` in exactly the order of ``order`` and write ``run_dir``.
 
@@ -353,9 +367,15 @@ def train(
     ``config.model`` is loaded (``tiny`` is built from a config with a tokenizer trained on the items and
     ``textbook``). With ``resume`` the latest checkpoint in ``run_dir`` is restored and training continues
     at the next step. Returns the trained model (a PEFT model for adapter methods).
+
+    ``planner`` (:class:`medtune.training.planner.StepPlanner`, e.g. from :mod:`medtune.adaptive`) decides the
+    steps during training instead: at step 0 and whenever its steps run out the loop asks it for the next ones,
+    given the model as it is then. ``None`` trains the order file's fixed plan.
     """
     config.validate()
     run_dir = Path(run_dir)
+    if planner is not None and type(method_of(config)).train_run is not MethodSpec.train_run:
+        raise ConfigError(f"method '{config.method}' runs its own stages and cannot take a step planner")
     # A multi-stage method (e.g. knowtuning) runs its own stages, each through this loop; the rest use it directly.
     staged = method_of(config).train_run(
         config, items, order, run_dir, loop=StandardLoop(train, load_base_model, TrainResult),
@@ -366,6 +386,8 @@ def train(
     dist_info = init_distributed()
     log_path = run_dir / LOG_NAME
     latest = ckpt.latest_checkpoint(run_dir) if resume else None
+    if latest is not None and planner is None and "adaptive" in dump_config(run_dir):
+        raise ConfigError("this run decided its items adaptively: resume it with the same --adaptive settings")
     if dist_info.main:
         if not resume and log_path.exists() and log_path.stat().st_size > 0:
             raise InputError("the run folder already holds a training log; use --resume to continue it, "
@@ -379,6 +401,7 @@ def train(
     plan = plan_steps(epochs, config.global_batch, config.max_steps)
     if not plan:
         raise InputError("the order plans no training step", file=order_path)
+    n_steps = len(plan) if planner is None else planner.total_steps()
 
     precision = config.resolved_dtype()  # once: a bf16 request on a CPU without native bf16 warns here
     torch.manual_seed(config.seed)
@@ -396,9 +419,11 @@ def train(
     model_.train()
     params = [p for p in model_.parameters() if p.requires_grad]
     optimizer = build_optimizer(model_, config)
-    scheduler = build_scheduler(optimizer, config, len(plan))
+    scheduler = build_scheduler(optimizer, config, n_steps)
 
-    needed = {i for s in plan for i in s.ids}
+    needed = {i for s in plan for i in s.ids} if planner is None else set(planner.candidate_ids())
+    if planner is not None:
+        check_ids_known([sorted(needed)], set(by_id), file=order_path)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     encoded: dict[str, Encoded] = encode_items([by_id[i] for i in sorted(needed)], tok, target=config.target,
                                                template=config.template, max_length=config.max_length,
@@ -426,20 +451,39 @@ def train(
         "target_modules": targets,
         "trainable_parameters": n_trainable,
         "optimizer": type(optimizer).__name__,
-        "planned_steps": len(plan),
+        "planned_steps": n_steps,
     }
+    if planner is not None:
+        meta["adaptive"] = planner.describe()
     if dist_info.main:
         write_json_atomic(run_dir / "config.json", meta)
         write_json_atomic(run_dir / "order.json", order)
 
     reporters = Reporters(config.report_to, run_dir, config.to_dict()) if dist_info.main else None
-    bar = _Progress(progress and dist_info.main, len(plan), start)
+    bar = _Progress(progress and dist_info.main, n_steps, start)
+    decided = planner.resume(run_dir, start) if planner is not None and dist_info.main else []
+
+    def steps_to_train():
+        """The fixed plan, or the planner's steps, asked for lazily: after the previous step (and its checkpoint)."""
+        if planner is None:
+            yield from plan[start:]
+            return
+        queue, done = list(decided), start
+        while done < n_steps:
+            if not queue:
+                queue = planner.next_steps(model_, tok, done) if dist_info.main else []
+                model_.train()  # scoring switches to eval mode
+                queue = check_next_steps(_broadcast(queue, dist_info), done, n_steps)
+            ps = queue.pop(0)
+            done = ps.step
+            yield ps
+
     runlog = RunLog(log_path) if dist_info.main else None
     losses: list[float] = []
     total_tokens, total_time = 0, 0.0
     pack_tokens = config.batch_size * config.max_length
     try:
-        for ps in plan[start:]:
+        for ps in steps_to_train():
             t0 = time.perf_counter()
             step_items = [encoded[i] for i in ps.ids]
             n_labels = sum(e.n_label_tokens for e in step_items)
@@ -481,7 +525,7 @@ def train(
                 bar.update(loss, tokens / dt if dt else 0.0)
             if not math.isfinite(loss):
                 raise ConfigError(f"the loss became {loss} at step {ps.step}; lower --lr or use --dtype fp32")
-            if config.save_every and ps.step % config.save_every == 0 and ps.step < len(plan):
+            if config.save_every and ps.step % config.save_every == 0 and ps.step < n_steps:
                 if dist_info.main:
                     ckpt.save_checkpoint(run_dir, ps.step, model_, optimizer, scheduler,
                                          {"epoch": ps.epoch, "next_index_in_epoch": ps.start + len(ps.ids)},
@@ -505,7 +549,7 @@ def train(
             log.warning("could not draw the loss curve: %s", exc)
     _barrier(dist_info)
     model_.eval()
-    return TrainResult(run_dir, model_, tok, len(plan), losses, total_tokens, total_time, out_dir)
+    return TrainResult(run_dir, model_, tok, n_steps, losses, total_tokens, total_time, out_dir)
 
 
 def save_trained(model: nn.Module, tokenizer: Any, run_dir: Path, config: TrainConfig) -> Path:

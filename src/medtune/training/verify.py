@@ -5,6 +5,11 @@ as training reads it) with :func:`medtune.training.data.plan_steps` and the run'
 batch size, epochs and step limit, so the check does not trust anything the trainer wrote about its plan.
 Any difference — different ids, a different order within a step, a missing, extra or repeated step —
 is reported with the first step where it occurs.
+
+An adaptive run (``config.json`` has an ``adaptive`` section, written by :mod:`medtune.adaptive`) has no fixed
+plan: its plan is the replay of ``decisions.jsonl`` (:func:`medtune.adaptive.replay.replay_run`, pure: it
+re-runs each strategy's ``decide`` on the logged inputs and imports neither torch nor the scorer), and the log is
+compared with the replayed steps the same way.
 """
 
 from __future__ import annotations
@@ -41,9 +46,29 @@ def planned_for_run(run_dir: str | Path, order_path: str | Path | None = None) -
     return plan_steps(planned_epochs(order, config.epochs), config.global_batch, config.max_steps)
 
 
+def _adaptive_meta(run_dir: Path) -> dict | None:
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.exists():
+        return None
+    return json.loads(cfg_path.read_text(encoding="utf-8")).get("adaptive")
+
+
 def verify_run(run_dir: str | Path, order_path: str | Path | None = None) -> VerifyResult:
-    planned = planned_for_run(run_dir, order_path)
-    logged = read_log(Path(run_dir))
+    adaptive = _adaptive_meta(Path(run_dir))
+    if adaptive is not None:
+        from medtune.adaptive.replay import replay_run
+
+        replay = replay_run(run_dir)
+        planned, n_total = replay.steps, int(adaptive["total_steps"])
+        logged = read_log(Path(run_dir))
+        if replay.bad_step is not None:
+            return VerifyResult(False, n_total, len(logged), replay.bad_step, replay.message)
+        if len(planned) < n_total and len(logged) > len(planned):
+            return VerifyResult(False, n_total, len(logged), len(planned) + 1,
+                                f"step {len(planned) + 1}: trained but no decision in decisions.jsonl covers it")
+    else:
+        planned = planned_for_run(run_dir, order_path)
+        logged = read_log(Path(run_dir))
     n_p, n_l = len(planned), len(logged)
     for i in range(min(n_p, n_l)):
         p, rec = planned[i], logged[i]
@@ -70,5 +95,10 @@ def verify_run(run_dir: str | Path, order_path: str | Path | None = None) -> Ver
     if n_l > n_p:
         return VerifyResult(False, n_p, n_l, logged[n_p]["step"],
                             f"step {logged[n_p]['step']}: logged but not planned (plan has {n_p} steps)")
-    return VerifyResult(True, n_p, n_l, None, f"realised order matches the plan: {n_p} steps, "
+    if adaptive is not None and n_p < int(adaptive["total_steps"]):
+        return VerifyResult(False, int(adaptive["total_steps"]), n_l, n_p + 1,
+                            f"step {n_p + 1}: not decided yet (the run decided {n_p} of "
+                            f"{adaptive['total_steps']} steps; was it interrupted?)")
+    what = f"the replayed decisions of '{adaptive['strategy']}'" if adaptive is not None else "the plan"
+    return VerifyResult(True, n_p, n_l, None, f"realised order matches {what}: {n_p} steps, "
                         f"{sum(len(p.ids) for p in planned)} items")

@@ -1,0 +1,37 @@
+"""Adaptive curricula: the next training items decided during training from the model being trained.
+
+Public API: :func:`run_adaptive_training` (the stage: items + order + :class:`AdaptiveSettings` → run folder),
+:class:`AdaptivePlanner` (the :class:`medtune.training.planner.StepPlanner` it hands the loop), the strategy
+registry (:func:`register_adaptive`, :func:`get_adaptive`, :func:`adaptive_names`, :class:`AdaptiveStrategy`,
+:class:`DecisionInputs`) and :func:`replay_run` (what ``verify-order`` checks an adaptive run with). Modules:
+``strategies`` (pure decisions), ``decisions`` (the log), ``replay`` (pure), ``scores`` (scoring at decision
+points through :mod:`medtune.scoring.backends`), ``planner``, ``stage``.
+
+Names are imported on first use, so the replay (which ``verify-order`` imports) loads neither torch nor the scorer.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AdaptiveStrategy": "medtune.adaptive.strategies",
+    "DecisionInputs": "medtune.adaptive.strategies",
+    "adaptive_names": "medtune.adaptive.strategies",
+    "get_adaptive": "medtune.adaptive.strategies",
+    "register_adaptive": "medtune.adaptive.strategies",
+    "replay_run": "medtune.adaptive.replay",
+    "AdaptivePlanner": "medtune.adaptive.planner",
+    "AdaptiveSettings": "medtune.adaptive.stage",
+    "run_adaptive_training": "medtune.adaptive.stage",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'medtune.adaptive' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
