@@ -11,7 +11,9 @@ named gain needs (:func:`medtune.experiments.report.power_table`). Scoring strea
 so an interrupted run resumes. Free-text items (QAItem, e.g. MedQuAD) are evaluated in generate mode with token
 P/R/F1, ROUGE-L and BERTScore (``--bertscore-model``, ``--bertscore-layer``, ``--no-bertscore``), per item in
 ``OUT_DIR/item_metrics.parquet``; ``medtune evaluate score-file GENERATIONS.jsonl -o OUT_DIR`` computes the same
-for another tool's generations (:func:`medtune.evaluation_stage.score_generations`).
+for another tool's generations (:func:`medtune.evaluation_stage.score_generations`). ``medtune evaluate run
+... --anchors anchors.json`` scores only the anchor items and estimates the full-test accuracy
+(:mod:`medtune.anchors`; ``medtune evaluate anchors choose`` makes the file).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
+from medtune.cli.anchors import anchors_app, print_estimates
 from medtune.cli.options import with_settings
 from medtune.errors import ConfigError, InputError
 from medtune.evaluation import DEFAULT_N_BOOT, compare_predictions, compute_metrics, read_predictions
@@ -52,6 +55,7 @@ evaluate_app = typer.Typer(
          "`medtune evaluate ITEMS --model M -o DIR` runs `evaluate run`.",
     no_args_is_help=True,
 )
+evaluate_app.add_typer(anchors_app, name="anchors")
 
 
 def _fmt_ci(res: dict[str, Any]) -> str:
@@ -149,10 +153,16 @@ def run_cmd(
     bertscore_model: BertModelOpt = None,
     bertscore_layer: BertLayerOpt = None,
     bertscore: BertOnOpt = None,
+    anchors: Annotated[Path | None, typer.Option("--anchors", help="anchors.json: score only its anchor items and "
+                                                 "estimate the accuracy on all items (metrics.json: estimate).")]
+    = None,
+    anchor_estimator: Annotated[str, typer.Option(help="With --anchors: the headline estimator (weighted, pirt, "
+                                                  "gpirt); metrics.json holds all three.")] = "gpirt",
     given: dict[str, Any] | None = None,
 ) -> None:
     """Score ITEMS with a model and write OUT/predictions.parquet and OUT/metrics.json (free text: also
-    OUT/item_metrics.parquet)."""
+    OUT/item_metrics.parquet). With --anchors, only the anchor items are scored and the full-test accuracy is
+    estimated."""
     from medtune.evaluation_stage import run_evaluation
 
     given = dict(given or {})
@@ -161,8 +171,19 @@ def run_cmd(
         given["bertscore"] = bert
     settings = validate_settings(EvalSettings, given, "options")
     ref = _model_ref(model, adapter, run)
-    summary = run_evaluation(settings, items_path, ref, output, split=split, progress=progress)
-    print_metrics(json.loads(Path(summary["metrics"]).read_text(encoding="utf-8")))
+    if anchors is not None:
+        from medtune.anchors.stage import run_anchor_evaluation
+
+        summary = run_anchor_evaluation(settings, items_path, ref, output, anchors, estimator=anchor_estimator,
+                                        split=split, progress=progress)
+        metrics = json.loads(Path(summary["metrics"]).read_text(encoding="utf-8"))
+        print_metrics(metrics)
+        est = metrics["estimate"]
+        print_estimates(metrics["anchors"]["estimates"], f"estimated accuracy on all {est['n_items']} items from "
+                        f"{est['k']} anchors (headline: {est['estimator']})")
+    else:
+        summary = run_evaluation(settings, items_path, ref, output, split=split, progress=progress)
+        print_metrics(json.loads(Path(summary["metrics"]).read_text(encoding="utf-8")))
     console.print(f"wrote {summary['predictions']} and {summary['metrics']}")
 
 
