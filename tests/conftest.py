@@ -15,6 +15,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Tests spread over worker processes (pytest -n N): one thread each, and subprocesses the tests start inherit
+    # it, so N workers use N cores instead of fighting over them.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 
 def bpe_tokenizer(merges: list[tuple[str, str]]):  # -> transformers.PreTrainedTokenizerFast

@@ -85,7 +85,7 @@ def test_irt_difficulty_tracks_ensemble_difficulty(record_property):
         for data in ("prob", "correct"):
             r = difficulty_from_responses(lek_files(), irt=model, irt_data=data)
             rho = spearmanr(r.table["difficulty"], r.table["irt_b"])[0]
-            results[f"{model}/{data}"] = rho
+            results[f"{model}/{data}"] = float(rho)
             assert r.meta["irt"]["converged"]
     print("Spearman(irt_b, ensemble difficulty) on LEK:", {k: round(v, 4) for k, v in results.items()})
     record_property("spearman_irt_vs_difficulty", results)
@@ -129,7 +129,7 @@ def test_paper_table_imported_by_position(tmp_path, lek_result, record_property)
                          ).mean())
     print(f"agreement paper table vs 3-model ensemble: pearson {r_pos:.3f}, spearman {rho_pos:.3f}, "
           f"same tercile {same_bucket:.3f}; joined by question_index instead: pearson {r_qi:.3f}")
-    record_property("paper_vs_ours", {"pearson": r_pos, "spearman": rho_pos, "same_tercile": same_bucket})
+    record_property("paper_vs_ours", {"pearson": float(r_pos), "spearman": float(rho_pos), "same_tercile": same_bucket})
     assert r_pos > 0.65 and rho_pos > 0.65  # measured 0.701 / 0.723
     assert abs(r_qi) < 0.15  # the wrong key gives ~no relation
     assert same_bucket > 0.5  # chance is 1/3
