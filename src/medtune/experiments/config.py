@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from medtune.data.stage import DataSettings
 from medtune.errors import ConfigError
+from medtune.experiments.adaptive import AdaptiveEntry, validate_adaptive
 from medtune.settings import section_model
 from medtune.training.base_model import BaseModelSettings, PretrainSettings
 
@@ -126,15 +127,40 @@ AA_ORDER_SEED_OFFSET = 100_000
 
 
 class StrategyConfig(_Strict):
-    name: str = Field(description="a medtune.orders strategy name")
+    name: str = Field(description="a medtune.orders strategy name (with `adaptive`: a medtune.adaptive one)")
     label: str | None = Field(None, description="name in results when one strategy appears with several options")
     options: dict[str, Any] = Field(default_factory=dict)
     order_seed_offset: int = Field(0, ge=0, description="added to the cell's seed for the order only (the "
                                    "initialisation keeps the cell's seed): the A/A arm's own orders")
+    adaptive: AdaptiveEntry | None = Field(None, description="train with an adaptive strategy of medtune.adaptive "
+                                           "(``name`` is then its registered name; the order is random shuffle's, "
+                                           "the candidate pool)")
+
+    @model_validator(mode="after")
+    def _adaptive_entry(self) -> StrategyConfig:
+        if self.adaptive is not None:
+            if self.options:
+                raise ValueError("an adaptive strategy takes its options under `adaptive.options`, not `options`")
+            validate_adaptive(self.name, self.adaptive)
+        return self
 
     @property
     def id(self) -> str:
         return self.label or self.name
+
+    @property
+    def is_adaptive(self) -> bool:
+        return self.adaptive is not None
+
+    def reads_difficulty(self) -> bool:
+        """Whether the arm reads item difficulty (then it gets a cell per difficulty source)."""
+        if self.adaptive is not None:
+            from medtune.experiments.adaptive import strategy_needs
+
+            return "b" in strategy_needs(self.name)
+        from medtune.orders.strategies import get_strategy
+
+        return get_strategy(self.name).reads_difficulty(self.options)
 
 
 def _evaluation_section() -> type[BaseModel]:

@@ -100,7 +100,7 @@ def expand(config: ExperimentConfig) -> list[Cell]:
         config.difficulty.sources,
         config.run_seeds,
     ):
-        d = diff if uses_difficulty(strat.name, strat.options) else NO_DIFFICULTY
+        d = diff if strat.reads_difficulty() else NO_DIFFICULTY
         cell = Cell(model.name, data.label, method, strat.id, d, seed, order_seed, fold)
         if cell not in cells:
             cells.append(cell)

@@ -182,9 +182,16 @@ def order_settings(cfg: ExperimentConfig, strategy: StrategyConfig, seed: int, s
 
 def order_stage(ctx: Context, strategy: StrategyConfig, seed: int, source: str, data: Artifact,
                 diff: Artifact | None, cats: Artifact | None) -> Artifact:
-    """``order.json`` (+ ``order_items.json``) for one strategy, seed and difficulty source: ``run_order``."""
+    """``order.json`` (+ ``order_items.json``) for one strategy, seed and difficulty source: ``run_order``.
+
+    An adaptive arm's order is random shuffle's of the same seed (its candidate pool and step count): the same
+    stored artifact the random arm trains on.
+    """
     from medtune.orders.stage import run_order
 
+    if strategy.is_adaptive:
+        strategy = StrategyConfig(name="random", order_seed_offset=strategy.order_seed_offset)
+        source, diff = NO_DIFFICULTY, None
     settings = order_settings(ctx.cfg, strategy, seed, source)
     inputs = {"data": data.key}
     if diff is not None:
@@ -203,20 +210,65 @@ def order_stage(ctx: Context, strategy: StrategyConfig, seed: int, source: str, 
 
 
 def train_stage(ctx: Context, cell: Cell, base_spec: str, base: Artifact | None, data: Artifact,
-                order: Artifact) -> Artifact:
-    """Fine-tune ``base_spec`` on the training items in ``order``: ``run_training`` into a run folder."""
+                order: Artifact, diff: Artifact | None = None) -> Artifact:
+    """Fine-tune ``base_spec`` on the training items in ``order``: ``run_training`` into a run folder.
+
+    An adaptive arm calls ``run_adaptive_training`` instead, the order being its candidate pool (see
+    :mod:`medtune.experiments.adaptive` for the difficulty and anchors it derives).
+    """
     from medtune.training.stage import ALL_SPLITS, run_training
 
     settings = ctx.cfg.training_settings(cell.model, cell.method, cell.seed, base_spec)
     # A stored base is identified by its key (an input), not by the store's absolute path.
     conf = {**settings.to_dict(), "model": None if base is not None else settings.model}
     inputs = {"data": data.key, "order": order.key, **({"base": base.key} if base else {})}
+    strategy = _strategy(ctx.cfg, cell.strategy)
+    if strategy.is_adaptive:
+        assert strategy.adaptive is not None
+        conf["adaptive"] = {"strategy": strategy.name, "difficulty_source": cell.difficulty,
+                            **strategy.adaptive.model_dump(mode="json")}
+        if diff is not None:
+            inputs["difficulty"] = diff.key
 
     def compute(out: Path) -> dict[str, Any]:
+        if strategy.is_adaptive:
+            return _adaptive_training(settings, strategy, cell, data, order, diff, out)
         return run_training(settings, data.path / ITEMS, order.path / "order.json", out / TRAIN_RUN,
                             split=ALL_SPLITS, progress=ctx.progress)
 
     return ctx.note("train", ctx.store.get_or_compute("train", conf, inputs, compute))
+
+
+def _adaptive_training(settings: Any, strategy: StrategyConfig, cell: Cell, data: Artifact, order: Artifact,
+                       diff: Artifact | None, out: Path) -> dict[str, Any]:
+    from medtune.adaptive.stage import AdaptiveSettings, run_adaptive_training
+    from medtune.experiments import adaptive as ad
+    from medtune.schema import read_items
+    from medtune.training.stage import ALL_SPLITS
+
+    entry = strategy.adaptive
+    assert entry is not None
+    needs = ad.strategy_needs(strategy.name)
+    values: dict[str, Any] = {"strategy": strategy.name, "options": entry.options, "every": entry.every,
+                              "anchor_mode": entry.anchor_mode, "score_batch": entry.score_batch}
+    if "b" in needs or "theta" in needs:
+        items = list(read_items(data.path / ITEMS))
+        table = diff.path / "difficulty.parquet" if diff is not None else None
+        b = ad.ability_difficulty(cell.difficulty, table, items)
+        values["difficulty"] = str(ad.write_b_table(b, out / ad.B_FILE))
+        values["difficulty_column"] = ad.B_COLUMN
+        if "theta" in needs:
+            values["anchors"] = [",".join(ad.anchor_ids([it for it in items if it.id in b], entry.anchors))]
+    summary = run_adaptive_training(settings, data.path / ITEMS, AdaptiveSettings.model_validate(values),
+                                    out / TRAIN_RUN, order_path=order.path / "order.json", split=ALL_SPLITS)
+    if "difficulty" in values:  # the stage folder is renamed into the store: name the b table relative to the run
+        from medtune.io import write_json_atomic
+
+        meta_path = out / TRAIN_RUN / "config.json"
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta["adaptive"]["settings"]["difficulty"] = f"../{ad.B_FILE}"
+        write_json_atomic(meta_path, meta)
+    return summary
 
 
 def eval_settings(cfg: ExperimentConfig) -> Any:
@@ -360,14 +412,15 @@ def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
     cats = categories_stage(ctx, data)
     strategy = _strategy(cfg, cell.strategy)
     order = order_stage(ctx, strategy, cell.order_seed_value, cell.difficulty, data, diff, cats)
-    trained = train_stage(ctx, cell, base_spec, base, data, order)
+    trained = train_stage(ctx, cell, base_spec, base, data, order, diff)
     man = trained.manifest
     tests_out = eval_stages(ctx, ModelRef.from_run(trained.path / TRAIN_RUN), trained.key, tests)
     return {
         "order": str(order.path / "order.json"),
         "order_items": str(order.path / "order_items.json"),
         "train": {"dir": str(trained.path / TRAIN_RUN), "steps": man.get("steps"), "final_loss": man.get("final_loss"),
-                  "seconds": man.get("train_seconds", man.get("seconds")), "cached": trained.cached},
+                  "seconds": man.get("train_seconds", man.get("seconds")), "cached": trained.cached,
+                  **({"adaptive": man["adaptive"]} if man.get("adaptive") else {})},
         "tests": tests_out,
     }
 

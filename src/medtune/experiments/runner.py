@@ -70,6 +70,8 @@ def check_config(config: ExperimentConfig) -> None:
     from medtune.orders.strategies import get_strategy
 
     for i, s in enumerate(config.strategies):
+        if s.is_adaptive:
+            continue  # validated with the config (medtune.adaptive's registry)
         try:
             get_strategy(s.name).resolve_options(s.options)
         except MedtuneError as exc:

@@ -1,0 +1,123 @@
+"""Adaptive strategies as grid arms: their config entry, and the inputs their training stage derives.
+
+An entry ``{name: ability, adaptive: {every: 4, anchors: {n: 16}, options: {delta: 0.5}}}`` trains with the items
+chosen during training by :mod:`medtune.adaptive` instead of a fixed order. Its order stage writes the random
+shuffle of the cell's seed (the candidate pool and the number of steps, the very artifact the random arm trains
+on), so the adaptive arm and random shuffle take the same steps from the same pool and initialisation.
+
+What ``ability`` needs, derived from the grid's own stages:
+
+- item difficulty ``b``: the IRT ``irt_b`` column of the difficulty stage when the cell's source is ``irt``; for
+  any other source, the source's difficulty as a z-score over the training items (human levels easy/medium/hard
+  as 0/1/2 first). Only ``irt`` puts b on the ability scale; otherwise θ and ``delta`` are in standard deviations
+  of that difficulty.
+- anchors: a fixed sample (``anchors.n`` items, ``anchors.seed``, the same for every cell) of the training items.
+  They are never items a cell is tested on: the grid's difficulty stage estimates difficulty for training items
+  only, and test items must not steer training.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from medtune.schema import DIFFICULTY_LEVELS, Item
+
+B_COLUMN = "b"
+B_FILE = "ability_b.parquet"
+
+
+class AnchorConfig(BaseModel):
+    """The ability estimate's anchor items: a fixed sample of the training items."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(16, ge=1, description="anchor items (all training items when fewer)")
+    seed: int = Field(0, description="seed of the sample: fixed, so every cell and seed uses the same anchors")
+
+
+class AdaptiveEntry(BaseModel):
+    """A grid strategy's ``adaptive`` section: the settings of :class:`medtune.adaptive.AdaptiveSettings`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    every: int = Field(4, ge=1, description="decide the next items every N optimizer steps")
+    options: dict[str, Any] = Field(default_factory=dict, description="the adaptive strategy's options")
+    anchors: AnchorConfig = Field(default_factory=AnchorConfig, description="anchors (strategies estimating "
+                                  "ability)")
+    anchor_mode: Literal["auto", "letter", "option"] = Field("auto", description="how anchors are scored")
+    score_batch: int = Field(16, ge=1, description="items per scoring batch at a decision point")
+
+
+def validate_adaptive(name: str, entry: AdaptiveEntry) -> None:
+    """Raise ``ValueError`` (reported at the entry's place) for an unknown strategy or option."""
+    from medtune.adaptive.strategies import adaptive_names, get_adaptive
+    from medtune.errors import ConfigError
+
+    if name not in adaptive_names():
+        raise ValueError(f"'{name}' is not an adaptive strategy (registered: {', '.join(adaptive_names())})")
+    try:
+        get_adaptive(name, entry.options)
+    except ConfigError as exc:
+        raise ValueError(f"adaptive.options: {exc}") from None
+
+
+def strategy_needs(name: str) -> tuple[str, ...]:
+    """What adaptive strategy ``name`` scores (``b``: it reads item difficulty, so it gets a cell per source)."""
+    from medtune.adaptive.strategies import get_adaptive
+
+    return tuple(get_adaptive(name).needs)
+
+
+def anchor_ids(items: Sequence[Item], anchors: AnchorConfig) -> list[str]:
+    """The fixed anchor sample: ``anchors.n`` training ids drawn with ``anchors.seed`` from the sorted ids."""
+    ids = sorted(it.id for it in items)
+    return sorted(random.Random(anchors.seed).sample(ids, min(anchors.n, len(ids))))
+
+
+def _z_scores(values: dict[str, float]) -> dict[str, float]:
+    mean = sum(values.values()) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values.values()) / len(values)) or 1.0
+    return {i: (v - mean) / sd for i, v in values.items()}
+
+
+def ability_difficulty(source: str, table: Path | None, items: Sequence[Item]) -> dict[str, float]:
+    """Each training item's b for ``ability`` (see the module docstring): irt_b, else a z-scored difficulty."""
+    from medtune.errors import InputError
+    from medtune.orders.inputs import read_difficulty_table
+
+    if source == "irt":
+        if table is None:
+            raise InputError("the irt difficulty source wrote no difficulty table", field="irt_b")
+        rows = read_difficulty_table(table, "irt_b").rows
+        return {it.id: rows[it.id]["difficulty"] for it in items if it.id in rows}
+    raw: dict[str, float] = {}
+    if table is not None:
+        rows = read_difficulty_table(table).rows
+        raw = {it.id: rows[it.id]["difficulty"] for it in items if rows.get(it.id, {}).get("difficulty") is not None}
+    else:
+        for it in items:
+            h = it.human_difficulty
+            if h is not None:
+                raw[it.id] = float(DIFFICULTY_LEVELS.index(h)) if isinstance(h, str) else float(h)
+    if not raw:
+        raise InputError(f"difficulty source '{source}' gives no training item a difficulty (ability needs one)",
+                         field="difficulty")
+    return _z_scores(raw)
+
+
+def write_b_table(b: dict[str, float], path: Path) -> Path:
+    """The derived b of every training item as a difficulty table (``id``, ``b``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from medtune.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.table({"id": list(b), B_COLUMN: [float(v) for v in b.values()]}), tmp)
+    return path
