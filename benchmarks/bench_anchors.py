@@ -3,6 +3,7 @@
     python benchmarks/bench_anchors.py                       # simulation: 2PL responses, no run needed
     python benchmarks/bench_anchors.py --quick               # fewer replicates (development only)
     python benchmarks/bench_anchors.py --run RUN_DIR         # a grid run's cells, leave one model out
+    python benchmarks/bench_anchors.py --run A --run B       # several runs (each test set measured on its own)
     python benchmarks/bench_anchors.py A.parquet B.parquet … # prediction files of many models on one test set
 
 For every k (default 25, 50, 100), anchor method (irt-clusters, correctness-clusters, random) and estimator
@@ -14,7 +15,9 @@ accuracy on k items drawn at random, what one would do without anchors).
 Simulation: each replicate draws ``--known + --held-out`` models and ``--items`` items from a 2PL
 (:func:`medtune.irt.simulate_responses`); the anchors are chosen from the known models only and every held-out
 model is estimated; random anchors are drawn afresh per replicate. Real predictions: leave one model out, the
-anchors chosen from the other models; random anchors with ``--random-seeds`` seeds per held-out model.
+anchors chosen from the other models; random anchors with ``--random-seeds`` seeds per held-out model. The
+models' full-test accuracy spread is printed beside the errors: near-chance models that all score alike make a
+weak test of anchors.
 """
 
 from __future__ import annotations
@@ -81,6 +84,17 @@ def leave_one_out(y: pd.DataFrame, ks: list[int], *, n_boot: int, seed: int, ran
     return pd.DataFrame(rows)
 
 
+def population(y: pd.DataFrame) -> dict:
+    """Models, items and the spread of the models' full-test accuracies.
+
+    Anchors are only as well tested as the models differ: near-chance models all score alike, so a small MAE on
+    them says little. The spread is printed beside the errors for that reason.
+    """
+    acc = y.mean(axis=1).to_numpy(dtype=float)
+    return {"models": int(y.shape[0]), "items": int(y.shape[1]), "acc_min": float(acc.min()),
+            "acc_median": float(np.median(acc)), "acc_max": float(acc.max()), "acc_sd": float(acc.std(ddof=1))}
+
+
 def summarize(rows: pd.DataFrame) -> pd.DataFrame:
     g = rows.groupby(["k", "method", "estimator"], sort=False)
     out = g.agg(n=("error", "size"), mae=("error", lambda e: float(np.mean(np.abs(e)))),
@@ -93,7 +107,8 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("predictions", nargs="*", type=Path, help="predictions files of many models on one test set")
-    ap.add_argument("--run", type=Path, help="a grid run folder (RUN_DIR/cells/*.json)")
+    ap.add_argument("--run", type=Path, action="append", default=[],
+                    help="a grid run folder (RUN_DIR/cells/*.json); repeat for several runs")
     ap.add_argument("--test-set", help="with --run: only this test set")
     ap.add_argument("--k", type=int, nargs="+", default=[25, 50, 100])
     ap.add_argument("--items", type=int, default=600, help="simulation: items per test set")
@@ -104,16 +119,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--random-seeds", type=int, default=5, help="real data: random anchor sets per held-out model")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="simulation with 4 replicates of 25 held-out models")
-    ap.add_argument("--json", type=Path, help="write the summary table here")
+    ap.add_argument("--json", type=Path,
+                    help="write per data set its population (models, items, accuracy spread) and summary rows")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     sets: dict[str, pd.DataFrame] = {}
-    if args.run is not None:
-        for name, y in responses_from_run(args.run, args.test_set).items():
-            sets[f"{args.run} / {name}"] = y
-    elif args.predictions:
+    for run in args.run:
+        for name, y in responses_from_run(run, args.test_set).items():
+            sets[f"{run} / {name}"] = y
+    if args.predictions:
         sets[f"{len(args.predictions)} prediction files"] = responses_from_predictions(args.predictions)
     summaries = {}
+    populations: dict[str, dict] = {}
     if not sets:
         reps, held = (4, 25) if args.quick else (args.reps, args.held_out)
         label = (f"simulation: 2PL, {args.items} items, {args.known} known models, {held} held-out models × "
@@ -121,14 +138,19 @@ def main(argv: list[str] | None = None) -> int:
         summaries[label] = summarize(simulate(args.k, items=args.items, known=args.known, held=held, reps=reps,
                                               n_boot=args.n_boot, seed=args.seed))
     for label, y in sets.items():
-        print(f"{label}: {y.shape[0]} models × {y.shape[1]} items, leave one model out")
+        populations[label] = pop = population(y)
+        print(f"{label}: {pop['models']} models × {pop['items']} items, accuracy {pop['acc_min']:.3f}–"
+              f"{pop['acc_max']:.3f} (median {pop['acc_median']:.3f}, SD {pop['acc_sd']:.3f}), leave one model out")
         if y.shape[0] < 3:
             print("  needs at least 3 models (2 known + 1 held out); skipped")
             continue
         summaries[label] = summarize(leave_one_out(y, args.k, n_boot=args.n_boot, seed=args.seed,
                                                    random_seeds=args.random_seeds))
     for label, table in summaries.items():
-        print(f"\n{label}\nbaseline: {BASELINE[0]} anchors, {BASELINE[1]} estimator (MAE ratio 1.00)")
+        pop = populations.get(label)
+        spread = (f"\n{pop['models']} models × {pop['items']} items, accuracy {pop['acc_min']:.3f}–{pop['acc_max']:.3f}"
+                  f" (median {pop['acc_median']:.3f}, SD {pop['acc_sd']:.3f})") if pop else ""
+        print(f"\n{label}{spread}\nbaseline: {BASELINE[0]} anchors, {BASELINE[1]} estimator (MAE ratio 1.00)")
         print(f"{'k':>4} {'anchors':<21} {'estimator':<9} {'n':>6} {'MAE':>7} {'bias':>8} {'cover95':>8} "
               f"{'width':>7} {'MAE/base':>8}")
         for r in table.itertuples():
@@ -136,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r.coverage:>8.3f} {r.width:>7.4f} {r.mae_vs_baseline:>8.2f}")
     print(f"\n{time.perf_counter() - t0:.0f} s")
     if args.json is not None:
-        args.json.write_text(json.dumps({k: v.to_dict(orient="records") for k, v in summaries.items()}, indent=1))
+        args.json.write_text(json.dumps({k: {"population": populations.get(k), "rows": v.to_dict(orient="records")}
+                                         for k, v in summaries.items()}, indent=1))
     return 0
 
 
