@@ -21,6 +21,7 @@ from medtune.experiments.demo import STAGES, DemoContext, Stage, demo_dataset_op
 from medtune.schema import read_items
 
 
+@pytest.mark.slow  # the whole quick demo: about 40 s
 def test_demo_writes_validated_dataset_and_prints_summary(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--seed", "4", "--quick", "--no-cluster"]) == 0
