@@ -249,3 +249,15 @@ def test_stage_options_are_checked_before_anything_runs(tmp_path: Path, capsys: 
     assert main(["run", str(_write(tmp_path, data)), "--dry-run"]) == 2
     assert expect in " ".join(capsys.readouterr().err.split())
     assert not (tmp_path / "run").exists()
+
+
+def test_an_explicit_null_reaches_a_stage_setting_that_takes_none_and_an_absent_key_keeps_the_default() -> None:
+    """``keep_checkpoints: null`` means keep every checkpoint (the stage's own None), not "not set here"."""
+    data = _tiny_dict()
+    name = data["models"][0]["name"]
+    data["training"]["keep_checkpoints"] = None
+    assert config_from_dict(data).training_settings(name, "full", 0).keep_checkpoints is None
+    data["training"].pop("keep_checkpoints")
+    assert config_from_dict(data).training_settings(name, "full", 0).keep_checkpoints == 2
+    data["training"]["lr"] = None  # lr takes no None: null there still means the default
+    assert config_from_dict(data).training_settings(name, "full", 0).lr > 0

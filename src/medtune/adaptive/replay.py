@@ -18,7 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from medtune.adaptive.decisions import read_decisions
-from medtune.adaptive.strategies import DecisionInputs, decision_seed, estimate_theta, get_adaptive, pass_state
+from medtune.adaptive.strategies import (
+    REFRESHED,
+    DecisionInputs,
+    available_mask,
+    decision_seed,
+    estimate_theta,
+    get_adaptive,
+    pass_state,
+    rescore_positions,
+    scored_at_after,
+)
 from medtune.training.data import PlannedStep
 
 
@@ -86,12 +96,19 @@ def replay_decisions(records: Sequence[Mapping[str, Any]], adaptive: Mapping[str
         scores = rec.get("scores") or {}
         if "theta" in strategy.needs:
             anchors = rec.get("anchors") or {}
+            prior = anchors.get("prior") or {"mean": 0.0, "sd": strategy.options.prior_sd}
             try:
-                theta, _ = estimate_theta(anchors["correct"], anchors["b"], strategy.options.prior_sd)
+                theta, _ = estimate_theta(anchors["correct"], anchors["b"], float(prior["sd"]), a=anchors.get("a"),
+                                          prior_mean=float(prior["mean"]))
             except (KeyError, TypeError):
                 return bad("the ability decision lacks its anchor answers (anchors.correct, anchors.b)")
             if rec.get("theta") is None or not math.isclose(theta, float(rec["theta"]), rel_tol=1e-9, abs_tol=1e-9):
                 return bad(f"logged theta {rec.get('theta')}, the anchor answers give {theta}")
+        if set(strategy.needs) & REFRESHED:
+            problem = _check_rescoring(rec, records[k - 1] if k else None, records[:k], pool, adaptive, strategy,
+                                       state.used)
+            if problem:
+                return bad(problem)
         if "ref_loss" in strategy.needs:
             if first_loss is None:
                 first_loss = list(scores.get("ref_loss") or ())
@@ -110,6 +127,36 @@ def replay_decisions(records: Sequence[Mapping[str, Any]], adaptive: Mapping[str
         previous.append((int(rec.get("epoch", 0)), list(rec["chosen"])))
         expected_step += n_steps
     return Replay(steps)
+
+
+def _check_rescoring(rec: Mapping[str, Any], previous: Mapping[str, Any] | None,
+                     earlier: Sequence[Mapping[str, Any]], pool: list[str], adaptive: Mapping[str, Any],
+                     strategy: Any, used: frozenset[str]) -> str:
+    """Why a decision's re-scored ids or carried-over scores are not what the run's rule gives ('' when they are).
+
+    Logs written before partial re-scoring have no ``rescored`` field: every item was scored at every decision.
+    """
+    if "rescored" not in rec:
+        return ""
+    share = float(adaptive.get("rescore", 1.0))
+    m = max(1, math.ceil(share * len(pool)))
+    inputs = DecisionInputs(step=0, total_steps=1, n=0, candidates=tuple(pool), used=used)
+    available = available_mask(inputs, strategy.options.replacement).tolist()
+    expected = [pool[i] for i in rescore_positions(scored_at_after(earlier, pool), available, m, int(rec["seed"]))]
+    if list(rec["rescored"]) != expected:
+        return (f"the re-scored items are not the {m} the rule picks (rescore {share}: those still available in "
+                "this pass that were scored longest ago)")
+    if previous is None:
+        return ""
+    fresh = set(rec["rescored"])
+    for name in REFRESHED & set(rec.get("scores") or {}):
+        now, before = rec["scores"][name], (previous.get("scores") or {}).get(name)
+        if before is None:
+            return f"the previous decision has no '{name}' scores to carry over"
+        stale = next((c for i, c in enumerate(pool) if c not in fresh and now[i] != before[i]), None)
+        if stale is not None:
+            return f"item '{stale}' was not re-scored but its '{name}' changed since the previous decision"
+    return ""
 
 
 def replay_run(run_dir: str | Path) -> Replay:

@@ -29,13 +29,18 @@ class AdaptiveSettings(Settings):
                                            "registered name")
     options: dict[str, Any] = Field(default_factory=dict, description="the strategy's options")
     every: int = Field(4, ge=1, description="decide the next items every N optimizer steps")
-    anchors: list[str] = Field(default_factory=list, description="anchor items for the ability estimate: an items "
-                                                                 "file, or ids of the items file")
-    difficulty: str | None = Field(None, description="difficulty.parquet giving each item's difficulty (ability)")
+    anchors: list[str] = Field(default_factory=list, description="anchor items for the ability estimate: an "
+                               "anchors.json (medtune evaluate anchors choose, on training items: its IRT a, b and "
+                               "ability prior are used), an items file, or ids of the items file")
+    difficulty: str | None = Field(None, description="difficulty.parquet giving each item's difficulty (ability; "
+                                   "not needed with an anchors.json covering the pool)")
     difficulty_column: str = Field("irt_b", description="column of the difficulty file used as b")
     anchor_mode: Literal["auto", "letter", "option"] = Field(
         "auto", description="how anchors are scored (auto: letter for a letter target, option text otherwise)")
     score_batch: int = Field(16, ge=1, description="items per scoring batch at a decision point")
+    rescore: float = Field(1.0, gt=0, le=1, description="share of the pool re-scored at each decision (loss and "
+                           "probability strategies; the items still available in this pass that were scored longest "
+                           "ago); the others keep their last scores. The first decision scores every item")
 
 
 def pool_and_steps(order: dict[str, Any], config: TrainConfig) -> tuple[list[str], int]:
@@ -61,40 +66,79 @@ def _anchor_items(spec: list[str], all_items: list[Item], items_path: Path) -> l
     return [by_id[i] for i in ids]
 
 
+def _anchor_set_file(spec: list[str]) -> Path | None:
+    """The anchors.json named by ``--anchors`` (one existing ``.json`` file), else None."""
+    if len(spec) == 1 and spec[0].endswith(".json") and Path(spec[0]).expanduser().is_file():
+        return Path(spec[0]).expanduser()
+    return None
+
+
 def build_planner(config: TrainConfig, adaptive: AdaptiveSettings, items: list[Item], all_items: list[Item],
                   order: dict[str, Any], items_path: Path) -> AdaptivePlanner:
-    """The planner of ``adaptive`` for a run of ``config`` on ``items`` (the training split) and ``order``."""
+    """The planner of ``adaptive`` for a run of ``config`` on ``items`` (the training split) and ``order``.
+
+    With an anchors.json (an :class:`medtune.anchors.AnchorSet` chosen on the training items, e.g. from the
+    difficulty ensemble's predictions) ``ability`` reads θ's scale from it: the anchors' IRT ``a`` and ``b``,
+    the fit's ability prior, and every pool item's ``b`` from the same fit unless a difficulty file is given.
+    """
     from medtune.orders.inputs import read_difficulty_table
 
     strategy = get_adaptive(adaptive.strategy, adaptive.options)
     pool, total = pool_and_steps(order, config)
     difficulty, anchors, anchor_b = None, [], []
+    anchor_a: list[float] | None = None
+    prior: dict[str, float] | None = None
+    set_file = _anchor_set_file(adaptive.anchors) if "theta" in strategy.needs else None
+    anchor_set = None
+    if set_file is not None:
+        from medtune.anchors import read_anchors
+
+        anchor_set = read_anchors(set_file)
     if "b" in strategy.needs:
-        if adaptive.difficulty is None:
+        if adaptive.difficulty is not None:
+            table = read_difficulty_table(adaptive.difficulty, adaptive.difficulty_column)
+            difficulty = {i: r["difficulty"] for i, r in table.rows.items()}
+            source, where = Path(adaptive.difficulty), adaptive.difficulty_column
+        elif anchor_set is not None:
+            difficulty = {i: float(b) for i, b in zip(anchor_set.item_ids, anchor_set.b, strict=True)}
+            source, where = set_file, "item_ids"
+        else:
             raise ConfigError(f"adaptive strategy '{strategy.name}' needs item difficulties: give --difficulty "
-                              "difficulty.parquet (medtune difficulty)")
-        table = read_difficulty_table(adaptive.difficulty, adaptive.difficulty_column)
-        difficulty = {i: r["difficulty"] for i, r in table.rows.items()}
+                              "difficulty.parquet (medtune difficulty) or an anchors.json chosen on the training "
+                              "items")
         missing = [i for i in pool if difficulty.get(i) is None]
         if missing:
-            raise InputError(f"item '{missing[0]}' has no {adaptive.difficulty_column} ({len(missing)} training "
-                             "items lack one)", file=adaptive.difficulty, field=adaptive.difficulty_column)
+            raise InputError(f"item '{missing[0]}' has no difficulty ({len(missing)} training items lack one)",
+                             file=source, field=where)
     if "theta" in strategy.needs:
         if not adaptive.anchors:
             raise ConfigError(f"adaptive strategy '{strategy.name}' estimates ability on anchor items: give "
-                              "--anchors ITEMS_FILE or --anchors ID,ID,...")
-        anchors = _anchor_items(adaptive.anchors, all_items, items_path)
-        assert difficulty is not None
-        lacking = [a.id for a in anchors if difficulty.get(a.id) is None]
-        if lacking:
-            raise InputError(f"anchor item '{lacking[0]}' has no {adaptive.difficulty_column}",
-                             file=adaptive.difficulty, field=adaptive.difficulty_column)
-        anchor_b = [difficulty[a.id] for a in anchors]
+                              "--anchors anchors.json, --anchors ITEMS_FILE or --anchors ID,ID,...")
+        if anchor_set is not None:
+            by_id = {it.id: it for it in all_items}
+            absent = [i for i in anchor_set.anchor_ids if i not in by_id]
+            if absent:
+                raise InputError(f"anchor '{absent[0]}' of {set_file} is not in the items file", file=items_path,
+                                 field="id")
+            anchors = [by_id[i] for i in anchor_set.anchor_ids]
+            idx = anchor_set.anchor_index
+            anchor_a = [float(x) for x in anchor_set.a[idx]]
+            anchor_b = [float(x) for x in anchor_set.b[idx]]
+            prior = dict(anchor_set.theta_prior)
+        else:
+            anchors = _anchor_items(adaptive.anchors, all_items, items_path)
+            assert difficulty is not None
+            lacking = [a.id for a in anchors if difficulty.get(a.id) is None]
+            if lacking:
+                raise InputError(f"anchor item '{lacking[0]}' has no {adaptive.difficulty_column}",
+                                 file=adaptive.difficulty, field=adaptive.difficulty_column)
+            anchor_b = [difficulty[a.id] for a in anchors]
     mode = scoring_mode(config.target) if adaptive.anchor_mode == "auto" else adaptive.anchor_mode
     return AdaptivePlanner(strategy, every=adaptive.every, items={it.id: it for it in items}, pool=pool,
                            total_steps=total, global_batch=config.global_batch, run_seed=config.seed,
                            target=config.target, template=config.template, difficulty=difficulty, anchors=anchors,
-                           anchor_b=anchor_b, anchor_mode=mode, score_batch=adaptive.score_batch,
+                           anchor_b=anchor_b, anchor_a=anchor_a, theta_prior=prior, anchor_mode=mode,
+                           score_batch=adaptive.score_batch, rescore=adaptive.rescore,
                            settings={"settings": adaptive.to_dict()})
 
 
@@ -103,8 +147,7 @@ def run_adaptive_training(settings: TrainConfig, items_path: str | Path, adaptiv
                           progress: bool = False) -> dict[str, Any]:
     """Train like :func:`medtune.training.stage.run_training`, the steps decided by ``adaptive_settings``.
 
-    Returns ``run_training``'s summary plus ``adaptive``: the number of decisions, the seconds spent scoring at
-    decision points, the seconds of the training steps, and the scoring's share of their sum.
+    Returns ``run_training``'s summary plus ``adaptive``: the strategy and :func:`scoring_overhead`.
     """
     from medtune.adaptive.decisions import read_decisions
     from medtune.schema import read_items
@@ -120,9 +163,23 @@ def run_adaptive_training(settings: TrainConfig, items_path: str | Path, adaptiv
     summary = run_training(settings, items_path, Path(order_path), out, split=split, resume=resume,
                            progress=progress, planner=planner)
     decisions = read_decisions(out)
-    score_s = sum(float(d.get("timing", {}).get("score_seconds", 0.0)) for d in decisions)
-    train_s = sum(float(r.get("time", 0.0)) for r in read_log(out))
-    summary["adaptive"] = {"strategy": adaptive_settings.strategy, "decisions": len(decisions),
-                           "score_seconds": round(score_s, 3), "step_seconds": round(train_s, 3),
-                           "score_share": round(score_s / (score_s + train_s), 4) if score_s + train_s else None}
+    summary["adaptive"] = {"strategy": adaptive_settings.strategy, **scoring_overhead(decisions, read_log(out))}
     return summary
+
+
+def scoring_overhead(decisions: list[dict[str, Any]], log: list[dict[str, Any]]) -> dict[str, Any]:
+    """The decision points' scoring time against the training steps' time (from the run's two logs).
+
+    ``score_share`` is scoring / (scoring + steps); ``periodic_share`` leaves out the first decision, which
+    scores the whole pool once on the base model (a one-off, like precomputing difficulty) while the later ones
+    re-score ``rescore`` of it.
+    """
+    times = [float(d.get("timing", {}).get("score_seconds", 0.0)) for d in decisions]
+    train_s = sum(float(r.get("time", 0.0)) for r in log)
+
+    def share(score: float) -> float | None:
+        return round(score / (score + train_s), 4) if score + train_s else None
+
+    return {"decisions": len(decisions), "score_seconds": round(sum(times), 3),
+            "first_score_seconds": round(times[0], 3) if times else 0.0, "step_seconds": round(train_s, 3),
+            "score_share": share(sum(times)), "periodic_share": share(sum(times[1:]))}

@@ -179,30 +179,68 @@ class Ability(AdaptiveStrategy):
         return choose(b <= limit, b, available, inputs.n, seed)
 
 
-def estimate_theta(correct: Sequence[float], b: Sequence[float], prior_sd: float = 1.0,
-                   iterations: int = 50) -> tuple[float, float]:
-    """θ and its standard error from 0/1 answers on items of difficulty ``b`` (1PL, MAP with a N(0, sd) prior).
+def estimate_theta(correct: Sequence[float], b: Sequence[float], prior_sd: float = 1.0, iterations: int = 50, *,
+                   a: Sequence[float] | None = None, prior_mean: float = 0.0) -> tuple[float, float]:
+    """θ and its standard error from 0/1 answers on items of difficulty ``b`` (and discrimination ``a``: 1 each
+    when not given, the 1PL), MAP with a ``N(prior_mean, prior_sd)`` prior.
 
-    Newton's method on the log posterior (concave), so the estimate is finite even when every answer is right or
-    wrong; the se is ``1 / sqrt(information + 1/sd²)``. Pure and deterministic (the replay recomputes it).
+    Newton's method on the log posterior (concave), steps capped at one logit, so the estimate is finite even
+    when every answer is right or wrong; the se is ``1 / sqrt(information + 1/sd²)``. With an anchor set's
+    ``a``, ``b`` and prior it is the estimate of :func:`medtune.anchors.estimate_ability`. Pure and
+    deterministic (the replay recomputes it).
     """
     y = np.asarray(correct, dtype=float)
     bb = np.asarray(b, dtype=float)
-    if y.shape != bb.shape:
-        raise ConfigError(f"{y.size} anchor answers for {bb.size} anchor difficulties")
-    theta = 0.0
-    info = 0.0
+    aa = np.ones_like(bb) if a is None else np.asarray(a, dtype=float)
+    if y.shape != bb.shape or aa.shape != bb.shape:
+        raise ConfigError(f"{y.size} anchor answers for {bb.size} anchor difficulties ({aa.size} discriminations)")
+    inv_var = 1.0 / prior_sd**2
+    theta = float(prior_mean)
     for _ in range(iterations):
-        p = 1.0 / (1.0 + np.exp(-(theta - bb)))
-        grad = float((y - p).sum()) - theta / prior_sd**2
-        info = float((p * (1 - p)).sum())
-        step = grad / (info + 1.0 / prior_sd**2)
+        p = 1.0 / (1.0 + np.exp(-aa * (theta - bb)))
+        grad = float((aa * (y - p)).sum()) - (theta - prior_mean) * inv_var
+        info = float((aa**2 * p * (1 - p)).sum()) + inv_var
+        step = max(-1.0, min(1.0, grad / info))
         theta += step
         if abs(step) < 1e-10:
             break
-    p = 1.0 / (1.0 + np.exp(-(theta - bb)))
-    info = float((p * (1 - p)).sum())
-    return float(theta), float(1.0 / math.sqrt(info + 1.0 / prior_sd**2))
+    p = 1.0 / (1.0 + np.exp(-aa * (theta - bb)))
+    info = float((aa**2 * p * (1 - p)).sum())
+    return float(theta), float(1.0 / math.sqrt(info + inv_var))
+
+
+def rescore_positions(scored_at: Sequence[int], available: Sequence[bool], m: int, seed: int) -> list[int]:
+    """Which candidates a decision re-scores (positions, ascending): every item never scored (all of them at the
+    first decision), else ``m``: the items still available in this pass before the used ones, the longest
+    unscored first, ties in a seeded order.
+
+    A decision re-scoring only part of the pool keeps the other items' last scores: the cost of a decision is
+    ``m`` forward passes instead of the whole pool's, and since items used in this pass cannot be drawn again
+    in it, their scores can wait. Pure: the planner and the replay both call it.
+    """
+    n = len(scored_at)
+    never = [i for i in range(n) if scored_at[i] < 0]
+    if never:
+        return never
+    if m >= n:
+        return list(range(n))
+    tie = np.random.default_rng([int(seed), 0x5EC0]).permutation(n)
+    ranked = sorted(range(n), key=lambda i: (not available[i], scored_at[i], int(tie[i])))
+    return sorted(ranked[:m])
+
+
+# Scores that change as the model trains (and are re-scored at decisions); b and ref_loss stay fixed.
+REFRESHED = frozenset({"loss", "p"})
+
+
+def scored_at_after(records: Sequence[Mapping[str, Any]], pool: Sequence[str]) -> list[int]:
+    """The step each pool item was last scored at, after the logged decisions ``records`` (-1: never)."""
+    position = {c: i for i, c in enumerate(pool)}
+    out = [-1] * len(pool)
+    for rec in records:
+        for c in rec.get("rescored") or ():
+            out[position[c]] = int(rec["step"])
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -52,6 +52,8 @@ class AdaptiveEntry(BaseModel):
                                   "ability)")
     anchor_mode: Literal["auto", "letter", "option"] = Field("auto", description="how anchors are scored")
     score_batch: int = Field(16, ge=1, description="items per scoring batch at a decision point")
+    rescore: float = Field(1.0, gt=0, le=1, description="share of the pool re-scored at each decision (the others "
+                           "keep their last scores)")
 
 
 def validate_adaptive(name: str, entry: AdaptiveEntry) -> None:

@@ -250,7 +250,8 @@ def _adaptive_training(settings: Any, strategy: StrategyConfig, cell: Cell, data
     assert entry is not None
     needs = ad.strategy_needs(strategy.name)
     values: dict[str, Any] = {"strategy": strategy.name, "options": entry.options, "every": entry.every,
-                              "anchor_mode": entry.anchor_mode, "score_batch": entry.score_batch}
+                              "anchor_mode": entry.anchor_mode, "score_batch": entry.score_batch,
+                              "rescore": entry.rescore}
     if "b" in needs or "theta" in needs:
         items = list(read_items(data.path / ITEMS))
         table = diff.path / "difficulty.parquet" if diff is not None else None
