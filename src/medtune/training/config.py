@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from medtune.errors import ConfigError
 from medtune.settings import Settings, validate_settings
@@ -37,6 +37,9 @@ Optim = Literal["adamw", "adamw_8bit", "paged_adamw_8bit"]
 # The KnowTuning steps a generation backend can do instead of the offline rules (knowtuning/generator.py).
 # (A list of plain strings checked below: the command line cannot parse a list of Literal values.)
 GENERATOR_STEPS: tuple[str, ...] = ("facts", "rewrite", "revise")
+
+# The anchor estimators (medtune.anchors.estimate.ESTIMATORS, spelled out so reading the schema imports no numpy).
+Estimator = Literal["weighted", "pirt", "gpirt"]
 
 # Fields that a grid sets per cell (its axes) rather than in its shared ``training:`` section.
 CELL_FIELDS: tuple[str, ...] = ("method", "model", "seed")
@@ -74,6 +77,18 @@ class TrainConfig(Settings):
     seed: int = Field(0, description="seed (initialisation, dropout)")
     save_every: int | None = Field(None, ge=1, description="checkpoint every N steps")
     keep_checkpoints: int | None = Field(2, ge=1, description="checkpoints kept on disk (None: all)")
+    # In-training accuracy check on anchor items (medtune.training.anchor_check): every eval_every steps and at
+    # the end, the model being trained answers the anchors of an anchors.json and the full-test accuracy they
+    # estimate is appended to RUN_DIR/anchor_eval.jsonl. Scoring consumes no random numbers: training is unchanged.
+    eval_anchors: str | None = Field(None, description="anchors.json (medtune evaluate anchors choose): estimate "
+                                                       "test accuracy from its anchor items during training")
+    eval_items: str | None = Field(None, description="items file holding the anchor items (e.g. the test split's "
+                                                     "items.parquet); needed with eval_anchors")
+    eval_split: str | None = Field(None, description="split of eval_items the anchors are in (default: every item)")
+    eval_every: int | None = Field(None, ge=1, description="anchor check every N optimizer steps (default: only "
+                                                           "after the last step)")
+    eval_estimator: Estimator = Field("gpirt", description="anchor estimate reported (weighted, pirt, gpirt; "
+                                                           "the others are recorded beside it)")
     # LoRA / DoRA / QLoRA
     lora_r: int = Field(16, ge=1, description="LoRA rank")
     lora_alpha: int = Field(32, ge=1, description="LoRA alpha")
@@ -175,6 +190,19 @@ class TrainConfig(Settings):
         if v is not None and v not in PRESETS:
             raise ValueError(f"unknown preset '{v}' (available: {', '.join(PRESETS)})")
         return v
+
+    @model_validator(mode="after")
+    def _anchor_check_settings(self) -> TrainConfig:
+        """The anchor check's settings come together: items without anchors (or anchors without items) would
+        silently check nothing, or fail only after the model has been loaded."""
+        if self.eval_anchors is None:
+            stray = [f for f in ("eval_items", "eval_split", "eval_every") if getattr(self, f) is not None]
+            if stray:
+                raise ValueError(f"{', '.join(stray)} set without eval_anchors (the anchors.json to check "
+                                 "the model on)")
+        elif self.eval_items is None:
+            raise ValueError("eval_anchors needs eval_items: the items file holding the anchor items")
+        return self
 
     @property
     def global_batch(self) -> int:

@@ -17,7 +17,8 @@ One optimizer step (``B`` = global batch, ``W`` processes, ``N`` = answer tokens
 3. gradients are summed over ranks (``all_reduce``), so the update equals the 1-process one; the grad
    norm is clipped, the optimizer and scheduler step;
 4. rank 0 appends ``step, epoch, ids, tokens, loss, lr, time`` to ``train_log.jsonl`` (ids gathered from
-   all ranks in rank order) and every ``save_every`` steps writes a checkpoint.
+   all ranks in rank order) and every ``save_every`` steps writes a checkpoint; with ``eval_anchors`` it first
+   estimates the test accuracy from anchor items every ``eval_every`` steps (:mod:`medtune.training.anchor_check`).
 
 bf16 (``dtype="bf16"``, or ``auto`` on a GPU with bf16) is mixed precision: fp32 master weights and optimizer
 state, matmuls under autocast in bf16, the loss in fp32 — used only where the hardware runs bf16 natively
@@ -45,6 +46,7 @@ from medtune.errors import ConfigError, InputError
 from medtune.io import write_json_atomic
 from medtune.schema import Item
 from medtune.training import checkpoint as ckpt
+from medtune.training.anchor_check import AnchorCheck
 from medtune.training.config import TrainConfig
 from medtune.training.data import (
     IGNORE,
@@ -376,6 +378,9 @@ def train(
     run_dir = Path(run_dir)
     if planner is not None and type(method_of(config)).train_run is not MethodSpec.train_run:
         raise ConfigError(f"method '{config.method}' runs its own stages and cannot take a step planner")
+    if config.eval_anchors is not None and type(method_of(config)).train_run is not MethodSpec.train_run:
+        raise ConfigError(f"method '{config.method}' runs its own stages and cannot take the anchor check "
+                          "(eval_anchors)")
     # A multi-stage method (e.g. knowtuning) runs its own stages, each through this loop; the rest use it directly.
     staged = method_of(config).train_run(
         config, items, order, run_dir, loop=StandardLoop(train, load_base_model, TrainResult),
@@ -402,6 +407,8 @@ def train(
     if not plan:
         raise InputError("the order plans no training step", file=order_path)
     n_steps = len(plan) if planner is None else planner.total_steps()
+    # Read and checked on every rank before the model loads (a bad anchors file fails everywhere at once).
+    anchor_check = AnchorCheck.from_config(config, training_ids=set(by_id))
 
     precision = config.resolved_dtype()  # once: a bf16 request on a CPU without native bf16 warns here
     torch.manual_seed(config.seed)
@@ -437,6 +444,8 @@ def train(
             truncate_log(log_path, start)
     elif resume and dist_info.main:
         truncate_log(log_path, 0)  # resuming before the first checkpoint: start over
+    if anchor_check is not None and dist_info.main:
+        anchor_check.resume(run_dir, start)
 
     n_trainable = sum(p.numel() for p in params)
     meta = {
@@ -455,6 +464,8 @@ def train(
     }
     if planner is not None:
         meta["adaptive"] = planner.describe()
+    if anchor_check is not None:
+        meta["anchor_eval"] = anchor_check.describe()
     if dist_info.main:
         write_json_atomic(run_dir / "config.json", meta)
         write_json_atomic(run_dir / "order.json", order)
@@ -525,6 +536,11 @@ def train(
                 bar.update(loss, tokens / dt if dt else 0.0)
             if not math.isfinite(loss):
                 raise ConfigError(f"the loss became {loss} at step {ps.step}; lower --lr or use --dtype fp32")
+            if anchor_check is not None and dist_info.main and anchor_check.due(ps.step, n_steps):
+                # After the step's time was taken, before its checkpoint (which must not outlive the check's line).
+                check = anchor_check.run(model_, tok, step=ps.step, epoch=ps.epoch)
+                assert reporters is not None
+                reporters.log(ps.step, {"anchor_estimate": check["estimate"]})
             if config.save_every and ps.step % config.save_every == 0 and ps.step < n_steps:
                 if dist_info.main:
                     ckpt.save_checkpoint(run_dir, ps.step, model_, optimizer, scheduler,

@@ -1,0 +1,197 @@
+"""The in-training accuracy check: the model being trained answers a few anchor items, the anchors estimate
+its accuracy on the whole test set (:mod:`medtune.anchors`), and the estimate goes to ``RUN_DIR/anchor_eval.jsonl``.
+
+Why anchors: scoring a full test set every few hundred steps costs as much as the training between the checks;
+``k`` anchor items chosen by IRT from known models' responses (``anchors.json``) give the full-test accuracy with
+a 95 % interval for the cost of ``k`` items.
+
+What a check does (``TrainConfig.eval_anchors``, every ``eval_every`` optimizer steps and after the last one):
+
+- the anchor items are scored the way :mod:`medtune.adaptive.scores` scores the model being trained (the model
+  wrapped as a scoring backend, option text for an ``option`` target, the letter otherwise, the run's prompt
+  template), under ``torch.inference_mode``;
+- training is unchanged by it: no gradients, every module's train/eval mode put back as it was, torch's random
+  number generators restored (eval mode already draws no dropout numbers; the restore makes it a guarantee);
+- its time is its own (``seconds``), never part of a step's ``time`` in ``train_log.jsonl``;
+- lines are appended, flushed and fsynced one at a time; a resume from the checkpoint of step ``S`` rewrites the
+  file atomically with the lines of steps ``<= S``, so a resumed run's log equals an uninterrupted one's (a check
+  runs before the checkpoint of its step is written, so a checkpoint never outlives its step's line).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medtune.errors import InputError
+
+log = logging.getLogger(__name__)
+
+ANCHOR_EVAL_NAME = "anchor_eval.jsonl"
+# Items per scoring batch (as an adaptive decision point scores them).
+SCORE_BATCH = 16
+# Bootstrap draws of the p-IRT / gp-IRT intervals: their width settles well before this.
+N_BOOT = 1000
+REQUIRED = ("step", "estimator", "estimate", "low", "high")
+
+
+@dataclass
+class AnchorCheck:
+    """The anchor set, its items, and how to score and estimate them (built and checked before training)."""
+
+    anchor_set: Any
+    items: list[Any]
+    anchors_path: Path
+    items_path: Path
+    split: str | None
+    every: int | None
+    estimator: str
+    mode: str
+    template: str
+    seed: int
+    anchors_trained: int = 0
+    path: Path | None = None
+
+    @classmethod
+    def from_config(cls, config: Any, *, training_ids: set[str] | None = None) -> AnchorCheck | None:
+        """The check ``config`` asks for (``None`` without ``eval_anchors``), its inputs read and checked now.
+
+        An unreadable anchors file, or an anchor id missing from ``eval_items``, is an ``InputError`` naming the
+        file (and the id) before any model is loaded. Anchors that are also training items (``training_ids``)
+        are counted and warned about: their answers say how well the model learnt them, not its test accuracy.
+        """
+        from medtune.adaptive.scores import scoring_mode
+        from medtune.anchors import read_anchors
+        from medtune.anchors.stage import anchor_items
+
+        if config.eval_anchors is None:
+            return None
+        anchors_path, items_path = Path(config.eval_anchors).expanduser(), Path(config.eval_items).expanduser()
+        anchor_set = read_anchors(anchors_path)
+        items = anchor_items(items_path, anchor_set, split=config.eval_split)
+        trained = sorted(set(anchor_set.anchor_ids) & (training_ids or set()))
+        if trained:
+            log.warning("%d of the %d anchor items are also training items (first: %r): the estimate measures "
+                        "them learnt, not the test accuracy; choose the anchors on held-out items",
+                        len(trained), anchor_set.k, trained[0])
+        return cls(anchor_set=anchor_set, items=items, anchors_path=anchors_path, items_path=items_path,
+                   split=config.eval_split, every=config.eval_every, estimator=config.eval_estimator,
+                   mode=scoring_mode(config.target), template=config.template, seed=config.seed,
+                   anchors_trained=len(trained))
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able settings written under ``anchor_eval`` in ``config.json``."""
+        return {"anchors": str(self.anchors_path), "items": str(self.items_path), "split": self.split,
+                "every": self.every, "estimator": self.estimator, "mode": self.mode, "template": self.template,
+                "k": self.anchor_set.k, "n_items": self.anchor_set.n_items, "anchor_method": self.anchor_set.method,
+                "n_boot": N_BOOT, "seed": self.seed, "anchors_in_training": self.anchors_trained,
+                "log": ANCHOR_EVAL_NAME}
+
+    def due(self, step: int, total_steps: int) -> bool:
+        """Whether the check runs after optimizer step ``step`` (every ``every`` steps, and after the last)."""
+        return step == total_steps or (self.every is not None and step % self.every == 0)
+
+    def resume(self, run_dir: str | Path, step: int) -> list[dict[str, Any]]:
+        """Prepare to continue after ``step`` steps (0: a fresh run): keep the log's lines of steps ``<= step``."""
+        self.path = Path(run_dir) / ANCHOR_EVAL_NAME
+        return keep_anchor_evals_through(self.path, step)
+
+    def run(self, model: Any, tokenizer: Any, *, step: int, epoch: int) -> dict[str, Any]:
+        """Score the anchors with ``model`` as it is now, estimate, append the record and return it."""
+        import torch
+
+        from medtune.adaptive.scores import anchor_answers, backend_for
+        from medtune.anchors.estimate import estimate_all
+
+        if self.path is None:
+            raise RuntimeError("AnchorCheck.resume(run_dir, step) must be called before run")
+        t0 = time.perf_counter()
+        with _untouched(model), torch.inference_mode():
+            answers = anchor_answers(backend_for(model, tokenizer), self.items, mode=self.mode,
+                                     template=self.template, batch=SCORE_BATCH)
+        score_s = time.perf_counter() - t0
+        correct = {it.id: a for it, a in zip(self.items, answers, strict=True)}
+        results = estimate_all(self.anchor_set, correct, n_boot=N_BOOT, seed=self.seed)
+        chosen = results[self.estimator]
+        seconds = time.perf_counter() - t0
+        record = {"step": step, "epoch": epoch, "estimator": self.estimator, "estimate": chosen["estimate"],
+                  "low": chosen["ci_low"], "high": chosen["ci_high"], "se": chosen["se"], "k": self.anchor_set.k,
+                  "n_items": self.anchor_set.n_items, "correct": int(sum(answers)),
+                  "anchor_accuracy": chosen["anchor_accuracy"], "theta": chosen["theta"],
+                  "theta_se": chosen["theta_se"], "estimates": {m: r["estimate"] for m, r in results.items()},
+                  "answers": answers, "seconds": round(seconds, 6), "score_seconds": round(score_s, 6),
+                  "wall": time.time()}
+        append_anchor_eval(self.path, record)
+        return record
+
+
+@contextmanager
+def _untouched(model: Any) -> Iterator[None]:
+    """Put back every module's train/eval mode and torch's RNG states after scoring (the backend sets eval mode)."""
+    import torch
+
+    modes = [(m, m.training) for m in model.modules()]
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def append_anchor_eval(path: str | Path, record: dict[str, Any]) -> None:
+    """Append one record durably (complete on disk before the checkpoint of its step is written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_anchor_evals(path: str | Path) -> list[dict[str, Any]]:
+    """The records of an anchor-check log (a run folder means its ``anchor_eval.jsonl``); a cut last line is
+    skipped (a kill while writing), any other bad line is an ``InputError`` naming it."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / ANCHOR_EVAL_NAME
+    if not path.exists():
+        raise InputError("anchor-check log not found (a run with eval_anchors writes one)", file=path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records = []
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines):
+                break
+            raise InputError("not valid JSON", file=path, record=i, record_kind="line") from None
+        if not isinstance(rec, dict):
+            raise InputError("a check must be a JSON object", file=path, record=i, record_kind="line")
+        for key in REQUIRED:
+            if key not in rec:
+                raise InputError(f"missing '{key}'", file=path, record=i, field=key, record_kind="line")
+        records.append(rec)
+    return records
+
+
+def keep_anchor_evals_through(path: str | Path, step: int) -> list[dict[str, Any]]:
+    """Keep the checks made after at most ``step`` steps (rewritten atomically; 0 empties it); returns them."""
+    from medtune.io import write_text_atomic
+
+    path = Path(path)
+    if not path.exists():
+        return []
+    keep = [r for r in read_anchor_evals(path) if int(r["step"]) <= step]
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
+    return keep
