@@ -3,6 +3,7 @@ available) and carries the others' last scores; the replay checks both, and a re
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import shutil
@@ -19,7 +20,7 @@ from medtune.adaptive.strategies import rescore_positions
 from medtune.training import verify_run
 from medtune.training.config import TrainConfig
 
-SHARE = 0.25
+RESCORE = 0.5  # items re-scored per item a decision trains: 4 of the pool's 24 per decision of 2 × 4
 
 
 @settings(max_examples=60, deadline=None)
@@ -43,15 +44,15 @@ def test_rescore_positions_takes_the_never_scored_then_the_available_oldest(data
 
 def _config(**extra) -> TrainConfig:
     return TrainConfig.model_validate({"model": "tiny", "tiny": MICRO, "tiny_vocab_size": 400, "target": "option",
-                                       "max_length": 128, "batch_size": 4, "lr": 1e-3, "save_every": 3, "keep_checkpoints": None,
-                                       **extra})
+                                       "max_length": 128, "batch_size": 4, "lr": 1e-3, "save_every": 3,
+                                       "keep_checkpoints": None, **extra})
 
 
 @pytest.fixture(scope="module")
 def rescored_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("rescore")
     paths = write_inputs(folder, epochs=3)  # 24 items × 3 passes at batch 4: 18 steps, a decision every 2
-    adaptive = AdaptiveSettings(strategy="rho", every=2, rescore=SHARE)
+    adaptive = AdaptiveSettings(strategy="rho", every=2, rescore=RESCORE)
     run = folder / "run"
     summary = run_adaptive_training(_config(), paths["items"], adaptive, run, order_path=paths["order"])
     return paths, adaptive, run, summary
@@ -62,8 +63,8 @@ def test_each_decision_after_the_first_rescores_its_share_and_carries_the_rest(r
     decisions = read_decisions(run)
     pool = decisions[0]["candidates"]
     assert len(decisions) == 9 and sorted(decisions[0]["rescored"]) == sorted(pool)
-    m = math.ceil(SHARE * len(pool))
-    for prev, d in zip(decisions, decisions[1:], strict=False):
+    m = math.ceil(RESCORE * 2 * 4)
+    for prev, d in itertools.pairwise(decisions):
         assert len(d["rescored"]) == m
         fresh = set(d["rescored"])
         # the items re-scored are ones that can still be drawn in this pass whenever enough are left
@@ -78,7 +79,7 @@ def test_each_decision_after_the_first_rescores_its_share_and_carries_the_rest(r
     assert result.ok, result.message
     overhead = summary["adaptive"]
     assert overhead["decisions"] == 9 and 0 <= overhead["periodic_share"] <= overhead["score_share"] < 1
-    assert json.loads((run / "config.json").read_text())["adaptive"]["rescore"] == SHARE
+    assert json.loads((run / "config.json").read_text())["adaptive"]["rescore"] == RESCORE
 
 
 def _tamper(path, line: int, edit) -> None:

@@ -7,9 +7,10 @@ loop the next ``every`` steps. Its state between decisions — the ids used in t
 losses of ``rho``, each item's last score and when it was taken — is derived from the logged decisions only, so
 on resume it is rebuilt from the log.
 
-With ``rescore`` below 1 a decision re-scores only that share of the pool (the items that can still be drawn in
-this pass, longest unscored first: :func:`~medtune.adaptive.strategies.rescore_positions`) and keeps the others'
-last scores, which is what bounds the scoring overhead on a large pool; the first decision scores every item.
+A decision re-scores ``rescore`` × the items it trains (:func:`~medtune.adaptive.strategies.rescore_count`; the
+items that can still be drawn in this pass, longest unscored first:
+:func:`~medtune.adaptive.strategies.rescore_positions`) and keeps the others' last scores, which is what bounds
+the scoring overhead on a large pool; the first decision scores every item, ``rescore="all"`` every decision.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from medtune.adaptive.strategies import (
     decision_seed,
     estimate_theta,
     pass_state,
+    rescore_count,
     rescore_positions,
     scored_at_after,
 )
@@ -48,11 +50,10 @@ class AdaptivePlanner:
                  difficulty: Mapping[str, float] | None = None, anchors: Sequence[Item] = (),
                  anchor_b: Sequence[float] = (), anchor_a: Sequence[float] | None = None,
                  theta_prior: Mapping[str, float] | None = None, anchor_mode: str = "option", score_batch: int = 16,
-                 rescore: float = 1.0, settings: Mapping[str, Any] | None = None) -> None:
+                 rescore: float | str = "all", settings: Mapping[str, Any] | None = None) -> None:
         if every < 1:
             raise ConfigError("every must be at least 1")
-        if not 0 < rescore <= 1:
-            raise ConfigError(f"rescore must be a share of the pool in (0, 1], got {rescore}")
+        rescore_count(rescore, 1, 1)  # a bad value fails here, not at the first decision
         self.strategy, self.every, self.items, self.pool = strategy, every, items, list(pool)
         self.total, self.gb, self.run_seed = total_steps, global_batch, run_seed
         self.target, self.template, self.score_batch = target, template, score_batch
@@ -61,7 +62,7 @@ class AdaptivePlanner:
         default_sd = float(getattr(strategy.options, "prior_sd", 1.0))
         self.theta_prior = {"mean": 0.0, "sd": default_sd} if theta_prior is None else {
             "mean": float(theta_prior["mean"]), "sd": float(theta_prior["sd"])}
-        self.rescore = float(rescore)
+        self.rescore = rescore if rescore == "all" else float(rescore)
         self.settings = dict(settings or {})
         if "b" in strategy.needs:
             if difficulty is None:
@@ -118,7 +119,7 @@ class AdaptivePlanner:
         state = pass_state([(int(r["epoch"]), r["chosen"]) for r in self.records], len(self.pool), n,
                            self.strategy.options.replacement)
         seed = decision_seed(self.run_seed, step)
-        rescored = self._rescore_positions(state.used, seed)
+        rescored = self._rescore_positions(state.used, seed, n)
         t0 = time.perf_counter()
         scores, theta, se, anchors = self._score(model, tokenizer, rescored, step)
         score_s = time.perf_counter() - t0
@@ -142,11 +143,11 @@ class AdaptivePlanner:
 
     # -- scoring ------------------------------------------------------------------------------------------
 
-    def _rescore_positions(self, used: frozenset[str], seed: int) -> list[int]:
-        """The pool positions this decision re-scores (all of them at the first decision or ``rescore == 1``)."""
+    def _rescore_positions(self, used: frozenset[str], seed: int, n: int) -> list[int]:
+        """The pool positions this decision re-scores (all of them at the first decision)."""
         if not set(self.strategy.needs) & REFRESHED:
             return []
-        m = max(1, math.ceil(self.rescore * len(self.pool)))
+        m = rescore_count(self.rescore, len(self.pool), n)
         inputs = DecisionInputs(step=0, total_steps=self.total, n=0, candidates=tuple(self.pool), used=used)
         available = available_mask(inputs, self.strategy.options.replacement)
         return rescore_positions(self.scored_at, available.tolist(), m, seed)

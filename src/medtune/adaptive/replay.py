@@ -26,6 +26,7 @@ from medtune.adaptive.strategies import (
     estimate_theta,
     get_adaptive,
     pass_state,
+    rescore_count,
     rescore_positions,
     scored_at_after,
 )
@@ -138,13 +139,13 @@ def _check_rescoring(rec: Mapping[str, Any], previous: Mapping[str, Any] | None,
     """
     if "rescored" not in rec:
         return ""
-    share = float(adaptive.get("rescore", 1.0))
-    m = max(1, math.ceil(share * len(pool)))
+    rule = adaptive.get("rescore", "all")
+    m = rescore_count(rule, len(pool), int(rec["n_steps"]) * int(rec["global_batch"]))
     inputs = DecisionInputs(step=0, total_steps=1, n=0, candidates=tuple(pool), used=used)
     available = available_mask(inputs, strategy.options.replacement).tolist()
     expected = [pool[i] for i in rescore_positions(scored_at_after(earlier, pool), available, m, int(rec["seed"]))]
     if list(rec["rescored"]) != expected:
-        return (f"the re-scored items are not the {m} the rule picks (rescore {share}: those still available in "
+        return (f"the re-scored items are not the {m} the rule picks (rescore {rule}: those still available in "
                 "this pass that were scored longest ago)")
     if previous is None:
         return ""

@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from medtune.adaptive.planner import AdaptivePlanner
 from medtune.adaptive.scores import scoring_mode
-from medtune.adaptive.strategies import get_adaptive
+from medtune.adaptive.strategies import EVERY_DEFAULT, RESCORE_DEFAULT, get_adaptive
 from medtune.errors import ConfigError, InputError
 from medtune.schema import Item
 from medtune.settings import Settings
@@ -28,7 +28,7 @@ class AdaptiveSettings(Settings):
     strategy: str = Field(..., description="adaptive strategy: ability, self-paced, learnability, rho, or a "
                                            "registered name")
     options: dict[str, Any] = Field(default_factory=dict, description="the strategy's options")
-    every: int = Field(4, ge=1, description="decide the next items every N optimizer steps")
+    every: int = Field(EVERY_DEFAULT, ge=1, description="decide the next items every N optimizer steps")
     anchors: list[str] = Field(default_factory=list, description="anchor items for the ability estimate: an "
                                "anchors.json (medtune evaluate anchors choose, on training items: its IRT a, b and "
                                "ability prior are used), an items file, or ids of the items file")
@@ -38,9 +38,18 @@ class AdaptiveSettings(Settings):
     anchor_mode: Literal["auto", "letter", "option"] = Field(
         "auto", description="how anchors are scored (auto: letter for a letter target, option text otherwise)")
     score_batch: int = Field(16, ge=1, description="items per scoring batch at a decision point")
-    rescore: float = Field(1.0, gt=0, le=1, description="share of the pool re-scored at each decision (loss and "
-                           "probability strategies; the items still available in this pass that were scored longest "
-                           "ago); the others keep their last scores. The first decision scores every item")
+    rescore: float | Literal["all"] = Field(
+        RESCORE_DEFAULT, description="items re-scored at each decision (loss and probability strategies), as a "
+        "multiple of the items the decision trains: the items still available in this pass that were scored longest "
+        "ago; the others keep their last scores. 'all': the whole pool every time. The first decision scores every "
+        "item")
+
+    @field_validator("rescore")
+    @classmethod
+    def _positive_rescore(cls, v: float | str) -> float | str:
+        if v != "all" and not float(v) > 0:
+            raise ValueError("rescore must be a positive number or 'all'")
+        return v
 
 
 def pool_and_steps(order: dict[str, Any], config: TrainConfig) -> tuple[list[str], int]:
@@ -172,7 +181,7 @@ def scoring_overhead(decisions: list[dict[str, Any]], log: list[dict[str, Any]])
 
     ``score_share`` is scoring / (scoring + steps); ``periodic_share`` leaves out the first decision, which
     scores the whole pool once on the base model (a one-off, like precomputing difficulty) while the later ones
-    re-score ``rescore`` of it.
+    re-score ``rescore`` × the items each trains.
     """
     times = [float(d.get("timing", {}).get("score_seconds", 0.0)) for d in decisions]
     train_s = sum(float(r.get("time", 0.0)) for r in log)

@@ -37,6 +37,11 @@ from pydantic import Field
 from medtune.errors import ConfigError
 from medtune.settings import Settings, validate_settings
 
+# The default decision interval (optimizer steps) and re-scoring budget (items scored per item trained): what the
+# scoring overhead at decision points was measured at (README, "Adaptive curricula").
+EVERY_DEFAULT = 16
+RESCORE_DEFAULT = 0.5
+
 # What a strategy may ask the decision point to score.
 NEEDS = ("theta", "b", "loss", "p", "ref_loss")
 
@@ -207,6 +212,20 @@ def estimate_theta(correct: Sequence[float], b: Sequence[float], prior_sd: float
     p = 1.0 / (1.0 + np.exp(-aa * (theta - bb)))
     info = float((aa**2 * p * (1 - p)).sum())
     return float(theta), float(1.0 / math.sqrt(info + inv_var))
+
+
+def rescore_count(rescore: float | str, n_pool: int, n_decision: int) -> int:
+    """How many items a decision re-scores: ``rescore`` × the items it trains (at least 1, at most the pool), or
+    the whole pool for ``"all"``.
+
+    Tied to the items a decision trains rather than to the pool, so the scoring overhead stays about
+    ``rescore × (cost of scoring an item) / (cost of training on one)`` whatever the pool's size or ``every``.
+    """
+    if rescore == "all":
+        return n_pool
+    if isinstance(rescore, str) or not float(rescore) > 0:
+        raise ConfigError(f"rescore must be a positive number or 'all', got {rescore!r}")
+    return min(n_pool, max(1, math.ceil(float(rescore) * n_decision)))
 
 
 def rescore_positions(scored_at: Sequence[int], available: Sequence[bool], m: int, seed: int) -> list[int]:

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from medtune.adaptive.strategies import EVERY_DEFAULT, RESCORE_DEFAULT
 from medtune.cli.options import with_settings
 from medtune.errors import ConfigError
 from medtune.hardware import set_threads
@@ -38,7 +39,11 @@ def train_command(
                            "learnability, rho); ORDER gives the candidate pool and the number of steps")] = None,
     adaptive_option: Annotated[list[str] | None, typer.Option(
         "--adaptive-option", help="a strategy option as key=value (repeatable), e.g. delta=0.5")] = None,
-    every: Annotated[int, typer.Option("--every", min=1, help="adaptive: decide every N optimizer steps")] = 4,
+    every: Annotated[int, typer.Option("--every", min=1, help="adaptive: decide every N optimizer steps")
+                     ] = EVERY_DEFAULT,
+    rescore: Annotated[str, typer.Option(
+        "--rescore", help="adaptive loss/probability strategies: items re-scored per decision, as a multiple of the "
+                          "items it trains (the others keep their last scores), or 'all'")] = str(RESCORE_DEFAULT),
     anchors: Annotated[list[str] | None, typer.Option(
         "--anchors", help="adaptive ability: anchor items (an items file, or ids of ITEMS; repeatable)")] = None,
     difficulty: Annotated[Path | None, typer.Option(
@@ -50,7 +55,9 @@ def train_command(
     """Fine-tune a model on ITEMS in exactly the order of ORDER; writes the run folder (docs/ARTIFACTS.md).
 
     With --adaptive the items of each block of --every steps are chosen during training from the model being
-    trained (decisions.jsonl records every decision; verify-order replays them)."""
+    trained (decisions.jsonl records every decision; verify-order replays them). With --eval-anchors
+    anchors.json --eval-items ITEMS the model answers the anchor items every --eval-every steps and after the
+    last one, and the full-test accuracy they estimate is appended to anchor_eval.jsonl."""
     from medtune.training.stage import run_training
 
     set_threads(threads)
@@ -65,7 +72,7 @@ def train_command(
         adaptive_settings = validate_settings(AdaptiveSettings, {
             "strategy": adaptive, "options": parse_key_values(adaptive_option or [], "--adaptive-option"),
             "every": every, "anchors": anchors or [], "difficulty": str(difficulty) if difficulty else None,
-            "difficulty_column": difficulty_column}, "options")
+            "difficulty_column": difficulty_column, "rescore": rescore}, "options")
         summary = run_adaptive_training(settings, items, adaptive_settings, output, order_path=order, split=split,
                                         resume=resume, progress=progress)
         share = summary["adaptive"]["score_share"]
@@ -77,6 +84,23 @@ def train_command(
     final = summary["final_loss"]
     console.print(f"trained {summary['steps']} steps ({settings.method}, {summary['split']}); final loss "
                   f"{final if final is not None else float('nan'):.4f}; wrote {output}")
+    if settings.eval_anchors is not None:
+        print_anchor_estimate(output)
+
+
+def print_anchor_estimate(run_dir: Path) -> None:
+    """The last anchor check of a run: its estimate of the test accuracy, with the interval and what it cost."""
+    from medtune.training.anchor_check import read_anchor_evals
+
+    checks = read_anchor_evals(run_dir)
+    if not checks:
+        return
+    last = checks[-1]
+    spent = sum(float(c.get("seconds", 0.0)) for c in checks)
+    console.print(f"estimated test accuracy after step {last['step']}: {last['estimate']:.3f} (95% "
+                  f"{last['low']:.3f}-{last['high']:.3f}, {last['estimator']}; {last.get('correct')}/"
+                  f"{last.get('k')} anchors right, {last.get('n_items')} items); {len(checks)} checks, "
+                  f"{spent:.1f} s")
 
 
 def parse_key_values(pairs: list[str], option: str) -> dict[str, Any]:

@@ -24,8 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from medtune.adaptive.strategies import EVERY_DEFAULT, RESCORE_DEFAULT
 from medtune.schema import DIFFICULTY_LEVELS, Item
 
 B_COLUMN = "b"
@@ -46,14 +47,23 @@ class AdaptiveEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    every: int = Field(4, ge=1, description="decide the next items every N optimizer steps")
+    every: int = Field(EVERY_DEFAULT, ge=1, description="decide the next items every N optimizer steps")
     options: dict[str, Any] = Field(default_factory=dict, description="the adaptive strategy's options")
     anchors: AnchorConfig = Field(default_factory=AnchorConfig, description="anchors (strategies estimating "
                                   "ability)")
     anchor_mode: Literal["auto", "letter", "option"] = Field("auto", description="how anchors are scored")
     score_batch: int = Field(16, ge=1, description="items per scoring batch at a decision point")
-    rescore: float = Field(1.0, gt=0, le=1, description="share of the pool re-scored at each decision (the others "
-                           "keep their last scores)")
+    rescore: float | Literal["all"] = Field(RESCORE_DEFAULT, description="items re-scored at each decision, as a "
+                                            "multiple of the items it trains, or all (the others keep their last "
+                                            "scores)")
+
+
+    @field_validator("rescore")
+    @classmethod
+    def _positive_rescore(cls, v: float | str) -> float | str:
+        if v != "all" and not float(v) > 0:
+            raise ValueError("rescore must be a positive number or 'all'")
+        return v
 
 
 def validate_adaptive(name: str, entry: AdaptiveEntry) -> None:
