@@ -8,9 +8,11 @@ permutations, storage) stays independent of the backend.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
+
+from medtune.scoring.batching import length_batches
 
 
 def _model_device(model) -> torch.device:
@@ -132,6 +134,191 @@ def continuation_logliks(model, context: Sequence[int], continuations: Sequence[
     return results
 
 
+LSE_CHUNK = 2048  # kept positions per fp32 logsumexp: bounds the fp32 copy of the logits to a chunk
+
+
+def _kept_logits(model, keep: torch.Tensor, **inputs: Any) -> tuple[torch.Tensor, Any]:
+    """Logits at the ``True`` positions of ``keep``, flattened row-major to ``(keep.sum(), vocab)``, and the output.
+
+    A boolean ``logits_to_keep`` (transformers 5's ``slice_logits_to_keep``) sends only those positions through
+    the vocabulary projection. A model that ignores it returns every position, indexed here; one that refuses it
+    runs again without it (it refuses before running, so a cache in ``inputs`` is not extended twice).
+    """
+    try:
+        out = model(**inputs, logits_to_keep=keep)
+    except TypeError:
+        out = model(**inputs)
+    logits = out.logits
+    if logits.ndim == 2 and logits.shape[0] == int(keep.sum()):
+        return logits, out
+    if logits.ndim == 3 and tuple(logits.shape[:2]) == tuple(keep.shape):
+        return logits[keep], out
+    raise RuntimeError(f"model returned logits of shape {tuple(logits.shape)} for inputs of shape {tuple(keep.shape)}")
+
+
+def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """fp32 log-probability of each row's target: its logit minus the row's logsumexp, without a log-softmax.
+
+    Only the gathered logit and one logsumexp per row are kept; the fp32 copy of the logits exists for one chunk
+    of rows at a time.
+    """
+    out = torch.empty(len(targets), dtype=torch.float32, device=logits.device)
+    for s in range(0, len(targets), LSE_CHUNK):
+        chunk = logits[s:s + LSE_CHUNK].float()
+        picked = chunk.gather(1, targets[s:s + LSE_CHUNK, None])[:, 0]
+        out[s:s + LSE_CHUNK] = picked - torch.logsumexp(chunk, dim=-1)
+    return out
+
+
+@torch.inference_mode()
+def _flat_pass(model, rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int) -> list[float]:
+    """One right-padded forward pass over ``context + continuation`` rows; each row's summed continuation log-prob.
+
+    The logits at positions ``len(ctx) - 1 .. len(ctx) + len(cont) - 2`` predict the continuation's tokens.
+    Right padding under causal attention leaves real tokens blind to the padding, and positions start at 0 in
+    every row, so each row computes what it would alone.
+    """
+    device = _model_device(model)
+    ids, mask = _pad_right([[*ctx, *cont] for ctx, cont in rows], pad_id, device)
+    keep = torch.zeros(ids.shape, dtype=torch.bool)
+    for i, (ctx, cont) in enumerate(rows):
+        keep[i, len(ctx) - 1: len(ctx) + len(cont) - 1] = True
+    keep = keep.to(device)
+    targets = torch.tensor([t for _, cont in rows for t in cont], dtype=torch.long, device=device)
+    logits, _ = _kept_logits(model, keep, input_ids=ids, attention_mask=mask, use_cache=False)
+    logp = _token_logprobs(logits, targets)
+    return _row_sums(logp, [len(cont) for _, cont in rows])
+
+
+def _row_sums(logp: torch.Tensor, counts: Sequence[int], start: torch.Tensor | None = None) -> list[float]:
+    """Sums of consecutive runs of ``counts`` values of ``logp`` (plus ``start`` per row), in float64 on the CPU.
+
+    The per-token values are fp32 either way; summing in float64 keeps long continuations from adding rounding
+    of their own (and the CPU has float64 whatever the accelerator).
+    """
+    sums = torch.zeros(len(counts), dtype=torch.float64) if start is None else start.detach().cpu().double()
+    owner = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(list(counts), dtype=torch.long))
+    return sums.index_add_(0, owner, logp.detach().cpu().double()).tolist()
+
+
+def flat_logliks(model, rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int,
+                 max_batch_tokens: int = 8192) -> list[tuple[float, int]]:
+    """Summed log-probability and token count of each ``(context ids, continuation ids)`` row, batched across rows.
+
+    Unlike :func:`continuation_logliks` (one context, its KV cache shared by its continuations, two passes of
+    batch 1), every row runs as one full sequence; rows are sorted by length and packed into passes of at most
+    ``max_batch_tokens`` padded tokens, so many distinct contexts cost a few forward passes instead of two each.
+    Results come back in the order of ``rows``.
+    """
+    if any(len(ctx) == 0 or len(cont) == 0 for ctx, cont in rows):
+        raise ValueError("flat_logliks needs a non-empty context and continuation in every row")
+    results: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
+    lengths = [len(ctx) + len(cont) for ctx, cont in rows]
+    for batch in length_batches(lengths, max_batch_tokens):
+        sums = _flat_pass(model, [rows[i] for i in batch], pad_id)
+        for i, v in zip(batch, sums, strict=True):
+            results[i] = (float(v), len(rows[i][1]))
+    return results
+
+
+def _plain_attention_cache(cache: Any) -> bool:
+    """Whether every layer of ``cache`` is a plain full-attention KV cache (``DynamicLayer``, no window, no state).
+
+    Only then may the continuations of a right-padded context batch skip the padding by the mask alone: a sliding
+    window counts the padding slots, and a recurrent state has absorbed the padding tokens.
+    """
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    return type(cache) is DynamicCache and bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
+@torch.inference_mode()
+def _shared_pass(model, groups: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]], pad_id: int
+                 ) -> list[list[float]] | None:
+    """Contexts batched in one pass, then all their continuations in one pass over the contexts' KV cache.
+
+    Contexts are right-padded; each continuation row gets its context's cache rows, an attention mask that hides
+    the padding between its context's end and its own tokens, and positions that continue its context's, so every
+    row computes what :func:`continuation_logliks` computes for it alone. ``None`` when the model's cache is not
+    a plain attention cache (see :func:`_plain_attention_cache`).
+    """
+    device = _model_device(model)
+    ctx_ids, ctx_mask = _pad_right([ctx for ctx, _ in groups], pad_id, device)
+    lengths = ctx_mask.sum(dim=1)
+    last = torch.zeros(ctx_ids.shape, dtype=torch.bool, device=device)
+    last[torch.arange(len(groups), device=device), lengths - 1] = True
+    first, out = _kept_logits(model, last, input_ids=ctx_ids, attention_mask=ctx_mask, use_cache=True)
+    cache = out.past_key_values
+    if not _plain_attention_cache(cache):
+        return None
+    conts = [cont for _, cs in groups for cont in cs]
+    owner = torch.tensor([g for g, (_, cs) in enumerate(groups) for _ in cs], dtype=torch.long, device=device)
+    firsts = torch.tensor([cont[0] for cont in conts], dtype=torch.long, device=device)
+    logp = _token_logprobs(first[owner], firsts)
+    width = max(len(c) for c in conts)
+    if width > 1:
+        cache.batch_select_indices(owner)
+        ids, mask = _pad_right(conts, pad_id, device)
+        keep = mask[:, 1:].bool()
+        positions = lengths[owner][:, None] + torch.arange(width - 1, device=device)[None, :]
+        full_mask = torch.cat([ctx_mask[owner], mask[:, :-1]], dim=1)
+        logits, _ = _kept_logits(model, keep, input_ids=ids[:, :-1], attention_mask=full_mask,
+                                 position_ids=positions, past_key_values=cache, use_cache=True)
+        targets = torch.tensor([t for c in conts for t in c[1:]], dtype=torch.long, device=device)
+        values = _row_sums(_token_logprobs(logits, targets), [len(c) - 1 for c in conts], start=logp)
+    else:
+        values = logp.double().tolist()
+    out_rows, start = [], 0
+    for _, cs in groups:
+        out_rows.append(values[start:start + len(cs)])
+        start += len(cs)
+    return out_rows
+
+
+def shared_logliks(model, groups: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]], pad_id: int,
+                   max_batch_tokens: int = 8192) -> list[list[tuple[float, int]]]:
+    """Per ``(context ids, [continuation ids, ...])`` group: each continuation's summed log-prob and token count.
+
+    Like :func:`continuation_logliks` (a context runs once, its continuations reuse its KV cache), but batched
+    across contexts: groups are sorted by context length and packed so that continuation rows × (longest context
+    + longest continuation) stays within ``max_batch_tokens``; each pack costs two forward passes. Models whose
+    cache cannot skip padding by the mask (sliding windows, recurrent state) fall back to one context at a time.
+    """
+    order = sorted(range(len(groups)), key=lambda g: (-len(groups[g][0]), g))
+    results: list[list[tuple[float, int]]] = [[] for _ in groups]
+    pack: list[int] = []
+    rows = widest_ctx = widest_cont = 0
+    batched = True
+
+    def flush() -> None:
+        nonlocal batched
+        values = _shared_pass(model, [groups[g] for g in pack], pad_id) if batched else None
+        if values is None:
+            batched = False
+            for g in pack:
+                results[g] = continuation_logliks(model, groups[g][0], groups[g][1], pad_id)
+            return
+        for g, vs in zip(pack, values, strict=True):
+            results[g] = [(float(v), len(c)) for v, c in zip(vs, groups[g][1], strict=True)]
+
+    for g in order:
+        ctx, conts = groups[g]
+        n_rows, ctx_w, cont_w = rows + len(conts), max(widest_ctx, len(ctx)), max(widest_cont, *map(len, conts))
+        if pack and n_rows * (ctx_w + cont_w) > max_batch_tokens:
+            flush()
+            pack, n_rows, ctx_w, cont_w = [], len(conts), len(ctx), max(map(len, conts))
+        pack.append(g)
+        rows, widest_ctx, widest_cont = n_rows, ctx_w, cont_w
+    if pack:
+        flush()
+    return results
+
+
+ContextSharing = Literal["auto", "always", "never", "per_context"]
+CONTEXT_SHARING: tuple[str, ...] = ("auto", "always", "never", "per_context")
+
+
 @torch.inference_mode()
 def greedy_generate(model, tokenizer, rows: Sequence[Sequence[int]], max_new_tokens: int,
                     stop_strings: Sequence[str] | None = None) -> list[str]:
@@ -161,7 +348,21 @@ class HFBackend:
     ``loglikelihood`` groups its pairs by context: when every continuation of a context is one token (the
     letters " A", " B", ...), the context runs once and the continuations are read off the log-softmax at its
     last position — exactly their log-likelihood, in one forward pass for a whole batch of questions.
-    Otherwise the context runs once and its KV cache is shared by the continuations.
+    Otherwise ``context_sharing`` decides how contexts are run:
+
+    - ``"auto"`` (the default): a context with one continuation (an item's training loss) runs flat, a context
+      with several (the options of a question) shares its KV cache;
+    - ``"always"``: every context shares its KV cache with its continuations, batched across contexts
+      (:func:`shared_logliks`: one pass for the contexts, one for all continuations);
+    - ``"never"``: every pair runs as one full sequence, all pairs batched together (:func:`flat_logliks`);
+    - ``"per_context"``: one context at a time, its cache shared by its continuations (:func:`continuation_logliks`,
+      two passes of batch 1 per context): the reference the batched paths are checked against.
+
+    The batched paths pack their rows into passes of at most ``max_batch_tokens`` padded tokens. All four give
+    the same values up to float rounding. Measured (``benchmarks/bench_loglik_batching.py``, fp32 on 2 CPU
+    threads, random-weight Llamas, 100-token contexts): for distinct contexts flat and shared are within noise of
+    each other and several times faster than one context at a time; for four 5-token options per context, shared
+    beats per-context and flat (flat runs every option's context again).
     """
 
     name = "hf"
@@ -173,23 +374,43 @@ class HFBackend:
         "generate": "greedy decoding with transformers' generate (left-padded batches)",
     }
 
-    def __init__(self, loaded: Any) -> None:
+    def __init__(self, loaded: Any, *, context_sharing: ContextSharing = "auto", max_batch_tokens: int = 8192
+                 ) -> None:
+        if context_sharing not in CONTEXT_SHARING:
+            raise ValueError(f"context_sharing must be one of {', '.join(CONTEXT_SHARING)}, not {context_sharing!r}")
+        if max_batch_tokens < 1:
+            raise ValueError("max_batch_tokens must be positive")
         self.loaded = loaded
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.spec = str(loaded.spec)
         self.pad_id = pad_id_of(self.tokenizer)
+        self.context_sharing: ContextSharing = context_sharing
+        self.max_batch_tokens = max_batch_tokens
         self.model.eval()
 
     @property
     def dtype(self) -> Any:
         return self.loaded.dtype
 
+    def _route(self, n_continuations: int) -> str:
+        """``"flat"``, ``"shared"`` or ``"per_context"``: how a context with ``n_continuations`` is scored.
+
+        ``auto`` shares a context's KV cache only when it has several continuations: a lone continuation gains
+        nothing from a cache, and one full-sequence pass costs less than a context pass plus a continuation pass.
+        """
+        if self.context_sharing == "per_context":
+            return "per_context"
+        if self.context_sharing == "never" or (self.context_sharing == "auto" and n_continuations == 1):
+            return "flat"
+        return "shared"
+
     def loglikelihood(self, pairs: Sequence[tuple[str, str]], *, single_token_fast_path: bool = True
                       ) -> list[tuple[float, int]]:
         """Per pair: summed log-probability of the continuation after the context, and its token count.
 
-        One call runs one batch: callers size it (``score_items`` does, by ``batch_tokens``).
+        One call runs one batch: callers size it (``score_items`` does, by ``batch_tokens``); within it, the
+        flat rows and the shared groups are packed into passes of at most ``max_batch_tokens`` padded tokens.
         ``single_token_fast_path=False`` scores single-token continuations the general way (for checks).
         """
         from medtune.scoring.tokens import token_cache
@@ -200,15 +421,32 @@ class HFBackend:
             groups.setdefault(context, []).append(k)
         results: list[tuple[float, int] | None] = [None] * len(pairs)
         single: list[tuple[list[int], list[int], list[int]]] = []  # (context ids, pair indices, token ids)
+        flat: list[tuple[int, list[int], list[int]]] = []  # (pair index, context ids, continuation ids)
+        shared: list[tuple[list[int], list[int], list[list[int]]]] = []  # (context ids, pair indices, continuations)
         for context, members in groups.items():
             split = [cache.split(context, pairs[k][1]) for k in members]
             ctx = split[0][0]
             conts = [c for _, c in split]
+            route = self._route(len(members))
             if single_token_fast_path and all(len(c) == 1 for c in conts):
                 single.append((ctx, members, [c[0] for c in conts]))
-                continue
-            for k, res in zip(members, continuation_logliks(self.model, ctx, conts, self.pad_id), strict=True):
+            elif route == "flat":
+                flat += [(k, c, t) for k, (c, t) in zip(members, split, strict=True)]
+            elif route == "shared":
+                shared.append((ctx, members, conts))
+            else:
+                for k, res in zip(members, continuation_logliks(self.model, ctx, conts, self.pad_id), strict=True):
+                    results[k] = res
+        if flat:
+            values = flat_logliks(self.model, [(c, t) for _, c, t in flat], self.pad_id, self.max_batch_tokens)
+            for (k, _, _), res in zip(flat, values, strict=True):
                 results[k] = res
+        if shared:
+            per_group = shared_logliks(self.model, [(ctx, conts) for ctx, _, conts in shared], self.pad_id,
+                                       self.max_batch_tokens)
+            for (_, members, _), values in zip(shared, per_group, strict=True):
+                for k, res in zip(members, values, strict=True):
+                    results[k] = res
         if single:
             logp = last_token_logprobs(self.model, [ctx for ctx, _, _ in single], self.pad_id)
             for row, (_, members, tokens) in enumerate(single):
