@@ -10,7 +10,9 @@ then reads the run:
   and at the end; the first step at which the arm's mean accuracy over seeds reaches random shuffle's final mean
   accuracy, as a share of random's steps (``—``: not reached);
 - scoring overhead: the seconds spent scoring at decision points (``decisions.jsonl`` timings) as a share of
-  scoring plus training-step seconds, at the config's ``every`` and ``score_batch``.
+  scoring plus training-step seconds (:func:`medtune.adaptive.stage.scoring_overhead`), at the config's
+  ``every`` and ``rescore``: in all, and periodic (without the first decision, which scores the whole pool once
+  on the base model).
 
 Prints the table and writes it to ``benchmarks/results/adaptive.md`` (and ``adaptive.json``).
 
@@ -60,15 +62,13 @@ def _curve(run_dir: Path, items: list[Any], eval_settings: Any) -> dict[int, np.
 
 
 def _score_share(run_dir: Path) -> dict[str, float] | None:
+    from medtune.adaptive.decisions import read_decisions
+    from medtune.adaptive.stage import scoring_overhead
     from medtune.training.runlog import read_log
 
-    path = run_dir / "decisions.jsonl"
-    if not path.exists():
+    if not (run_dir / "decisions.jsonl").exists():
         return None
-    decisions = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    score = sum(float(d["timing"]["score_seconds"]) for d in decisions)
-    steps = sum(float(r.get("time", 0.0)) for r in read_log(run_dir))
-    return {"score_s": score, "step_s": steps, "share": score / (score + steps) if score + steps else float("nan")}
+    return scoring_overhead(read_decisions(run_dir), read_log(run_dir))
 
 
 def _compare(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> dict[str, Any]:
@@ -120,13 +120,26 @@ def main() -> None:
     random_steps = max(next(iter(arms[baseline].values())))
     target = mean_final[baseline]
 
-    def reach(arm: str) -> float | None:
+    def reach(arm: str, seeds: list[int] | None = None) -> float | None:
+        """First step (share of random's) whose mean accuracy over ``seeds`` reaches random's final mean there."""
         runs = arms[arm]
+        seeds = sorted(runs) if seeds is None else seeds
+        goal = target if seeds == sorted(runs) else float(np.mean([final[baseline][s].mean() for s in seeds]))
         steps = sorted(set.intersection(*(set(c) for c in runs.values())))
         for step in steps:
-            if float(np.mean([runs[s][step].mean() for s in runs])) >= target:
+            if float(np.mean([runs[s][step].mean() for s in seeds])) >= goal:
                 return step / random_steps
         return None
+
+    def reach_interval(arm: str, n_boot: int = 1000) -> tuple[float, float | None]:
+        """95 % interval of ``reach`` over seeds resampled with replacement (the same seeds for random's target);
+        the upper end is None when more than 2.5 % of the resamples never reach it."""
+        rng = np.random.default_rng(0)
+        seeds = sorted(set(arms[arm]) & set(final[baseline]))
+        draws = [reach(arm, sorted(rng.choice(seeds, size=len(seeds)).tolist())) for _ in range(n_boot)]
+        values = np.array([np.inf if d is None else d for d in draws])
+        lo, hi = np.quantile(values, [0.025, 0.975])
+        return float(lo), None if not np.isfinite(hi) else float(hi)
 
     rows = []
     for arm in [baseline, *fixed, *sorted(adaptive & set(arms))]:
@@ -136,9 +149,12 @@ def main() -> None:
         rows.append({
             "arm": arm, "kind": "adaptive" if arm in adaptive else "fixed", "seeds": len(final[arm]),
             "accuracy": mean_final[arm], "vs_random": vs_random, "vs_best_fixed": vs_best,
-            "reach_share": reach(arm), "score_share": float(np.mean([x["share"] for x in sh])) if sh else None,
-            "score_s": float(np.mean([x["score_s"] for x in sh])) if sh else None,
-            "step_s": float(np.mean([x["step_s"] for x in sh])) if sh else None})
+            "reach_share": reach(arm), "reach_interval": reach_interval(arm),
+            "score_share": float(np.mean([x["score_share"] for x in sh])) if sh else None,
+            "periodic_share": float(np.mean([x["periodic_share"] for x in sh])) if sh else None,
+            "score_s": float(np.mean([x["score_seconds"] for x in sh])) if sh else None,
+            "first_s": float(np.mean([x["first_score_seconds"] for x in sh])) if sh else None,
+            "step_s": float(np.mean([x["step_seconds"] for x in sh])) if sh else None})
 
     def ci(c: dict[str, Any] | None) -> str:
         if c is None:
@@ -155,18 +171,22 @@ def main() -> None:
         f" ({100 * mean_final[best_fixed]:.1f} %)" if best_fixed else "",
         "",
         "| arm | kind | seeds | final accuracy | gain vs random [95 % seed-aware CI] | gain vs best fixed | "
-        "steps to random's final acc. (share of random's) | scoring share of training time |",
-        "|---|---|---|---|---|---|---|---|",
+        "steps to random's final acc. (share of random's) | scoring share: periodic | in all (s of s) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        reach_txt = "—" if r["reach_share"] is None else f"{100 * r['reach_share']:.0f} %"
+        lo, hi = r["reach_interval"]
+        bounds = f" [{100 * lo:.0f}, {'—' if hi is None else f'{100 * hi:.0f}'}]" if np.isfinite(lo) else ""
+        reach_txt = ("not reached" if r["reach_share"] is None else f"{100 * r['reach_share']:.0f} %") + bounds
+        periodic_txt = "—" if r["periodic_share"] is None else f"{100 * r['periodic_share']:.1f} %"
         share_txt = "—" if r["score_share"] is None else (
-            f"{100 * r['score_share']:.1f} % ({r['score_s']:.2f} s of {r['score_s'] + r['step_s']:.2f} s)")
+            f"{100 * r['score_share']:.1f} % ({r['score_s']:.1f} s of {r['score_s'] + r['step_s']:.1f} s)")
         lines.append(f"| {r['arm']} | {r['kind']} | {r['seeds']} | {100 * r['accuracy']:.1f} % | {ci(r['vs_random'])} "
-                     f"| {ci(r['vs_best_fixed'])} | {reach_txt} | {share_txt} |")
+                     f"| {ci(r['vs_best_fixed'])} | {reach_txt} | {periodic_txt} | {share_txt} |")
     lines += ["", "Accuracy: the test set, scored at every checkpoint and at the end (no anchor estimate). "
               "Steps to reach: first step whose mean accuracy over seeds reaches random's final mean; random itself "
-              "reaches it at 100 % by definition, or earlier if its curve peaks before the end."]
+              "reaches it at 100 % by definition, or earlier if its curve peaks before the end; in brackets a 95 % "
+              "interval over seeds resampled with replacement (— : over 2.5 % of the resamples never reach it)."]
     text = "\n".join(lines)
     print(text)
     out = Path(args.out)

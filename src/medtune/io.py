@@ -1,7 +1,9 @@
-"""Atomic file writes and content hashes.
+"""Atomic file writes, durable JSON-lines logs and content hashes.
 
 Every artifact is written to a temporary file in the destination folder and renamed into place, so an
-interrupted job never leaves a half-written file that a later stage would trust.
+interrupted job never leaves a half-written file that a later stage would trust. Logs that grow during a run
+(decisions, in-training checks) are appended one fsynced line at a time: a kill leaves at most a cut last line,
+which :func:`read_jsonl_log` skips, and on resume :func:`keep_jsonl_log` rewrites them atomically.
 """
 
 from __future__ import annotations
@@ -92,3 +94,46 @@ def read_parquet_table(path: str | Path):  # -> pyarrow.Table
         return pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"not a readable Parquet file ({exc})", file=path) from None
+
+
+def append_jsonl_durable(path: str | Path, record: dict[str, Any]) -> None:
+    """Append one JSON line, flushed and fsynced: complete on disk before the caller goes on."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_jsonl_log(path: str | Path, required: tuple[str, ...], what: str) -> list[dict[str, Any]]:
+    """The records of a JSON-lines log; a cut last line (a kill while writing) is skipped, any other bad line —
+    not JSON, not an object, a ``required`` key missing — is an ``InputError`` naming the line (``what``: the
+    record's name in the message, e.g. "a decision")."""
+    from medtune.errors import InputError
+
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records = []
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines):
+                break
+            raise InputError("not valid JSON", file=path, record=i, record_kind="line") from None
+        if not isinstance(rec, dict):
+            raise InputError(f"{what} must be a JSON object", file=path, record=i, record_kind="line")
+        for key in required:
+            if key not in rec:
+                raise InputError(f"missing '{key}'", file=path, record=i, field=key, record_kind="line")
+        records.append(rec)
+    return records
+
+
+def keep_jsonl_log(path: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rewrite a JSON-lines log atomically with ``records`` only (those still valid on resume); returns them."""
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return records

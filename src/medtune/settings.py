@@ -87,25 +87,6 @@ class GridSection(BaseModel):
     stage_settings: ClassVar[Any] = None  # the stage schema this section mirrors (set per generated class)
 
     def stage_values(self) -> dict[str, Any]:
-        """The stage settings this section sets explicitly, by field name.
-
-        ``None`` means "not set here", except where the config writes ``null`` for a stage setting that takes
-        ``None`` as a value of its own (``keep_checkpoints: null`` = keep every checkpoint): that is passed on.
-        """
-        stage = type(self).stage_settings
-        fields = stage.model_fields if stage else {}
-        explicit = self.model_fields_set
-        return {k: v for k, v in self.model_dump().items()
-                if k in fields and (v is not None or (k in explicit and _accepts_none(fields[k])))}
-
-
-def _accepts_none(info: Any) -> bool:
-    """Whether a stage field takes ``None`` as a value (its annotation admits it)."""
-    import types
-    import typing
-
-    ann = info.annotation
-    if ann is None or ann is type(None):
-        return True
-    origin = typing.get_origin(ann)
-    return origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(ann)
+        """The stage settings this section sets explicitly (not ``None``), by field name."""
+        names = set(type(self).stage_settings.model_fields) if type(self).stage_settings else set()
+        return {k: v for k, v in self.model_dump().items() if k in names and v is not None}

@@ -50,3 +50,12 @@ def strategy_args(strategy: str, paths: dict) -> list[str]:
     if strategy == "self-paced":
         args += ["--adaptive-option", "start_quantile=0.5"]
     return args
+
+
+def tamper(path: Path, line: int, edit) -> None:
+    """Apply ``edit`` to the JSON record on line ``line`` (0-based) of a JSON-lines log, in place."""
+    lines = path.read_text().splitlines()
+    rec = json.loads(lines[line])
+    edit(rec)
+    lines[line] = json.dumps(rec)
+    path.write_text("\n".join(lines) + "\n")

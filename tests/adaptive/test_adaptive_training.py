@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from adaptive_helpers import micro_cli_options, strategy_args, write_inputs
+from adaptive_helpers import micro_cli_options, strategy_args, tamper, write_inputs
 
 from medtune.adaptive.decisions import read_decisions
 from medtune.cli import main
@@ -61,14 +61,6 @@ def test_ability_logs_theta_from_the_anchor_answers_and_pacing_widens_the_reach(
     assert len(chosen) == len(set(chosen)) == 24
 
 
-def _tamper(path, line: int, edit) -> None:
-    lines = path.read_text().splitlines()
-    rec = json.loads(lines[line])
-    edit(rec)
-    lines[line] = json.dumps(rec)
-    path.write_text("\n".join(lines) + "\n")
-
-
 def test_a_tampered_decision_log_fails_verify_naming_the_step(runs, tmp_path):
     import shutil
 
@@ -79,10 +71,10 @@ def test_a_tampered_decision_log_fails_verify_naming_the_step(runs, tmp_path):
     def swap(rec):
         c = rec["chosen"]
         c[0], c[5] = c[5], c[0]
-    _tamper(run / "decisions.jsonl", 1, swap)
+    tamper(run / "decisions.jsonl", 1, swap)
     d1 = read_decisions(run)[1]
-    _tamper(run / "train_log.jsonl", 2, lambda r: r.update(ids=d1["chosen"][:4]))
-    _tamper(run / "train_log.jsonl", 3, lambda r: r.update(ids=d1["chosen"][4:]))
+    tamper(run / "train_log.jsonl", 2, lambda r: r.update(ids=d1["chosen"][:4]))
+    tamper(run / "train_log.jsonl", 3, lambda r: r.update(ids=d1["chosen"][4:]))
     result = verify_run(run)
     assert not result.ok and result.first_bad_step == 3
     assert "step 3" in result.message and "replaying" in result.message
@@ -93,7 +85,7 @@ def test_a_tampered_decision_log_fails_verify_naming_the_step(runs, tmp_path):
     def boost(rec):  # make an item that was left out the one with the largest excess loss
         left = next(k for k, c in enumerate(rec["candidates"]) if c not in rec["used"] and c not in rec["chosen"])
         rec["scores"]["loss"][left] += 100.0
-    _tamper(tmp_path / "rho" / "decisions.jsonl", 1, boost)
+    tamper(tmp_path / "rho" / "decisions.jsonl", 1, boost)
     rho = verify_run(tmp_path / "rho")
     assert not rho.ok and rho.first_bad_step == 3
 
@@ -104,7 +96,7 @@ def test_a_tampered_train_log_fails_verify_naming_the_step(runs, tmp_path):
     folder, _ = runs
     run = tmp_path / "run"
     shutil.copytree(folder / "ability", run)
-    _tamper(run / "train_log.jsonl", 4, lambda r: r.update(ids=list(reversed(r["ids"]))))
+    tamper(run / "train_log.jsonl", 4, lambda r: r.update(ids=list(reversed(r["ids"]))))
     result = verify_run(run)
     assert not result.ok and result.first_bad_step == 5 and "step 5" in result.message
     # a decision that was dropped from the log

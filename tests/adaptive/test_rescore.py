@@ -9,7 +9,7 @@ import math
 import shutil
 
 import pytest
-from adaptive_helpers import MICRO, write_inputs
+from adaptive_helpers import MICRO, tamper, write_inputs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
@@ -82,14 +82,6 @@ def test_each_decision_after_the_first_rescores_its_share_and_carries_the_rest(r
     assert json.loads((run / "config.json").read_text())["adaptive"]["rescore"] == RESCORE
 
 
-def _tamper(path, line: int, edit) -> None:
-    lines = path.read_text().splitlines()
-    rec = json.loads(lines[line])
-    edit(rec)
-    lines[line] = json.dumps(rec)
-    path.write_text("\n".join(lines) + "\n")
-
-
 def test_a_changed_carried_score_or_rescored_set_fails_the_replay(rescored_run, tmp_path):
     _, _, run, _ = rescored_run
     carried = tmp_path / "carried"
@@ -98,7 +90,7 @@ def test_a_changed_carried_score_or_rescored_set_fails_the_replay(rescored_run, 
     def nudge(rec):  # an item not re-scored at decision 2 whose score nevertheless moved
         k = next(k for k, c in enumerate(rec["candidates"]) if c not in rec["rescored"])
         rec["scores"]["loss"][k] += 1e-3
-    _tamper(carried / "decisions.jsonl", 2, nudge)
+    tamper(carried / "decisions.jsonl", 2, nudge)
     result = verify_run(carried)
     assert not result.ok and result.first_bad_step == 5 and "not re-scored" in result.message
 
@@ -108,7 +100,7 @@ def test_a_changed_carried_score_or_rescored_set_fails_the_replay(rescored_run, 
     def other(rec):
         outside = next(c for c in rec["candidates"] if c not in rec["rescored"])
         rec["rescored"] = sorted([*rec["rescored"][1:], outside], key=rec["candidates"].index)
-    _tamper(swapped / "decisions.jsonl", 3, other)
+    tamper(swapped / "decisions.jsonl", 3, other)
     result = verify_run(swapped)
     assert not result.ok and result.first_bad_step == 7 and "re-scored items" in result.message
 
@@ -160,3 +152,16 @@ def test_ability_reads_its_scale_from_an_anchor_set_chosen_on_the_training_items
         assert d["theta"] == pytest.approx(expected, abs=1e-8) and d["theta_se"] == pytest.approx(se, abs=1e-8)
     result = verify_run(run)
     assert result.ok, result.message
+
+
+def test_anchor_ids_longer_than_a_file_name_are_read_as_ids(tmp_path):
+    """A grid passes its anchor sample as one comma-joined string, longer than a path may be."""
+    from medtune.adaptive.stage import _anchor_items
+    from medtune.schema import read_items
+
+    paths = write_inputs(tmp_path)
+    items = list(read_items(paths["items"]))
+    ids = [it.id for it in items]
+    spec = ",".join(ids)
+    assert len(spec) > 255
+    assert [it.id for it in _anchor_items([spec], items, paths["items"])] == ids

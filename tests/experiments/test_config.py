@@ -108,7 +108,7 @@ def test_not_yaml_and_not_a_mapping(tmp_path: Path) -> None:
     [
         ("tiny.yaml", 2 * 2 + 1, ["synthetic-test"]),
         ("methods-cpu.yaml", 5 * 5 + 1, ["synthetic-qa-test"]),
-        ("adaptive-cpu.yaml", 7 * 5, ["synthetic-test"]),
+        ("adaptive-cpu.yaml", 8 * 5, ["synthetic-test"]),
     ],
 )
 def test_shipped_configs_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, n_cells: int,
@@ -251,13 +251,17 @@ def test_stage_options_are_checked_before_anything_runs(tmp_path: Path, capsys: 
     assert not (tmp_path / "run").exists()
 
 
-def test_an_explicit_null_reaches_a_stage_setting_that_takes_none_and_an_absent_key_keeps_the_default() -> None:
-    """``keep_checkpoints: null`` means keep every checkpoint (the stage's own None), not "not set here"."""
+def test_keep_checkpoints_all_reaches_training_from_a_grid_and_null_keeps_the_default() -> None:
+    """In a grid ``null`` means "not set here" (the stage default); ``keep_checkpoints: all`` keeps every one."""
     data = _tiny_dict()
     name = data["models"][0]["name"]
+    data["training"]["keep_checkpoints"] = "all"
+    cfg = config_from_dict(data)
+    assert cfg.training_settings(name, "full", 0).keep_checkpoints is None
+    again = config_from_dict(cfg.model_dump(mode="json"))  # a config that travelled (to a worker) says the same
+    assert again.training_settings(name, "full", 0).keep_checkpoints is None
     data["training"]["keep_checkpoints"] = None
-    assert config_from_dict(data).training_settings(name, "full", 0).keep_checkpoints is None
-    data["training"].pop("keep_checkpoints")
     assert config_from_dict(data).training_settings(name, "full", 0).keep_checkpoints == 2
-    data["training"]["lr"] = None  # lr takes no None: null there still means the default
-    assert config_from_dict(data).training_settings(name, "full", 0).lr > 0
+    data["training"]["keep_checkpoints"] = 0
+    with pytest.raises(ConfigError, match="keep_checkpoints"):
+        config_from_dict(data).training_settings(name, "full", 0)

@@ -9,13 +9,11 @@ on resume the file is rewritten atomically with the decisions taken before the c
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 from medtune.errors import InputError
-from medtune.io import write_text_atomic
+from medtune.io import append_jsonl_durable, keep_jsonl_log, read_jsonl_log
 
 DECISIONS_NAME = "decisions.jsonl"
 REQUIRED = ("decision", "step", "first_step", "n_steps", "strategy", "seed", "candidates", "chosen")
@@ -23,12 +21,7 @@ REQUIRED = ("decision", "step", "first_step", "n_steps", "strategy", "seed", "ca
 
 def append_decision(path: str | Path, record: dict[str, Any]) -> None:
     """Append one record durably (the line is complete on disk before training uses the choice)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    append_jsonl_durable(path, record)
 
 
 def read_decisions(path: str | Path) -> list[dict[str, Any]]:
@@ -38,24 +31,7 @@ def read_decisions(path: str | Path) -> list[dict[str, Any]]:
         path = path / DECISIONS_NAME
     if not path.exists():
         raise InputError("decision log not found (an adaptive run writes one)", file=path)
-    lines = path.read_text(encoding="utf-8").splitlines()
-    records = []
-    for i, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            if i == len(lines):
-                break
-            raise InputError("not valid JSON", file=path, record=i, record_kind="line") from None
-        if not isinstance(rec, dict):
-            raise InputError("a decision must be a JSON object", file=path, record=i, record_kind="line")
-        for key in REQUIRED:
-            if key not in rec:
-                raise InputError(f"missing '{key}'", file=path, record=i, field=key, record_kind="line")
-        records.append(rec)
-    return records
+    return read_jsonl_log(path, REQUIRED, "a decision")
 
 
 def keep_decisions_before(path: str | Path, step: int) -> list[dict[str, Any]]:
@@ -63,6 +39,4 @@ def keep_decisions_before(path: str | Path, step: int) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         return []
-    keep = [r for r in read_decisions(path) if int(r["step"]) < step]
-    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
-    return keep
+    return keep_jsonl_log(path, [r for r in read_decisions(path) if int(r["step"]) < step])

@@ -15,7 +15,7 @@ from pydantic import Field, field_validator
 
 from medtune.adaptive.planner import AdaptivePlanner
 from medtune.adaptive.scores import scoring_mode
-from medtune.adaptive.strategies import EVERY_DEFAULT, RESCORE_DEFAULT, get_adaptive
+from medtune.adaptive.strategies import EVERY_DEFAULT, RESCORE_DEFAULT, check_rescore, get_adaptive
 from medtune.errors import ConfigError, InputError
 from medtune.schema import Item
 from medtune.settings import Settings
@@ -47,9 +47,7 @@ class AdaptiveSettings(Settings):
     @field_validator("rescore")
     @classmethod
     def _positive_rescore(cls, v: float | str) -> float | str:
-        if v != "all" and not float(v) > 0:
-            raise ValueError("rescore must be a positive number or 'all'")
-        return v
+        return check_rescore(v)
 
 
 def pool_and_steps(order: dict[str, Any], config: TrainConfig) -> tuple[list[str], int]:
@@ -61,11 +59,24 @@ def pool_and_steps(order: dict[str, Any], config: TrainConfig) -> tuple[list[str
     return pool, len(plan_steps(epochs, config.global_batch, config.max_steps))
 
 
+def _existing_file(spec: list[str]) -> Path | None:
+    """The file ``spec`` names when it is one path to an existing file, else None (ids, or a comma-joined list of
+    them, which can be longer than a file name may be)."""
+    if len(spec) != 1 or "," in spec[0]:
+        return None
+    try:
+        path = Path(spec[0]).expanduser()
+        return path if path.is_file() else None
+    except OSError:
+        return None
+
+
 def _anchor_items(spec: list[str], all_items: list[Item], items_path: Path) -> list[Item]:
     from medtune.schema import read_items
 
-    if len(spec) == 1 and Path(spec[0]).expanduser().exists():
-        return list(read_items(Path(spec[0]).expanduser()))
+    file = _existing_file(spec)
+    if file is not None:
+        return list(read_items(file))
     by_id = {it.id: it for it in all_items}
     ids = [i.strip() for s in spec for i in s.split(",") if i.strip()]
     unknown = [i for i in ids if i not in by_id]
@@ -77,9 +88,8 @@ def _anchor_items(spec: list[str], all_items: list[Item], items_path: Path) -> l
 
 def _anchor_set_file(spec: list[str]) -> Path | None:
     """The anchors.json named by ``--anchors`` (one existing ``.json`` file), else None."""
-    if len(spec) == 1 and spec[0].endswith(".json") and Path(spec[0]).expanduser().is_file():
-        return Path(spec[0]).expanduser()
-    return None
+    file = _existing_file(spec)
+    return file if file is not None and file.suffix == ".json" else None
 
 
 def build_planner(config: TrainConfig, adaptive: AdaptiveSettings, items: list[Item], all_items: list[Item],

@@ -214,6 +214,13 @@ def estimate_theta(correct: Sequence[float], b: Sequence[float], prior_sd: float
     return float(theta), float(1.0 / math.sqrt(info + inv_var))
 
 
+def check_rescore(value: float | str) -> float | str:
+    """``value`` if it is a valid ``rescore`` (a positive multiple or "all"), else ``ValueError`` (for validators)."""
+    if value != "all" and not float(value) > 0:
+        raise ValueError("rescore must be a positive number or 'all'")
+    return value
+
+
 def rescore_count(rescore: float | str, n_pool: int, n_decision: int) -> int:
     """How many items a decision re-scores: ``rescore`` × the items it trains (at least 1, at most the pool), or
     the whole pool for ``"all"``.

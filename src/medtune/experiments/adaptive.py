@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from medtune.adaptive.strategies import EVERY_DEFAULT, RESCORE_DEFAULT
+from medtune.adaptive.strategies import EVERY_DEFAULT, RESCORE_DEFAULT, check_rescore
 from medtune.schema import DIFFICULTY_LEVELS, Item
 
 B_COLUMN = "b"
@@ -61,9 +61,7 @@ class AdaptiveEntry(BaseModel):
     @field_validator("rescore")
     @classmethod
     def _positive_rescore(cls, v: float | str) -> float | str:
-        if v != "all" and not float(v) > 0:
-            raise ValueError("rescore must be a positive number or 'all'")
-        return v
+        return check_rescore(v)
 
 
 def validate_adaptive(name: str, entry: AdaptiveEntry) -> None:

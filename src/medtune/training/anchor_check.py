@@ -20,9 +20,7 @@ What a check does (``TrainConfig.eval_anchors``, every ``eval_every`` optimizer 
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -149,49 +147,29 @@ def _untouched(model: Any) -> Iterator[None]:
 
 def append_anchor_eval(path: str | Path, record: dict[str, Any]) -> None:
     """Append one record durably (complete on disk before the checkpoint of its step is written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    from medtune.io import append_jsonl_durable
+
+    append_jsonl_durable(path, record)
 
 
 def read_anchor_evals(path: str | Path) -> list[dict[str, Any]]:
     """The records of an anchor-check log (a run folder means its ``anchor_eval.jsonl``); a cut last line is
     skipped (a kill while writing), any other bad line is an ``InputError`` naming it."""
+    from medtune.io import read_jsonl_log
+
     path = Path(path)
     if path.is_dir():
         path = path / ANCHOR_EVAL_NAME
     if not path.exists():
         raise InputError("anchor-check log not found (a run with eval_anchors writes one)", file=path)
-    lines = path.read_text(encoding="utf-8").splitlines()
-    records = []
-    for i, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            if i == len(lines):
-                break
-            raise InputError("not valid JSON", file=path, record=i, record_kind="line") from None
-        if not isinstance(rec, dict):
-            raise InputError("a check must be a JSON object", file=path, record=i, record_kind="line")
-        for key in REQUIRED:
-            if key not in rec:
-                raise InputError(f"missing '{key}'", file=path, record=i, field=key, record_kind="line")
-        records.append(rec)
-    return records
+    return read_jsonl_log(path, REQUIRED, "a check")
 
 
 def keep_anchor_evals_through(path: str | Path, step: int) -> list[dict[str, Any]]:
     """Keep the checks made after at most ``step`` steps (rewritten atomically; 0 empties it); returns them."""
-    from medtune.io import write_text_atomic
+    from medtune.io import keep_jsonl_log
 
     path = Path(path)
     if not path.exists():
         return []
-    keep = [r for r in read_anchor_evals(path) if int(r["step"]) <= step]
-    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
-    return keep
+    return keep_jsonl_log(path, [r for r in read_anchor_evals(path) if int(r["step"]) <= step])

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -76,7 +76,8 @@ class TrainConfig(Settings):
     add_eos: bool = Field(True, description="append EOS to the completion (trained on, like the answer)")
     seed: int = Field(0, description="seed (initialisation, dropout)")
     save_every: int | None = Field(None, ge=1, description="checkpoint every N steps")
-    keep_checkpoints: int | None = Field(2, ge=1, description="checkpoints kept on disk (None: all)")
+    keep_checkpoints: Annotated[int, Field(ge=1)] | Literal["all"] | None = Field(
+        2, description="checkpoints kept on disk (all, or None: every one)")
     # In-training accuracy check on anchor items (medtune.training.anchor_check): every eval_every steps and at
     # the end, the model being trained answers the anchors of an anchors.json and the full-test accuracy they
     # estimate is appended to RUN_DIR/anchor_eval.jsonl. Scoring consumes no random numbers: training is unchanged.
@@ -132,6 +133,12 @@ class TrainConfig(Settings):
     report_to: list[str] = Field(default_factory=list, description="experiment trackers: tensorboard | mlflow | "
                                                                    "wandb (repeatable)")
     preset: str | None = Field(None, description="named settings applied under explicit ones, e.g. paper-qlora")
+
+    @field_validator("keep_checkpoints", mode="after")
+    @classmethod
+    def _all_checkpoints(cls, v: int | str | None) -> int | None:
+        # "all" is how a grid config says None: there a null means "not set here", i.e. the default
+        return None if v == "all" else v  # type: ignore[return-value]
 
     @field_validator("method")
     @classmethod
