@@ -138,7 +138,7 @@ def main() -> None:
         seeds = sorted(set(arms[arm]) & set(final[baseline]))
         draws = [reach(arm, sorted(rng.choice(seeds, size=len(seeds)).tolist())) for _ in range(n_boot)]
         values = np.array([np.inf if d is None else d for d in draws])
-        lo, hi = np.quantile(values, [0.025, 0.975])
+        lo, hi = np.quantile(values, [0.025, 0.975], method="inverted_cdf")  # no interpolation with inf
         return float(lo), None if not np.isfinite(hi) else float(hi)
 
     rows = []

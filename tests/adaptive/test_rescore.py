@@ -165,3 +165,30 @@ def test_anchor_ids_longer_than_a_file_name_are_read_as_ids(tmp_path):
     spec = ",".join(ids)
     assert len(spec) > 255
     assert [it.id for it in _anchor_items([spec], items, paths["items"])] == ids
+
+
+def test_rho_subtracts_a_given_reference_models_losses(rescored_run, tmp_path):
+    """``reference``: a run folder's model (here one trained on the same pool, standing in for a model fine-tuned
+    on held-out data) gives ref_loss, scored once before training; the base model is not the reference then."""
+    from medtune.adaptive.stage import reference_item_losses
+    from medtune.errors import ConfigError
+    from medtune.schema import read_items
+
+    paths, _, reference_run, _ = rescored_run
+    run = tmp_path / "rho-ref"
+    adaptive = AdaptiveSettings(strategy="rho", every=6, reference=str(reference_run))
+    config = _config()
+    run_adaptive_training(config, paths["items"], adaptive, run, order_path=paths["order"])
+    decisions = read_decisions(run)
+    first = decisions[0]
+    by_id = {it.id: it for it in read_items(paths["items"])}
+    expected = reference_item_losses(str(reference_run), [by_id[c] for c in first["candidates"]], config, 16)
+    assert first["scores"]["ref_loss"] == pytest.approx(expected, abs=1e-6)
+    assert first["scores"]["ref_loss"] != pytest.approx(first["scores"]["loss"], abs=1e-3)  # not the base model
+    assert all(d["scores"]["ref_loss"] == first["scores"]["ref_loss"] for d in decisions)
+    assert json.loads((run / "config.json").read_text())["adaptive"]["settings"]["reference"] == str(reference_run)
+    result = verify_run(run)
+    assert result.ok, result.message
+    with pytest.raises(ConfigError, match="takes no reference"):
+        run_adaptive_training(config, paths["items"], AdaptiveSettings(strategy="self-paced", reference=str(
+            reference_run)), tmp_path / "sp", order_path=paths["order"])

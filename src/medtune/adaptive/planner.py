@@ -50,7 +50,8 @@ class AdaptivePlanner:
                  difficulty: Mapping[str, float] | None = None, anchors: Sequence[Item] = (),
                  anchor_b: Sequence[float] = (), anchor_a: Sequence[float] | None = None,
                  theta_prior: Mapping[str, float] | None = None, anchor_mode: str = "option", score_batch: int = 16,
-                 rescore: float | str = "all", settings: Mapping[str, Any] | None = None) -> None:
+                 rescore: float | str = "all", reference_losses: Sequence[float] | None = None,
+                 settings: Mapping[str, Any] | None = None) -> None:
         if every < 1:
             raise ConfigError("every must be at least 1")
         rescore_count(rescore, 1, 1)  # a bad value fails here, not at the first decision
@@ -76,6 +77,9 @@ class AdaptivePlanner:
             else None
         self.path: Path | None = None
         self.records: list[dict[str, Any]] = []
+        if reference_losses is not None and len(reference_losses) != len(self.pool):
+            raise ConfigError(f"{len(reference_losses)} reference losses for a pool of {len(self.pool)} items")
+        self.reference_losses = None if reference_losses is None else [float(v) for v in reference_losses]
         self.ref_loss: list[float] | None = None
         self.latest: dict[str, list[float]] = {}  # the last score of every pool item, per refreshable score
         self.scored_at: list[int] = [-1] * len(self.pool)  # the step each item was last scored at (-1: never)
@@ -186,8 +190,9 @@ class AdaptivePlanner:
         for i in rescored:
             self.scored_at[i] = step
         if "ref_loss" in needs:
-            if self.ref_loss is None:  # the first decision, on the base model (every item scored): the reference
-                self.ref_loss = list(scores["loss"])
+            if self.ref_loss is None:  # the first decision: a reference model's losses, else the base model's
+                self.ref_loss = list(self.reference_losses) if self.reference_losses is not None else list(
+                    scores["loss"])
             scores["ref_loss"] = list(self.ref_loss)
         return scores, theta, se, anchors
 

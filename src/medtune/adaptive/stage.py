@@ -44,6 +44,10 @@ class AdaptiveSettings(Settings):
         "ago; the others keep their last scores. 'all': the whole pool every time. The first decision scores every "
         "item")
 
+    reference: str | None = Field(None, description="rho: the reference model whose loss is subtracted: a training "
+                                  "run folder (e.g. a model fine-tuned on held-out data) or a model spec; default: "
+                                  "the base model (the model being trained, scored before its first step)")
+
     @field_validator("rescore")
     @classmethod
     def _positive_rescore(cls, v: float | str) -> float | str:
@@ -152,13 +156,39 @@ def build_planner(config: TrainConfig, adaptive: AdaptiveSettings, items: list[I
                 raise InputError(f"anchor item '{lacking[0]}' has no {adaptive.difficulty_column}",
                                  file=adaptive.difficulty, field=adaptive.difficulty_column)
             anchor_b = [difficulty[a.id] for a in anchors]
+    reference_losses = None
+    if adaptive.reference is not None:
+        if "ref_loss" not in strategy.needs:
+            raise ConfigError(f"adaptive strategy '{strategy.name}' takes no reference model (rho does)")
+        by_id = {it.id: it for it in items}
+        reference_losses = reference_item_losses(adaptive.reference, [by_id[i] for i in pool], config,
+                                                 adaptive.score_batch)
     mode = scoring_mode(config.target) if adaptive.anchor_mode == "auto" else adaptive.anchor_mode
     return AdaptivePlanner(strategy, every=adaptive.every, items={it.id: it for it in items}, pool=pool,
                            total_steps=total, global_batch=config.global_batch, run_seed=config.seed,
                            target=config.target, template=config.template, difficulty=difficulty, anchors=anchors,
                            anchor_b=anchor_b, anchor_a=anchor_a, theta_prior=prior, anchor_mode=mode,
                            score_batch=adaptive.score_batch, rescore=adaptive.rescore,
+                           reference_losses=reference_losses,
                            settings={"settings": adaptive.to_dict()})
+
+
+def reference_item_losses(reference: str, items: list[Item], config: TrainConfig, batch: int) -> list[float]:
+    """Each item's loss under the reference model of ``rho`` (a run folder or a model spec), as training scores it.
+
+    The model is loaded as the evaluation loads it (a run folder's adapter on its base, or its full model), scored
+    once before training and released; ``trust_remote_code`` stays off.
+    """
+    from medtune.adaptive.scores import item_losses
+    from medtune.evaluation_stage import EvalSettings, ModelRef, load_model
+
+    path = Path(reference).expanduser()
+    ref = ModelRef.from_run(path) if (path / "config.json").is_file() else ModelRef(spec=reference)
+    backend = load_model(ref, EvalSettings())
+    try:
+        return item_losses(backend, items, target=config.target, template=config.template, batch=batch)
+    finally:
+        del backend
 
 
 def run_adaptive_training(settings: TrainConfig, items_path: str | Path, adaptive_settings: AdaptiveSettings,

@@ -18,7 +18,7 @@ the training package may use it.
 - ``learnability`` (LILO-style): the items whose current success probability ``p`` has the largest
   ``p(1 - p)``.
 - ``rho`` (RHO-LOSS): the items with the largest current loss minus a reference model's loss (the base model's,
-  scored at step 0).
+  scored at step 0, or a given model's, e.g. one fine-tuned on held-out data).
 
 Every strategy shares ``replacement`` (False: a pass over the pool uses each item once before any repeats).
 Pass bookkeeping (which ids are used, when a new pass starts) is :func:`pass_state`, also pure.
@@ -309,7 +309,8 @@ class Learnability(AdaptiveStrategy):
 class Rho(AdaptiveStrategy):
     name = "rho"
     needs = ("loss", "ref_loss")
-    description = "items with the largest current loss minus the base model's loss (RHO-LOSS)"
+    description = ("items with the largest current loss minus a reference model's loss (RHO-LOSS; the base model "
+                   "by default)")
 
     def pick(self, inputs: DecisionInputs, available: np.ndarray, seed: int) -> list[int]:
         return top_n(inputs.score("loss") - inputs.score("ref_loss"), available, inputs.n, seed)

@@ -50,6 +50,9 @@ def train_command(
         "--difficulty", help="adaptive ability: difficulty.parquet with each item's difficulty")] = None,
     difficulty_column: Annotated[str, typer.Option(
         "--difficulty-column", help="adaptive ability: the difficulty file's column used as b")] = "irt_b",
+    reference: Annotated[str | None, typer.Option(
+        "--reference", help="adaptive rho: the reference model (a run folder or a model spec; default the base "
+                            "model)")] = None,
     given: dict[str, Any] | None = None,
 ) -> None:
     """Fine-tune a model on ITEMS in exactly the order of ORDER; writes the run folder (docs/ARTIFACTS.md).
@@ -72,7 +75,7 @@ def train_command(
         adaptive_settings = validate_settings(AdaptiveSettings, {
             "strategy": adaptive, "options": parse_key_values(adaptive_option or [], "--adaptive-option"),
             "every": every, "anchors": anchors or [], "difficulty": str(difficulty) if difficulty else None,
-            "difficulty_column": difficulty_column, "rescore": rescore}, "options")
+            "difficulty_column": difficulty_column, "rescore": rescore, "reference": reference}, "options")
         summary = run_adaptive_training(settings, items, adaptive_settings, output, order_path=order, split=split,
                                         resume=resume, progress=progress)
         share = summary["adaptive"]["score_share"]
