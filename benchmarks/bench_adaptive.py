@@ -33,6 +33,24 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _cached_curve(run_dir: Path, items: list[Any], eval_settings: Any, cache: Path) -> dict[int, np.ndarray]:
+    """:func:`_curve`, kept in ``cache`` under the run's store key and the test items (a rerun scores only new runs)."""
+    from medtune.io import stable_hash
+
+    key = stable_hash({"run": run_dir.parent.name, "items": [it.id for it in items],
+                       "eval": eval_settings.to_dict()})
+    path = cache / f"{key}.npz"
+    if path.exists():
+        with np.load(path) as data:
+            return {int(k): data[k] for k in sorted(data.files, key=int)}
+    curve = _curve(run_dir, items, eval_settings)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **{str(k): v for k, v in curve.items()})
+    tmp.replace(path)
+    return curve
+
+
 def _curve(run_dir: Path, items: list[Any], eval_settings: Any) -> dict[int, np.ndarray]:
     """Step → per-item correctness on ``items`` for every checkpoint of a full fine-tuning run and its end."""
     from safetensors.torch import load_file
@@ -106,7 +124,8 @@ def main() -> None:
     t1 = time.perf_counter()
     for r in records:
         run_dir = Path(r["train"]["dir"])
-        arms.setdefault(r["strategy"], {})[int(r["seed"])] = _curve(run_dir, items, settings)
+        arms.setdefault(r["strategy"], {})[int(r["seed"])] = _cached_curve(run_dir, items, settings,
+                                                                           Path(args.out) / "curves")
         share = _score_share(run_dir)
         if share is not None:
             shares.setdefault(r["strategy"], []).append(share)

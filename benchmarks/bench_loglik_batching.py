@@ -18,7 +18,8 @@ and each prints the ratio per-context time / its time (> 1: faster than the base
 with the baseline's too (max absolute difference over the pairs).
 
 Workloads (contexts: MedQA test questions cut to ``--context-tokens`` tokens; continuations: option texts cut to
-``--option-tokens`` tokens), built from ``../shared/data/medqa/test.jsonl``:
+``--option-tokens`` tokens), built from
+``$MEDTUNE_SHARED_DATA/medqa/test.jsonl`` (the MedQA test file in its published format):
 
 - *distinct*: ``--pairs`` (prompt, answer) pairs, every pair with its own prompt (an item's training loss, as the
   adaptive curricula re-score it);

@@ -6,7 +6,7 @@
 
 Model: the packaged SmolLM2-135M-Instruct (``resolve_model("smollm2")``, real weights and tokenizer), fp32,
 2 threads, the paper's prompt (``medtune.prompts.PAPER``) for every method. Questions: the 1273 MedQA test
-questions (../shared/data/medqa/test.jsonl) and the MMLU medical test CSVs (for zero-shot accuracy).
+questions ($MEDTUNE_SHARED_DATA/medqa/test.jsonl) and the MMLU medical test CSVs (for zero-shot accuracy).
 
 Baselines (on the first ``--baseline-n`` questions of a seeded shuffle, since they are slow; medtune is
 timed on the same subset right before each baseline, so both see the same machine load, for the ratios):

@@ -42,7 +42,7 @@ def shared_path(*parts: str) -> Path:
     """A path under the shared data folder; skip the test with a clear reason if it is missing."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"real data not available: {path} (set MEDTUNE_SHARED_DATA to the shared/data folder)")
+        pytest.skip(f"real data not available: {path} (set MEDTUNE_SHARED_DATA to the real data folder)")
     return path
 
 

@@ -108,7 +108,7 @@ def test_not_yaml_and_not_a_mapping(tmp_path: Path) -> None:
     [
         ("tiny.yaml", 2 * 2 + 1, ["synthetic-test"]),
         ("methods-cpu.yaml", 5 * 5 + 1, ["synthetic-qa-test"]),
-        ("adaptive-cpu.yaml", 8 * 5, ["synthetic-test"]),
+        ("adaptive-cpu.yaml", 11 * 5, ["synthetic-test"]),
     ],
 )
 def test_shipped_configs_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, n_cells: int,

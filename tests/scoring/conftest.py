@@ -20,7 +20,7 @@ SHARED_DATA = Path(os.environ.get("MEDTUNE_SHARED_DATA",
 def need(*parts: str) -> Path:
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"real data not available: {path} (set MEDTUNE_SHARED_DATA to the shared/data folder)")
+        pytest.skip(f"real data not available: {path} (set MEDTUNE_SHARED_DATA to the real data folder)")
     return path
 
 
