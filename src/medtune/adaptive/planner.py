@@ -28,12 +28,11 @@ from medtune.adaptive.strategies import (
     REFRESHED,
     AdaptiveStrategy,
     DecisionInputs,
-    available_mask,
+    decision_rescore,
     decision_seed,
     estimate_theta,
     pass_state,
     rescore_count,
-    rescore_positions,
     scored_at_after,
 )
 from medtune.errors import ConfigError, InputError
@@ -151,10 +150,8 @@ class AdaptivePlanner:
         """The pool positions this decision re-scores (all of them at the first decision)."""
         if not set(self.strategy.needs) & REFRESHED:
             return []
-        m = rescore_count(self.rescore, len(self.pool), n)
-        inputs = DecisionInputs(step=0, total_steps=self.total, n=0, candidates=tuple(self.pool), used=used)
-        available = available_mask(inputs, self.strategy.options.replacement)
-        return rescore_positions(self.scored_at, available.tolist(), m, seed)
+        return decision_rescore(self.rescore, self.pool, self.scored_at, used, self.strategy.options.replacement, n,
+                                seed)
 
     def _score(self, model: Any, tokenizer: Any, rescored: Sequence[int], step: int
                ) -> tuple[dict[str, list[float]], float | None, float | None, dict[str, Any] | None]:

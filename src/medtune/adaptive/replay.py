@@ -21,13 +21,11 @@ from medtune.adaptive.decisions import read_decisions
 from medtune.adaptive.strategies import (
     REFRESHED,
     DecisionInputs,
-    available_mask,
+    decision_rescore,
     decision_seed,
     estimate_theta,
     get_adaptive,
     pass_state,
-    rescore_count,
-    rescore_positions,
     scored_at_after,
 )
 from medtune.training.data import PlannedStep
@@ -140,13 +138,12 @@ def _check_rescoring(rec: Mapping[str, Any], previous: Mapping[str, Any] | None,
     if "rescored" not in rec:
         return ""
     rule = adaptive.get("rescore", "all")
-    m = rescore_count(rule, len(pool), int(rec["n_steps"]) * int(rec["global_batch"]))
-    inputs = DecisionInputs(step=0, total_steps=1, n=0, candidates=tuple(pool), used=used)
-    available = available_mask(inputs, strategy.options.replacement).tolist()
-    expected = [pool[i] for i in rescore_positions(scored_at_after(earlier, pool), available, m, int(rec["seed"]))]
+    n = int(rec["n_steps"]) * int(rec["global_batch"])
+    expected = [pool[i] for i in decision_rescore(rule, pool, scored_at_after(earlier, pool), used,
+                                                  strategy.options.replacement, n, int(rec["seed"]))]
     if list(rec["rescored"]) != expected:
-        return (f"the re-scored items are not the {m} the rule picks (rescore {rule}: those still available in "
-                "this pass that were scored longest ago)")
+        return (f"the re-scored items are not the {len(expected)} the rule picks (rescore {rule}: those still "
+                "available in this pass that were scored longest ago)")
     if previous is None:
         return ""
     fresh = set(rec["rescored"])

@@ -184,11 +184,8 @@ def reference_item_losses(reference: str, items: list[Item], config: TrainConfig
 
     path = Path(reference).expanduser()
     ref = ModelRef.from_run(path) if (path / "config.json").is_file() else ModelRef(spec=reference)
-    backend = load_model(ref, EvalSettings())
-    try:
-        return item_losses(backend, items, target=config.target, template=config.template, batch=batch)
-    finally:
-        del backend
+    return item_losses(load_model(ref, EvalSettings()), items, target=config.target, template=config.template,
+                       batch=batch)
 
 
 def run_adaptive_training(settings: TrainConfig, items_path: str | Path, adaptive_settings: AdaptiveSettings,

@@ -255,6 +255,16 @@ def rescore_positions(scored_at: Sequence[int], available: Sequence[bool], m: in
     return sorted(ranked[:m])
 
 
+def decision_rescore(rescore: float | str, pool: Sequence[str], scored_at: Sequence[int], used: frozenset[str],
+                     replacement: bool, n: int, seed: int) -> list[int]:
+    """The pool positions a decision of ``n`` ids re-scores under the rule ``rescore`` (:func:`rescore_count`,
+    :func:`rescore_positions`), given when each item was last scored and the ids used in this pass. The planner
+    and the replay both call it."""
+    inputs = DecisionInputs(step=0, total_steps=1, n=0, candidates=tuple(pool), used=used)
+    available = available_mask(inputs, replacement).tolist()
+    return rescore_positions(scored_at, available, rescore_count(rescore, len(pool), n), seed)
+
+
 # Scores that change as the model trains (and are re-scored at decisions); b and ref_loss stay fixed.
 REFRESHED = frozenset({"loss", "p"})
 
