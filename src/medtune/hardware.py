@@ -67,16 +67,23 @@ def on_gpu() -> bool:
 
 
 def training_dtype(requested: str) -> str:
-    """``fp32`` or ``bf16`` for a run that asked for ``requested`` (``auto``, ``fp32`` or ``bf16``).
+    """``fp32``, ``bf16`` or ``fp16`` for a run that asked for ``requested`` (``auto``, ``fp32``, ``bf16``, ``fp16``).
 
-    ``auto``: bf16 on a GPU that has it, fp32 on a CPU (exact; what the tests compare against). ``bf16`` on a CPU
+    ``auto``: bf16 on a GPU that has it, fp16 on an older GPU, fp32 on a CPU (exact; what the tests compare against). ``bf16`` on a CPU
     without native bf16 falls back to fp32 with a warning naming the reason.
     """
     if requested == "fp32":
         return "fp32"
     if on_gpu():
-        return "bf16" if gpu_has_bf16() else "fp32"
+        if requested == "fp16":
+            return "fp16"
+        # A GPU without bf16 (V100, T4) trains in fp16 with dynamic loss scaling, as the HF Trainer's fp16 does.
+        return "bf16" if gpu_has_bf16() else "fp16"
     if requested == "auto":
+        return "fp32"
+    if requested == "fp16":
+        warnings.warn("fp16 mixed precision needs a GPU (loss scaling on a CPU gains nothing); fp32 is used",
+                      RuntimeWarning, stacklevel=2)
         return "fp32"
     if requested == "bf16" and not cpu_has_native_bf16():
         warnings.warn(

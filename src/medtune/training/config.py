@@ -62,9 +62,22 @@ class TrainConfig(Settings):
     scheduler: Literal["constant", "linear", "cosine"] = Field(
         "constant", description="learning-rate schedule after warm-up (linear/cosine decay to 0 at the last step)")
     max_grad_norm: float | None = Field(1.0, gt=0, description="clip the gradient norm (None: no clipping)")
-    dtype: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto: bf16 mixed precision on a GPU with bf16, fp32 on a CPU; bf16: mixed precision "
-                            "(used only where the hardware runs bf16 natively, else fp32 with a warning)")
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 mixed precision on a GPU with bf16, fp16 with loss scaling on one without "
+                            "(V100, T4), fp32 on a CPU; bf16: mixed precision (used only where the hardware runs "
+                            "bf16 natively, else fp32 with a warning); fp16: GPUs only")
+    attn_implementation: Literal["sdpa", "flash_attention_2", "flash_attention_3", "eager"] = Field(
+        "sdpa", description="attention kernel: sdpa (PyTorch's), flash_attention_2/3 (where installed: packed rows "
+                            "then run as variable-length sequences without a mask), eager")
+    distributed: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto", description="with several processes: ddp (each holds the model) or fsdp (FSDP2: weights, gradients "
+                            "and optimizer states sharded); auto: fsdp for methods that train every weight, ddp "
+                            "for adapters")
+    gpu_memory: float | None = Field(
+        None, gt=0, description="GiB of memory per GPU to plan against (default: read from this machine's GPU; "
+                                "on a CPU machine no limit is checked unless this is set)")
+    memory_check: bool = Field(
+        True, description="refuse a run whose memory plan does not fit the GPU before it starts")
     packing: bool = Field(True, description="padding-free order-preserving packing")
     # Recompute each decoder layer's activations in the backward pass instead of keeping them: less memory
     # (what TRL's SFTConfig does by default), about a third more compute. Off: on CPU, RAM is rarely the limit.
