@@ -169,7 +169,7 @@ class FakeModel:
 
 def test_embeddings_are_cached_by_model_and_texts(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDTUNE_CACHE", str(tmp_path))
-    monkeypatch.setattr(emb, "load_model", lambda location: FakeModel())
+    monkeypatch.setattr(emb, "load_model", lambda location, device=None: FakeModel())
     FakeModel.loads = 0
     a = emb.embed_texts(["alpha", "beta"])
     assert a.dtype == np.float32 and a.shape == (2, 3)

@@ -13,11 +13,13 @@ Two choices of model matter:
   semantic similarity, and bert-score has no layer tuned for this model. Numbers are comparable between
   medtune runs, not with tables computed with another model.
 * ``study``: ``microsoft/deberta-xlarge-mnli`` at layer 40, no IDF, no baseline rescaling, the settings of
-  ``evaluate.load("bertscore")`` with that model, which is what the reference MedQuAD study reports. It needs the
-  model in the Hugging Face cache (``hf download microsoft/deberta-xlarge-mnli``); nothing here downloads.
+  ``evaluate.load("bertscore")`` with that model, which is what the reference MedQuAD study reports. Online it is
+  downloaded into the Hugging Face cache on first use; offline (``HF_HUB_OFFLINE``) it must be there already
+  (``hf download microsoft/deberta-xlarge-mnli``).
 
-Whatever the model, it is loaded from a local folder (a hub name must already be cached) with safetensors
-weights, so scoring never reaches the Hub and works with ``HF_HUB_OFFLINE=1``. The scorer is built once per
+Whatever the model, it is loaded from a local folder with safetensors weights: a hub name resolves to its snapshot
+in the user's Hugging Face cache (downloaded there first when the hub is reachable and it is not cached yet), so
+once cached, scoring never reaches the Hub and works with ``HF_HUB_OFFLINE=1``. The scorer is built once per
 process and settings (:func:`scorer`), so a grid scoring many cells loads it once.
 
 An empty or missing answer scores 0 (precision, recall and F1): that is bert-score's own rule for an empty
@@ -136,20 +138,32 @@ def _check_folder(folder: Path, what: str) -> int:
     return n_layers
 
 
-def _hub_snapshot(name: str) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+def _hub_snapshot(name: str, *, download: bool = True) -> Path | None:
+    """The cached snapshot of hub model ``name``; when it is not cached: downloaded if the hub is reachable (None
+    without ``download``: it could be), a ConfigError if the hub is offline. The cache is looked at first, so a
+    cached model costs no network call each time the scorer is described."""
+    from medtune.models import cached_snapshot, download_snapshot, hub_offline, split_hub_name
 
+    found = cached_snapshot(name)
+    if found is not None:
+        return found
+    if hub_offline():
+        raise ConfigError(f"BERTScore model '{name}' is neither a local folder nor in the Hugging Face cache and the "
+                          f"hub is offline (HF_HUB_OFFLINE); it needs a download first (hf download "
+                          f"{split_hub_name(name)[0]}), or give a local folder")
+    if not download:
+        return None
     try:
-        return Path(snapshot_download(repo_id=name, local_files_only=True))
-    except (LocalEntryNotFoundError, OSError, ValueError):
-        raise ConfigError(f"BERTScore model '{name}' is neither a local folder nor in the Hugging Face cache; it "
-                          f"needs a download first (hf download {name}), or give a local folder") from None
+        return download_snapshot(name)
+    except InputError as exc:
+        raise ConfigError(f"BERTScore {exc}; give a local folder instead") from None
 
 
-def resolve_model(settings: BertScoreSettings) -> ResolvedModel | None:
+def resolve_model(settings: BertScoreSettings, *, download: bool = True) -> ResolvedModel | None:
     """The model and layer ``settings`` mean on this machine; None when BERTScore is off (or ``auto`` finds no
-    packaged MiniLM). Reads only local files."""
+    packaged MiniLM). A hub name not in the Hugging Face cache is downloaded when the hub is reachable; with
+    ``download=False`` nothing is, and such a model gives None as well (a check before training asks only whether
+    scoring could get its model, not for a download of gigabytes)."""
     spec = settings.model.strip()
     key = spec.lower()
     if not settings.enabled or (key == AUTO and not minilm_available()):
@@ -173,9 +187,13 @@ def resolve_model(settings: BertScoreSettings) -> ResolvedModel | None:
         else:
             from bert_score.utils import model2layers
 
-            name = hub_name = spec
-            folder = _hf_folder(_hub_snapshot(spec))
-            default_layer = default_layer or model2layers.get(spec)
+            name = spec
+            hub_name = spec.partition("@")[0]
+            snapshot = _hub_snapshot(spec, download=download)
+            if snapshot is None:
+                return None
+            folder = _hf_folder(snapshot)
+            default_layer = default_layer or model2layers.get(hub_name)
     n_layers = _check_folder(folder, f"'{name}'")
     layer = settings.num_layers if settings.num_layers is not None else (default_layer or n_layers)
     if not 0 <= layer <= n_layers:

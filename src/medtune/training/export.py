@@ -11,7 +11,6 @@ ordinary safetensors model any tool can load.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -126,8 +125,11 @@ def export_run(run_dir: str | Path, output: str | Path | None, *, merge: bool = 
 
 
 def push(folder: str | Path, repo_id: str) -> None:
-    """Upload a folder (adapter or merged model) to the hub; a clear error when offline."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
+    """Upload a folder (adapter or merged model) to the hub; a clear error when the user's environment turns the hub
+    off (medtune never sets ``HF_HUB_OFFLINE`` itself, so only the user's setting refuses a push)."""
+    from medtune.models import hub_offline
+
+    if hub_offline():
         raise MedtuneError(f"cannot push to '{repo_id}': the hub is offline (HF_HUB_OFFLINE=1); "
                            f"the exported files are in {folder}")
     from huggingface_hub import HfApi
