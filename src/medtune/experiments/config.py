@@ -182,14 +182,48 @@ EvaluationConfig = _evaluation_section()
 
 
 class ExecutorConfig(_Strict):
+    """Where cells run, and what each cell gets of the machine (see :mod:`medtune.experiments.executors`).
+
+    GPU settings default to what the machine has, so one config runs on a laptop and on a GPU node: a cell gets
+    ``gpus_per_cell`` GPUs where there are GPUs and none elsewhere; the pool runs one worker per GPU slot.
+    """
+
     kind: Literal["local", "pool", "ray"] = "local"
-    workers: int = Field(2, ge=1, description="processes for the pool executor")
-    num_cpus: float = Field(1, gt=0, description="CPUs each Ray task asks for")
-    num_gpus: float = Field(0, ge=0, description="GPUs each cell asks for (Ray)")
-    address: str | None = Field(None, description="Ray cluster address; None starts a local instance")
+    workers: int | None = Field(None, ge=1, description="processes for the pool executor (default: one per GPU slot, "
+                                "visible GPUs // gpus_per_cell, where GPUs are visible; else 2)")
+    gpus_per_cell: int | None = Field(
+        None, ge=0, description="GPUs each pool or Ray cell gets where the machine or cluster has GPUs (default 1; "
+                                "none where there are none): it sees only its own; 0 hides the GPUs from the cells")
+    num_cpus: float = Field(1, gt=0, description="CPUs each Ray task asks for (a local instance: at most its CPUs)")
+    num_gpus: float | None = Field(
+        None, ge=0, description="GPUs each Ray task asks for (a fraction shares a GPU between cells; default: "
+                                "gpus_per_cell where the cluster has GPUs when the grid starts, else 0)")
+    address: str | None = Field(None, description="Ray cluster address (or the RAY_ADDRESS variable); None starts "
+                                "a local instance with this machine's CPUs and GPUs")
+    ray_init: dict[str, Any] | None = Field(
+        None, description="keyword arguments for ray.init of a local instance (e.g. num_cpus, num_gpus: the "
+                          "resources Ray counts, which need not exist)")
     torch_threads: int | None = Field(
         None, ge=1, description="torch threads per cell; fix it to get identical numbers under every executor"
     )
+
+    @field_validator("num_gpus")
+    @classmethod
+    def _one_gpu_count(cls, v: float | None, info: Any) -> float | None:
+        # num_gpus is gpus_per_cell as Ray asks for it; different whole numbers would give Ray tasks one count of
+        # GPUs and pool workers another.
+        g = info.data.get("gpus_per_cell")
+        if v is not None and g is not None and -(-v // 1) != g:  # ceil
+            raise ValueError(f"{v:g} GPUs per Ray task disagrees with gpus_per_cell: {g} (set only gpus_per_cell; "
+                             "num_gpus is needed only for a fraction of a GPU)")
+        return v
+
+    @field_validator("ray_init")
+    @classmethod
+    def _local_only(cls, v: dict[str, Any] | None, info: Any) -> dict[str, Any] | None:
+        if v and (info.data.get("address") or "address" in v):
+            raise ValueError("sets up a local Ray instance; a cluster (address) has its own resources")
+        return v
 
 
 class ExperimentConfig(_Strict):
