@@ -42,6 +42,14 @@ from medtune.difficulty import (
 from medtune.errors import ConfigError, InputError
 from medtune.io import sha256_file, stable_hash
 from medtune.schema import DIFFICULTY_LEVELS
+from medtune.scoring.engine import BatchTokens
+from medtune.scoring.vllm_backend import (
+    VllmEnforceEager,
+    VllmGpuMemoryUtilization,
+    VllmMaxModelLen,
+    VllmTensorParallelSize,
+    vllm_options,
+)
 from medtune.settings import Settings, validate_settings
 
 if TYPE_CHECKING:
@@ -120,8 +128,13 @@ class DifficultySettings(Settings):
     split: str | None = Field(None, description="Only items of this split.")
     dtype: str = Field("auto", description="auto, fp32, bf16 or fp16.")
     device: str = Field("auto", description="auto, cpu or cuda[:N].")
-    batch_tokens: int | None = Field(None, ge=1, description="Padded tokens per scoring batch (default: the "
-                                     "scorer's).")
+    batch_tokens: BatchTokens | None = Field(None, description="Padded tokens per scoring batch, or auto (default: "
+                                             "the scorer's, auto: 1024 on a CPU, estimated from the free memory on "
+                                             "a GPU).")
+    vllm_gpu_memory_utilization: VllmGpuMemoryUtilization = None
+    vllm_max_model_len: VllmMaxModelLen = None
+    vllm_tensor_parallel_size: VllmTensorParallelSize = None
+    vllm_enforce_eager: VllmEnforceEager = False
 
     @field_validator("thresholds")
     @classmethod
@@ -289,7 +302,8 @@ def ensemble_scores(s: DifficultySettings, items: Sequence[Item], folder: Path, 
             frames[name] = frame
             continue
         _say(log, f"{name}: scoring {len(items)} questions ({s.mode} mode)")
-        loaded = load_backend(spec, dtype=s.dtype, device=s.device)  # any backend: hf, openai:URL, a plugin's
+        loaded = load_backend(spec, dtype=s.dtype, device=s.device,  # any backend: hf, openai:URL, a plugin's
+                              vllm=vllm_options(s))
         frames[name] = score_items(loaded, items, output=path, progress=progress, **kwargs)
         del loaded
     return frames, specs

@@ -29,7 +29,14 @@ from medtune.errors import InputError
 from medtune.evaluation import DEFAULT_N_BOOT, compute_metrics, qa_item_scores
 from medtune.io import atomic_path, write_json_atomic
 from medtune.schema import Item, QAItem, read_items
-from medtune.scoring.engine import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_NEW_TOKENS
+from medtune.scoring.engine import DEFAULT_MAX_NEW_TOKENS, BatchTokens
+from medtune.scoring.vllm_backend import (
+    VllmEnforceEager,
+    VllmGpuMemoryUtilization,
+    VllmMaxModelLen,
+    VllmTensorParallelSize,
+    vllm_options,
+)
 from medtune.settings import Settings, validate_settings
 
 EvalMode = Literal["auto", "letter", "option", "generate"]
@@ -50,7 +57,9 @@ class EvalSettings(Settings):
         "auto", description="base weights' quantization (bitsandbytes); auto: as the model was trained (4bit for "
         "qlora), else none")
     device: str = Field("auto", description="auto, cpu or cuda[:N]")
-    batch_tokens: int = Field(DEFAULT_BATCH_TOKENS, ge=1, description="padded tokens per batch (rows x longest)")
+    batch_tokens: BatchTokens = Field(
+        "auto", description="padded tokens per batch (rows x longest); auto: 1024 on a CPU, on a GPU estimated from "
+        "its free memory and lowered when a batch runs out of memory (values never depend on it)")
     max_batch_size: int = Field(64, ge=1, description="questions per batch at most")
     max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, ge=1, description="generate mode: new tokens per answer")
     chat: bool = Field(False, description="wrap prompts in the tokenizer's chat template")
@@ -64,6 +73,10 @@ class EvalSettings(Settings):
         default_factory=BertScoreSettings,
         description="BERTScore of free-text answers (medtune.bertscore): a preset (minilm, study), a model, none "
         "(off), or a mapping of model, num_layers, idf, rescale, lang, baseline_path, batch_size, device")
+    vllm_gpu_memory_utilization: VllmGpuMemoryUtilization = None
+    vllm_max_model_len: VllmMaxModelLen = None
+    vllm_tensor_parallel_size: VllmTensorParallelSize = None
+    vllm_enforce_eager: VllmEnforceEager = False
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -206,9 +219,12 @@ def describe_precision(settings: EvalSettings | dict[str, Any], ref: ModelRef | 
     if name not in ("hf", "vllm"):
         return {"backend": name, "dtype": settings.dtype, "quantization": quantization}
     from medtune.models import default_device, resolve_dtype
+    from medtune.scoring.hf import auto_dtype
 
     device = default_device() if settings.device == "auto" else settings.device
-    dtype = str(resolve_dtype(resolve_dtype_for(settings, ref), device)).removeprefix("torch.")
+    requested = resolve_dtype_for(settings, ref)
+    requested = auto_dtype(device) if requested == "auto" else requested  # as the backends load it
+    dtype = str(resolve_dtype(requested, device)).removeprefix("torch.")
     return {"backend": name, "dtype": _TORCH_NAMES.get(dtype, dtype), "quantization": quantization}
 
 
@@ -220,7 +236,8 @@ def load_model(model: ModelRef | str | Path, settings: EvalSettings | dict[str, 
     ref = as_model_ref(model)
     return load_backend(ref.weights, backend=settings.backend, dtype=resolve_dtype_for(settings, ref),
                         device=settings.device,
-                        quantization=resolve_quantization(settings, ref), adapter=ref.adapter)
+                        quantization=resolve_quantization(settings, ref), adapter=ref.adapter,
+                        vllm=vllm_options(settings))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -62,7 +62,9 @@ PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Also write a histo
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="difficulty.parquet to write.")]
 
 # Settings each command takes from the schema; the rest are the command's own arguments or do not apply.
-SCORE_SETTINGS = ("mode", "template", "irt", "irt_data", "split", "dtype", "device", "batch_tokens")
+SCORE_SETTINGS = ("mode", "template", "irt", "irt_data", "split", "dtype", "device", "batch_tokens",
+                  "vllm_gpu_memory_utilization", "vllm_max_model_len", "vllm_tensor_parallel_size",
+                  "vllm_enforce_eager")
 IMPORT_SETTINGS = ("key", "key_column", "value_column", "one_minus", "on_unmatched")
 RESPONSES_SETTINGS = ("irt", "irt_data")
 HUMAN_SETTINGS = ("higher_is", "human_file", "human_key", "human_key_column", "human_value_column", "split")

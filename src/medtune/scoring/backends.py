@@ -166,11 +166,17 @@ def backend_of(spec: str | Path, backend: str | None = None) -> tuple[str, str]:
 
 def load_backend(spec: str | Path, *, backend: str | None = None, dtype: str = "auto", device: str = "auto",
                  quantization: str | None = None, adapter: str | Path | None = None,
-                 trust_remote_code: bool = False) -> ScoringBackend:
-    """Create the backend ``spec`` names (see the module docstring); ``backend`` overrides the spec's prefix."""
+                 trust_remote_code: bool = False, vllm: Mapping[str, Any] | None = None) -> ScoringBackend:
+    """Create the backend ``spec`` names (see the module docstring); ``backend`` overrides the spec's prefix.
+
+    ``vllm``: engine options (``gpu_memory_utilization``, ``max_model_len``, ``tensor_parallel_size``,
+    ``enforce_eager``...) for the ``vllm`` backend, passed to its factory as ``engine_options`` and to
+    ``vllm.LLM``; other backends do not receive them, so one evaluation setting serves a grid of mixed backends.
+    """
     name, target = backend_of(spec, backend)
+    extra = {"engine_options": dict(vllm)} if name == "vllm" and vllm else {}
     made = get_backend(name)(target, dtype=dtype, device=device, quantization=quantization, adapter=adapter,
-                             trust_remote_code=trust_remote_code)
+                             trust_remote_code=trust_remote_code, **extra)
     if not isinstance(made, ScoringBackend):
         raise ConfigError(f"backend '{name}' returned a {type(made).__name__}, which lacks the ScoringBackend "
                           "members (name, spec, tokenizer, MODES, loglikelihood, generate)")
@@ -196,8 +202,10 @@ def as_backend(model: Any) -> ScoringBackend:
 def _hf_factory(target: str, *, dtype: str = "auto", device: str = "auto", quantization: str | None = None,
                 adapter: str | Path | None = None, trust_remote_code: bool = False) -> ScoringBackend:
     from medtune.models import resolve_model
-    from medtune.scoring.hf import HFBackend
+    from medtune.scoring.hf import HFBackend, auto_dtype
 
+    # auto: bf16 only on a GPU with native bf16, fp16 on an older one (where bf16 would be emulated), fp32 on a CPU
+    dtype = auto_dtype(device) if dtype == "auto" else dtype
     return HFBackend(resolve_model(target, dtype=dtype, device=device, quantization=quantization, adapter=adapter,
                                    trust_remote_code=trust_remote_code))
 
@@ -213,11 +221,12 @@ def _openai_factory(target: str, *, dtype: str = "auto", device: str = "auto", q
 
 
 def _vllm_factory(target: str, *, dtype: str = "auto", device: str = "auto", quantization: str | None = None,
-                  adapter: str | Path | None = None, trust_remote_code: bool = False) -> ScoringBackend:
+                  adapter: str | Path | None = None, trust_remote_code: bool = False,
+                  engine_options: Mapping[str, Any] | None = None) -> ScoringBackend:
     from medtune.scoring.vllm_backend import VLLMModel
 
     return VLLMModel(target, dtype=dtype, quantization=quantization, adapter=adapter,
-                     trust_remote_code=trust_remote_code)
+                     trust_remote_code=trust_remote_code, **dict(engine_options or {}))
 
 
 _BUILTINS = {"hf": _hf_factory, "openai": _openai_factory, "vllm": _vllm_factory}

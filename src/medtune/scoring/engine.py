@@ -15,6 +15,13 @@ Modes:
   answer is X", or an option's text); for free-text items (:class:`~medtune.schema.QAItem`) the text is
   the result (``pred``/``correct`` are null, ``answer`` is the reference text).
 
+Batches are capped by padded tokens (``batch_tokens``). ``auto`` keeps the measured CPU value
+(:data:`DEFAULT_BATCH_TOKENS`) off a GPU; on a GPU the backend estimates a budget from the free memory
+(``auto_batch_tokens``, see :meth:`medtune.scoring.hf.HFBackend.auto_batch_tokens`). Whatever the budget, a batch
+that runs out of GPU memory is scored again in smaller batches (:func:`lowered_budget`), and the lowered budget
+is kept for the rest of the run and for later runs on the same backend. Batching never changes a value beyond
+float rounding, so neither does the budget.
+
 ``scores``/``probs``/``scores_norm`` are always indexed by the ORIGINAL option index, also when options
 were shown permuted (``permutation[i]`` = original index of the option shown at position ``i``).
 
@@ -25,15 +32,20 @@ reduction from log-likelihoods to a prediction is :func:`~medtune.scoring.backen
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import random
+import sys
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pandas as pd
+from pydantic import BeforeValidator
 
-from medtune.errors import InputError
+from medtune.errors import ConfigError, InputError
 from medtune.prompts import (
     MCQTemplate,
     extract_answer,
@@ -51,7 +63,7 @@ from medtune.scoring.backends import (
     reduce_scores,
     token_cache,
 )
-from medtune.scoring.batching import length_batches
+from medtune.scoring.batching import length_order, next_batch
 from medtune.scoring.store import ResultStore
 from medtune.scoring.tokens import letter_token_ids
 
@@ -60,6 +72,23 @@ MODES: tuple[str, ...] = ("letter", "option", "generate")
 COLUMNS = ["id", "mode", "answer", "pred", "correct", "scores", "probs", "permutation", "generated"]
 DEFAULT_BATCH_TOKENS = 1024  # measured on SmolLM2, 2 threads: 614 tok/s vs 424 at 8192 (cache effects)
 DEFAULT_MAX_NEW_TOKENS = 32
+
+
+def _batch_tokens_value(value: Any) -> Any:
+    """A settings value of ``batch_tokens`` (a positive integer, also written as text, or ``auto``), checked."""
+    if value == "auto":
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ValueError(f"a positive number of padded tokens or 'auto', not {value!r}")
+
+
+# A settings field's type for the batch budget: padded tokens, or ``auto`` (see the module docstring).
+BatchTokens = Annotated[int | Literal["auto"], BeforeValidator(_batch_tokens_value)]
+
+log = logging.getLogger(__name__)
 
 
 def question_permutation(item_id: str, n_options: int, seed: int | None) -> list[int] | None:
@@ -213,6 +242,66 @@ def _check_letters(backend: ScoringBackend, tpl: MCQTemplate, items: Sequence[MC
         letter_token_ids(backend.tokenizer, tpl.answer_prefix, letters_for(n))
 
 
+# ----------------------------------------------------------------------------------------------------------
+# The batch budget: chosen for the device, lowered when a batch runs out of GPU memory
+
+# Budgets lowered after running out of memory, by backend: a later run on the same model starts from them instead
+# of meeting the same failure again (the estimate from free memory would be as high as before).
+_LOWERED: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+def lowered_budget(backend: Any) -> int | None:
+    """The budget an out-of-memory batch lowered ``backend``'s scoring to (``None`` if none ran out)."""
+    try:
+        return _LOWERED.get(backend)
+    except TypeError:  # a backend that cannot be weakly referenced
+        return None
+
+
+def _remember_budget(backend: Any, budget: int) -> None:
+    with contextlib.suppress(TypeError):  # a backend that cannot be weakly referenced keeps no memory
+        _LOWERED[backend] = budget
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch's out-of-memory error of an accelerator (a CPU allocation failure is not).
+
+    torch is only consulted if it is already imported: otherwise nothing could have raised its error.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    return oom is not None and isinstance(exc, oom)
+
+
+def _release_accelerator_memory() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def resolve_batch_tokens(backend: Any, batch_tokens: int | str, mode: str, costs: Sequence[int],
+                         max_batch_size: int) -> int:
+    """The padded-token budget a run starts with: ``batch_tokens`` itself, or for ``auto`` the backend's estimate
+    (``auto_batch_tokens(mode, costs, max_batch_size)``, ``None`` for none) else :data:`DEFAULT_BATCH_TOKENS`;
+    never above a budget an earlier run on this backend had to lower to."""
+    if batch_tokens == "auto":
+        estimate = getattr(backend, "auto_batch_tokens", None)
+        chosen = estimate(mode, costs, max_batch_size) if callable(estimate) and costs else None
+        budget, how = (DEFAULT_BATCH_TOKENS, "default") if chosen is None else (int(chosen), "estimated")
+    elif isinstance(batch_tokens, int) and not isinstance(batch_tokens, bool) and batch_tokens >= 1:
+        budget, how = batch_tokens, "given"
+    else:
+        raise ConfigError(f"batch_tokens must be a positive number of tokens or 'auto', not {batch_tokens!r}")
+    lowered = lowered_budget(backend)
+    if lowered is not None and lowered < budget:
+        budget, how = lowered, "lowered earlier after running out of GPU memory"
+    if batch_tokens == "auto":
+        log.info("scoring with batch_tokens=%d (auto: %s, backend %s)", budget, how, getattr(backend, "name", "?"))
+    return budget
+
+
 def _frame(rows: list[dict[str, Any]], mode: str) -> pd.DataFrame:
     columns = COLUMNS + (["scores_norm"] if mode == "option" else [])
     frame = pd.DataFrame(rows, columns=columns)
@@ -223,6 +312,38 @@ def _frame(rows: list[dict[str, Any]], mode: str) -> pd.DataFrame:
     return frame
 
 
+def _run_or_none(runner: BatchRunner, batch: Sequence[_Prepared]) -> list[dict[str, Any]] | None:
+    """The batch's rows, or ``None`` when it ran out of accelerator memory (any other error propagates).
+
+    The error is dropped before the caller retries: its traceback holds the failed pass's tensors.
+    """
+    try:
+        return runner.run(batch)
+    except Exception as exc:
+        if not _is_out_of_memory(exc):
+            raise
+    return None
+
+
+def _lower(backend: Any, batch: Sequence[_Prepared], budget: int) -> int:
+    """Half the padded tokens of the batch that ran out of memory (so it splits), remembered for the backend.
+
+    A batch of one question cannot be split: that is a :class:`ConfigError` naming its length.
+    """
+    _release_accelerator_memory()
+    padded = len(batch) * max(p.cost for p in batch)
+    if len(batch) == 1:
+        item = batch[0]
+        raise ConfigError(f"batch_tokens: question '{item.item.id}' alone ({item.cost} tokens) does not fit in the "
+                          f"GPU's free memory (batch budget {budget}); free GPU memory, load the model quantized or "
+                          "in a smaller dtype, or use a shorter template")
+    lowered = max(1, min(budget, padded) // 2)
+    _remember_budget(backend, lowered)
+    log.warning("a batch of %d questions (%d padded tokens) ran out of GPU memory: scoring it again with "
+                "batch_tokens=%d, kept for the rest of the run", len(batch), padded, lowered)
+    return lowered
+
+
 def score_items(
     model: Any,
     items: Sequence[MCQItem | QAItem],
@@ -230,7 +351,7 @@ def score_items(
     mode: Mode = "letter",
     template: str | MCQTemplate = "paper",
     permute_seed: int | None = None,
-    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    batch_tokens: int | Literal["auto"] = "auto",
     max_batch_size: int = 64,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     option_score: Literal["norm", "sum"] = "norm",
@@ -245,7 +366,8 @@ def score_items(
     (scored by the transformers backend), or a model spec such as ``hf:PATH``, ``openai:http://HOST:PORT/v1``
     (created with :func:`~medtune.scoring.backends.load_backend` on its defaults). Rows are described in the module
     docstring and docs/ARTIFACTS.md. ``batch_tokens`` caps padded tokens per batch (rows × longest row;
-    in option mode a question's prompt plus all its options). With ``output`` the rows stream to a part
+    in option mode a question's prompt plus all its options); ``auto`` picks it for the device, and a batch that
+    runs out of GPU memory is split (see the module docstring). With ``output`` the rows stream to a part
     file batch by batch and a rerun with the same settings resumes; the final file (Parquet, or JSON lines
     for ``.jsonl``) is written atomically. ``chat`` wraps each prompt in the tokenizer's chat template
     (for instruction-tuned models in generate mode).
@@ -278,14 +400,22 @@ def score_items(
     prepared = _prepare(todo_items, backend.tokenizer, mode, tpl, permute_seed, chat)
     rows_by_id: dict[str, dict[str, Any]] = dict(store.rows) if store else {}
     if prepared:
-        batches = length_batches([p.cost for p in prepared], batch_tokens, max_batch_size)
+        costs = [p.cost for p in prepared]
+        budget = resolve_batch_tokens(backend, batch_tokens, mode, costs, max_batch_size)
+        order = length_order(costs)
         from tqdm.auto import tqdm
 
         with tqdm(total=len(items), initial=len(items) - len(prepared), disable=not progress,
                   desc=f"scoring ({mode})", unit="q") as bar:
-            for batch_idx in batches:
+            start = 0
+            while start < len(order):
+                batch_idx = next_batch(costs, order, start, budget, max_batch_size)
                 batch = [prepared[i] for i in batch_idx]
-                rows = runner.run(batch)
+                rows = _run_or_none(runner, batch)
+                if rows is None:  # out of GPU memory: the same questions again, in smaller batches
+                    budget = _lower(backend, batch, budget)
+                    continue
+                start += len(batch_idx)
                 if store:
                     store.append(rows)
                 for r in rows:

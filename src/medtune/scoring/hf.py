@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from medtune.scoring.batching import length_batches
+from medtune.scoring.batching import PassMemory, estimate_batch_tokens, length_batches
 
 
 def _model_device(model) -> torch.device:
@@ -20,6 +20,47 @@ def _model_device(model) -> torch.device:
         return next(model.parameters()).device
     except StopIteration:  # pragma: no cover - a model without parameters
         return torch.device("cpu")
+
+
+def auto_dtype(device: str = "auto") -> str:
+    """What ``dtype: auto`` loads a scoring model in: bf16 on a GPU that computes it natively, fp16 on an older GPU.
+
+    Only compute capability 8 and later (Ampere, Hopper...) have bf16 matrix units. ``torch.cuda.is_bf16_supported()``
+    also says yes on a T4 or V100, where bf16 is emulated and several times slower than fp16, so the capability
+    decides. Elsewhere ``auto`` is returned unchanged (fp32 on a CPU, by :func:`medtune.models.resolve_dtype`).
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        return "auto"
+    if torch.version.hip:  # ROCm GPUs medtune runs on (MI200 and later) compute bf16 natively
+        return "bf16"
+    major, _ = torch.cuda.get_device_capability(torch.device(device))
+    return "bf16" if major >= 8 else "fp16"
+
+
+def pass_memory(config: Any, dtype: torch.dtype, mode: str, longest: int = 0) -> PassMemory:
+    """Bytes a forward pass of a model with this ``config`` holds per padded token and per kept logits row.
+
+    Per token: one layer's activations (attention projections and the MLP's gate/up/product) and the keys and
+    values — of one layer in letter mode (no cache is kept), of every layer where a KV cache is (option,
+    generate); eager attention adds its ``heads × longest`` score matrix. Per row: the logits row, its fp32 copy
+    and the fp32 log-softmax. See :func:`medtune.scoring.batching.estimate_batch_tokens`.
+    """
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    hidden = int(getattr(text, "hidden_size", 0) or 0)
+    layers = int(getattr(text, "num_hidden_layers", 1) or 1)
+    heads = int(getattr(text, "num_attention_heads", 1) or 1)
+    kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(text, "head_dim", None) or (hidden // heads if heads else 0))
+    intermediate = int(getattr(text, "intermediate_size", None) or 4 * hidden)
+    vocab = int(getattr(text, "vocab_size", 0) or 0)
+    size = torch.empty((), dtype=dtype).element_size()
+    kv = 2 * kv_heads * head_dim * (1 if mode == "letter" else layers)
+    per_token = size * (6 * hidden + 3 * intermediate + kv)
+    if getattr(text, "_attn_implementation", None) == "eager":
+        per_token += heads * max(longest, 1) * (2 * size + 4)
+    return PassMemory(per_token=per_token, per_row=vocab * (size + 8))
 
 
 def _pad_right(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -456,6 +497,23 @@ class HFBackend:
         done = [r for r in results if r is not None]
         assert len(done) == len(pairs)
         return done
+
+    def auto_batch_tokens(self, mode: str, lengths: Sequence[int], max_batch_size: int) -> int | None:
+        """The padded-token budget ``batch_tokens: auto`` starts from: ``None`` (the scorer's CPU default) off a
+        GPU; on one, the estimate from the free memory and the model's shape (:func:`pass_memory`).
+
+        ``lengths`` are the batch costs of the questions to score (their shortest decides how many logits rows a
+        batch may hold). Weights are loaded by now, so the free memory is what the passes can use.
+        """
+        device = _model_device(self.model)
+        if device.type != "cuda" or not lengths:
+            return None
+        free, _ = torch.cuda.mem_get_info(device)
+        dtype = getattr(self.model, "dtype", None)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            dtype = torch.float32
+        memory = pass_memory(self.model.config, dtype, mode, longest=max(lengths))
+        return estimate_batch_tokens(free, memory, shortest=min(lengths), max_rows=max_batch_size)
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] | None = None
                  ) -> list[str]:
