@@ -109,12 +109,27 @@ def _print_grid(summary: RunSummary, cfg: ExperimentConfig) -> None:
     console.print("train / eval: the precision a cell trains and is evaluated in, resolved for this machine (dtype "
                   "auto: bf16 on a GPU with bf16, fp32 on a CPU; + 4bit: a quantized base); a fine-tuned model is "
                   "evaluated on the weights it was trained with", highlight=False)
+    _print_memory(cfg)
     counts = summary.counts
     console.print("status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), highlight=False)
     stages = stored_artifacts(cfg)
     if stages:
         console.print("stored stage artifacts: " + ", ".join(f"{k} {v}" for k, v in stages.items()),
                       highlight=False)
+
+
+def _print_memory(cfg: ExperimentConfig) -> None:
+    """The memory plan per model × method against the GPU its cells get (nothing on a CPU machine that states
+    no `training.gpu_memory`)."""
+    from medtune.experiments.checks import memory_plans
+    from medtune.training.memory import GIB
+
+    for cp in memory_plans(cfg):
+        p = cp.plan
+        gpus = f" on each of {p.world_size} GPUs" if p.world_size > 1 else ""
+        console.print(f"memory: {cp.model} × {cp.method}: ~{p.total / GIB:.1f} GiB of {(p.gpu_bytes or 0) / GIB:.1f} "
+                      f"GiB per GPU{gpus} ({p.precision}, peak in the {p.peak})"
+                      + ("" if p.fits else " [does not fit; memory_check is off]"), highlight=False, markup=False)
 
 
 def report(

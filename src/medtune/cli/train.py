@@ -26,9 +26,18 @@ err_console = Console(stderr=True, highlight=False)
 
 @with_settings(TrainConfig, rename={"tiny": "--tiny-option"})
 def train_command(
-    items: Annotated[Path, typer.Option("--items", help="items.parquet to train on (ids referenced by the order)")],
-    order: Annotated[Path, typer.Option("--order", help="order.json planned by `medtune order`")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="run folder to write")],
+    items: Annotated[Path | None, typer.Option(
+        "--items", help="items.parquet to train on (ids referenced by the order; required unless --dry-run)")] = None,
+    order: Annotated[Path | None, typer.Option(
+        "--order", help="order.json planned by `medtune order` (required unless --dry-run)")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="run folder to write (required unless "
+                                                                       "--dry-run)")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="print the memory plan per GPU and stop before training; exit 2 when it does not fit "
+                          "the GPU (--gpu-memory, else this machine's)")] = False,
+    world_size: Annotated[int | None, typer.Option(
+        "--world-size", min=1, help="--dry-run: processes to plan for (default: $WORLD_SIZE as torchrun sets it, "
+                                    "else 1)")] = None,
     split: Annotated[str | None, typer.Option(
         help="split of the items file to train on (default: 'train' when the file holds several)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the latest checkpoint in -o")] = False,
@@ -60,14 +69,23 @@ def train_command(
     With --adaptive the items of each block of --every steps are chosen during training from the model being
     trained (decisions.jsonl records every decision; verify-order replays them). With --eval-anchors
     anchors.json --eval-items ITEMS the model answers the anchor items every --eval-every steps and after the
-    last one, and the full-test accuracy they estimate is appended to anchor_eval.jsonl."""
+    last one, and the full-test accuracy they estimate is appended to anchor_eval.jsonl. With --dry-run nothing
+    trains: the memory plan per GPU is printed, and exit code 2 says it does not fit, with what would."""
     from medtune.training.stage import run_training
 
     set_threads(threads)
-    saved = output / "config.json"
+    saved = output / "config.json" if output is not None else None
     # Resume with the saved settings, and what the command line says explicitly.
-    layers = [TrainConfig.load(saved).model_dump()] if resume and saved.exists() else []
+    layers = [TrainConfig.load(saved).model_dump()] if resume and saved is not None and saved.exists() else []
     settings = resolve_training_settings(*layers, given, where="options")
+    if dry_run:
+        print_memory_plan(settings, world_size)
+        return
+    missing = [flag for flag, value in (("--items", items), ("--order", order), ("-o/--output", output))
+               if value is None]
+    if missing:
+        raise ConfigError(f"missing option(s) {', '.join(missing)}: training needs them (only --dry-run does not)")
+    assert items is not None and order is not None and output is not None
     if adaptive is not None:
         from medtune.adaptive.stage import AdaptiveSettings, run_adaptive_training
         from medtune.settings import validate_settings
@@ -89,6 +107,17 @@ def train_command(
                   f"{final if final is not None else float('nan'):.4f}; wrote {output}")
     if settings.eval_anchors is not None:
         print_anchor_estimate(output)
+
+
+def print_memory_plan(settings: TrainConfig, world_size: int | None) -> None:
+    """The dry run: the plan of the run these settings describe, refused (exit 2) when it does not fit the GPU."""
+    from medtune.training.memory import check_fits, plan_run, world_size_from_env
+
+    plan = plan_run(settings, world_size=world_size or world_size_from_env())
+    console.print(plan.describe(), soft_wrap=True, markup=False)
+    if plan.gpu_bytes is None and plan.note is None:
+        console.print("no GPU on this machine and no --gpu-memory: nothing to compare the plan with")
+    check_fits(plan, "memory plan")
 
 
 def print_anchor_estimate(run_dir: Path) -> None:

@@ -310,3 +310,68 @@ def bertscore_model_available(view: GridView) -> list[str]:
             problems.append(f"{describe_cells(cells)}: test set '{ts.label}' is free text and its BERTScore model "
                             f"is not available: {why}")
     return problems
+
+
+# ----------------------------------------------------------------------------------------------------------
+# GPU memory
+
+
+@dataclass
+class CellPlan:
+    """The memory plan of one model × method of the grid and the cells that train it."""
+
+    model: str
+    method: str
+    plan: Any  # medtune.training.memory.MemoryPlan
+    cells: list[Cell]
+
+
+def executor_gpus(cfg: ExperimentConfig) -> tuple[int, float]:
+    """(processes a cell trains with, share of one GPU it gets): ``executor.num_gpus`` above 1 is a multi-GPU
+    cell, below 1 a cell that shares its GPU with others (Ray's fractional GPUs)."""
+    n = float(getattr(cfg.executor, "num_gpus", 0) or 0)
+    return (int(n), 1.0) if n >= 1 else (1, n if n > 0 else 1.0)
+
+
+def memory_plans(cfg: ExperimentConfig, cells: Sequence[Cell] | None = None) -> list[CellPlan]:
+    """The plan of every model × method the grid trains, against the GPU memory its cells get: the cell's
+    ``gpu_memory`` setting, else this machine's GPU; none (no plan) on a CPU machine without that setting, or
+    for a model whose config cannot be read here (the cell's own loading reports that)."""
+    from medtune.experiments.grid import BASE_METHOD
+    from medtune.training.memory import gpu_memory_bytes, model_shape, plan_memory
+
+    groups: dict[tuple[str, str], list[Cell]] = {}
+    for c in expand(cfg) if cells is None else cells:
+        if not c.is_base and c.method != BASE_METHOD:
+            groups.setdefault((c.model, c.method), []).append(c)
+    world, share = executor_gpus(cfg)
+    out: list[CellPlan] = []
+    for (model, method), group in groups.items():
+        settings = cfg.training_settings(model, method, group[0].seed)
+        gpu = gpu_memory_bytes(settings)
+        if gpu is None:
+            continue
+        spec = cfg.model(model)
+        sizes = settings.model_copy(update={"tiny": spec.tiny, "tiny_vocab_size": spec.vocab_size})
+        try:
+            shape = model_shape(spec.spec, sizes)
+        except (MedtuneError, OSError, ValueError, KeyError, TypeError):
+            continue
+        plan = plan_memory(settings, shape, world_size=world, gpu_bytes=int(gpu * share))
+        out.append(CellPlan(model, method, plan, group))
+    return out
+
+
+@register_check
+def fits_gpu_memory(view: GridView) -> list[str]:
+    """Each model × method must fit the GPU memory its cells get (``training.gpu_memory`` or this machine's GPU,
+    per GPU of ``executor.num_gpus``), unless its ``memory_check`` is off: a 13B model that cannot fit would
+    otherwise fail only after the stages before it ran."""
+    from medtune.training.memory import plan_problem
+
+    problems = []
+    for cp in memory_plans(view.cfg, view.cells):
+        if cp.plan.fits is False and cp.plan.memory_check:
+            problems.append(f"{describe_cells(cp.cells)}: {plan_problem(cp.plan, style='yaml')} "
+                            "(memory_check: false runs them anyway)")
+    return problems

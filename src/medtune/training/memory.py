@@ -1,0 +1,864 @@
+"""How much GPU memory a training run needs, per GPU, before any weight is loaded: a plan, and what would fit.
+
+A 13B model that does not fit should fail in a second with what to change, not after minutes of loading (or
+hours into a grid). :func:`model_shape` reads a model's sizes from its config alone (built on the meta device:
+exact parameter counts for any architecture); :func:`plan_memory` adds up what the training loop holds at its
+peak; :func:`check_fits` refuses a plan that exceeds the GPU, naming the settings that would fit. Per GPU, with
+P all parameters, A adapter parameters (r x (in + out) per linear but the head), L linear weights but the head:
+
+- full / galore: fp32 master 4P, fp32 gradients 4P, AdamW moments 8P (8-bit AdamW 2P; GaLore: 2 moments of
+  r x max(m, n) and a projector r x min(m, n) per projected m x n matrix, full moments for the rest); torch's
+  foreach AdamW adds a 4P buffer during its step. Under bf16/fp16 autocast autograd keeps the half-precision copy
+  of every matmul weight (2 B each) until that layer's backward, and the backward runs inside autocast.
+  FSDP2 (W > 1 GPUs) divides master, gradients and moments by W and gathers the root and two layers in fp32;
+  autocast's copies are not sharded. DDP keeps a second copy of the gradients (its all-reduce buckets).
+- lora / dora: frozen base 2P (4P on fp32 runs), fp32 adapters 4A + gradients 4A + moments 8A; qlora: NF4
+  0.516 B per L weight (4 bit + double-quantised scales), the other weights fp32 (PEFT's k-bit preparation
+  upcasts them), paged 8-bit AdamW (2A). knowtuning: the larger of its KA stage (its inner method) and its KC
+  stage (TRL's DPO: fp32, chosen + rejected rows, logits at every position, an fp32 reference for ``full``).
+- activations per decoder layer and token, from what autograd keeps for the backward (in the spirit of
+  Korthikanti et al. 2022, for RMSNorm, SwiGLU, GQA and SDPA/flash attention, which keep no s^2 scores):
+  2 x (4h [+ s h when the norms train]) + c (2q + 2kv) + 3 c f [when the base trains: + c f for down's input
+  and c h per q/k/v/gate/up input, once per norm when s = c] + per adapted linear (c in + 1 B in with dropout
+  + c r [+ 2 c out for DoRA]), with c the compute bytes (2 under autocast), s the residual stream's (4 when
+  the embeddings are fp32), q and kv the query and key/value widths, f the MLP width. SDPA given a mask
+  (several items in a packed or padded micro-batch) also keeps repeated key/value heads (kv → q) and the mask,
+  c x row tokens^2 per layer. With gradient checkpointing: s h per token and layer plus one layer's full set.
+  Outside the layers: the embedding output, the final norm, and logits only at answer positions (medtune's
+  head skips the rest: a few tokens per item).
+- overhead: 1 GiB (CUDA context, cuBLAS workspaces: outside ``torch.cuda.max_memory_allocated``) + 5 % for the
+  caching allocator's fragmentation. The peak is the largest of the forward/backward (activations and working
+  copies) and the optimizer step (gradients and step buffers), on top of what stays (weights, moments).
+
+These are estimates made before loading, aimed at 25 % of a measured peak. The per-layer activation terms equal
+what autograd keeps on CPU to 1 % (the tests measure it for each method); the totals are to be put beside
+``torch.cuda.max_memory_allocated()`` (:attr:`MemoryPlan.allocated`) by the GPU check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medtune.errors import ConfigError, MedtuneError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from medtune.training.config import TrainConfig
+
+GIB = 2**30
+OVERHEAD_FIXED = GIB  # CUDA context + cuBLAS/cuDNN workspaces (≈0.5-1 GiB on recent GPUs), unseen by the allocator
+OVERHEAD_SHARE = 0.05  # reserved but unused blocks of PyTorch's caching allocator
+NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit code + 8-bit absmax per 64 weights + fp32 scale per 256 blocks
+DROPOUT_MASK_BYTES = 1  # CUDA's fused dropout keeps a bool mask
+FSDP_GATHERED_LAYERS = 2  # the layer computed and the one prefetched
+FSDP_SIZES = (2, 4, 8)  # GPU counts a suggestion tries
+LABEL_TOKENS = {"letter": 2}  # answer tokens per item the head runs on (letter + EOS); see _label_tokens
+ADAMW_STATE, ADAMW_8BIT_STATE = 8, 2
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The model's shape
+
+
+@dataclass(frozen=True)
+class LinearGroup:
+    """``count`` linear layers named ``name`` (the leaf, e.g. ``q_proj``) of ``fan_in`` → ``fan_out``."""
+
+    name: str
+    fan_in: int
+    fan_out: int
+    count: int
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The sizes a memory plan needs: parameter counts (exact when counted from a built model) and widths."""
+
+    n_params: int
+    n_layers: int
+    hidden: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+    tied_embeddings: bool
+    embedding_params: int  # the input embedding
+    head_params: int  # the output head's own weights (0 when tied to the embedding)
+    layer_params: int  # one decoder layer: what FSDP gathers at a time
+    linears: tuple[LinearGroup, ...]  # every linear layer but the head: what LoRA adapts and NF4 quantises
+    gated_mlp: bool = True  # SwiGLU-style gate and up projections
+    source: str = ""
+    exact: bool = True  # counted from the model (meta device) rather than from the config's sizes
+
+    @property
+    def q_dim(self) -> int:
+        return self.n_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.n_kv_heads * self.head_dim
+
+    @property
+    def linear_params(self) -> int:
+        return sum(g.fan_in * g.fan_out * g.count for g in self.linears)
+
+    @property
+    def largest_linear(self) -> int:
+        return max((g.fan_in * g.fan_out for g in self.linears), default=0)
+
+    def summary(self) -> dict[str, Any]:
+        return {"n_params": self.n_params, "n_layers": self.n_layers, "hidden": self.hidden, "heads": self.n_heads,
+                "kv_heads": self.n_kv_heads, "intermediate": self.intermediate, "vocab": self.vocab,
+                "tied_embeddings": self.tied_embeddings, "exact": self.exact}
+
+
+_SHAPES: dict[str, ModelShape] = {}
+
+
+def model_shape(source: Any, config: TrainConfig | None = None) -> ModelShape:
+    """The shape of ``source``: a ``PretrainedConfig``, a loaded ``nn.Module`` (also PEFT-wrapped or 4-bit), a
+    model spec (a local folder's ``config.json``, a hub name in the local cache, ``smollm2``, a ``.gguf``), or
+    ``"tiny"`` sized by ``config.tiny`` / ``config.tiny_vocab_size``. No weights are read; raises
+    :class:`~medtune.errors.InputError` (or ``OSError``/``ValueError`` from transformers) when the config
+    cannot be read."""
+    from transformers import PretrainedConfig
+
+    if isinstance(source, PretrainedConfig):
+        return _shape_from_config(source, source=type(source).__name__)
+    if hasattr(source, "named_modules") and hasattr(source, "config"):
+        return _shape_from_module(source, source=type(source).__name__)
+    spec = str(source)
+    if spec == "tiny":
+        return _shape_from_config(tiny_config(config), source="tiny")
+    return _shape_from_config(read_model_config(spec), source=spec)
+
+
+def tiny_config(config: TrainConfig | None = None) -> Any:
+    """The ``LlamaConfig`` of ``--model tiny`` as :func:`medtune.models.build_tiny_model` makes it (its vocabulary
+    is the tokenizer's, at most ``tiny_vocab_size``)."""
+    from transformers import LlamaConfig
+
+    from medtune.models import TINY_DEFAULTS
+
+    sizes = {**TINY_DEFAULTS, **(config.tiny if config is not None else {})}
+    vocab = config.tiny_vocab_size if config is not None else 2048
+    return LlamaConfig(vocab_size=vocab, num_key_value_heads=sizes["num_attention_heads"], tie_word_embeddings=True,
+                       **sizes)
+
+
+def read_model_config(spec: str | Path) -> Any:
+    """A model's config without its weights: a folder's ``config.json``, a cached hub name's, a GGUF's metadata."""
+    from transformers import AutoConfig
+
+    from medtune.models import SMOLLM2_NAMES, gguf_cache_dir, local_model_path, smollm2_gguf
+
+    text = str(spec)
+    gguf: Path | None = None
+    if text in SMOLLM2_NAMES:
+        gguf = smollm2_gguf()
+    elif text.lower().endswith(".gguf"):
+        gguf = Path(text).expanduser()
+        if not gguf.is_file():
+            from medtune.errors import InputError
+
+            raise InputError("model path does not exist", file=gguf)
+    if gguf is not None:
+        converted = gguf_cache_dir(gguf)
+        if (converted / "config.json").exists():
+            return AutoConfig.from_pretrained(str(converted), trust_remote_code=False)
+        return AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name, trust_remote_code=False)
+    cached = _cached_hub_config(text)
+    if cached is not None:
+        return AutoConfig.from_pretrained(str(cached.parent), trust_remote_code=False)
+    return AutoConfig.from_pretrained(str(local_model_path(text)), trust_remote_code=False)
+
+
+def _cached_hub_config(name: str) -> Path | None:
+    """``config.json`` of hub model ``name`` in the local Hugging Face cache (planning needs no download)."""
+    if Path(name).expanduser().exists() or name.count("/") != 1 or name.startswith((".", "/", "~")):
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(name, "config.json")
+    except Exception:  # not a valid repository id
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
+def _text_config(cfg: Any) -> Any:
+    get = getattr(cfg, "get_text_config", None)
+    return get() if callable(get) else cfg
+
+
+def _first(cfg: Any, *names: str, default: Any = None) -> Any:
+    for name in names:
+        value = getattr(cfg, name, None)
+        if value is not None:
+            return value
+    return default
+
+
+def _dims(cfg: Any) -> dict[str, Any]:
+    text = _text_config(cfg)
+    hidden = int(_first(text, "hidden_size", "n_embd", "d_model"))
+    heads = int(_first(text, "num_attention_heads", "n_head", "num_heads"))
+    return {
+        "n_layers": int(_first(text, "num_hidden_layers", "n_layer", "num_layers")),
+        "hidden": hidden, "n_heads": heads,
+        "n_kv_heads": int(_first(text, "num_key_value_heads", "num_kv_heads", default=heads)),
+        "head_dim": int(_first(text, "head_dim", default=hidden // heads)),
+        "intermediate": int(_first(text, "intermediate_size", "n_inner", "ffn_dim", default=4 * hidden)),
+        "vocab": int(_first(text, "vocab_size")),
+        "tied": bool(getattr(cfg, "tie_word_embeddings", getattr(text, "tie_word_embeddings", True))),
+    }
+
+
+def _shape_from_config(cfg: Any, *, source: str) -> ModelShape:
+    """Build the model on the meta device (no memory, well under a second for 13B) and count it; from the
+    config's sizes alone (Llama layout) when the architecture cannot be built that way."""
+    key = f"{type(cfg).__name__}:{cfg.to_json_string(use_diff=False)}"
+    if key not in _SHAPES:
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM
+
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(cfg, trust_remote_code=False)
+            _SHAPES[key] = _shape_from_module(model, source=source)
+        except Exception:
+            _SHAPES[key] = shape_from_sizes(cfg, source=source)
+    return replace(_SHAPES[key], source=source)
+
+
+def shape_from_sizes(cfg: Any, *, source: str = "") -> ModelShape:
+    """A Llama-layout count from the config's sizes alone (no model built: instant): the fallback for
+    architectures that cannot be built on the meta device, and equal to the built count for Llama configs."""
+    d = _dims(cfg)
+    h, n, f, v = d["hidden"], d["n_layers"], d["intermediate"], d["vocab"]
+    q, kv = d["n_heads"] * d["head_dim"], d["n_kv_heads"] * d["head_dim"]
+    per_layer = [("q_proj", h, q), ("k_proj", h, kv), ("v_proj", h, kv), ("o_proj", q, h), ("gate_proj", h, f),
+                 ("up_proj", h, f), ("down_proj", f, h)]
+    linears = tuple(LinearGroup(name, i, o, n) for name, i, o in per_layer)
+    layer = sum(i * o for _, i, o in per_layer) + 2 * h
+    head = 0 if d["tied"] else v * h
+    return ModelShape(n_params=n * layer + v * h + head + h, n_layers=n, hidden=h, n_heads=d["n_heads"],
+                      n_kv_heads=d["n_kv_heads"], head_dim=d["head_dim"], intermediate=f, vocab=v,
+                      tied_embeddings=d["tied"], embedding_params=v * h, head_params=head, layer_params=layer,
+                      linears=linears, gated_mlp=True, source=source, exact=False)
+
+
+def _is_adapter(name: str) -> bool:
+    return any(part.startswith("lora_") for part in name.split("."))
+
+
+def _count(module: nn.Module, seen: set[int] | None = None, head: Any = None,
+           linears: Counter[tuple[str, int, int]] | None = None) -> int:
+    """Parameters of ``module`` without adapters, a 4-bit linear counted by its logical size, shared weights once."""
+    from torch import nn
+
+    seen = set() if seen is None else seen
+    total = 0
+    for name, mod in module.named_modules():
+        if _is_adapter(name):
+            continue
+        params = list(mod.named_parameters(recurse=False))
+        if isinstance(mod, nn.Linear):  # bitsandbytes' Linear4bit too: its weight is packed, its sizes are not
+            params = [(n, p) for n, p in params if n != "weight"]
+            if id(mod.weight) not in seen:
+                seen.add(id(mod.weight))
+                total += mod.in_features * mod.out_features
+                if linears is not None and mod is not head:
+                    leaf = name.removesuffix(".base_layer").rsplit(".", 1)[-1]
+                    linears[(leaf, mod.in_features, mod.out_features)] += 1
+        for _, p in params:
+            if id(p) not in seen:
+                seen.add(id(p))
+                total += p.numel()
+    return total
+
+
+def _shape_from_module(model: nn.Module, *, source: str) -> ModelShape:
+    from torch import nn
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    d = _dims(base.config)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    emb = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
+    linears: Counter[tuple[str, int, int]] = Counter()
+    n_params = _count(base, head=head, linears=linears)
+    emb_params = emb.weight.numel() if emb is not None else d["vocab"] * d["hidden"]
+    tied = head is not None and emb is not None and head.weight is emb.weight
+    head_params = 0 if tied or head is None else head.in_features * head.out_features
+    blocks = [m for m in base.modules() if isinstance(m, nn.ModuleList) and len(m) == d["n_layers"]]
+    layer = _count(blocks[0][0]) if blocks else (n_params - emb_params - head_params) // max(1, d["n_layers"])
+    groups = tuple(LinearGroup(name, i, o, c) for (name, i, o), c in linears.items())
+    per_layer_up = sum(g.count for g in groups if (g.fan_in, g.fan_out) == (d["hidden"], d["intermediate"]))
+    return ModelShape(n_params=n_params, n_layers=d["n_layers"], hidden=d["hidden"], n_heads=d["n_heads"],
+                      n_kv_heads=d["n_kv_heads"], head_dim=d["head_dim"], intermediate=d["intermediate"],
+                      vocab=d["vocab"], tied_embeddings=tied, embedding_params=emb_params, head_params=head_params,
+                      layer_params=layer, linears=groups, gated_mlp=per_layer_up >= 2 * d["n_layers"],
+                      source=source, exact=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The plan
+
+
+@dataclass
+class MemoryPlan:
+    """Bytes per GPU at the training loop's peak, what they are compared against, and what would fit."""
+
+    model: str
+    method: str
+    precision: str
+    world_size: int = 1
+    sharded: bool = False
+    tokens: int = 0  # per micro-batch
+    weights: int = 0  # stored (frozen base, or everything on fp32 runs) + half-precision working copies
+    master: int = 0  # fp32 master weights under mixed precision
+    gradients: int = 0
+    optimizer: int = 0
+    activations: int = 0
+    scratch: int = 0  # the optimizer step's own buffers (not at the same time as activations)
+    overhead: int = 0
+    total: int = 0
+    gpu_bytes: int | None = None
+    fits: bool | None = None
+    peak: str = "forward/backward"
+    suggestions: list[str] = field(default_factory=list)
+    fixes: list[dict[str, Any]] = field(default_factory=list)  # each suggestion as settings (+ world_size)
+    stage: str | None = None  # which stage is the peak of a multi-stage method
+    n_params: int | None = None
+    trainable: int | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+    note: str | None = None  # why there is no estimate
+    memory_check: bool = True
+
+    @property
+    def allocated(self) -> int:
+        """What ``torch.cuda.max_memory_allocated()`` should show: the total less the overhead."""
+        return self.total - self.overhead
+
+    @classmethod
+    def unknown(cls, config: TrainConfig, why: str, gpu_bytes: int | None, world_size: int = 1) -> MemoryPlan:
+        return cls(model=config.model, method=config.method, precision="?", world_size=world_size,
+                   gpu_bytes=gpu_bytes, fits=None, note=why, memory_check=config.memory_check)
+
+    def describe(self) -> str:
+        """A few lines for people: each part in GiB and whether it fits."""
+        gpus = f"{self.world_size} GPU{'s' if self.world_size > 1 else ''}" + (" (FSDP)" if self.sharded else "")
+        if self.note is not None:
+            return f"memory plan for {self.model} ({self.method}): no estimate: {self.note}"
+        size = f"{_count_text(self.n_params)} parameters"
+        trained = f", {_count_text(self.trainable)} trained" if self.trainable is not None else ""
+        lines = [f"memory plan: {self.model}, {self.method}, {self.precision}, {gpus} ({size}{trained}; "
+                 f"{self.tokens} tokens per micro-batch)" + (f"; peak in {self.stage}" if self.stage else "")]
+        for name in ("weights", "master", "gradients", "optimizer", "activations", "scratch", "overhead"):
+            value = getattr(self, name)
+            if value or name in ("weights", "activations"):
+                note = self.notes.get(name)
+                lines.append(f"  {name:<12}{_gib(value):>8}" + (f"  {note}" if note else ""))
+        verdict = ""
+        if self.gpu_bytes is not None:
+            verdict = f"; the GPU has {_gib(self.gpu_bytes)}: " + ("fits" if self.fits else "does not fit")
+        lines.append(f"  {'total':<12}{_gib(self.total):>8}  per GPU, peak in the {self.peak}{verdict}")
+        if self.fits is False:
+            lines.append("  would fit: " + ("; ".join(self.suggestions) if self.suggestions else "no setting tried"))
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["allocated"] = self.allocated
+        out["total_gib"] = round(self.total / GIB, 2)
+        return out
+
+
+def _gib(n: int | float) -> str:
+    return f"{n / GIB:.1f} GiB"
+
+
+def _count_text(n: int | None) -> str:
+    if n is None:
+        return "?"
+    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n:,}"
+
+
+@dataclass(frozen=True)
+class _Method:
+    """What the plan needs of a method: which weights train and how the base is held."""
+
+    kind: str  # full | galore | lora | qlora
+    dora: bool = False
+    targets: tuple[str, ...] | None = None  # leaf names LoRA adapts (None: every linear but the head)
+    label: str = ""
+
+
+def _method(config: TrainConfig) -> _Method:
+    name = config.method
+    if name == "knowtuning":
+        inner = config.knowtuning_inner_method
+        if inner == "full":
+            return _Method("full", label="knowtuning (full)")
+        targets = tuple(config.knowtuning_lora_targets) if config.knowtuning_lora_targets else None
+        return _Method("lora", targets=targets, label="knowtuning (lora)")
+    if name in ("full", "galore", "lora", "qlora"):
+        return _Method(name, label=name)
+    if name == "dora":
+        return _Method("lora", dora=True, label=name)
+    from medtune.training.methods import get_method
+
+    spec = get_method(name)
+    if name == "knowtuning-lora":
+        targets = tuple(config.knowtuning_lora_targets) if config.knowtuning_lora_targets else None
+        return _Method("lora", targets=targets, label=name)
+    if spec.base_quantization == "4bit":
+        return _Method("qlora", label=name)
+    return _Method("lora" if spec.is_adapter else "full", label=name)
+
+
+def planned_precision(config: TrainConfig) -> str:
+    """The precision to plan for: the run's own on a GPU machine; on a CPU machine the GPU run being planned
+    (``auto`` → bf16), since a CPU run has no GPU memory to plan."""
+    from medtune.hardware import on_gpu
+
+    if on_gpu():
+        return config.resolved_dtype()
+    return "bf16" if config.dtype == "auto" else config.dtype
+
+
+def _adapters(shape: ModelShape, m: _Method) -> list[LinearGroup]:
+    if m.targets is None:
+        return list(shape.linears)
+    return [g for g in shape.linears if g.name in set(m.targets)]
+
+
+def _label_tokens(config: TrainConfig, items: int, tokens: int) -> int:
+    """Answer tokens the head runs on: the letter and EOS; an option's text ~32 tokens; with the explanation up
+    to half the item."""
+    if config.target == "letter":
+        per = LABEL_TOKENS["letter"]
+    elif config.target == "option":
+        per = min(32, config.max_length // 2)
+    else:
+        per = config.max_length // 2
+    return min(tokens, items * per)
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """One forward/backward's inputs: rows of tokens, and what the activations are made of."""
+
+    rows: tuple[int, ...]  # tokens per row of the micro-batch
+    compute: int  # bytes of the matmul inputs/outputs (2 under autocast)
+    residual: int  # bytes of the residual stream (4 when the embeddings are fp32)
+    linear_out: int  # bytes of a frozen base linear's output (a 4-bit linear returns its input's dtype)
+    base_trains: bool
+    adapters: tuple[tuple[LinearGroup, int], ...]  # (adapted linears, rank)
+    dropout: bool
+    dora: bool
+    attn: str
+    checkpointing: bool
+    label_tokens: int
+    items: int  # items per micro-batch
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.rows)
+
+
+def layer_bytes_per_token(shape: ModelShape, p: _Pass) -> int:
+    """Bytes one decoder layer keeps for the backward, per token (the module docstring's formula)."""
+    h, q, kv, f = shape.hidden, shape.q_dim, shape.kv_dim, shape.intermediate
+    c, s = p.compute, p.residual
+    masked = _masked(p)
+    norms = 2 * (4 * h + (s * h if p.base_trains else 0))
+    kv_kept = q if masked and p.attn != "flash" else kv  # transformers repeats k/v heads when SDPA gets a mask
+    attention = c * (2 * q + 2 * kv_kept) + 4 * shape.n_heads  # q, k, v, output + the softmax's log-sum-exp
+    mlp = (3 if shape.gated_mlp else 2) * p.linear_out * f
+    if p.base_trains:
+        separate = s != c  # autocast casts the fp32 norm output once per linear that reads it
+        mlp += c * f + c * h * ((3 if separate else 1) + ((2 if shape.gated_mlp else 1) if separate else 1))
+    adapters = 0.0
+    shared = c == 4 and not p.dropout  # fp32 without dropout: an adapter keeps the very tensor its layer reads
+    for g, r in p.adapters:
+        per_layer = g.count / shape.n_layers
+        copy = 0 if shared and g.name in _SHARED_INPUTS else c * g.fan_in  # the adapter's own (cast) input
+        mask = DROPOUT_MASK_BYTES * g.fan_in if p.dropout else 0
+        dora = 2 * c * g.fan_out if p.dora else 0  # DoRA keeps the base and the adapter outputs for its scaling
+        adapters += per_layer * (copy + mask + c * r + dora)
+    if shared:  # each input that several adapters read, once (o_proj's is the attention output, kept already)
+        names = {g.name for g, _ in p.adapters}
+        adapters += c * (h * bool(names & {"q_proj", "k_proj", "v_proj"}) + h * bool(names & {"gate_proj", "up_proj"})
+                         + f * ("down_proj" in names))
+    return int(norms + attention + mlp + adapters)
+
+
+# Llama's linears whose input is a tensor the layer has anyway (see layer_bytes_per_token)
+_SHARED_INPUTS = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
+
+
+def _masked(p: _Pass) -> bool:
+    """Whether attention gets a mask: several items in a packed row (position ids restart) or padded rows."""
+    return p.items > 1
+
+
+def _attention_extra(shape: ModelShape, p: _Pass) -> int:
+    """Per layer: the mask SDPA keeps (c x tokens^2 per row), or eager attention's scores."""
+    if p.attn == "flash" or not _masked(p):
+        return 0
+    squares = sum(t * t for t in p.rows)
+    if p.attn == "eager":
+        return squares * (shape.n_heads * (4 + p.compute) + p.compute)
+    return squares * p.compute
+
+
+def activation_bytes(shape: ModelShape, p: _Pass) -> int:
+    """Everything the forward keeps for the backward at its peak (module docstring)."""
+    t = p.tokens
+    per_layer = layer_bytes_per_token(shape, p) * t + _attention_extra(shape, p)
+    if p.checkpointing:
+        layers = shape.n_layers * p.residual * shape.hidden * t + per_layer  # inputs + one layer recomputed
+    else:
+        layers = shape.n_layers * per_layer
+    h = shape.hidden
+    outside = (p.residual * h + 8) * t  # the embedding output and the token ids
+    outside += (4 * h + (p.residual * h if p.base_trains else 0)) * t  # the final norm
+    outside += (p.compute + 8) * shape.vocab * p.label_tokens  # head output, its fp32 copy, log-softmax
+    if _masked(p) and p.attn != "flash":
+        outside += sum(r * r for r in p.rows)  # transformers' boolean mask, shared by the layers
+    return int(layers + outside)
+
+
+def _optimizer_state(config: TrainConfig, m: _Method) -> tuple[float, bool]:
+    """(bytes of state per trained parameter, whether the step allocates a full-size fp32 buffer)."""
+    from medtune.training.methods import get_method
+
+    optim = config.optim or get_method(config.method if config.method != "knowtuning" else "full").default_optim
+    if m.kind == "qlora" and config.optim is None:
+        optim = "paged_adamw_8bit"
+    if optim in ("adamw_8bit", "paged_adamw_8bit"):
+        return ADAMW_8BIT_STATE, False
+    return ADAMW_STATE, True  # torch's foreach AdamW: a copy of the second moment's root in the step
+
+
+def _galore_state(shape: ModelShape, config: TrainConfig) -> tuple[int, int]:
+    """(optimizer bytes, step buffer bytes) of GaLore: projected moments and projectors for the target matrices,
+    full moments for everything else; the step's SVD and back-projection of the largest matrix."""
+    moment = 1 if config.galore_optim == "galore_adamw_8bit" else 4
+    state = 0
+    projected = 0
+    for g in shape.linears:
+        r = min(config.galore_rank, g.fan_in, g.fan_out)
+        big, small = max(g.fan_in, g.fan_out), min(g.fan_in, g.fan_out)
+        # Adafactor: a factored second moment of the projected gradient; AdamW: two moments of it
+        per = 4 * (big + r) if config.galore_optim == "galore_adafactor" else 2 * moment * r * big
+        state += g.count * (per + 4 * r * small)
+        projected += g.count * g.fan_in * g.fan_out
+    rest = shape.n_params - projected
+    state += rest * (8 if config.galore_optim == "galore_adamw" else 2 if config.galore_optim.endswith("8bit") else 4)
+    return state, 3 * 4 * shape.largest_linear
+
+
+def _stage_plan(config: TrainConfig, shape: ModelShape, m: _Method, *, world_size: int, precision: str,
+                rows: tuple[int, ...], items: int, full_logits: bool = False, reference: bool = False,
+                optimizer: tuple[float, bool] | None = None, shard: bool | None = None,
+                attn: str | None = None) -> MemoryPlan:
+    """The plan of one pass of the training loop (or of a stage run like it)."""
+    c = 4 if precision == "fp32" else 2
+    mixed = precision != "fp32"
+    n = shape.n_params
+    sharded = world_size > 1 and (shard if shard is not None else (
+        config.distributed == "fsdp" or (config.distributed == "auto" and m.kind in ("full", "galore"))))
+    w = world_size if sharded else 1
+    notes: dict[str, str] = {}
+    adapters = [(g, config.lora_r) for g in _adapters(shape, m)] if m.kind in ("lora", "qlora") else []
+    n_adapter = sum(g.count * r * (g.fan_in + g.fan_out) + (g.count * g.fan_out if m.dora else 0)
+                    for g, r in adapters)
+    state, foreach = optimizer or _optimizer_state(config, m)
+    # FSDP2 gathers the root (embeddings, head, final norm) for the whole pass and two layers at a time
+    gathered = shape.n_params - shape.n_layers * shape.layer_params + FSDP_GATHERED_LAYERS * shape.layer_params
+    weights = master = working = 0
+    if m.kind in ("full", "galore"):
+        trainable = n
+        if mixed:
+            master = 4 * n // w
+            # autograd keeps autocast's half-precision copy of every matmul weight until that layer's backward;
+            # FSDP shards the fp32 weights, not these copies
+            working = c * (shape.linear_params + (shape.head_params or shape.embedding_params))
+            if sharded:
+                working += 4 * gathered
+            notes["master"] = "fp32 master weights" + (f", 1/{w} each (FSDP)" if sharded else "")
+            notes["weights"] = (f"{precision} copies of the matmul weights, kept from forward to backward"
+                                + (" (not sharded) + the gathered fp32 layers" if sharded else ""))
+        else:
+            weights = 4 * n // w + (4 * gathered if sharded else 0)
+            notes["weights"] = "fp32" + (f", 1/{w} each + the gathered layers (FSDP)" if sharded else "")
+        residual = 4  # the fp32 embeddings make the residual stream fp32 under autocast too
+        linear_out = c
+    else:
+        trainable = n_adapter
+        frozen_bytes = c
+        if m.kind == "qlora":
+            lin = shape.linear_params
+            base = NF4_BYTES * lin + 4 * (n - lin) + c * shape.largest_linear  # + one dequantised weight at a time
+            notes["weights"] = f"NF4 linears, other weights fp32, adapters fp32 ({_count_text(n_adapter)})"
+            residual, linear_out = 4, 4  # a 4-bit linear returns its (fp32) input's dtype
+        else:
+            base = frozen_bytes * n
+            notes["weights"] = f"frozen base in {precision}, adapters fp32 ({_count_text(n_adapter)})"
+            residual, linear_out = c, c
+        if sharded:
+            base = base / w + frozen_bytes * gathered
+        weights = int(base + 4 * n_adapter / w)
+    if reference:
+        weights += 4 * n  # a frozen fp32 copy of the model as the DPO reference
+        notes["weights"] = notes.get("weights", "") + "; + an fp32 reference copy"
+    gradients = 4 * trainable // w
+    if sharded:
+        gradients += 4 * shape.layer_params  # a layer's unsharded gradients before the reduce-scatter
+    elif world_size > 1:
+        gradients *= 2  # DDP's all-reduce buckets
+        notes["gradients"] = "fp32, + DDP's all-reduce buffers"
+    scratch = 0
+    if m.kind == "galore":
+        opt_bytes, scratch = _galore_state(shape, config)
+        opt_bytes //= w
+        notes["optimizer"] = f"{config.galore_optim}, rank {config.galore_rank} moments + projectors"
+    else:
+        opt_bytes = int(state * trainable) // w
+        scratch = 4 * trainable // w if foreach else 0
+        notes["optimizer"] = "AdamW, 2 fp32 moments" if state == ADAMW_STATE else "8-bit AdamW"
+    p = _Pass(rows=rows, compute=c, residual=residual, linear_out=linear_out,
+              base_trains=m.kind in ("full", "galore"), adapters=tuple(adapters), dropout=config.lora_dropout > 0,
+              dora=m.dora, attn=attn or _attn(config), checkpointing=config.gradient_checkpointing,
+              label_tokens=sum(rows) if full_logits else _label_tokens(config, items, sum(rows)), items=items)
+    activations = activation_bytes(shape, p)
+    if m.dora:  # DoRA's weight norm, one linear at a time: an identity through the adapter, W and W + BA in fp32
+        activations += max((6 * g.fan_in**2 + 12 * g.fan_in * g.fan_out for g, _ in adapters), default=0)
+    notes["activations"] = (f"{len(rows)} row(s), {sum(rows)} tokens" + (", checkpointed" if p.checkpointing else "")
+                            + ("" if p.attn == "flash" or not _masked(p) else f", {p.attn} mask"))
+    static = weights + master + opt_bytes
+    # the backward runs inside autocast: the working copies stay until it ends, beside the finished gradients
+    during = static + working + max(activations + (gradients if config.grad_accum > 1 else 0), gradients)
+    step = static + gradients + scratch
+    allocated = max(during, step)
+    overhead = int(OVERHEAD_FIXED + OVERHEAD_SHARE * allocated)
+    notes["overhead"] = "CUDA context 1 GiB + 5 % allocator fragmentation"
+    if scratch:
+        notes["scratch"] = "optimizer step buffers (after the backward)"
+    return MemoryPlan(model=config.model, method=m.label or config.method, precision=precision,
+                      world_size=world_size, sharded=sharded, tokens=sum(rows), weights=int(weights + working),
+                      master=int(master), gradients=int(gradients), optimizer=int(opt_bytes),
+                      activations=int(activations), scratch=int(scratch), overhead=overhead,
+                      total=int(allocated + overhead), peak="forward/backward" if during >= step else "optimizer step",
+                      n_params=n, trainable=trainable, notes=notes, memory_check=config.memory_check)
+
+
+def _attn(config: TrainConfig) -> str:
+    return "flash" if config.attn_implementation.startswith("flash") else config.attn_implementation
+
+
+def _rows(config: TrainConfig, rows_per_item: int = 1) -> tuple[int, ...]:
+    """Tokens per row of the largest micro-batch: one packed row, or ``batch_size`` padded rows."""
+    if config.packing and rows_per_item == 1:
+        return (config.batch_size * config.max_length,)
+    return (config.max_length,) * (config.batch_size * rows_per_item)
+
+
+def _plan_once(config: TrainConfig, shape: ModelShape, *, world_size: int, precision: str) -> MemoryPlan:
+    m = _method(config)
+    plan = _stage_plan(config, shape, m, world_size=world_size, precision=precision, rows=_rows(config),
+                       items=config.batch_size)
+    if config.method == "knowtuning":
+        # The KC stage is TRL's DPOTrainer as medtune configures it: fp32 weights and compute, chosen and rejected
+        # answers as padded rows, SDPA, logits over every position, fused AdamW; with full training a reference copy.
+        kc = _stage_plan(config, shape, m, world_size=world_size, precision="fp32", rows=_rows(config, 2),
+                         items=2 * config.batch_size, full_logits=True, reference=m.kind == "full",
+                         optimizer=(ADAMW_STATE, False), shard=False, attn="sdpa")
+        plan.stage, kc.stage = "the KA stage", "the KC (DPO) stage"
+        plan = kc if kc.total > plan.total else plan
+    return plan
+
+
+def plan_memory(config: TrainConfig, shape: ModelShape, *, world_size: int = 1, gpu_bytes: int | None = None,
+                precision: str | None = None) -> MemoryPlan:
+    """The memory plan of ``config`` on a model of ``shape``, per GPU of ``world_size``, against ``gpu_bytes``.
+
+    ``precision`` (fp32 | bf16 | fp16) overrides the precision planned for (default :func:`planned_precision`).
+    When the plan does not fit, ``suggestions`` lists the changes that each would fit on their own, in order of
+    preference: gradient checkpointing, a smaller micro-batch with more accumulation (same global batch), flash
+    attention (no mask for packed rows), qlora instead of the method, FSDP over 2, 4 or 8 GPUs; when none does,
+    the first of them taken together that fits. ``fixes`` holds each as settings and a GPU count.
+    """
+    precision = precision or planned_precision(config)
+    plan = _plan_once(config, shape, world_size=world_size, precision=precision)
+    plan.gpu_bytes = gpu_bytes
+    if gpu_bytes is None:
+        return plan
+    plan.fits = plan.total <= gpu_bytes
+    if plan.fits:
+        return plan
+
+    def fits(settings: dict[str, Any], n: int) -> bool:
+        trial = config.model_copy(update=settings)
+        return _plan_once(trial, shape, world_size=n, precision=precision).total <= gpu_bytes
+
+    candidates = _candidate_fixes(config, plan, world_size)
+    done: set[str] = set()
+    for fix in candidates:
+        group = fix.get("group")
+        if group in done:
+            continue  # only the largest micro-batch, the fewest GPUs
+        if fits(fix["settings"], fix["world_size"]):
+            plan.fixes.append({"settings": fix["settings"], "world_size": fix["world_size"]})
+            if group:
+                done.add(group)
+    if not plan.fixes:  # no change fits alone: the fewest together, preferring the earlier ones
+        plan.fixes.extend(_combined_fix(candidates, world_size, fits))
+    plan.suggestions = [fix_text(f) for f in plan.fixes]
+    return plan
+
+
+def _combined_fix(candidates: list[dict[str, Any]], world_size: int, fits: Any) -> list[dict[str, Any]]:
+    """The first combination of two or more kinds of change that fits: fewest kinds first, then the preferred
+    kinds (itertools' order), then the mildest of each (largest micro-batch, fewest GPUs)."""
+    import itertools
+
+    kinds: list[list[dict[str, Any]]] = []
+    for fix in candidates:
+        group = fix.get("group")
+        if group and kinds and kinds[-1][0].get("group") == group:
+            kinds[-1].append(fix)
+        else:
+            kinds.append([fix])
+    for size in range(2, len(kinds) + 1):
+        for chosen in itertools.combinations(kinds, size):
+            for options in itertools.product(*chosen):
+                settings = {k: v for fix in options for k, v in fix["settings"].items()}
+                n = max(fix["world_size"] for fix in options)
+                if settings.get("method") == "qlora" and settings.get("distributed") == "fsdp":
+                    continue  # a 4-bit base is not sharded
+                if fits(settings, n):
+                    return [{"settings": settings, "world_size": n}]
+    return []
+
+
+def _candidate_fixes(config: TrainConfig, plan: MemoryPlan, world_size: int) -> list[dict[str, Any]]:
+    """Changes to try, in order of preference (``group``: alternatives of which the first that fits is kept)."""
+    fixes: list[dict[str, Any]] = []
+    one = {"world_size": world_size}
+    if not config.gradient_checkpointing:
+        fixes.append({"settings": {"gradient_checkpointing": True}, **one})
+    b = config.batch_size
+    for smaller in sorted((d for d in range(1, b) if b % d == 0), reverse=True):
+        fixes.append({"settings": {"batch_size": smaller, "grad_accum": config.grad_accum * (b // smaller)},
+                      "group": "batch", **one})
+    if config.attn_implementation in ("sdpa", "eager") and config.batch_size > 1:
+        fixes.append({"settings": {"attn_implementation": "flash_attention_2"}, **one})
+    m = _method(config)
+    if config.method == "knowtuning":
+        if config.knowtuning_inner_method == "full":
+            fixes.append({"settings": {"knowtuning_inner_method": "lora"}, **one})
+    elif m.kind in ("full", "galore", "lora") and config.method in ("full", "galore", "lora", "dora"):
+        fixes.append({"settings": {"method": "qlora"}, **one})
+    if m.kind in ("full", "galore") and config.method != "knowtuning":
+        for n in sorted({*FSDP_SIZES, world_size}):
+            if n > 1 and n >= world_size and not (n == world_size and plan.sharded):
+                fixes.append({"settings": {"distributed": "fsdp"}, "world_size": n, "group": "fsdp"})
+    return fixes
+
+
+def fix_text(fix: dict[str, Any], *, style: str = "cli") -> str:
+    """A fix as command-line options (``cli``) or as the grid's settings (``yaml``)."""
+    settings = dict(fix["settings"])
+    n = fix.get("world_size", 1)
+    if style == "yaml":
+        parts = []
+        method = settings.pop("method", None)
+        if method:
+            parts.append(f"the {method} method")
+        parts += [f"{k}: {json.dumps(v) if isinstance(v, bool) else v}" for k, v in settings.items()]
+        text = ", ".join(parts)
+        return text + (f" with executor.num_gpus: {n}" if settings.get("distributed") == "fsdp" else "")
+    parts = []
+    for k, v in settings.items():
+        flag = "--" + k.replace("_", "-")
+        parts.append(flag if v is True else f"--no-{flag[2:]}" if v is False else f"{flag} {v}")
+    text = " ".join(parts)
+    if settings.get("distributed") == "fsdp":
+        text += f" on {n} GPUs (torchrun --nproc-per-node {n})"
+    return text
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The run's plan and its check
+
+
+def gpu_memory_bytes(config: TrainConfig) -> int | None:
+    """Bytes per GPU to plan against: ``config.gpu_memory`` (GiB) when set, else this machine's current CUDA
+    device, else None (a CPU machine without a stated GPU checks nothing)."""
+    if config.gpu_memory is not None:
+        return int(config.gpu_memory * GIB)
+    import torch
+
+    if torch.cuda.is_available():
+        return int(torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory)
+    return None
+
+
+def world_size_from_env() -> int:
+    """The process count torchrun gives this run (1 without torchrun)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def plan_run(config: TrainConfig, *, model: Any = None, world_size: int = 1) -> MemoryPlan:
+    """The plan of a run before its model loads: the shape from ``model`` when it is in memory, else from
+    ``config.model``'s config; a model whose config cannot be read gives a plan that says so (``fits`` None)."""
+    gpu = gpu_memory_bytes(config)
+    try:
+        shape = model_shape(model if model is not None else config.model, config)
+    except (MedtuneError, OSError, ValueError, KeyError, TypeError) as exc:
+        return MemoryPlan.unknown(config, f"cannot read the model's config ({_one_line(exc)})", gpu, world_size)
+    return plan_memory(config, shape, world_size=world_size, gpu_bytes=gpu)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] + ("…" if len(text) > 200 else "")
+
+
+def check_fits(plan: MemoryPlan, where: str) -> None:
+    """Refuse a plan that does not fit (``fits`` False) unless its run turned the check off (``memory_check``)."""
+    if plan.fits is not False or not plan.memory_check:
+        return
+    raise ConfigError(f"{where}: {plan_problem(plan)}; or turn the check off (--no-memory-check) to try anyway")
+
+
+def plan_problem(plan: MemoryPlan, *, style: str = "cli") -> str:
+    """One line: the estimate against the GPU and what would fit."""
+    gpus = f" on each of {plan.world_size} GPUs" if plan.world_size > 1 else " per GPU"
+    head = (f"{plan.method} on {plan.model} ({plan.precision}) needs ~{plan.total / GIB:.1f} GiB{gpus}, the GPU has "
+            f"{(plan.gpu_bytes or 0) / GIB:.1f} GiB")
+    if plan.stage:
+        head += f" (peak in {plan.stage})"
+    if plan.fixes:
+        return head + "; would fit: " + "; ".join(fix_text(f, style=style) for f in plan.fixes)
+    return head + "; no setting tried fits"
+
+
+__all__ = [
+    "GIB", "LinearGroup", "MemoryPlan", "ModelShape", "activation_bytes", "check_fits", "fix_text",
+    "gpu_memory_bytes", "model_shape", "plan_memory", "plan_problem", "plan_run", "planned_precision",
+    "read_model_config", "shape_from_sizes", "tiny_config", "world_size_from_env",
+]
