@@ -55,9 +55,11 @@ def cpu_has_native_bf16() -> bool:
 
 
 def gpu_has_bf16() -> bool:
+    """Whether the GPU computes bf16 natively (Ampere and later). A T4 or V100 emulates it, several times slower
+    than fp16, although ``torch.cuda.is_bf16_supported()`` says yes there unless emulation is excluded."""
     import torch
 
-    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False))
 
 
 def on_gpu() -> bool:
@@ -69,8 +71,8 @@ def on_gpu() -> bool:
 def training_dtype(requested: str) -> str:
     """``fp32``, ``bf16`` or ``fp16`` for a run that asked for ``requested`` (``auto``, ``fp32``, ``bf16``, ``fp16``).
 
-    ``auto``: bf16 on a GPU that has it, fp16 on an older GPU, fp32 on a CPU (exact; what the tests compare against). ``bf16`` on a CPU
-    without native bf16 falls back to fp32 with a warning naming the reason.
+    ``auto``: bf16 on a GPU that has it, fp16 on an older GPU, fp32 on a CPU (exact; what the tests compare
+    against). ``bf16`` on a CPU without native bf16 falls back to fp32 with a warning naming the reason.
     """
     if requested == "fp32":
         return "fp32"

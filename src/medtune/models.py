@@ -61,7 +61,9 @@ def resolve_dtype(dtype: str | Any = "auto", device: str = "cpu") -> Any:
              "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
     if dtype == "auto":
         if device.startswith("cuda") and torch.cuda.is_available():
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            from medtune.hardware import gpu_has_bf16
+
+            return torch.bfloat16 if gpu_has_bf16() else torch.float16
         return torch.float32
     if dtype in ("bf16", "bfloat16") and not device.startswith("cuda"):
         from medtune.hardware import training_dtype
@@ -148,11 +150,13 @@ def load_pretrained(
     trust_remote_code: bool = False,
     quantization: str | None = None,
     adapter: str | Path | None = None,
+    attn_implementation: str | None = None,
 ) -> LoadedModel:
-    """Load a causal LM from a local directory or (when online) a hub name.
+    """Load a causal LM from a local directory or (when online) a hub name, straight onto ``device``.
 
     ``quantization`` is ``None``, ``"4bit"`` (NF4, double quantisation) or ``"8bit"`` via bitsandbytes,
-    which also runs on CPU here. ``adapter`` is a PEFT adapter directory applied on top.
+    which also runs on CPU here. ``adapter`` is a PEFT adapter directory applied on top. ``attn_implementation``
+    (``sdpa``, ``flash_attention_2``, ``eager``...) is passed to transformers; ``None`` keeps its default.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -165,6 +169,8 @@ def load_pretrained(
         local_model_path(path_or_name)  # raises for a missing path or an offline hub
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code,
                               "use_safetensors": True if is_local else None}
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
     if quantization:
         from transformers import BitsAndBytesConfig
 

@@ -56,6 +56,7 @@ class AnchorCheck:
     seed: int
     anchors_trained: int = 0
     path: Path | None = None
+    key: str = "anchor_eval"  # where describe() goes in config.json (the loop's StepHook protocol)
 
     @classmethod
     def from_config(cls, config: Any, *, training_ids: set[str] | None = None) -> AnchorCheck | None:
@@ -91,6 +92,10 @@ class AnchorCheck:
                 "k": self.anchor_set.k, "n_items": self.anchor_set.n_items, "anchor_method": self.anchor_set.method,
                 "n_boot": N_BOOT, "seed": self.seed, "anchors_in_training": self.anchors_trained,
                 "log": ANCHOR_EVAL_NAME}
+
+    def tracked(self, record: dict[str, Any]) -> dict[str, float]:
+        """What the experiment trackers receive of a check's record."""
+        return {"anchor_estimate": float(record["estimate"])}
 
     def due(self, step: int, total_steps: int) -> bool:
         """Whether the check runs after optimizer step ``step`` (every ``every`` steps, and after the last)."""

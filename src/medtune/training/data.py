@@ -198,8 +198,18 @@ def micro_batches(encoded: Sequence[Encoded], *, packing: bool, batch_size: int,
     return [list(encoded[i : i + batch_size]) for i in range(0, len(encoded), batch_size)]
 
 
-def collate(batch: Sequence[Encoded], *, packing: bool, pad_id: int) -> dict[str, Any]:
-    """Tensors for one micro-batch. Packed: one row, ``position_ids`` restart per item, no attention mask."""
+def collate(batch: Sequence[Encoded], *, packing: bool, pad_id: int, varlen: bool = False) -> dict[str, Any]:
+    """Tensors for one micro-batch, built on the host (the loop moves them to the device in one go).
+
+    Packed: one flat row, ``position_ids`` restarting per item and no attention mask — transformers keeps
+    attention within each item (a block-diagonal mask under SDPA; with a flash-attention implementation the
+    variable-length kernel runs on the flat sequence: ``varlen`` adds its cumulative sequence lengths, computed
+    here so the device never has to report them back). Padded: rows padded to the longest item.
+
+    ``label_index`` / ``label_targets``: the flat positions (row-major over rows × width) whose next token is a
+    label, and those tokens. The loss applies the output head at these positions only, and counting them on the
+    host spares the device a synchronisation per micro-batch.
+    """
     import torch
 
     if packing:
@@ -213,19 +223,34 @@ def collate(batch: Sequence[Encoded], *, packing: bool, pad_id: int) -> dict[str
             offset += e.n_tokens
         for s in starts:
             labels[s] = IGNORE
-        return {
+        index = [i for i in range(len(labels) - 1) if labels[i + 1] != IGNORE]
+        out: dict[str, Any] = {
             "input_ids": torch.tensor([ids]),
             "position_ids": torch.tensor([pos]),
             "attention_mask": None,
             "labels": torch.tensor([labels]),
+            "label_index": torch.tensor(index, dtype=torch.long),
+            "label_targets": torch.tensor([labels[i + 1] for i in index], dtype=torch.long),
         }
+        if varlen:
+            cu = torch.tensor([*starts, offset], dtype=torch.int32)
+            longest = max(e.n_tokens for e in batch)
+            out.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest, max_length_k=longest)
+        return out
     width = max(e.n_tokens for e in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
+    index, targets = [], []
     for r, e in enumerate(batch):
         n = e.n_tokens
         ids[r, :n] = torch.tensor(e.input_ids)
         labels[r, :n] = torch.tensor(e.labels)
         mask[r, :n] = 1
-    return {"input_ids": ids, "position_ids": None, "attention_mask": mask, "labels": labels}
+        for i in range(n - 1):
+            if e.labels[i + 1] != IGNORE:
+                index.append(r * width + i)
+                targets.append(e.labels[i + 1])
+    return {"input_ids": ids, "position_ids": None, "attention_mask": mask, "labels": labels,
+            "label_index": torch.tensor(index, dtype=torch.long),
+            "label_targets": torch.tensor(targets, dtype=torch.long)}

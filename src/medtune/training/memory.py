@@ -10,8 +10,9 @@ P all parameters, A adapter parameters (r x (in + out) per linear but the head),
   r x max(m, n) and a projector r x min(m, n) per projected m x n matrix, full moments for the rest); torch's
   foreach AdamW adds a 4P buffer during its step. Under bf16/fp16 autocast autograd keeps the half-precision copy
   of every matmul weight (2 B each) until that layer's backward, and the backward runs inside autocast.
-  FSDP2 (W > 1 GPUs) divides master, gradients and moments by W and gathers the root and two layers in fp32;
-  autocast's copies are not sharded. DDP keeps a second copy of the gradients (its all-reduce buckets).
+  FSDP2 (W > 1 GPUs) divides master, gradients and moments by W and gathers the root and two layers (in
+  half precision under its mixed-precision policy, so autocast keeps no copies). DDP keeps a second copy of the
+  gradients (its all-reduce buckets).
 - lora / dora: frozen base 2P (4P on fp32 runs), fp32 adapters 4A + gradients 4A + moments 8A; qlora: NF4
   0.516 B per L weight (4 bit + double-quantised scales), the other weights fp32 (PEFT's k-bit preparation
   upcasts them), paged 8-bit AdamW (2A). knowtuning: the larger of its KA stage (its inner method) and its KC
@@ -590,18 +591,21 @@ def _stage_plan(config: TrainConfig, shape: ModelShape, m: _Method, *, world_siz
         trainable = n
         if mixed:
             master = 4 * n // w
-            # autograd keeps autocast's half-precision copy of every matmul weight until that layer's backward;
-            # FSDP shards the fp32 weights, not these copies
-            working = c * (shape.linear_params + (shape.head_params or shape.embedding_params))
-            if sharded:
-                working += 4 * gathered
             notes["master"] = "fp32 master weights" + (f", 1/{w} each (FSDP)" if sharded else "")
-            notes["weights"] = (f"{precision} copies of the matmul weights, kept from forward to backward"
-                                + (" (not sharded) + the gathered fp32 layers" if sharded else ""))
+            if sharded:
+                # FSDP2's mixed-precision policy gathers the root and a layer at a time in half precision: autocast
+                # then makes no copies, and nothing unsharded outlives its layer's pass
+                working = c * gathered
+                notes["weights"] = f"{precision} gathered root and layers (FSDP2 mixed precision)"
+            else:
+                # autograd keeps autocast's half-precision copy of every matmul weight until that layer's backward
+                working = c * (shape.linear_params + (shape.head_params or shape.embedding_params))
+                notes["weights"] = f"{precision} copies of the matmul weights, kept from forward to backward"
         else:
             weights = 4 * n // w + (4 * gathered if sharded else 0)
             notes["weights"] = "fp32" + (f", 1/{w} each + the gathered layers (FSDP)" if sharded else "")
-        residual = 4  # the fp32 embeddings make the residual stream fp32 under autocast too
+        # the fp32 embeddings make the residual stream fp32 under autocast (bf16 when FSDP gathers them in bf16)
+        residual = c if (mixed and sharded) else 4
         linear_out = c
     else:
         trainable = n_adapter

@@ -71,9 +71,14 @@ class MethodSpec(ABC):
         params = [p for _, p in trainable_parameters(model)]
         return standard_optimizer(params, config.optim or self.default_optim, config)
 
-    def save(self, model: nn.Module, tokenizer: Any, run_dir: Path) -> Path:
-        """Write the trained weights (safetensors) and the tokenizer to ``run_dir/<output_name>``, atomically."""
-        return save_pretrained_atomic(model, tokenizer, Path(run_dir) / self.output_name)
+    def save(self, model: nn.Module, tokenizer: Any, run_dir: Path, *,
+             state_dict: dict[str, Any] | None = None) -> Path:
+        """Write the trained weights (safetensors) and the tokenizer to ``run_dir/<output_name>``, atomically.
+
+        ``state_dict``: the model's tensors gathered in full when the run was sharded over processes (the model's
+        own parameters are then shards).
+        """
+        return save_pretrained_atomic(model, tokenizer, Path(run_dir) / self.output_name, state_dict=state_dict)
 
     def merge(self, model: nn.Module) -> nn.Module:
         """Fold an adapter into its base weights (a full model is returned as it is)."""
@@ -215,18 +220,28 @@ def standard_optimizer(params: list[nn.Parameter], optim: str, config: TrainConf
     raise ConfigError(f"unknown optimizer '{optim}' ({', '.join(STANDARD_OPTIMS)})")
 
 
-def save_pretrained_atomic(model: Any, tokenizer: Any, output: Path) -> Path:
-    """``save_pretrained`` (safetensors) + tokenizer into a temporary folder, then renamed over ``output``.
+def save_pretrained_atomic(model: Any, tokenizer: Any, output: Path, *,
+                           state_dict: dict[str, Any] | None = None) -> Path:
+    """``save_pretrained`` (safetensors) + tokenizer into a temporary folder, then swapped in for ``output``.
 
-    An interrupted save leaves the previous folder (or none), never a half-written model.
+    The previous folder is renamed away, the new one renamed into place, and only then is the old one removed, so
+    an interrupted save leaves the previous folder (or, between the two renames, its renamed copy), never a
+    half-written model; a failed save removes its temporary folder.
     """
     output = Path(output)
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    old = output.with_name(f".{output.name}.old-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
+    try:
+        kwargs = {"state_dict": state_dict} if state_dict is not None else {}
+        model.save_pretrained(tmp, safe_serialization=True, **kwargs)
+        tokenizer.save_pretrained(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if output.exists():
-        shutil.rmtree(output)
+        os.replace(output, old)
     os.replace(tmp, output)
+    shutil.rmtree(old, ignore_errors=True)
     return output
