@@ -116,3 +116,26 @@ def test_a_sharded_run_resumes_from_its_checkpoint_to_the_same_weights(tmp_path)
     assert w1.keys() == w2.keys()
     for k in w1:
         assert torch.allclose(w1[k], w2[k], rtol=1e-5, atol=1e-7), k
+
+
+@pytest.mark.slow
+def test_a_grid_cell_given_two_gpus_trains_as_two_processes(tmp_path, monkeypatch):
+    """The executors tell a cell how many GPUs it holds (MEDTUNE_CELL_GPUS); the training stage then runs itself
+    under torchrun on that many processes and returns the summary one process would (gloo stands in here)."""
+    from training_helpers import micro_config
+
+    from medtune.training.stage import CELL_GPUS_ENV, run_training
+
+    items = make_items(12)
+    items_path = write_items(items, tmp_path / "items.parquet")
+    order_path = tmp_path / "order.json"
+    order_path.write_text(json.dumps(make_order([it.id for it in items])))
+    monkeypatch.setenv(CELL_GPUS_ENV, "2")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    summary = run_training(micro_config(method="full", max_steps=3), items_path, order_path, tmp_path / "run")
+    meta = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert meta["world_size"] == 2
+    assert summary["steps"] == 3 and len(read_log(tmp_path / "run")) == 3
+    assert summary["final_loss"] == pytest.approx(read_log(tmp_path / "run")[-1]["loss"])
+    assert summary["model_ref"]["model_dir"] == "run/model" and (tmp_path / "run" / "model").is_dir()
+    assert verify_run(tmp_path / "run").ok

@@ -46,6 +46,7 @@ def pretrain_causal_lm(model: Any, tokenizer: Any, texts: Sequence[str], *, epoc
     total = max(1, epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
+    device = next(model.parameters()).device  # the blocks go where the model is (a GPU when it was loaded there)
     model.train()
     history: list[float] = []
     for _ in range(epochs):
@@ -53,14 +54,15 @@ def pretrain_causal_lm(model: Any, tokenizer: Any, texts: Sequence[str], *, epoc
         rng.shuffle(order)
         losses = []
         for i in range(0, len(order), batch_size):
-            x = blocks[order[i : i + batch_size]]
+            x = blocks[order[i : i + batch_size]].to(device)
             logits = model(input_ids=x, use_cache=False).logits
             loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), x[:, 1:].reshape(-1))
             loss.backward()
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
-        history.append(sum(losses) / len(losses))
+            losses.append(loss.detach())
+        values = torch.stack(losses).tolist()  # one host sync per epoch, not per step
+        history.append(sum(values) / len(values))
     model.eval()
     return history

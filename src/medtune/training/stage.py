@@ -8,15 +8,22 @@ the trained weights (``model_ref``), which the evaluation stage reads.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from medtune.errors import InputError
+from medtune.errors import InputError, MedtuneError
 from medtune.training.config import TrainConfig
 
 TRAIN_SPLIT = "train"
 ALL_SPLITS = "all"
+# The GPUs a grid cell was given (set by the grid's executors); more than one: the cell trains on all of them.
+CELL_GPUS_ENV = "MEDTUNE_CELL_GPUS"
+SETTINGS_NAME = "launch_settings.json"
 
 
 def select_training_items(items: list[Any], split: str | None, *, file: Path | None = None) -> tuple[list[Any], str]:
@@ -60,9 +67,13 @@ def run_training(settings: TrainConfig, items_path: Path, order_path: Path, out:
 
     items_path, order_path, out = Path(items_path), Path(order_path), Path(out)
     items, note = select_training_items(read_items(items_path), split, file=items_path)
-    order = read_order(order_path)
-    result = train(settings, items, order, out, textbook=read_textbook(items_path), resume=resume,
-                   progress=progress, items_path=items_path, order_path=order_path, planner=planner)
+    nproc = cell_processes(settings, planner)
+    if nproc > 1:
+        result = launch_processes(settings, items_path, order_path, out, nproc=nproc, split=split, resume=resume)
+    else:
+        order = read_order(order_path)
+        result = train(settings, items, order, out, textbook=read_textbook(items_path), resume=resume,
+                       progress=progress, items_path=items_path, order_path=order_path, planner=planner)
     spec = get_method(settings.method)
     home = out.parent
 
@@ -71,8 +82,6 @@ def run_training(settings: TrainConfig, items_path: Path, order_path: Path, out:
             return None
         p = Path(p)
         return str(p.relative_to(home)) if p.is_absolute() and p.is_relative_to(home) else str(p)
-
-    import json
 
     meta = json.loads((out / "config.json").read_text(encoding="utf-8"))
     out_dir = Path(result.output_dir) if result.output_dir else None
@@ -85,3 +94,67 @@ def run_training(settings: TrainConfig, items_path: Path, order_path: Path, out:
     return {"steps": result.steps, "final_loss": float(result.losses[-1]) if result.losses else None,
             "tokens": result.tokens, "train_seconds": round(result.seconds, 3), "split": note, "model_ref": ref,
             "train_config": settings.to_dict()}
+
+
+def cell_processes(settings: TrainConfig, planner: Any = None) -> int:
+    """How many processes this training runs as: one per GPU the grid gave the cell (``MEDTUNE_CELL_GPUS``), or
+    one when already launched by ``torchrun``, for a staged method (KnowTuning) or an adaptive planner (both
+    decide on one process)."""
+    from medtune.training.methods import MethodSpec, get_method
+
+    wanted = int(os.environ.get(CELL_GPUS_ENV) or 1)
+    if wanted <= 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1 or planner is not None:
+        return 1
+    if type(get_method(settings.method)).train_run is not MethodSpec.train_run:
+        return 1
+    return wanted
+
+
+def launch_processes(settings: TrainConfig, items_path: Path, order_path: Path, out: Path, *, nproc: int,
+                     split: str | None, resume: bool) -> Any:
+    """Run this stage as ``nproc`` processes under ``torchrun`` (each on its own GPU: DDP or FSDP, see
+    :mod:`medtune.training.placement`) and return what one process would: the run's steps, losses and weights.
+
+    ``--standalone`` picks a free port, so several cells on one node never collide.
+    """
+    from medtune.training.loop import TrainResult
+    from medtune.training.methods import get_method
+    from medtune.training.runlog import read_log
+
+    out.mkdir(parents=True, exist_ok=True)
+    settings_path = out / SETTINGS_NAME
+    settings_path.write_text(json.dumps(settings.to_dict()), encoding="utf-8")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+               "-m", "medtune.training.stage", "--settings", str(settings_path), "--items", str(items_path),
+               "--order", str(order_path), "--out", str(out)]
+    if split is not None:
+        command += ["--split", split]
+    if resume:
+        command.append("--resume")
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-12:]
+        raise MedtuneError(f"training on {nproc} processes failed (exit {done.returncode}):\n" + "\n".join(tail))
+    log = read_log(out)
+    return TrainResult(out, None, None, len(log), [float(r["loss"]) for r in log], sum(r["tokens"] for r in log),
+                       sum(r["time"] for r in log), out / get_method(settings.method).output_name)
+
+
+def _main(argv: list[str] | None = None) -> None:
+    """The entry each process of :func:`launch_processes` runs."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m medtune.training.stage")
+    parser.add_argument("--settings", required=True)
+    parser.add_argument("--items", required=True)
+    parser.add_argument("--order", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--split", default=None)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    settings = TrainConfig.from_dict(json.loads(Path(args.settings).read_text(encoding="utf-8")), where=args.settings)
+    run_training(settings, Path(args.items), Path(args.order), Path(args.out), split=args.split, resume=args.resume)
+
+
+if __name__ == "__main__":
+    _main()

@@ -13,7 +13,8 @@ model itself. With full training, the reference is a second, frozen copy loaded 
 :func:`reference_backend` exposes that reference through medtune's scoring interface, so the run can record
 (and a test can check) that its log-probabilities are the KA model's.
 
-CPU-friendly settings: fp32, no gradient checkpointing unless asked, no checkpoints (``save_strategy="no"``), no
+CPU-friendly settings (fp32 on a CPU; on a GPU the run's bf16/fp16 mixed precision, frozen weights in half
+precision), no gradient checkpointing unless asked, no checkpoints (``save_strategy="no"``), no
 trackers (``report_to=[]``), and the triples in file order (``train_sampling_strategy="sequential"``), so a seed
 fixes the run.
 """
@@ -58,7 +59,10 @@ def _dpo_config(cls: Any, config: TrainConfig, out: Path, epochs: int, progress:
         max_grad_norm=config.max_grad_norm if config.max_grad_norm else 0.0, max_length=config.max_length,
         beta=config.knowtuning_beta, loss_type=["sigmoid", "sft"], loss_weights=[1.0, config.knowtuning_sft_weight],
         seed=config.seed, data_seed=config.seed, train_sampling_strategy="sequential",
-        bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(),
+        # The run's resolved precision (bf16 mixed precision on a bf16 GPU, fp16 with loss scaling on an older one,
+        # fp32 on a CPU), as the KA stage's loop computes.
+        bf16=config.resolved_dtype() == "bf16" and torch.cuda.is_available(),
+        fp16=config.resolved_dtype() == "fp16", use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=config.gradient_checkpointing, report_to=[], save_strategy="no", logging_steps=1,
         disable_tqdm=not progress, dataloader_num_workers=0, push_to_hub=False, trust_remote_code=False,
     )
@@ -102,13 +106,19 @@ def build_kc_trainer(config: TrainConfig, triples: Sequence[Triple], ka_model_di
     out.mkdir(parents=True, exist_ok=True)
     (out / LOG_NAME).unlink(missing_ok=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    policy = load_pretrained(ka_model_dir, dtype="fp32", device=device)
+    # A frozen reference (and a LoRA policy's frozen base) needs no fp32 master copy: half precision on a GPU.
+    precision = config.resolved_dtype()
+    frozen = precision if precision in ("bf16", "fp16") and device == "cuda" else "fp32"
+    policy_dtype = frozen if config.knowtuning_inner_method == "lora" else "fp32"
+    policy = load_pretrained(ka_model_dir, dtype=policy_dtype, device=device,
+                             attn_implementation=config.attn_implementation)
     data = Dataset.from_list([{"prompt": t.prompt, "chosen": t.chosen, "rejected": t.rejected} for t in triples])
     kwargs: dict[str, Any] = {}
     if config.knowtuning_inner_method == "lora":
         kwargs["peft_config"] = lora_config(policy.model, config)
     else:
-        kwargs["ref_model"] = load_pretrained(ka_model_dir, dtype="fp32", device=device).model
+        kwargs["ref_model"] = load_pretrained(ka_model_dir, dtype=frozen, device=device,
+                                              attn_implementation=config.attn_implementation).model
     torch.manual_seed(config.seed)
     import datasets
 
@@ -142,10 +152,10 @@ def reference_backend(trainer: Any) -> Iterator[Any]:
     try:
         if trainer.ref_model is None:
             with model.disable_adapter():
-                yield as_backend(LoadedModel(model, tok, "kc-reference", torch.float32, str(model.device)))
+                yield as_backend(LoadedModel(model, tok, "kc-reference", model.dtype, str(model.device)))
         else:
             ref = trainer.ref_model
-            yield as_backend(LoadedModel(ref, tok, "kc-reference", torch.float32, str(ref.device)))
+            yield as_backend(LoadedModel(ref, tok, "kc-reference", ref.dtype, str(ref.device)))
     finally:
         model.train(was_training)
 
