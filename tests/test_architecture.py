@@ -129,3 +129,13 @@ def test_no_cli_module_holds_stage_logic() -> None:
                      or m in ("medtune.models", "medtune.experiments.store", "medtune.experiments.pipeline",
                               "medtune.scoring.engine", "medtune.training.trainer")}
         assert not forbidden, f"{path.name} imports {sorted(forbidden)}"
+
+
+def test_the_training_loop_knows_its_hooks_only_as_protocols() -> None:
+    """The loop calls the adaptive planner and the in-training anchor check through ``training.hooks``: neither it
+    nor anything it imports reaches their implementations (``train()`` plugs them in)."""
+    graph = _graph()
+    for module in ("medtune.training.loop", "medtune.training.placement", "medtune.training.hooks"):
+        for implementation in ("medtune.adaptive", "medtune.anchors", "medtune.training.anchor_check",
+                               "medtune.training.trainer"):
+            assert _reaches(graph, module, implementation) == [], (module, implementation)

@@ -407,7 +407,7 @@ def _crossfit_repeat(items: Sequence[Item], cross: CrossfitSettings, base_spec: 
         tmp = Path(tempfile.mkdtemp(prefix="medtune-crossfit-"))
         try:
             train(config, train_items, order, tmp / "run", progress=progress)
-            loaded = load_trained(tmp / "run")
+            loaded = load_trained(tmp / "run", dtype="auto")  # on the GPU in bf16 where there is one; fp32 on a CPU
             frames.append(score_items(loaded, held, progress=progress, **score_kwargs))
             del loaded
         finally:

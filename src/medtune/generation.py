@@ -22,10 +22,10 @@ def load_for_generation(spec: str) -> Any:
     if path.is_dir() and (path / "train_log.jsonl").exists():
         from medtune.training.export import load_trained
 
-        return load_trained(path)
+        return load_trained(path, dtype="auto")  # fp32 on a CPU, bf16 on a GPU with bf16
     from medtune.models import resolve_model
 
-    return resolve_model(spec, device="cpu")
+    return resolve_model(spec)
 
 
 def build_prompt(question: str, options: list[str] | None, template: str, tokenizer: Any, chat: bool) -> str:

@@ -56,8 +56,10 @@ def _base_path(run_dir: Path, meta: dict[str, Any]) -> Path | str:
     raise InputError("cannot find the base model of this run (no base/ folder and no base_model path)", file=run_dir)
 
 
-def load_trained(run_dir: str | Path, *, merge: bool = False, dtype: str = "fp32", as_trained: bool = False):
-    """A :class:`medtune.models.LoadedModel` for a run folder (adapter applied, or the full model).
+def load_trained(run_dir: str | Path, *, merge: bool = False, dtype: str = "fp32", as_trained: bool = False,
+                 device: str = "auto"):
+    """A :class:`medtune.models.LoadedModel` for a run folder (adapter applied, or the full model), on ``device``
+    (``auto``: the GPU when there is one, so scoring a run there does not run on the CPU).
 
     The base of an adapter is loaded in full precision unless ``as_trained``, which loads it as the method
     trained it (its ``base_quantization``, e.g. 4-bit for QLoRA). A folder that is not a training run is
@@ -71,12 +73,12 @@ def load_trained(run_dir: str | Path, *, merge: bool = False, dtype: str = "fp32
         if (run_dir / "train_log.jsonl").exists():
             raise InputError("the run has no config.json with its training settings (did training start?)",
                              file=run_dir)
-        return load_pretrained(run_dir, dtype=dtype, device="cpu")  # an ordinary model folder
+        return load_pretrained(run_dir, dtype=dtype, device=device)  # an ordinary model folder
     weights = run_dir / spec.output_name
     if not (weights.exists() and any(weights.iterdir())):
         raise InputError(f"the run has no {spec.output_name}/ (did training finish?)", file=run_dir)
     if not spec.is_adapter:
-        loaded = load_pretrained(weights, dtype=dtype, device="cpu")
+        loaded = load_pretrained(weights, dtype=dtype, device=device)
         if merge:
             loaded.model = spec.merge(loaded.model)
         return loaded
@@ -84,7 +86,7 @@ def load_trained(run_dir: str | Path, *, merge: bool = False, dtype: str = "fp32
         raise ConfigError(f"merging needs the full-precision base, not the {spec.base_quantization} one "
                           "the run trained on (drop as_trained)")
     quantization = spec.base_quantization if as_trained else None
-    loaded = load_pretrained(_base_path(run_dir, _run_meta(run_dir)), dtype=dtype, device="cpu", adapter=weights,
+    loaded = load_pretrained(_base_path(run_dir, _run_meta(run_dir)), dtype=dtype, device=device, adapter=weights,
                              quantization=quantization)
     if merge:
         loaded.model = spec.merge(loaded.model)
@@ -94,7 +96,7 @@ def load_trained(run_dir: str | Path, *, merge: bool = False, dtype: str = "fp32
 
 def merge_adapter(run_dir: str | Path, output: str | Path) -> Path:
     """Fold the run's adapter into its base and save a full safetensors model (+ tokenizer), atomically."""
-    loaded = load_trained(run_dir, merge=True)
+    loaded = load_trained(run_dir, merge=True, device="cpu")  # an fp32 merge of a 13B model fits no GPU
     return save_pretrained_atomic(loaded.model, loaded.tokenizer, Path(output))
 
 

@@ -68,6 +68,7 @@ from medtune.training.methods import (
 )
 from medtune.training.placement import Placement, choose_strategy, world_size_from_env
 from medtune.training.reporting import Progress, Reporters
+from medtune.training.result import TrainResult
 from medtune.training.runlog import LOG_NAME, RunLog, truncate_log
 
 log = logging.getLogger(__name__)
@@ -75,22 +76,6 @@ log = logging.getLogger(__name__)
 # The loader of the run's base model: (config, items, run_dir, *, model, tokenizer, textbook, placement) →
 # (model on its device in the method's form, tokenizer, where the base weights live).
 BaseLoader = Callable[..., tuple[nn.Module, Any, str]]
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    model: Any
-    tokenizer: Any
-    steps: int
-    losses: list[float] = field(default_factory=list)
-    tokens: int = 0
-    seconds: float = 0.0
-    output_dir: Path | None = None
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.tokens / self.seconds if self.seconds > 0 else float("nan")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -117,8 +117,8 @@ def launch_processes(settings: TrainConfig, items_path: Path, order_path: Path, 
 
     ``--standalone`` picks a free port, so several cells on one node never collide.
     """
-    from medtune.training.loop import TrainResult
     from medtune.training.methods import get_method
+    from medtune.training.result import TrainResult
     from medtune.training.runlog import read_log
 
     out.mkdir(parents=True, exist_ok=True)

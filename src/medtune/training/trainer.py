@@ -30,17 +30,12 @@ from medtune.errors import ConfigError
 from medtune.schema import Item
 from medtune.training import checkpoint as ckpt
 from medtune.training.config import TrainConfig
-from medtune.training.loop import (
-    AnswerLoss,
-    FinetuneRecipe,
-    TrainResult,
-    answer_loss_sum,
-    model_parts,
-)
+from medtune.training.loop import AnswerLoss, FinetuneRecipe, answer_loss_sum, model_parts
 from medtune.training.methods import MethodSpec, StandardLoop, method_of
 from medtune.training.placement import Placement
 from medtune.training.planner import StepPlanner
 from medtune.training.reporting import Progress, Reporters
+from medtune.training.result import TrainResult
 
 __all__ = ["AnswerLoss", "Progress", "Reporters", "TrainResult", "answer_loss_sum", "base_dtype",
            "load_base_model", "model_parts", "save_trained", "train"]

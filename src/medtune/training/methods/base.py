@@ -29,7 +29,7 @@ from medtune.errors import ConfigError, UnsupportedOnThisMachine
 
 if TYPE_CHECKING:  # the config module validates method names through this registry: no import at run time
     from medtune.training.config import TrainConfig
-    from medtune.training.trainer import TrainResult
+    from medtune.training.result import TrainResult
 
 # The optimizers :func:`standard_optimizer` builds (a method with its own, like GaLore, overrides the builder).
 STANDARD_OPTIMS: tuple[str, ...] = ("adamw", "adamw_8bit", "paged_adamw_8bit")

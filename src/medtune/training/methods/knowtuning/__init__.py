@@ -29,7 +29,7 @@ from medtune.training.methods.knowtuning.inner import KNOWTUNING_LORA
 
 if TYPE_CHECKING:
     from medtune.training.config import TrainConfig
-    from medtune.training.trainer import TrainResult
+    from medtune.training.result import TrainResult
 
 KNOWTUNING_SETTINGS: tuple[str, ...] = (
     "knowtuning_inner_method", "knowtuning_ka_share", "knowtuning_ka_lr", "knowtuning_ka_epochs", "knowtuning_kc_lr",
