@@ -745,21 +745,8 @@ while time.monotonic() < deadline:
 """
 
 
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    """Run the block with ``n`` torch threads (as the one-thread subprocesses it is compared with)."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def part_resume(ctx: Ctx, report: Report) -> dict[str, Any]:
+    from medtune.hardware import torch_threads
     from medtune.training import verify_run
     from medtune.training.runlog import read_log
     from medtune.training.stage import run_training

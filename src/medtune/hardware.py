@@ -10,10 +10,12 @@ by what the hardware can do and falls back to fp32 with a warning where bf16 wou
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 ENV_OVERRIDE = "MEDTUNE_CPU_BF16"
@@ -110,3 +112,23 @@ def set_threads(n: int | None) -> None:
         import torch
 
         torch.set_num_threads(n)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch threads (None: as it is), then restore the caller's setting.
+
+    Float sums differ with the thread count, so a grid cell (or a benchmark compared with one-thread processes)
+    fixes it to get the same numbers under every executor.
+    """
+    if not n:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

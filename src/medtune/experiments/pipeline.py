@@ -20,8 +20,6 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from typing import Any
 from medtune.experiments.config import DataSetConfig, ExperimentConfig, ModelConfig, StrategyConfig, config_from_dict
 from medtune.experiments.grid import NO_DIFFICULTY, Cell
 from medtune.experiments.store import Artifact, ResultStore, Store
+from medtune.hardware import torch_threads
 from medtune.io import sha256_file, stable_hash
 
 ITEMS = "items.parquet"
@@ -368,22 +367,6 @@ def _setup(payload: dict[str, Any]) -> Context:
     return Context(cfg, Store(cfg.store_path), progress=bool(payload.get("progress")))
 
 
-@contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """Run with ``n`` torch threads (same numbers under every executor), then restore the caller's setting."""
-    if not n:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _model_specs(ctx: Context, data: Artifact) -> dict[str, str]:
     """Names from ``models`` usable in the difficulty ensemble, mapped to their base model specs (grid order)."""
     d = ctx.cfg.difficulty
@@ -437,7 +420,7 @@ def execute_cell(payload: dict[str, Any]) -> dict[str, Any]:
     try:
         ctx = _setup(payload)
         record["test_sets"] = [t.label for t in ctx.cfg.test_sets_for(cell.dataset, cell.fold, base=cell.is_base)]
-        with _torch_threads(ctx.cfg.executor.torch_threads):
+        with torch_threads(ctx.cfg.executor.torch_threads):
             record.update(run_cell(ctx, cell))
         record["status"] = "done"
         record["error"] = None
@@ -459,7 +442,7 @@ def prepare_shared(payload: dict[str, Any]) -> dict[str, Any]:
     A failing shared stage is recorded in the store (once); the cells that need it fail at once with its error.
     """
     ctx = _setup(payload)
-    with _torch_threads(ctx.cfg.executor.torch_threads):
+    with torch_threads(ctx.cfg.executor.torch_threads):
         return _prepare_shared(ctx, payload)
 
 
