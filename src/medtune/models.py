@@ -163,10 +163,12 @@ def load_pretrained(
 
     device = default_device() if device == "auto" else device
     torch_dtype = resolve_dtype(dtype, device)
+    spec = str(path_or_name)
     path = Path(path_or_name)
-    is_local = path.exists()
-    if not is_local:
-        local_model_path(path_or_name)  # raises for a missing path or an offline hub
+    if not path.exists():
+        # a hub name: its cached snapshot folder when the hub is offline (raises when not cached), else the name
+        path_or_name = local_model_path(path_or_name)
+    is_local = Path(path_or_name).exists()
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code,
                               "use_safetensors": True if is_local else None}
     if attn_implementation is not None:
@@ -189,12 +191,16 @@ def load_pretrained(
         else:
             raise InputError(f"unknown quantization '{quantization}' (use 4bit or 8bit)")
         kwargs["device_map"] = device
+    elif device.startswith("cuda"):
+        # Straight onto the GPU, shard by shard: each of 8 processes loading a 7B model into CPU memory first
+        # would need 8 × its size of host RAM.
+        kwargs["device_map"] = device
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path_or_name), trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(str(path_or_name), **kwargs)
     except OSError as exc:
         raise InputError(f"cannot load model: {exc}", file=path_or_name) from None
-    if not quantization:
+    if "device_map" not in kwargs:
         model.to(device)
     if adapter is not None:
         from peft import PeftModel
@@ -203,7 +209,7 @@ def load_pretrained(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
-    return LoadedModel(model, tokenizer, str(path_or_name), torch_dtype, device)
+    return LoadedModel(model, tokenizer, spec, torch_dtype, device)
 
 
 # ----------------------------------------------------------------------------------------------------------

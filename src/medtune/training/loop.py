@@ -334,12 +334,13 @@ class FinetuneRecipe:
         tokens = 0
         for k, (mb, weight) in enumerate(batches):
             batch = p.to_device(collate(mb, packing=c.packing, pad_id=pad_id, varlen=varlen))
-            with p.no_sync(self.net, sync=k == len(batches) - 1), p.autocast():
-                lsum = self.net(**batch)
+            with p.no_sync(self.net, sync=k == len(batches) - 1):
+                with p.autocast():
+                    lsum = self.net(**batch)
                 loss = lsum / max(1, n_labels)
                 if p.world_size > 1:
                     loss = loss * (p.loss_scale * weight)
-                p.backward(loss)
+                p.backward(loss)  # outside autocast, as accelerate and the HF Trainer run it
             if weight:
                 loss_sum += lsum.detach().double()
                 tokens += sum(e.n_tokens for e in mb)
