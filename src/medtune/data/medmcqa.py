@@ -19,7 +19,7 @@ fails loudly instead of shifting every answer by one. Records without an answer 
 -1: the test split) are errors, or skipped and reported with ``on_error="skip"``.
 
 Mapping: subject_name → category, topic_name → subcategory, exp → explanation; ``choice_type``
-("single"/"multi") and the record's own id are kept in ``meta``. Ids are ``medmcqa-<id>``.
+("single"/"multi"; any other value is an error) and the record's own id are kept in ``meta``. Ids are ``medmcqa-<id>``.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from medtune.schema import MCQItem, make_item
 SOURCE = "medmcqa"
 OPTION_FIELDS = ("opa", "opb", "opc", "opd")
 CopBase = Literal[0, 1, "auto"]
+CHOICE_TYPES = ("single", "multi")
 
 
 def _cop_value(rec: dict[str, Any]) -> int | None:
@@ -100,8 +101,12 @@ def _build(record: Any, where: str, split: str, base: int, ids: UniqueIds) -> MC
     item_id = f"{SOURCE}-{source_id}"
     ids.claim(item_id, where)
     meta: dict[str, Any] = {"source_id": source_id, "cop": cop, "cop_base": base}
-    if rec.get("choice_type") is not None:
-        meta["choice_type"] = rec["choice_type"]
+    choice_type = rec.get("choice_type")
+    if choice_type is not None:
+        # Only these two are published; anything else is a damaged or foreign file, not a third kind of question.
+        if choice_type not in CHOICE_TYPES:
+            raise InputError(f"{choice_type!r} is not one of {', '.join(CHOICE_TYPES)}", field="choice_type")
+        meta["choice_type"] = choice_type
     return make_item(
         MCQItem,
         {
