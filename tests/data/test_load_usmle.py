@@ -243,7 +243,7 @@ def test_bad_image_list(tmp_path: Path) -> None:
 def test_registered_with_its_options() -> None:
     spec = available_loaders()["usmle"]
     assert spec.needs_path and "USMLE" in spec.description
-    assert set(spec.options or ()) == {"step", "drop_images", "split"}
+    assert set(spec.options or ()) == {"step", "drop_images", "split", "strict"}
     with pytest.raises(InputError, match=r"unknown option\(s\) for usmle: steps"):
         load("usmle", Path(__file__), steps=1)
 

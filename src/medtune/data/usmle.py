@@ -25,6 +25,11 @@ Choices made here (and why):
   drops them (each reported in ``LoadResult.skipped`` and counted in ``extras["dropped_images"]``).
   ``meta.refers_to_figure`` flags text that speaks of a figure, photograph, x-ray, ECG ... "shown": a
   heuristic (a regular expression over the question), kept as a flag only, never a reason to drop.
+- unanswerable questions: the published files hold a few questions whose options are all empty (the choices are
+  in a figure) and a few whose solutions-file letter is not among the question's options. Neither can be asked or scored
+  from the text, and failing the whole load over them would make the published folder unloadable, so they are
+  skipped by default, each reported in ``LoadResult.skipped`` (file and record) and counted in
+  ``extras["unanswerable"]``; ``strict=True`` stops at the first one instead, like any other bad record.
 - ``split`` is "test" unless given: the sets are self-assessment exams, never training data.
 """
 
@@ -79,8 +84,14 @@ def step_of(path: Path) -> int:
     return int(m[1])
 
 
-def _answer_letter(value: Any, options: list[str], *, field: str) -> str:
-    """The letter of an answer value ("C", "C: text", or exactly one option's text), checked against the options."""
+class _Unanswerable(InputError):
+    """A question the published files leave without usable choices or key: skipped unless ``strict``."""
+
+
+def _answer_letter(value: Any, options: list[str], *, field: str, beyond: type[InputError] = InputError) -> str:
+    """The letter of an answer value ("C", "C: text", or exactly one option's text), checked against the options.
+
+    ``beyond``: the error for a letter past the last option (the solutions files hold a few such keys)."""
     if not isinstance(value, str):
         raise InputError(f"expected an answer letter, got {value!r}", field=field)
     m = _ANSWER_LETTER.match(value)
@@ -91,7 +102,7 @@ def _answer_letter(value: Any, options: list[str], *, field: str) -> str:
         return LETTERS[matches[0]]
     letter = m[1].upper()
     if letter not in LETTERS[: len(options)]:
-        raise InputError(f"answer letter {letter!r} is not among the options A-{LETTERS[len(options) - 1]}",
+        raise beyond(f"answer letter {letter!r} is not among the options A-{LETTERS[len(options) - 1]}",
                          field=field)
     return letter
 
@@ -103,6 +114,8 @@ def _options(rec: dict[str, Any]) -> list[str]:
     if not isinstance(opts, dict):
         raise InputError(f"expected an object keyed by letters (A, B, ...), got {type(opts).__name__}",
                          field="options")
+    if all(isinstance(v, str) and not v.strip() for v in opts.values()):
+        raise _Unanswerable("every option is empty (the choices are in a figure)", field="options")
     if len(opts) < MIN_OPTIONS:
         raise InputError(f"needs at least {MIN_OPTIONS} options, got {len(opts)}", field="options")
     keys = sorted(opts)
@@ -209,7 +222,10 @@ def _answer(rec: dict[str, Any], options: list[str], no: int, sf: _StepFile) -> 
     solved: str | None = None
     if sf.solutions is not None and no in sf.solutions:
         try:
-            solved = _answer_letter(sf.solutions[no], options, field=str(no))
+            solved = _answer_letter(sf.solutions[no], options, field=str(no), beyond=_Unanswerable)
+        except _Unanswerable as exc:
+            raise _Unanswerable(f"{exc.reason} ({sf.solutions_path.name}'s answer of question {no})",
+                                field="answer") from None
         except InputError as exc:
             raise InputError(f"{exc.reason} (the answer of question {no})", file=sf.solutions_path,
                              field=str(no)) from None
@@ -249,8 +265,8 @@ def _build(record: Any, index: int, sf: _StepFile, split: str, ids: UniqueIds) -
     )
 
 
-def _load_file(path: Path, step: int, on_error: OnError, split: str,
-               images: dict[int, frozenset[int]]) -> tuple[LoadResult, _StepFile]:
+def _load_file(path: Path, step: int, on_error: OnError, split: str, images: dict[int, frozenset[int]],
+               strict: bool = False) -> tuple[LoadResult, _StepFile, list[InputError]]:
     solutions_path = path.with_name(f"{path.stem}{SOLUTIONS_SUFFIX}{path.suffix}")
     sf = _StepFile(path, step, _read_solutions(solutions_path), solutions_path, images.get(step, frozenset()))
     data = load_json(path)
@@ -261,9 +277,21 @@ def _load_file(path: Path, step: int, on_error: OnError, split: str,
         raise InputError("the list of questions is empty", file=path)
     collector = RecordCollector(path, on_error, record_kind="record")
     ids = UniqueIds()
+    unanswerable: list[InputError] = []
+
+    def build(record: Any, index: int) -> MCQItem | None:
+        try:
+            return _build(record, index, sf, split, ids)
+        except _Unanswerable as exc:
+            if strict:
+                raise
+            unanswerable.append(InputError(f"{exc.reason}; skipped (strict: true stops here)", file=path,
+                                           record=index, field=exc.field, record_kind="record"))
+            return None
+
     for index, record in enumerate(data, start=1):
-        collector.run(index, lambda r=record, i=index: _build(r, i, sf, split, ids))
-    return collector.result(), sf
+        collector.run(index, lambda r=record, i=index: build(r, i))
+    return collector.result(), sf, unanswerable
 
 
 def _step_option(step: Any) -> int | None:
@@ -299,23 +327,32 @@ def load_usmle(
     step: int | str | None = None,
     drop_images: bool = False,
     split: str | None = None,
+    strict: bool = False,
     **options: Any,
 ) -> LoadResult:
-    """Load ``step<N>.json`` or a folder of them. Ids: ``usmle-step<N>-<no>``; ``meta.step``, ``meta.image``."""
+    """Load ``step<N>.json`` or a folder of them. Ids: ``usmle-step<N>-<no>``; ``meta.step``, ``meta.image``.
+
+    ``strict``: stop at an unanswerable question (all options empty, or a solutions letter beyond the options)
+    instead of skipping and reporting it.
+    """
     if options:
         raise InputError(f"unknown option(s) for usmle: {', '.join(sorted(options))}")
     if not isinstance(drop_images, bool):
         raise InputError(f"drop_images must be true or false, got {drop_images!r}", field="drop_images")
+    if not isinstance(strict, bool):
+        raise InputError(f"strict must be true or false, got {strict!r}", field="strict")
     if split is not None and (not isinstance(split, str) or not split.strip()):
         raise InputError(f"split must be a non-empty name, got {split!r}", field="split")
     path = Path(path)
     files = _step_files(path, _step_option(step))
     images = _read_images(files[0][0].parent)
     result = LoadResult([], [], {})
-    dropped = 0
+    dropped = unanswerable = 0
     for file, file_step in files:
-        part, sf = _load_file(file, file_step, on_error, split or "test", images)
+        part, sf, skipped = _load_file(file, file_step, on_error, split or "test", images, strict)
         result.skipped.extend(part.skipped)
+        result.skipped.extend(skipped)
+        unanswerable += len(skipped)
         for item in part.items:
             if drop_images and item.meta["image"]:
                 dropped += 1
@@ -324,4 +361,5 @@ def load_usmle(
             else:
                 result.items.append(item)
     result.extras["dropped_images"] = dropped
+    result.extras["unanswerable"] = unanswerable
     return result
