@@ -68,7 +68,7 @@ class EvalSettings(Settings):
     option_score: Literal["norm", "sum"] = Field(
         "norm", description="option mode: rank options by per-token (norm) or summed log-likelihood")
     bootstrap: int = Field(DEFAULT_N_BOOT, ge=1, description="bootstrap resamples for the confidence intervals")
-    seed: int = Field(0, description="bootstrap seed")
+    seed: int = Field(0, ge=0, description="bootstrap seed")
     bertscore: BertScoreSettings = Field(
         default_factory=BertScoreSettings,
         description="BERTScore of free-text answers (medtune.bertscore): a preset (minilm, study), a model, none "
@@ -126,14 +126,15 @@ class ModelRef:
     def from_run(cls, run_dir: str | Path) -> ModelRef:
         """The model a training run folder holds (``config.json``: ``train`` and ``base_model``; docs/ARTIFACTS.md)."""
         from medtune.training.export import run_method
+        from medtune.training.run_record import read_run_record
 
         run_dir = Path(run_dir)
         spec = run_method(run_dir)
         if spec is None:
             raise InputError("not a training run folder (no config.json with training settings); "
                              "evaluate a model folder with --model", file=run_dir)
-        meta = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-        train = meta.get("train") or {}
+        meta = read_run_record(run_dir)
+        train = meta["train"]
         weights = run_dir / spec.output_name
         if not (weights.is_dir() and any(weights.iterdir())):
             raise InputError(f"the run has no {spec.output_name}/ (did training finish?)", file=run_dir)

@@ -10,7 +10,6 @@ bookkeeping and ability estimate are recomputed, and its logged inputs are fed b
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from medtune.adaptive.strategies import (
     scored_at_after,
 )
 from medtune.training.data import PlannedStep
+from medtune.training.run_record import read_run_record
 
 
 def inputs_of(record: Mapping[str, Any], total_steps: int) -> DecisionInputs:
@@ -160,5 +160,5 @@ def _check_rescoring(rec: Mapping[str, Any], previous: Mapping[str, Any] | None,
 def replay_run(run_dir: str | Path) -> Replay:
     """Replay the decisions of the adaptive run in ``run_dir`` (its ``config.json`` and ``decisions.jsonl``)."""
     run_dir = Path(run_dir)
-    meta = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    meta = read_run_record(run_dir)
     return replay_decisions(read_decisions(run_dir), meta["adaptive"], int(meta["train"].get("seed", 0)))

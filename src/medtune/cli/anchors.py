@@ -25,6 +25,7 @@ from medtune.anchors import (
     write_anchors,
 )
 from medtune.anchors.estimate import DEFAULT_N_BOOT, estimate_all
+from medtune.cli.options import COUNT, SEED, bounded
 from medtune.errors import ConfigError, InputError
 from medtune.evaluation import per_item_scores, read_predictions
 from medtune.io import write_json_atomic
@@ -50,11 +51,11 @@ def choose_cmd(
     predictions: Annotated[list[Path], typer.Argument(metavar="PREDICTIONS...", help="predictions.parquet of "
                                                       "several known models, all on the same items.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="anchors.json to write.")],
-    k: Annotated[int, typer.Option("--k", help="Number of anchor items.")] = 100,
+    k: Annotated[int, typer.Option("--k", help="Number of anchor items.", callback=bounded(**COUNT))] = 100,
     method: Annotated[str, typer.Option(help=f"How anchors are chosen: {', '.join(ANCHOR_METHODS)}.")]
     = "irt-clusters",
     irt: Annotated[str, typer.Option(help="IRT model fitted to the known models: 1pl or 2pl.")] = "2pl",
-    seed: Annotated[int, typer.Option(help="Clustering / sampling seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Clustering / sampling seed.", callback=bounded(**SEED))] = 0,
 ) -> None:
     """Choose anchor items from the predictions of known models (never of the model to be estimated)."""
     if irt not in ("1pl", "2pl"):
@@ -76,9 +77,9 @@ def estimate_cmd(
                                                 "least) the anchor items.")],
     anchors: Annotated[Path, typer.Option("--anchors", help="anchors.json from `evaluate anchors choose`.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the estimates as JSON.")] = None,
-    n_boot: Annotated[int, typer.Option(help="Bootstrap draws for the p-IRT and gp-IRT intervals.")]
-    = DEFAULT_N_BOOT,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap draws for the p-IRT and gp-IRT intervals.",
+                                        callback=bounded(**COUNT))] = DEFAULT_N_BOOT,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.", callback=bounded(**SEED))] = 0,
 ) -> None:
     """Estimate full-test accuracy from a model's anchor answers: every estimator with its 95 % interval."""
     anchor_set = read_anchors(anchors)

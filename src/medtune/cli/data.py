@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from medtune.cli.options import with_settings
+from medtune.cli.options import COUNT, SEED, SHOWN, bounded, schema_bounded, with_settings
 from medtune.data import DataSettings, available_loaders, get_loader, load_data
 from medtune.data.describe import summary_tables
 from medtune.data.prepare import PrepareConfig, leakage_report, run_prepare
@@ -121,7 +121,7 @@ def load_cmd(
         "items.parquet"),
     split: Annotated[str | None, typer.Option(help="Keep only this split; also the split name given to the "
                                                     "loader (for files whose name does not say it).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Generator seed (synthetic).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Generator seed (synthetic).", callback=bounded(**SEED))] = None,
     option: Annotated[list[str] | None, typer.Option("--option", help="Loader option KEY=VALUE (repeatable); "
                                                      "VALUE is parsed as JSON when possible.")] = None,
     question_col: Annotated[str | None, typer.Option(help="Tabular: question column.")] = None,
@@ -151,7 +151,8 @@ def load_cmd(
 @data_app.command("describe")
 def describe_cmd(
     file: Annotated[Path, typer.Argument(help="Items Parquet file.")],
-    max_categories: Annotated[int, typer.Option(help="Show at most this many categories.")] = 30,
+    max_categories: Annotated[int, typer.Option(help="Show at most this many categories.",
+                                                callback=bounded(**COUNT))] = 30,
 ) -> None:
     """Summarise an items file: counts per split, category, answer position, option count, difficulty; lengths."""
     items = read_items(file)
@@ -167,7 +168,8 @@ def prepare_cmd(
     keep_multi: Annotated[bool, typer.Option(help="Keep multi-answer questions (the same as "
                                              "--no-single-answer).")] = False,
     report: Annotated[Path | None, typer.Option(help="Write the preparation report (JSON) here.")] = None,
-    show: Annotated[int, typer.Option(help="List at most this many removed duplicates.")] = 20,
+    show: Annotated[int, typer.Option(help="List at most this many removed duplicates.",
+                                      callback=bounded(**SHOWN))] = 20,
     given: dict[str, Any] | None = None,
 ) -> None:
     """Filter, clean, de-duplicate and select items (single-answer questions only by default)."""
@@ -203,11 +205,12 @@ def _pairs_table(title: str, names: tuple[str, str], pairs: list[Any]) -> Table:
 def leakage_cmd(
     train: Annotated[Path, typer.Argument(help="Training items Parquet file.")],
     test: Annotated[Path, typer.Argument(help="Test items Parquet file (may be the same file with --*-split).")],
-    threshold: Annotated[float, typer.Option(help="Jaccard similarity of word 3-grams for near duplicates.")] = 0.8,
+    threshold: Annotated[float, typer.Option(help="Jaccard similarity of word 3-grams for near duplicates.",
+                                             callback=schema_bounded(PrepareConfig, "near_threshold"))] = 0.8,
     train_split: Annotated[str | None, typer.Option(help="Use only this split of TRAIN.")] = None,
     test_split: Annotated[str | None, typer.Option(help="Use only this split of TEST.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full report (JSON) here.")] = None,
-    show: Annotated[int, typer.Option(help="List at most this many pairs.")] = 50,
+    show: Annotated[int, typer.Option(help="List at most this many pairs.", callback=bounded(**SHOWN))] = 50,
     fail_on_leak: Annotated[bool, typer.Option(help="Exit with code 1 when any test item leaks.")] = False,
 ) -> None:
     """Report test questions that are exact or near duplicates of training questions."""

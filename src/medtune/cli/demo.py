@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from medtune.cli.options import SEED, bounded
 from medtune.experiments.demo import DEFAULT_OUT, STAGES, Stage, run_demo
 
 
@@ -64,7 +65,8 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo_cmd(
         out: Annotated[Path, typer.Option(help="Folder for the demo's outputs.")] = DEFAULT_OUT,
-        seed: Annotated[int, typer.Option(help="Seed of the generated dataset and of every stage.")] = 0,
+        seed: Annotated[int, typer.Option(help="Seed of the generated dataset and of every stage.",
+                                          callback=bounded(**SEED))] = 0,
         quick: Annotated[bool, typer.Option(help="A smoke-test grid (1 seed, 2 strategies, few steps): "
                                                  "checks the wiring in about a minute; numbers not meaningful.")
                          ] = False,

@@ -28,8 +28,9 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
+from medtune.bertscore import BertScoreSettings
 from medtune.cli.anchors import anchors_app, print_estimates
-from medtune.cli.options import with_settings
+from medtune.cli.options import bounded, schema_bounded, with_settings
 from medtune.errors import ConfigError, InputError
 from medtune.evaluation import DEFAULT_N_BOOT, compare_predictions, compute_metrics, read_predictions
 from medtune.evaluation_stage import EvalSettings, ModelRef, score_generations
@@ -103,6 +104,10 @@ def print_metrics(metrics: dict[str, Any], out: Console | None = None) -> None:
         out.print(t)
 
 
+# The bootstrap options of the commands that recompute metrics, with EvalSettings' ranges.
+NBootOpt = Annotated[int, typer.Option(help="Bootstrap resamples.", callback=schema_bounded(EvalSettings, "bootstrap"))]
+SeedOpt = Annotated[int, typer.Option(help="Bootstrap seed.", callback=schema_bounded(EvalSettings, "seed"))]
+
 # BERTScore options, the same on every command that scores free text; they fill EvalSettings.bertscore.
 BertModelOpt = Annotated[str | None, typer.Option(
     "--bertscore-model", help="BERTScore model: minilm (the packaged all-MiniLM-L6-v2, the default when "
@@ -110,7 +115,7 @@ BertModelOpt = Annotated[str | None, typer.Option(
     "folder or a cached hub name.", show_default=False)]
 BertLayerOpt = Annotated[int | None, typer.Option(
     "--bertscore-layer", help="BERTScore layer (default: the model's, e.g. 6 for minilm, 40 for study).",
-    show_default=False)]
+    show_default=False, callback=schema_bounded(BertScoreSettings, "num_layers"))]
 BertOnOpt = Annotated[bool | None, typer.Option(
     "--bertscore/--no-bertscore", help="Compute BERTScore of free-text answers (default: on when its model is "
     "installed).", show_default=False)]
@@ -194,8 +199,8 @@ def metrics_cmd(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="metrics.json to write.")] = None,
     meta_key: Annotated[list[str] | None, typer.Option("--meta-key", help="Break accuracy down by this meta "
                                                        "field (repeatable; default: automatic).")] = None,
-    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples.")] = DEFAULT_N_BOOT,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    n_boot: NBootOpt = DEFAULT_N_BOOT,
+    seed: SeedOpt = 0,
     bertscore_model: BertModelOpt = None,
     bertscore_layer: BertLayerOpt = None,
     bertscore: BertOnOpt = None,
@@ -221,8 +226,8 @@ def score_file_cmd(
                                                 "prediction (text or null) and an optional id per line.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (metrics.json, "
                                          "item_metrics.parquet).")],
-    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples.")] = DEFAULT_N_BOOT,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    n_boot: NBootOpt = DEFAULT_N_BOOT,
+    seed: SeedOpt = 0,
     bertscore_model: BertModelOpt = None,
     bertscore_layer: BertLayerOpt = None,
     bertscore: BertOnOpt = None,
@@ -242,8 +247,8 @@ def compare_cmd(
     a: Annotated[Path, typer.Argument(metavar="A", help="First predictions file.")],
     b: Annotated[Path, typer.Argument(metavar="B", help="Second predictions file (same items).")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the comparison as JSON.")] = None,
-    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples.")] = DEFAULT_N_BOOT,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    n_boot: NBootOpt = DEFAULT_N_BOOT,
+    seed: SeedOpt = 0,
 ) -> None:
     """Paired comparison of two prediction files: McNemar (exact, mid-p) and a paired bootstrap of A − B."""
     fa, fb = read_predictions(a), read_predictions(b)
@@ -273,9 +278,12 @@ def compare_cmd(
 @evaluate_app.command("power")
 def power_cmd(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A grid run folder of `medtune run`.")],
-    gain: Annotated[float, typer.Option(help="The gain to count seeds for (0.01 = 1 pp).")] = 0.01,
-    alpha: Annotated[float, typer.Option(help="Two-sided significance level.")] = 0.05,
-    power: Annotated[float, typer.Option(help="Power wanted (probability of detecting the gain).")] = 0.8,
+    gain: Annotated[float, typer.Option(help="The gain to count seeds for (0.01 = 1 pp).",
+                                        callback=bounded(gt=-1, lt=1, nonzero=True))] = 0.01,
+    alpha: Annotated[float, typer.Option(help="Two-sided significance level.", callback=bounded(gt=0, lt=1))]
+    = 0.05,
+    power: Annotated[float, typer.Option(help="Power wanted (probability of detecting the gain).",
+                                         callback=bounded(gt=0, lt=1))] = 0.8,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the table as CSV.")] = None,
 ) -> None:
     """Per comparison with the baseline: the minimum detectable gain of the grid as run, and the seeds needed.
@@ -285,11 +293,6 @@ def power_cmd(
     """
     from medtune.experiments.report import RunData, power_table
 
-    for name, value in (("--alpha", alpha), ("--power", power)):
-        if not 0 < value < 1:
-            raise ConfigError(f"{name} must be between 0 and 1 (got {value})")
-    if gain == 0:
-        raise ConfigError("--gain must not be 0")
     table = power_table(RunData(run_dir), gain=gain, alpha=alpha, power=power)
     if table.empty:
         console.print(f"{run_dir}: no strategy could be paired with a finished baseline cell")

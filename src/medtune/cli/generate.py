@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from medtune.cli.options import COUNT, bounded
 from medtune.generation import build_prompt, load_for_generation, stream_answer
 
 
@@ -19,8 +20,8 @@ def generate_command(
     question: Annotated[str, typer.Argument(help="the question")],
     option: Annotated[list[str] | None, typer.Option("--option", help="an answer option (repeatable)")] = None,
     template: Annotated[str, typer.Option(help="MCQ prompt template (as in training/scoring)")] = "paper",
-    max_new_tokens: Annotated[int, typer.Option(help="generation budget")] = 128,
-    temperature: Annotated[float, typer.Option(help="0 = greedy")] = 0.0,
+    max_new_tokens: Annotated[int, typer.Option(help="generation budget", callback=bounded(**COUNT))] = 128,
+    temperature: Annotated[float, typer.Option(help="0 = greedy", callback=bounded(ge=0))] = 0.0,
     chat: Annotated[bool, typer.Option("--chat/--no-chat", help="wrap in the chat template")] = False,
 ) -> None:
     """Stream MODEL's answer to QUESTION token by token."""

@@ -163,3 +163,76 @@ def with_settings(cls: type[Settings], *, exclude: Iterable[str] = (), rename: d
         return wrapper
 
     return decorate
+
+
+class Bound:
+    """The allowed range of a hand-written numeric option (one not generated from a settings schema).
+
+    Checked as the command line is parsed, so an out-of-range value stops the command with a one-line
+    :class:`ConfigError` naming the option and the range, before any file is read, instead of surfacing as a
+    numpy / scipy / transformers traceback deep inside the stage.
+    """
+
+    def __init__(self, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+                 lt: float | None = None, nonzero: bool = False) -> None:
+        self.ge, self.gt, self.le, self.lt, self.nonzero = ge, gt, le, lt, nonzero
+
+    def describe(self) -> str:
+        parts = [f"{sym} {lim:g}" for sym, lim in (("≥", self.ge), (">", self.gt), ("≤", self.le), ("<", self.lt))
+                 if lim is not None]
+        if self.nonzero:
+            parts.append("≠ 0")
+        return " and ".join(parts) or "a finite number"
+
+    def allows(self, value: float) -> bool:
+        # Written so that NaN fails every comparison; an infinite value is never a sensible count or rate.
+        if value != value or value in (float("inf"), float("-inf")):
+            return False
+        return not ((self.ge is not None and not value >= self.ge) or (self.gt is not None and not value > self.gt)
+                    or (self.le is not None and not value <= self.le) or (self.lt is not None and not value < self.lt)
+                    or (self.nonzero and value == 0))
+
+    def check(self, flag: str, value: float | None) -> None:
+        """Raise :class:`ConfigError` ("--n-boot must be ≥ 1, got -1") when ``value`` is given and out of range."""
+        if value is not None and not self.allows(value):
+            raise ConfigError(f"{flag} must be {self.describe()}, got {value}")
+
+
+def flag_of(param: Any) -> str:
+    """The option's long name as the user types it (``--n-boot``), else its first declaration."""
+    opts = list(getattr(param, "opts", []) or [])
+    longs = [o for o in opts if o.startswith("--")]
+    return (longs or opts or [f"--{param.name}"])[0]
+
+
+def bounded(*, ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
+            nonzero: bool = False) -> Callable[..., Any]:
+    """A typer option callback that enforces a :class:`Bound`: ``typer.Option(callback=bounded(ge=1))``.
+
+    The bound is kept on the callback (``.bound``) so the tests can find every bounded option and its range.
+    """
+    bound = Bound(ge=ge, gt=gt, le=le, lt=lt, nonzero=nonzero)
+
+    def check(param: typer.CallbackParam, value: Any) -> Any:
+        bound.check(flag_of(param), value)
+        return value
+
+    check.bound = bound  # type: ignore[attr-defined]
+    return check
+
+
+def schema_bounded(cls: type[Settings], field: str) -> Callable[..., Any]:
+    """:func:`bounded` with the range of ``cls``'s ``field``, for a hand-written option that feeds that field: the
+    schema stays the one place that says what is allowed."""
+    limits: dict[str, float] = {}
+    for meta in cls.model_fields[field].metadata:
+        for name in ("ge", "gt", "le", "lt"):
+            if getattr(meta, name, None) is not None:
+                limits[name] = getattr(meta, name)
+    return bounded(**limits)
+
+
+# The ranges shared by many commands.
+SEED = {"ge": 0}  # numpy's generators take no negative seed
+COUNT = {"ge": 1}  # a number of draws, items, tokens, processes
+SHOWN = {"ge": 0}  # "list at most this many": 0 lists none

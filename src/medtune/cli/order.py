@@ -19,7 +19,7 @@ import typer
 from typer.core import TyperGroup
 
 from medtune.bucketing import parse_pair
-from medtune.cli.options import with_settings
+from medtune.cli.options import bounded, with_settings
 from medtune.errors import ConfigError, InputError
 from medtune.orders import STRATEGIES, OrderItem, available_strategies, read_order
 from medtune.orders.stage import (
@@ -158,7 +158,7 @@ def plot(
     difficulty: Annotated[Path | None, DifficultyOpt] = None,
     bucketing: Annotated[str | None, BucketingOpt] = None,
     thresholds: Annotated[str | None, ThresholdsOpt] = None,
-    epoch: int = typer.Option(0, "--epoch", min=0, help="Which epoch to draw."),
+    epoch: int = typer.Option(0, "--epoch", callback=bounded(ge=0), help="Which epoch to draw."),
 ) -> None:
     from medtune.order_plot import plot_orders
 

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from medtune.adaptive.strategies import EVERY_DEFAULT, RESCORE_DEFAULT
-from medtune.cli.options import with_settings
+from medtune.cli.options import COUNT, bounded, with_settings
 from medtune.errors import ConfigError
 from medtune.hardware import set_threads
 from medtune.training.config import TrainConfig, resolve_training_settings
@@ -36,20 +36,20 @@ def train_command(
         "--dry-run", help="print the memory plan per GPU and stop before training; exit 2 when it does not fit "
                           "the GPU (--gpu-memory, else this machine's)")] = False,
     world_size: Annotated[int | None, typer.Option(
-        "--world-size", min=1, help="--dry-run: processes to plan for (default: $WORLD_SIZE as torchrun sets it, "
-                                    "else 1)")] = None,
+        "--world-size", callback=bounded(**COUNT), help="--dry-run: processes to plan for (default: $WORLD_SIZE "
+                                                        "as torchrun sets it, else 1)")] = None,
     split: Annotated[str | None, typer.Option(
         help="split of the items file to train on (default: 'train' when the file holds several)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the latest checkpoint in -o")] = False,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads", callback=bounded(**COUNT))] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bar")] = True,
     adaptive: Annotated[str | None, typer.Option(
         "--adaptive", help="decide the items during training with this strategy (ability, self-paced, "
                            "learnability, rho); ORDER gives the candidate pool and the number of steps")] = None,
     adaptive_option: Annotated[list[str] | None, typer.Option(
         "--adaptive-option", help="a strategy option as key=value (repeatable), e.g. delta=0.5")] = None,
-    every: Annotated[int, typer.Option("--every", min=1, help="adaptive: decide every N optimizer steps")
-                     ] = EVERY_DEFAULT,
+    every: Annotated[int, typer.Option("--every", callback=bounded(**COUNT),
+                                       help="adaptive: decide every N optimizer steps")] = EVERY_DEFAULT,
     rescore: Annotated[str, typer.Option(
         "--rescore", help="adaptive loss/probability strategies: items re-scored per decision, as a multiple of the "
                           "items it trains (the others keep their last scores), or 'all'")] = str(RESCORE_DEFAULT),

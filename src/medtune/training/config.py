@@ -20,7 +20,6 @@ micro-batch to its longest item. Both keep the order exactly.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -246,7 +245,9 @@ class TrainConfig(Settings):
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        from medtune.training.run_record import read_json_object
+
+        data = read_json_object(path)
         return cls.from_run_record(data.get("train", data))
 
     def resolved_dtype(self) -> str:

@@ -10,7 +10,6 @@ ordinary safetensors model any tool can load.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,22 +17,21 @@ from typing import Any
 from medtune.errors import ConfigError, InputError, MedtuneError
 from medtune.training.config import TrainConfig
 from medtune.training.methods import MethodSpec, get_method, save_pretrained_atomic
+from medtune.training.run_record import read_config_json, read_run_record
 
 
 def _run_meta(run_dir: Path) -> dict[str, Any]:
-    cfg = run_dir / "config.json"
-    if not cfg.exists():
-        raise InputError("config.json not found: not a training run folder", file=run_dir)
-    return json.loads(cfg.read_text(encoding="utf-8"))
+    return read_run_record(run_dir)
 
 
 def run_method(run_dir: str | Path) -> MethodSpec | None:
     """The method a run folder was trained with; ``None`` for an ordinary model folder (no training record)."""
     run_dir = Path(run_dir)
     cfg = run_dir / "config.json"
-    if not cfg.exists():
+    record = read_config_json(run_dir)
+    if record is None:
         return None
-    train = json.loads(cfg.read_text(encoding="utf-8")).get("train")
+    train = record.get("train")
     if not isinstance(train, dict) or "method" not in train:
         return None  # a model's own config.json
     try:  # read as the config reads it, so records of earlier versions keep working

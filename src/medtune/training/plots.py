@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from medtune.io import atomic_path
+from medtune.training.run_record import read_run_record
 from medtune.training.runlog import read_log
 
 
@@ -23,7 +24,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
     run_dir = Path(run_dir)
     records = read_log(run_dir)
-    cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["train"]
+    cfg = read_run_record(run_dir)["train"]
     order = json.loads((run_dir / "order.json").read_text(encoding="utf-8"))
     batch = cfg["batch_size"] * cfg["grad_accum"]
     steps = [r["step"] for r in records]

@@ -18,6 +18,7 @@ from typing import Any
 
 from medtune.errors import InputError, MedtuneError
 from medtune.training.config import TrainConfig
+from medtune.training.run_record import read_run_record
 
 TRAIN_SPLIT = "train"
 ALL_SPLITS = "all"
@@ -83,7 +84,7 @@ def run_training(settings: TrainConfig, items_path: Path, order_path: Path, out:
         p = Path(p)
         return str(p.relative_to(home)) if p.is_absolute() and p.is_relative_to(home) else str(p)
 
-    meta = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    meta = read_run_record(out)
     out_dir = Path(result.output_dir) if result.output_dir else None
     ref = {"adapter": rel(out_dir) if spec.is_adapter else None,
            "model_dir": None if spec.is_adapter else rel(out_dir),

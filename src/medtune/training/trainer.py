@@ -18,7 +18,6 @@ exact and comparable across machines.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from medtune.training.placement import Placement
 from medtune.training.planner import StepPlanner
 from medtune.training.reporting import Progress, Reporters
 from medtune.training.result import TrainResult
+from medtune.training.run_record import read_config_json
 
 __all__ = ["AnswerLoss", "Progress", "Reporters", "TrainResult", "answer_loss_sum", "base_dtype",
            "load_base_model", "model_parts", "save_trained", "train"]
@@ -182,4 +182,4 @@ def save_trained(model: nn.Module, tokenizer: Any, run_dir: Path, config: TrainC
 
 
 def dump_config(path: Path) -> dict[str, Any]:
-    return json.loads((path / "config.json").read_text(encoding="utf-8"))
+    return read_config_json(path) or {}

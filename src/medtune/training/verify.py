@@ -14,14 +14,13 @@ compared with the replayed steps the same way.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medtune.errors import InputError
 from medtune.orders.orderfile import OrderFile
 from medtune.training.config import TrainConfig
 from medtune.training.data import PlannedStep, plan_steps, planned_epochs
+from medtune.training.run_record import read_config_json, read_run_record
 from medtune.training.runlog import read_log
 
 
@@ -37,20 +36,14 @@ class VerifyResult:
 
 def planned_for_run(run_dir: str | Path, order_path: str | Path | None = None) -> list[PlannedStep]:
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.exists():
-        raise InputError("config.json not found: not a training run folder", file=run_dir)
-    data = json.loads(cfg_path.read_text(encoding="utf-8"))
-    config = TrainConfig.from_dict(data["train"])
+    config = TrainConfig.from_run_record(read_run_record(run_dir)["train"])
     order = OrderFile.read(order_path or run_dir / "order.json")
     return plan_steps(planned_epochs(order, config.epochs), config.global_batch, config.max_steps)
 
 
 def _adaptive_meta(run_dir: Path) -> dict | None:
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.exists():
-        return None
-    return json.loads(cfg_path.read_text(encoding="utf-8")).get("adaptive")
+    record = read_config_json(run_dir)
+    return None if record is None else record.get("adaptive")
 
 
 def verify_run(run_dir: str | Path, order_path: str | Path | None = None) -> VerifyResult:
