@@ -2,12 +2,15 @@
 
 Every model forbids unknown keys, and :func:`load_config` turns pydantic's error location into the dotted
 path of the offending key plus its YAML line (``configs/x.yaml:12: training.lr_rate: unknown key``): a typo in
-a grid that runs for days must fail before the first cell, at the place the user has to fix.
+a grid that runs for days must fail before the first cell, at the place the user has to fix. Values only a
+stage or a registry can judge (strategy names and options, training, evaluation and difficulty values) are
+checked by :func:`value_problems` while the YAML is at hand, and reported at their line the same way.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -487,6 +490,113 @@ def _clean_loc(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
     return tuple(out)
 
 
+_KEY_PATH = re.compile(r"^((?:[A-Za-z_][\w-]*|\[\d+\])(?:\.[\w-]+|\[\d+\])*): (.*)$", re.DOTALL)
+_PATH_PART = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
+
+
+def _path_to_loc(path: str) -> tuple[Any, ...]:
+    """``models[0].training.lr`` (or pydantic's ``x.0.y``) back into ``("models", 0, "training", "lr")``."""
+    return tuple(int(i) if i else (int(k) if k.isdigit() else k) for i, k in _PATH_PART.findall(path))
+
+
+def _deeper(loc: tuple[Any, ...], msg: str, data: Any) -> tuple[Any, ...]:
+    """``loc`` extended by a key path the message starts with (``adaptive.options: ...``) where the data has it,
+    so the line is that key's and not its entry's."""
+    m = _KEY_PATH.match(msg)
+    if m is None:
+        return loc
+    cur = data
+    for part in loc:
+        try:
+            cur = cur[part]
+        except (KeyError, IndexError, TypeError):
+            return loc
+    out = list(loc)
+    for part in _path_to_loc(m[1]):
+        if (isinstance(cur, dict) and part in cur) or (
+                isinstance(cur, list) and isinstance(part, int) and part < len(cur)):
+            out.append(part)
+            cur = cur[part]
+        else:
+            break
+    return tuple(out)
+
+
+def value_problems(cfg: ExperimentConfig) -> list[tuple[tuple[Any, ...], str]]:
+    """Values the config's schema admits but a stage refuses, as (place in the config, ``key.path: message``).
+
+    The grid's sections hold the stages' fields unconstrained (a stage default must exist only once), and
+    strategies and methods live in registries, so these are checked against the stages here, where the YAML
+    is still at hand: a wrong value must fail at its file and line like a typo in a key does.
+    """
+    from medtune.errors import MedtuneError
+
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    for i, s in enumerate(cfg.strategies):
+        if s.is_adaptive:
+            continue  # validated with the config (medtune.adaptive's registry)
+        from medtune.orders.strategies import get_strategy
+
+        try:
+            strategy = get_strategy(s.name)
+        except MedtuneError as exc:
+            problems.append((("strategies", i, "name"), f"strategies[{i}]: {exc}"))
+            continue
+        try:
+            strategy.resolve_options(s.options)
+        except MedtuneError as exc:  # the line of the option it names, else of `options`
+            named = [k for k in s.options if re.search(rf"(?<![\w-]){re.escape(str(k))}(?![\w-])", str(exc))]
+            problems.append((("strategies", i, "options", *named[:1]), f"strategies[{i}]: {exc}"))
+    if cfg.baseline_strategy not in {s.id for s in cfg.strategies}:
+        problems.append((("baseline_strategy",), f"baseline_strategy: '{cfg.baseline_strategy}' is not among the "
+                         f"strategies ({', '.join(s.id for s in cfg.strategies)})"))
+    from medtune.training.methods import get_method
+
+    good_methods = []
+    for j, method in enumerate(cfg.training.methods):
+        try:
+            get_method(method)
+            good_methods.append(method)
+        except MedtuneError as exc:
+            problems.append((("training", "methods", j), f"training.methods[{j}]: {exc}"))
+    seen: set[str] = set()
+    for model in cfg.models:  # every model × method resolves to valid training settings
+        for method in good_methods:
+            try:
+                cfg.training_settings(model.name, method, cfg.run_seeds[0][0])
+            except ConfigError as exc:
+                for part in str(exc).split("; "):
+                    m = _KEY_PATH.match(part)
+                    loc = _path_to_loc(m[1]) if m else ("training",)
+                    if (m and loc[:1] == ("models",) and len(loc) > 3 and loc[3] not in model.training.stage_values()
+                            and loc[3] in cfg.training.stage_values()):
+                        # the model has training settings of its own, but not this one: the grid's is wrong
+                        loc, part = ("training", *loc[3:]), "training" + part[len(f"models[{loc[1]}].training"):]
+                    if part not in seen:
+                        seen.add(part)
+                        problems.append((loc, part))
+    from medtune.difficulty_stage import DifficultySettings
+    from medtune.evaluation_stage import EvalSettings
+    from medtune.settings import validate_settings
+
+    sections: list[tuple[str, type[BaseModel], dict[str, Any]]] = [
+        ("evaluation", EvalSettings, cfg.evaluation.stage_values())]
+    sections += [("difficulty", DifficultySettings, {**cfg.difficulty.stage_values(), "source": source})
+                 for source in cfg.difficulty.sources]
+    for where, schema, values in sections:
+        try:
+            validate_settings(schema, values, where)
+        except ConfigError as exc:
+            for part in str(exc).split("; "):
+                m = _KEY_PATH.match(part)
+                loc = _path_to_loc(m[1]) if m else (where,)
+                loc = ("difficulty", "sources") if loc == ("difficulty", "source") else loc
+                if part not in seen:
+                    seen.add(part)
+                    problems.append((loc, part))
+    return problems
+
+
 def config_from_dict(data: Any, *, source: str = "<config>", node: yaml.Node | None = None) -> ExperimentConfig:
     """Validate a config mapping; errors name the key path (and YAML line when ``node`` is given)."""
     if not isinstance(data, dict):
@@ -501,22 +611,30 @@ def config_from_dict(data: Any, *, source: str = "<config>", node: yaml.Node | N
             line = _yaml_line(node, ("plugins",)) if node is not None else None
             raise ConfigError(f"{source}:{line}: plugins: {exc}" if line else f"{source}: plugins: {exc}") from None
     try:
-        return ExperimentConfig.model_validate(data)
+        cfg = ExperimentConfig.model_validate(data)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
             loc = _clean_loc(tuple(err["loc"]), data)
             key = _loc_to_path(loc) or "(top level)"
-            line = _yaml_line(node, loc) if node is not None else None
-            where = f"{source}:{line}" if line else source
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"
             elif err["type"] == "missing":
                 msg = "required key is missing"
             else:
                 msg = err["msg"].removeprefix("Value error, ")
+            line = _yaml_line(node, _deeper(loc, msg, data)) if node is not None else None
+            where = f"{source}:{line}" if line else source
             lines.append(f"{where}: {key}: {msg}")
         raise ConfigError("; ".join(lines)) from None
+    problems = value_problems(cfg)
+    if problems:
+        lines = []
+        for loc, msg in problems:
+            line = _yaml_line(node, loc) if node is not None else None
+            lines.append(f"{source}:{line}: {msg}" if line else f"{source}: {msg}")
+        raise ConfigError("; ".join(lines))
+    return cfg
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
