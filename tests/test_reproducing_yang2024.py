@@ -110,6 +110,7 @@ def paper_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (data / "llm_difficulty_lek.csv").symlink_to(needed[1])
     (data / "medqa" / "test.jsonl").symlink_to(needed[2])
     _medmcqa_dev(data / "medmcqa" / "dev.json")
+    (tmp_path / "models" / "S-PubMedBert-MS-MARCO").mkdir(parents=True)  # the embedding model's folder
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -128,6 +129,15 @@ def test_the_dry_run_lists_the_protocol(paper_data: Path, capsys: pytest.Capture
     assert "lek-cv (fold 0)" in text and "medqa, medmcqa" in text
     assert "lr 0.0005, batch 16×1, linear" in text and "lr 0.0001, batch 4×2, linear" in text
     assert "+ 4bit" in text  # evaluated on the 4-bit base it was trained on
+
+
+def test_the_dry_run_refuses_a_missing_embedding_model_folder(paper_data: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    (paper_data / "models" / "S-PubMedBert-MS-MARCO").rmdir()
+    assert main(["run", str(CONFIG), "--dry-run", "-o", str(paper_data / "run")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "categories.embedding_model not found: models/S-PubMedBert-MS-MARCO" in err
+    assert "tinyllama-1.1b__lek-f0__qlora__random__none__s0" in err
 
 
 def test_the_dry_run_refuses_human_difficulty_on_lek(paper_data: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -375,3 +375,89 @@ def fits_gpu_memory(view: GridView) -> list[str]:
             problems.append(f"{describe_cells(cp.cells)}: {plan_problem(cp.plan, style='yaml')} "
                             "(memory_check: false runs them anyway)")
     return problems
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Models and files named in settings
+
+# First parts of a name that the Hugging Face Hub keeps for its own pages: ``models/x`` can only be a folder.
+RESERVED_HUB_NAMESPACES = frozenset({"models", "datasets", "spaces", "docs", "api", "settings", "organizations"})
+BUILT_IN_MODELS = ("tiny", "smollm2", "smollm2-135m-instruct", "SmolLM2-135M-Instruct")
+
+
+def _model_missing(view: GridView, spec: str, *, hub: Callable[[str], object] | None = None) -> str | None:
+    """Why model ``spec`` (a folder, a ``.gguf`` file or a hub name) cannot be read, or None when it can.
+
+    A spec that exists as a folder or file is read as one. A spec that can only be a path (absolute, ``./``,
+    ``~``, ``$VAR``, more than one ``/``, a ``.gguf`` file, a first part that is a local folder or that the hub
+    keeps for its pages, like ``models/``) must exist. Anything else is a hub name, for ``hub`` to resolve as the
+    stage will (offline it reads only the Hugging Face cache); without ``hub`` it is taken as available.
+    """
+    path = view.input_path(spec)
+    assert path is not None
+    if path.exists():
+        return None
+    written = spec.strip()
+    first = written.split("/", 1)[0]
+    looks_like_path = (written.startswith(("/", ".", "~", "$")) or "\\" in written or written.count("/") != 1
+                       or written.endswith("/") or written.lower().endswith(".gguf")
+                       or first in RESERVED_HUB_NAMESPACES or (view.input_path(first) or Path(first)).is_dir())
+    if looks_like_path:
+        return _missing(path, spec)
+    if hub is not None:
+        try:
+            hub(written)
+        except MedtuneError as exc:
+            return str(exc)
+    return None
+
+
+@register_check
+def model_inputs(view: GridView) -> list[str]:
+    """Models the cells load from this machine: each base model given as a folder or ``.gguf`` file, and the
+    categories stage's embedding model, so a grid does not fail at its first cell's loading, after the stages
+    before it ran."""
+    problems: list[str] = []
+    for m in view.cfg.models:
+        cells = [c for c in view.cells if c.model == m.name]
+        if not cells or m.spec in BUILT_IN_MODELS:
+            continue
+        why = _model_missing(view, m.spec)
+        if why:
+            problems.append(f"{describe_cells(cells)}: model '{m.name}' (models[].spec) {why}")
+    cats = view.cfg.categories
+    spec = cats.embedding_model
+    cells = [c for c in view.cells if not c.is_base]
+    if cats.method == "cluster" and spec and cells:
+        from medtune.embeddings import DEFAULT_MODEL, resolve_model
+        from medtune.models import hub_offline
+
+        if spec != DEFAULT_MODEL:
+            why = _model_missing(view, spec, hub=resolve_model if hub_offline() else None)
+            if why:
+                problems.append(f"{describe_cells(cells)}: categories.embedding_model {why}")
+    return problems
+
+
+@register_check
+def training_files(view: GridView) -> list[str]:
+    """Files the training settings name (``eval_anchors`` and its ``eval_items``): read when training starts,
+    after every stage before it ran."""
+    from medtune.experiments.grid import BASE_METHOD
+
+    groups: dict[tuple[str, str], list[Cell]] = {}
+    for c in view.cells:
+        if not c.is_base and c.method != BASE_METHOD:
+            groups.setdefault((c.model, c.method), []).append(c)
+    problems: list[str] = []
+    for (model, method), cells in groups.items():
+        try:
+            settings = view.cfg.training_settings(model, method, cells[0].seed)
+        except MedtuneError:
+            continue  # the config's own check reports it
+        for key in ("eval_anchors", "eval_items"):
+            written = getattr(settings, key, None)
+            why = _missing(view.input_path(written), written) if written else None
+            if why:
+                problems.append(f"{describe_cells(cells)}: training.{key} {why}")
+    return problems
