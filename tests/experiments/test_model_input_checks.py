@@ -54,7 +54,7 @@ def _grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, spec: str = "tiny"
 def _dry_run_refuses(path: Path, capsys: pytest.CaptureFixture[str], *fragments: str) -> None:
     assert main(["run", str(path), "--dry-run"]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert "cell m__synthetic__lora__random__none__s0" in err or "cells (" in err, err
+    assert "cell m__synthetic__lora__" in err or "cells (m__synthetic__" in err, err  # the cells it stops
     for fragment in fragments:
         assert fragment in err, err
     assert not (path.parent / "run").exists()
@@ -122,3 +122,15 @@ def test_anchors_files_of_the_training_settings(tmp_path: Path, monkeypatch: pyt
     assert "training.eval_items" in problem and "eval_anchors" not in problem
     (tmp_path / "anchors" / "items.parquet").write_bytes(b"PAR1")
     assert cell_problems(load_config(path), [training_files]) == []
+
+
+def test_difficulty_ensemble_model_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    path = _grid(tmp_path, monkeypatch)
+    text = path.read_text().replace("  sources: [human]\n", "  sources: [llm]\n  ensemble: [m, ./scorers/qwen-0.5b]\n")
+    text = text.replace("strategies: [random]", "strategies: [random, curriculum]")
+    path.write_text(text, encoding="utf-8")
+    _dry_run_refuses(path, capsys, "difficulty.ensemble model './scorers/qwen-0.5b' not found: ./scorers/qwen-0.5b → "
+                     f"{tmp_path / 'scorers' / 'qwen-0.5b'}")
+    (tmp_path / "scorers" / "qwen-0.5b").mkdir(parents=True)
+    assert cell_problems(load_config(path), [model_inputs]) == []

@@ -414,9 +414,9 @@ def _model_missing(view: GridView, spec: str, *, hub: Callable[[str], object] | 
 
 @register_check
 def model_inputs(view: GridView) -> list[str]:
-    """Models the cells load from this machine: each base model given as a folder or ``.gguf`` file, and the
-    categories stage's embedding model, so a grid does not fail at its first cell's loading, after the stages
-    before it ran."""
+    """Models the cells load from this machine: each base model given as a folder or ``.gguf`` file, the
+    difficulty ensemble's models given so, and the categories stage's embedding model, so a grid does not fail
+    at its first cell's loading, after the stages before it ran."""
     problems: list[str] = []
     for m in view.cfg.models:
         cells = [c for c in view.cells if c.model == m.name]
@@ -425,6 +425,12 @@ def model_inputs(view: GridView) -> list[str]:
         why = _model_missing(view, m.spec)
         if why:
             problems.append(f"{describe_cells(cells)}: model '{m.name}' (models[].spec) {why}")
+    names = {m.name for m in view.cfg.models}  # a grid model's name in the ensemble is reported above
+    scored = [c for c in view.cells if c.difficulty in ("llm", "irt")]
+    for spec in view.cfg.difficulty.ensemble or []:
+        why = None if spec in names or spec in BUILT_IN_MODELS or not scored else _model_missing(view, spec)
+        if why:
+            problems.append(f"{describe_cells(scored)}: difficulty.ensemble model '{spec}' {why}")
     cats = view.cfg.categories
     spec = cats.embedding_model
     cells = [c for c in view.cells if not c.is_base]
