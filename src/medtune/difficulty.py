@@ -28,7 +28,7 @@ from medtune.bucketing import PAPER_THRESHOLDS as PAPER_THRESHOLDS
 from medtune.bucketing import Bucketing
 from medtune.bucketing import parse_pair as parse_pair
 from medtune.errors import InputError
-from medtune.io import atomic_path, read_parquet_table, sha256_file
+from medtune.io import atomic_path, read_parquet_table, require_file, sha256_file
 from medtune.irt import IRTModel, fit_irt
 from medtune.prompts import LETTERS
 from medtune.schema import DIFFICULTY_LEVELS, Item
@@ -214,9 +214,7 @@ def read_response_file(path: str | Path, *, model: str | None = None, id_format=
     normalised, and still a distribution if a producer stored raw letter log-likelihoods. Correctness is
     whether the correct letter has the highest score.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError("file not found", file=path)
+    path = require_file(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -342,9 +340,7 @@ class ImportReport:
 
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV/TSV/Parquet/JSON-lines table (chosen by extension)."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError("file not found", file=path)
+    path = require_file(path)
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":

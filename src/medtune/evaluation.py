@@ -35,6 +35,7 @@ import pandas as pd
 from medtune.bertscore import BertScoreSettings, resolve_model
 from medtune.errors import InputError
 from medtune.factsheet import FactSheet
+from medtune.io import require_file
 from medtune.prompts import LETTERS
 from medtune.schema import DIFFICULTY_LEVELS, Item, MCQItem, QAItem
 
@@ -236,14 +237,14 @@ def _calibration_of(frame: pd.DataFrame, items: Sequence[MCQItem]) -> dict[str, 
     for r, p in zip(rows, probs, strict=True):
         if len(p) != len(items[r].options):
             raise InputError(f"{len(p)} option probabilities for id '{items[r].id}', which has "
-                             f"{len(items[r].options)} options", record=r, field="probs")
+                             f"{len(items[r].options)} options", record=r + 1, field="probs")
     try:
         return calibration_metrics(probs, [items[r].answer for r in rows])
     except InputError as exc:
         if exc.record is None:
             raise
         r = rows[int(exc.record)]
-        raise InputError(f"{exc.reason} (id '{items[r].id}')", record=r, field=exc.field) from None
+        raise InputError(f"{exc.reason} (id '{items[r].id}')", record=r + 1, field=exc.field) from None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -389,9 +390,7 @@ PREDICTION_COLUMNS = ("id", "answer", "pred", "correct")
 
 def read_predictions(path: str | Path) -> pd.DataFrame:
     """Read a predictions file (Parquet or JSON lines) written by the scorer, checking its columns."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError("file not found", file=path)
+    path = require_file(path)
     try:
         frame = pd.read_json(path, lines=True) if path.suffix == ".jsonl" else pd.read_parquet(path)
     except (ValueError, OSError) as exc:
@@ -401,7 +400,7 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
         raise InputError(f"not a predictions file: missing column(s) {missing}", file=path)
     if frame["id"].duplicated().any():
         row = int(np.argmax(frame["id"].duplicated().to_numpy()))
-        raise InputError(f"duplicate id '{frame['id'].iloc[row]}'", file=path, record=row, field="id")
+        raise InputError(f"duplicate id '{frame['id'].iloc[row]}'", file=path, record=row + 1, field="id")
     return frame
 
 
@@ -442,7 +441,7 @@ def _align(predictions: pd.DataFrame, items: Sequence[Item]) -> tuple[pd.DataFra
     by_id = {it.id: it for it in items}
     unknown = [i for i in predictions["id"] if i not in by_id]
     if unknown:
-        row = int(predictions.index[predictions["id"] == unknown[0]][0])
+        row = int(np.flatnonzero((predictions["id"] == unknown[0]).to_numpy())[0]) + 1  # counted from 1
         raise InputError(f"prediction for id '{unknown[0]}' has no item ({len(unknown)} unknown ids); "
                          "are these predictions for another items file?", record=row, field="id")
     predicted = set(predictions["id"])
@@ -501,13 +500,13 @@ def compute_metrics(
     if clash.size:
         r = int(clash[0])
         raise InputError(f"prediction's answer {answers[r]} differs from the item's {gold[r]} for id "
-                         f"'{frame['id'].iloc[r]}'", record=r, field="answer")
+                         f"'{frame['id'].iloc[r]}'", record=r + 1, field="answer")
     correct = _correct_vector(frame)
     pred = _pred_vector(frame)
     recomputed = (pred == gold).astype(float)
     if not np.array_equal(recomputed, correct):
         r = int(np.argmax(recomputed != correct))
-        raise InputError(f"'correct' disagrees with pred/answer for id '{frame['id'].iloc[r]}'", record=r,
+        raise InputError(f"'correct' disagrees with pred/answer for id '{frame['id'].iloc[r]}'", record=r + 1,
                          field="correct")
     out["accuracy"] = accuracy_with_ci(correct, n_boot=n_boot, seed=seed)
     labels = sorted(set(gold.tolist()) | (set(pred.tolist()) - {-1}))
@@ -571,11 +570,12 @@ def compare_predictions(
         where = f"'{only_a[0]}' only in {names[0]}" if only_a else f"'{only_b[0]}' only in {names[1]}"
         raise InputError(f"the two prediction files cover different items ({len(only_a)} only in {names[0]}, "
                          f"{len(only_b)} only in {names[1]}; e.g. {where})")
+    b_rows = {i: k + 1 for k, i in enumerate(b["id"])}  # B's own rows, counted from 1: the CLI names file B
     b = b.set_index("id").loc[a["id"]].reset_index()
     if a["answer"].astype(str).tolist() != b["answer"].astype(str).tolist():
         r = int(np.argmax(a["answer"].astype(str).to_numpy() != b["answer"].astype(str).to_numpy()))
-        raise InputError(f"gold answers differ for id '{a['id'].iloc[r]}': not the same items", record=r,
-                         field="answer")
+        raise InputError(f"gold answers differ for id '{a['id'].iloc[r]}': not the same items",
+                         record=b_rows[a["id"].iloc[r]], field="answer")
     sa, sb = per_item_scores(a), per_item_scores(b)
     binary = bool(np.isin(sa, (0, 1)).all() and np.isin(sb, (0, 1)).all()) and a["correct"].notna().any()
     out: dict[str, Any] = {"names": list(names), "n": len(a), "metric": "accuracy" if binary else "token_f1",

@@ -27,7 +27,7 @@ from medtune.bertscore import BertScoreSettings
 from medtune.bertscore import resolve_model as resolve_bertscore
 from medtune.errors import InputError
 from medtune.evaluation import DEFAULT_N_BOOT, compute_metrics, qa_item_scores
-from medtune.io import atomic_path, write_json_atomic
+from medtune.io import atomic_path, require_file, write_json_atomic
 from medtune.schema import Item, QAItem, read_items
 from medtune.scoring.engine import DEFAULT_MAX_NEW_TOKENS, BatchTokens
 from medtune.scoring.vllm_backend import (
@@ -331,9 +331,7 @@ _GENERATION_FIELDS = ("prompt", "reference", "prediction")
 def read_generations(path: Path) -> list[dict[str, Any]]:
     """The records of a generations JSON-lines file: ``prompt``, ``reference``, ``prediction`` (text or null)
     and an optional ``id`` (default ``line-N``). A bad line is an :class:`InputError` naming the line and field."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("file not found", file=path)
+    path = require_file(path)
     records: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
     try:

@@ -12,18 +12,150 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 
+def check_file_output(path: str | Path, option: str | None = None) -> Path:
+    """Refuse an existing folder where a file is to be written, before any work is done.
+
+    Renaming a file over a folder fails only at the end (``IsADirectoryError``), after the work is lost; the user
+    needs one line naming the path (and the option that gave it).
+    """
+    path = Path(path)
+    if path.is_dir():
+        what = f"{option} {path}" if option else str(path)
+        raise _input_error(f"{what}: is a folder; give a file path")
+    return path
+
+
+def check_folder_output(path: str | Path, option: str | None = None) -> Path:
+    """Refuse an existing file (or a file among its parents) where a folder is to be written, before any work."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists() and not p.is_dir():
+            what = f"{option} {path}" if option else str(path)
+            where = "" if p == path else f" ({p} is a file)"
+            raise _input_error(f"{what}: is a file{where}; give a folder path")
+    return path
+
+
+def require_file(path: str | Path) -> Path:
+    """An input that must be a file: missing or a folder is an error naming it (a folder is not 'not found')."""
+    from medtune.errors import InputError
+
+    path = Path(path)
+    if path.is_dir():
+        raise InputError("is a folder, expected a file", file=path)
+    if not path.exists():
+        raise InputError("file not found", file=path)
+    return path
+
+
+def _input_error(message: str):
+    from medtune.errors import InputError
+
+    return InputError(message)
+
+
+def _clean_stale(target: Path, kinds: tuple[str, ...]) -> None:
+    """Remove ``.NAME.<kind>-PID…`` leftovers of a killed earlier run (its process is gone) beside ``target``."""
+    for kind in kinds:
+        for stale in target.parent.glob(f".{target.name}.{kind}-*"):
+            if stale.name.endswith(PARTIAL):
+                continue  # not stale: a resumable run's partial results
+            if not _left_by_a_dead_run(stale):
+                continue  # this process or another live run is writing it right now
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    stale.unlink()
+
+
+def _left_by_a_dead_run(path: Path) -> bool:
+    m = re.search(r"\.(?:tmp|old)-(\d+)", path.name)
+    return m is not None and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1)))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+PARTIAL = "tmp-partial"
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | Path, option: str | None = None, *, resumable: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``target`` to build a folder output in; on success swap it in.
+
+    The swap renames the old ``target`` away (``.NAME.old-PID``), the new one into place, and only then removes
+    the old one, so at every instant ``target`` is the complete old output or the complete new one (a kill between
+    the two renames leaves the old one under its ``.old`` name, restored by the next run). On an error the
+    temporary folder (``.NAME.tmp-PID``) is removed and ``target`` is untouched. An existing *file* at ``target``
+    is refused before anything is done; leftovers of a killed earlier run are cleaned up first.
+
+    ``resumable``: the work streams partial results into the folder and a rerun picks them up (scoring), so the
+    temporary folder has a fixed name (``.NAME.tmp-partial``), is reused by the next run, and is kept after a
+    failure or kill when it holds anything; it is removed once the new output is in place.
+    """
+    target = Path(target)
+    check_folder_output(target, option)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    pid = os.getpid()
+    tmp = target.with_name(f".{target.name}.{PARTIAL if resumable else f'tmp-{pid}'}")
+    old = target.with_name(f".{target.name}.old-{pid}")
+    _restore_old(target)
+    _clean_stale(target, ("tmp", "old"))
+    if tmp.exists() and not (resumable and tmp.is_dir()):
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+    tmp.mkdir(exist_ok=True)
+    try:
+        yield tmp
+    except BaseException:
+        if not (resumable and any(tmp.iterdir())):
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old.exists():  # an earlier swap of this same process that was cut short
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _restore_old(target: Path) -> None:
+    """A kill between the swap's two renames leaves no ``target`` but its ``.old`` copy: put that back."""
+    if target.exists():
+        return
+    olds = sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    for old in reversed(olds):
+        if old.is_dir() and _left_by_a_dead_run(old):
+            os.replace(old, target)
+            return
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it over ``path``, on error delete it."""
-    path = Path(path)
+    """Yield a temporary path beside ``path``; on success rename it over ``path``, on error delete it.
+
+    An existing folder at ``path`` is refused up front (a rename over it would fail after the work is done). The
+    temporary file is ``.NAME.tmp-PID-…``: one left by a killed earlier run is removed by the next write.
+    """
+    path = check_file_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    _clean_stale(path, ("tmp",))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", suffix=suffix or "", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -87,9 +219,7 @@ def read_parquet_table(path: str | Path):  # -> pyarrow.Table
 
     from medtune.errors import InputError
 
-    path = Path(path)
-    if not path.exists():
-        raise InputError("file not found", file=path)
+    path = require_file(path)
     try:
         return pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:

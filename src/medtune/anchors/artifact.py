@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from medtune.errors import InputError
-from medtune.io import write_json_atomic
+from medtune.io import require_file, write_json_atomic
 
 ANCHORS_FORMAT = "medtune.anchors"
 ANCHORS_VERSION = 1
@@ -143,16 +143,16 @@ class AnchorSet:
         anchor_ids, weights = [], []
         for r, entry in enumerate(anchors):
             if not isinstance(entry, dict) or "id" not in entry or "weight" not in entry:
-                raise bad("each anchor needs an id and a weight", "anchors", r)
+                raise bad("each anchor needs an id and a weight", "anchors", r + 1)
             aid = str(entry["id"])
             if aid not in pos:
-                raise bad(f"anchor {aid!r} is not among items.id", "anchors.id", r)
+                raise bad(f"anchor {aid!r} is not among items.id", "anchors.id", r + 1)
             w = entry["weight"]
             if not isinstance(w, int | float) or isinstance(w, bool) or not math.isfinite(w) or w < 0:
-                raise bad(f"weight must be a non-negative number, got {w!r}", "anchors.weight", r)
+                raise bad(f"weight must be a non-negative number, got {w!r}", "anchors.weight", r + 1)
             if "cluster" in entry and entry["cluster"] != int(cluster[pos[aid]]):
                 raise bad(f"cluster {entry['cluster']!r} differs from the item's cluster {int(cluster[pos[aid]])}",
-                          "anchors.cluster", r)
+                          "anchors.cluster", r + 1)
             anchor_ids.append(aid)
             weights.append(float(w))
         if len(set(anchor_ids)) != len(anchor_ids):
@@ -186,9 +186,7 @@ def write_anchors(anchor_set: AnchorSet, path: str | Path) -> Path:
 
 def read_anchors(path: str | Path) -> AnchorSet:
     """Read and check an ``anchors.json``; a missing, malformed or inconsistent file is an ``InputError``."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("file not found", file=path)
+    path = require_file(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:

@@ -28,7 +28,7 @@ from medtune.anchors.estimate import DEFAULT_N_BOOT, estimate_all
 from medtune.cli.options import COUNT, SEED, bounded
 from medtune.errors import ConfigError, InputError
 from medtune.evaluation import per_item_scores, read_predictions
-from medtune.io import write_json_atomic
+from medtune.io import check_file_output, write_json_atomic
 
 console = Console(highlight=False)
 anchors_app = typer.Typer(help="Anchor items (tinyBenchmarks-style): estimate full-test accuracy from k items.",
@@ -62,6 +62,7 @@ def choose_cmd(
         raise ConfigError(f"--irt must be 1pl or 2pl, not {irt!r}")
     if method not in ANCHOR_METHODS:
         raise ConfigError(f"--method must be one of {', '.join(ANCHOR_METHODS)}, not {method!r}")
+    check_file_output(output, "-o")
     responses = responses_from_predictions(predictions)
     anchor_set = choose_anchors(responses, k=k, seed=seed, method=method, irt=irt)  # type: ignore[arg-type]
     write_anchors(anchor_set, output)
@@ -82,6 +83,8 @@ def estimate_cmd(
     seed: Annotated[int, typer.Option(help="Bootstrap seed.", callback=bounded(**SEED))] = 0,
 ) -> None:
     """Estimate full-test accuracy from a model's anchor answers: every estimator with its 95 % interval."""
+    if output is not None:
+        check_file_output(output, "-o")
     anchor_set = read_anchors(anchors)
     frame = read_predictions(predictions)
     correct = dict(zip(frame["id"].astype(str), per_item_scores(frame), strict=True))

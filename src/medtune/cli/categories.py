@@ -41,6 +41,9 @@ def categories(
     if lo is not None and hi is not None and lo > hi:
         raise ConfigError(f"--min-clusters {lo} is above --max-clusters {hi}")
     settings = validate_settings(CategorySettings, chosen, "categories")
+    from medtune.io import check_file_output
+
+    check_file_output(output, "-o")  # before clustering, not when the finished table is renamed over a folder
     summary = run_categories(settings, items, output.parent, artifact=output.name, plot=plot if plot else False,
                              progress=not quiet)
     typer.echo(f"{summary['n_categories']} categories over {summary['n_items']} items → {output}")

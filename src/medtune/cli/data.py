@@ -21,7 +21,7 @@ from medtune.data import DataSettings, available_loaders, get_loader, load_data
 from medtune.data.describe import summary_tables
 from medtune.data.prepare import PrepareConfig, leakage_report, run_prepare
 from medtune.data.stage import write_data
-from medtune.io import write_json_atomic
+from medtune.io import check_file_output, write_json_atomic
 from medtune.schema import Item, read_items
 from medtune.settings import validate_settings
 from medtune.textbook import textbook_path
@@ -138,6 +138,7 @@ def load_cmd(
     columns = {"question_col": question_col, "answer_col": answer_col, "answer_format": answer_format,
                "id_col": id_col, "category_col": category_col,
                "options_cols": [c.strip() for c in options_cols.split(",") if c.strip()] if options_cols else None}
+    check_file_output(output, "-o")  # before loading, which can take long
     opts = _loader_options(source, split, seed, option, columns)
     settings = validate_settings(DataSettings, {"source": source, "path": str(path) if path is not None else None,
                                                 "split": split, "options": opts, **(given or {})})
@@ -175,6 +176,9 @@ def prepare_cmd(
     """Filter, clean, de-duplicate and select items (single-answer questions only by default)."""
     settings = validate_settings(PrepareConfig, {**(given or {}), **({"single_answer": False} if keep_multi else {})},
                                  "options")
+    check_file_output(output, "-o")
+    if report is not None:
+        check_file_output(report, "--report")
     n_before = len(read_items(file))
     kept, rep = run_prepare(settings, file, output)
     steps = Table(title=f"Preparation of {file}", title_justify="left")

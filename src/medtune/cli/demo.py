@@ -21,6 +21,9 @@ from medtune.experiments.demo import DEFAULT_OUT, STAGES, Stage, run_demo
 def demo(out: Path = DEFAULT_OUT, seed: int = 0, *, quick: bool = False, cluster: bool = True,
          console: Console | None = None, stages: list[Stage] | None = None) -> None:
     """Run the demo with a rich progress display and print its headline."""
+    from medtune.io import check_folder_output
+
+    check_folder_output(out, "--out")
     console = console or Console(highlight=False)
     columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
                TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())

@@ -36,6 +36,7 @@ from medtune.difficulty_stage import (
     write_outputs,
 )
 from medtune.errors import ConfigError, InputError
+from medtune.io import check_file_output
 from medtune.settings import validate_settings
 
 __all__ = ["difficulty_app", "model_names", "register", "scores_dir"]
@@ -104,13 +105,20 @@ def _report(summary: dict[str, Any], output: Path) -> None:
     table = Table(title=f"difficulty: {summary['n_items']} questions ({summary['source']})")
     for col in ("bucket", "questions", "range"):
         table.add_column(col, justify="right" if col == "questions" else "left")
-    t1, t2 = summary["thresholds"]
     sizes = summary["buckets"]
-    for level, rng in zip(sizes, (f"≤ {t1:.3f}", f"({t1:.3f}, {t2:.3f}]", f"> {t2:.3f}"), strict=True):
+    cuts = summary.get("thresholds") or []
+    if len(cuts) == 2:
+        t1, t2 = cuts
+        ranges: tuple[str, ...] = (f"≤ {t1:.3f}", f"({t1:.3f}, {t2:.3f}]", f"> {t2:.3f}")
+    else:  # levels given as such (easy / medium / hard): no number was cut, so there is no range to show
+        ranges = ("given as level",) * len(sizes)
+    for level, rng in zip(sizes, ranges, strict=True):
         table.add_row(level, str(sizes[level]), rng)
     console.print(table)
-    console.print(f"difficulty mean {summary['difficulty_mean']:.3f}, median {summary['difficulty_median']:.3f}; "
-                  f"rule {summary['rule']}; models: {', '.join(summary['models']) or '-'}")
+    mean, median = summary["difficulty_mean"], summary["difficulty_median"]
+    numbers = (f"difficulty mean {mean:.3f}, median {median:.3f}" if mean == mean and median == median
+               else "no numeric difficulty")
+    console.print(f"{numbers}; rule {summary['rule']}; models: {', '.join(summary['models']) or '-'}")
     if summary.get("plot_error"):
         console.print(f"[yellow]the histogram could not be drawn:[/] {summary['plot_error']}")
     plot = summary.get("plot")
@@ -120,6 +128,7 @@ def _report(summary: dict[str, Any], output: Path) -> None:
 def _run(settings: dict[str, Any], items_path: Path, output: Path, plot: Path | None, *,
          progress: bool = False) -> dict[str, Any]:
     s = validate_settings(DifficultySettings, settings, "difficulty")
+    check_file_output(output, "-o")  # before scoring, not when the finished table is renamed over a folder
     return run_difficulty(s, items_path, output.parent, artifact=output.name, plot=plot if plot else False,
                           progress=progress, log=console.print)
 
@@ -165,6 +174,7 @@ def from_responses_cmd(
     """Difficulty from the paper's response files (ids lek-<question_index>, as the LEK loader assigns)."""
     s = validate_settings(DifficultySettings, {**(given or {}), **bucketing_settings(thresholds, quantiles,
                                                                                      quantile_cuts)}, "difficulty")
+    check_file_output(output, "-o")
     result = difficulty_from_responses(files, bucketing=s.bucketing(), irt=None if s.irt == "none" else s.irt,
                                        irt_data=s.irt_data)
     _report(write_outputs(result, output, plot if plot else False), output)

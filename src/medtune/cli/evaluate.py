@@ -34,7 +34,7 @@ from medtune.cli.options import bounded, schema_bounded, with_settings
 from medtune.errors import ConfigError, InputError
 from medtune.evaluation import DEFAULT_N_BOOT, compare_predictions, compute_metrics, read_predictions
 from medtune.evaluation_stage import EvalSettings, ModelRef, score_generations
-from medtune.io import write_json_atomic
+from medtune.io import check_file_output, check_folder_output, write_json_atomic
 from medtune.schema import read_items
 from medtune.settings import validate_settings
 
@@ -176,6 +176,7 @@ def run_cmd(
         given["bertscore"] = bert
     settings = validate_settings(EvalSettings, given, "options")
     ref = _model_ref(model, adapter, run)
+    check_folder_output(output, "-o")
     if anchors is not None:
         from medtune.anchors.stage import run_anchor_evaluation
 
@@ -186,8 +187,12 @@ def run_cmd(
         est = metrics["estimate"]
         print_estimates(metrics["anchors"]["estimates"], f"estimated accuracy on all {est['n_items']} items from "
                         f"{est['k']} anchors (headline: {est['estimator']})")
-    else:
-        summary = run_evaluation(settings, items_path, ref, output, split=split, progress=progress)
+    else:  # built beside OUT and swapped in whole: a failed or killed run leaves an earlier OUT as it was
+        from medtune.io import atomic_folder
+
+        with atomic_folder(output, "-o", resumable=True) as tmp:
+            summary = run_evaluation(settings, items_path, ref, tmp, split=split, progress=progress)
+        summary = {**summary, "predictions": output / "predictions.parquet", "metrics": output / "metrics.json"}
         print_metrics(json.loads(Path(summary["metrics"]).read_text(encoding="utf-8")))
     console.print(f"wrote {summary['predictions']} and {summary['metrics']}")
 
@@ -206,6 +211,8 @@ def metrics_cmd(
     bertscore: BertOnOpt = None,
 ) -> None:
     """Recompute metrics for an existing predictions file."""
+    if output is not None:
+        check_file_output(output, "-o")
     bert = validate_settings(EvalSettings, {"bertscore": bertscore_given(bertscore_model, bertscore_layer,
                                                                           bertscore) or {}}, "options").bertscore
     frame = read_predictions(predictions)
@@ -237,6 +244,7 @@ def score_file_cmd(
     bert = bertscore_given(bertscore_model, bertscore_layer, bertscore)
     if bert is not None:
         given["bertscore"] = bert
+    check_folder_output(output, "-o")
     metrics = score_generations(generations, validate_settings(EvalSettings, given, "options"), output)
     print_metrics(metrics)
     console.print(f"wrote {output / 'metrics.json'} and {output / 'item_metrics.parquet'}")

@@ -40,6 +40,10 @@ def run(
 
     if executor is not None and executor not in ("local", "pool", "ray"):
         raise ConfigError(f"--executor must be local, pool or ray, got '{executor}'")
+    if output is not None:
+        from medtune.io import check_folder_output
+
+        check_folder_output(output, "-o")
     overrides = {"output_dir": str(output.resolve())} if output else None
     cfg = load_config(config, overrides=overrides)
     summary = run_experiment(cfg, executor=executor, dry_run=dry_run, retry_failed=retry_failed,
@@ -139,7 +143,10 @@ def report(
 ) -> None:
     """Write the report of a run: HTML (self-contained), Markdown and CSV tables."""
     from medtune.experiments.report import write_report
+    from medtune.io import check_folder_output
 
+    if output is not None:
+        check_folder_output(output, "-o")
     rep = write_report(run_dir, output)
     if not rep.methods.empty:
         console.print("methods against the baseline method (seed-aware 95% intervals, Holm-adjusted p):")

@@ -141,6 +141,9 @@ def build(
         out, names = output.parent, {"order_name": output.name, "items_name": None}
     else:
         out, names = output, {}
+    from medtune.io import check_folder_output
+
+    check_folder_output(out, "-o")  # an existing non-.json file: a folder path or an order .json is meant
     summary = run_order(settings, items, out, difficulty_path=difficulty, categories_path=categories, **names)
     typer.echo(f"{summary['strategy']} (seed {summary['seed']}): {describe_split(summary)}, "
                f"{summary['positions_per_epoch']} positions per epoch, {summary['epochs']} epoch(s) "
@@ -160,8 +163,10 @@ def plot(
     thresholds: Annotated[str | None, ThresholdsOpt] = None,
     epoch: int = typer.Option(0, "--epoch", callback=bounded(ge=0), help="Which epoch to draw."),
 ) -> None:
+    from medtune.io import check_file_output
     from medtune.order_plot import plot_orders
 
+    check_file_output(output, "-o")
     # The strategy does not matter for the drawing; the bucketing settings are the order stage's own.
     settings = validate_settings(OrderSettings, {"strategy": "random", "seed": 0, "bucketing": bucketing,
                                                  **_pair_option(thresholds, "thresholds")})

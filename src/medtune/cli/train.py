@@ -74,6 +74,10 @@ def train_command(
     from medtune.training.stage import run_training
 
     set_threads(threads)
+    if output is not None:  # a file there would fail only when the first checkpoint is written
+        from medtune.io import check_folder_output
+
+        check_folder_output(output, "-o")
     saved = output / "config.json" if output is not None else None
     # Resume with the saved settings, and what the command line says explicitly.
     layers = [TrainConfig.load(saved).model_dump()] if resume and saved is not None and saved.exists() else []

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from medtune.errors import ConfigError, InputError, MedtuneError
+from medtune.io import atomic_folder, check_folder_output
 from medtune.training.config import TrainConfig
 from medtune.training.methods import MethodSpec, get_method, save_pretrained_atomic
 from medtune.training.run_record import read_config_json, read_run_record
@@ -102,22 +103,25 @@ def export_run(run_dir: str | Path, output: str | Path | None, *, merge: bool = 
                push_to_hub: str | None = None) -> Path | None:
     """Write the run's weights to ``output``: merged into a full model, or (``merge=False``) the adapter alone.
 
-    A method that keeps a full model exports that model either way.
+    A method that keeps a full model exports that model either way. ``output`` is swapped in whole
+    (:func:`medtune.io.atomic_folder`): a failed or killed export leaves an earlier export there as it was.
     """
     run_dir = Path(run_dir)
     _run_meta(run_dir)
     spec = run_method(run_dir)
     if spec is None:
         raise InputError("config.json holds no training settings: not a training run folder", file=run_dir)
+    weights = run_dir / spec.output_name
+    if not (weights.is_dir() and any(weights.iterdir())):  # before ``output`` is touched: an earlier export stays
+        raise InputError(f"the run has no {spec.output_name}/ (did training finish?)", file=run_dir)
     out: Path | None = None
     if output is not None:
-        output = Path(output)
+        output = check_folder_output(output, "-o")
         if merge or not spec.is_adapter:
             out = merge_adapter(run_dir, output)
         else:
-            if output.exists():
-                shutil.rmtree(output)
-            shutil.copytree(run_dir / spec.output_name, output)
+            with atomic_folder(output, "-o") as tmp:
+                shutil.copytree(weights, tmp, dirs_exist_ok=True)
             out = output
     if push_to_hub:
         push(run_dir if output is None else out, push_to_hub)

@@ -12,9 +12,7 @@ the model, never hard-coded per architecture), the plain AdamW / 8-bit AdamW opt
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -226,22 +224,13 @@ def save_pretrained_atomic(model: Any, tokenizer: Any, output: Path, *,
 
     The previous folder is renamed away, the new one renamed into place, and only then is the old one removed, so
     an interrupted save leaves the previous folder (or, between the two renames, its renamed copy), never a
-    half-written model; a failed save removes its temporary folder.
+    half-written model; a failed save removes its temporary folder (:func:`medtune.io.atomic_folder`).
     """
+    from medtune.io import atomic_folder
+
     output = Path(output)
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    old = output.with_name(f".{output.name}.old-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    with atomic_folder(output) as tmp:
         kwargs = {"state_dict": state_dict} if state_dict is not None else {}
         model.save_pretrained(tmp, safe_serialization=True, **kwargs)
         tokenizer.save_pretrained(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if output.exists():
-        os.replace(output, old)
-    os.replace(tmp, output)
-    shutil.rmtree(old, ignore_errors=True)
     return output
