@@ -270,7 +270,7 @@ def _corrupt(data: dict, how: str) -> dict | str:
 
 @pytest.mark.parametrize(("how", "message"), [
     ("weights", "field 'anchors.weight': anchor weights sum to 1.1"),
-    ("unknown-anchor", "record 1, field 'anchors.id': anchor 'nowhere' is not among items.id"),
+    ("unknown-anchor", "record 2, field 'anchors.id': anchor 'nowhere' is not among items.id"),
     ("short-column", "field 'items.b': has 299 entries but items.id has 300"),
     ("format", "field 'format': not an anchors file"),
     ("nan", "field 'items.a': must hold numbers"),

@@ -292,5 +292,5 @@ def test_compute_metrics_reports_calibration_where_probabilities_exist():
     assert "calibration" not in compute_metrics(frame.drop(columns=["probs"]).assign(mode="letter"), items,
                                                 n_boot=100)
     short = frame.assign(probs=[p[:3] if i == 2 else p for i, p in enumerate(_CAL_PROBS)])
-    with pytest.raises(InputError, match=r"record 2, field 'probs'.*id 'c2'"):
+    with pytest.raises(InputError, match=r"record 3, field 'probs'.*id 'c2'"):  # the third row, counted from 1
         compute_metrics(short, items, n_boot=100)
