@@ -37,7 +37,6 @@ strategies:
   - random
 {strategies}baseline_strategy: {baseline}
 difficulty:
-  sources: [human]
 {difficulty}categories:
   method: {categories}
 training:
@@ -50,7 +49,8 @@ training:
   kind: local
 """
 
-DEFAULTS = {"model_training": "", "strategies": "  - curriculum\n", "baseline": "random", "difficulty": "",
+HUMAN = "  sources: [human]\n"
+DEFAULTS = {"model_training": "", "strategies": "  - curriculum\n", "baseline": "random", "difficulty": HUMAN,
             "categories": "given", "methods": "[lora]", "training": "", "evaluation": ""}
 
 CASES = {
@@ -72,11 +72,21 @@ CASES = {
     "baseline strategy": ({"baseline": f"blocked  {HERE}"}, "baseline_strategy", "not among the strategies"),
     "evaluation bound": ({"evaluation": f"  bootstrap: 0  {HERE}\n"}, "evaluation.bootstrap",
                          "greater than or equal to 1"),
-    "difficulty thresholds": ({"difficulty": f"  thresholds: [0.9, 0.1]  {HERE}\n"}, "difficulty.thresholds", ""),
+    "difficulty thresholds": ({"difficulty": f"{HUMAN}  thresholds: [0.9, 0.1]  {HERE}\n"},
+                              "difficulty.thresholds", ""),
     "category method": ({"categories": f"givn  {HERE}"}, "categories.method", "'given' or 'cluster'"),
+    "llm difficulty without its ensemble": ({"difficulty": f"  sources: [llm]  {HERE}\n"}, "difficulty.sources",
+                                            "need `ensemble`"),
+    "thresholds and quantiles": ({"difficulty": f"{HUMAN}  thresholds: [0.3, 0.6]\n  quantiles: [0.3, 0.6]  {HERE}\n"},
+                                 "difficulty.quantiles", "not both"),
+    "baseline method": ({"strategies": f"  - curriculum\nbaseline_method: full  {HERE}\n"}, "baseline_method",
+                        "is not one of training.methods"),
+    "adaptive options in the wrong place": (
+        {"strategies": f"  - name: ability\n    options: {{delta: 1}}  {HERE}\n    adaptive: {{}}\n"},
+        "strategies[1].options", "under `adaptive.options`"),
     "adaptive option": (
         {"strategies": f"  - name: ability\n    adaptive:\n      options: {{delta_x: 1}}  {HERE}\n"},
-        "strategies[1]", "delta_x"),
+        "strategies[1].adaptive.options", "delta_x"),
 }
 
 

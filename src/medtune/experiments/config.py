@@ -102,11 +102,11 @@ def _difficulty_section() -> type[BaseModel]:
 
     def needs(self: Any) -> Any:  # checked on the section: cells resolve the stage schema only when they run
         if ({"llm", "irt"} & set(self.sources)) and not self.ensemble and self.crossfit is None:
-            raise ValueError("difficulty sources 'llm'/'irt' need `ensemble` (model specs) or `crossfit`")
+            raise ValueError("sources: difficulty sources 'llm'/'irt' need `ensemble` (model specs) or `crossfit`")
         if "file" in self.sources and not self.file:
-            raise ValueError("difficulty source 'file' needs `file`")
+            raise ValueError("sources: difficulty source 'file' needs `file`")
         if self.thresholds and self.quantiles:
-            raise ValueError("give `thresholds` or `quantiles`, not both")
+            raise ValueError("quantiles: give `thresholds` or `quantiles`, not both")
         return self
 
     return type("DifficultyConfig", (section,), {"_needs": model_validator(mode="after")(needs),
@@ -143,7 +143,8 @@ class StrategyConfig(_Strict):
     def _adaptive_entry(self) -> StrategyConfig:
         if self.adaptive is not None:
             if self.options:
-                raise ValueError("an adaptive strategy takes its options under `adaptive.options`, not `options`")
+                raise ValueError("options: an adaptive strategy takes its options under `adaptive.options`, "
+                                 "not `options`")
             validate_adaptive(self.name, self.adaptive)
         return self
 
@@ -270,11 +271,13 @@ class ExperimentConfig(_Strict):
             if isinstance(d, dict):
                 by_name[d.get("name") or d.get("source")] = d
         out = []
-        for t in data["test_sets"]:
+        for i, t in enumerate(data["test_sets"]):
             if isinstance(t, dict) and t.get("folds_of") is not None:
+                at = f"test_sets[{i}].folds_of: "  # the message's place (reported at its YAML line)
                 ds = by_name.get(t["folds_of"])
                 if ds is None:
-                    raise ValueError(f"test set '{t.get('name')}': folds_of '{t['folds_of']}' names no training set")
+                    raise ValueError(f"{at}test set '{t.get('name')}': folds_of '{t['folds_of']}' names no "
+                                     "training set")
                 # Its own data keys may only repeat the training set's (a saved config repeats them all).
                 try:
                     ref = DataSettings.model_validate(ds).model_dump(mode="json")
@@ -282,10 +285,10 @@ class ExperimentConfig(_Strict):
                     ref = dict(ds)  # the training set is invalid itself: its own error is reported
                 own = sorted(k for k in set(t) - {"name", "folds_of", "fold", "fold_part"} if t[k] != ref.get(k))
                 if own:
-                    raise ValueError(f"test set '{t.get('name')}' with folds_of takes its data settings from the "
+                    raise ValueError(f"{at}test set '{t.get('name')}' with folds_of takes its data settings from the "
                                      f"training set; remove {own}")
                 if not ds.get("folds"):
-                    raise ValueError(f"test set '{t.get('name')}': training set '{t['folds_of']}' has no `folds`")
+                    raise ValueError(f"{at}test set '{t.get('name')}': training set '{t['folds_of']}' has no `folds`")
                 t = {**ds, "name": t.get("name") or f"{t['folds_of']}-test", "folds_of": t["folds_of"]}
             out.append(t)
         return {**data, "test_sets": out}
@@ -301,7 +304,7 @@ class ExperimentConfig(_Strict):
     @model_validator(mode="after")
     def _known_baseline_method(self) -> ExperimentConfig:
         if self.baseline_method is not None and self.baseline_method not in self.training.methods:
-            raise ValueError(f"baseline_method '{self.baseline_method}' is not one of training.methods "
+            raise ValueError(f"baseline_method: '{self.baseline_method}' is not one of training.methods "
                              f"({', '.join(self.training.methods)})")
         return self
 
@@ -321,9 +324,10 @@ class ExperimentConfig(_Strict):
     def _seed_design(self) -> ExperimentConfig:
         crossed = (self.order_seeds is not None, self.init_seeds is not None)
         if any(crossed) and not all(crossed):
-            raise ValueError("crossed seeds need both `order_seeds` and `init_seeds`")
+            key = "order_seeds" if self.order_seeds is not None else "init_seeds"
+            raise ValueError(f"{key}: crossed seeds need both `order_seeds` and `init_seeds`")
         if all(crossed) and self.seeds is not None:
-            raise ValueError("give `seeds` (tied) or `order_seeds` and `init_seeds` (crossed), not both")
+            raise ValueError("seeds: give `seeds` (tied) or `order_seeds` and `init_seeds` (crossed), not both")
         if not any(crossed) and self.seeds is None:
             self.seeds = [0]
         return self
@@ -623,7 +627,11 @@ def config_from_dict(data: Any, *, source: str = "<config>", node: yaml.Node | N
                 msg = "required key is missing"
             else:
                 msg = err["msg"].removeprefix("Value error, ")
-            line = _yaml_line(node, _deeper(loc, msg, data)) if node is not None else None
+            deeper = _deeper(loc, msg, data)
+            m = _KEY_PATH.match(msg)
+            if m and deeper != loc and _path_to_loc(m[1]) == deeper[len(loc):]:
+                key, msg = _loc_to_path(deeper), m[2]  # the message names a key under the error's place: that one
+            line = _yaml_line(node, deeper) if node is not None else None
             where = f"{source}:{line}" if line else source
             lines.append(f"{where}: {key}: {msg}")
         raise ConfigError("; ".join(lines)) from None
