@@ -238,3 +238,25 @@ def test_difficulty_human_from_levels_prints_its_summary(base, tmp_path, capsys)
         assert any(level in ln and f" {count} " in f" {ln} " for ln in stdout.splitlines()), stdout
     assert "given as level" in stdout and "no numeric difficulty" in stdout
     assert "wrote" in stdout and str(out) in stdout.replace("\n", "")  # the console wraps a long path
+
+
+# --- the scoring part file an interrupted `evaluate run` resumes from ---------------------------------------------
+
+
+@pytest.mark.parametrize(("lines", "place"), [
+    (['{"medtune_part": 1, "settings": {}}', '{"id": "a", "pred": 1}', '{"id": "b", pred: 2}'], "line 3"),
+    (['["medtune_part", 1]'], "line 1"),
+    (['{"medtune_part": 1, "settings": {}}', '{"pred": 2}'], "line 2, field 'id'"),
+])
+def test_damaged_scoring_part_file_names_its_line(tmp_path, lines, place):
+    from medtune.errors import InputError
+    from medtune.scoring.store import HEADER_KEY, ResultStore, part_path
+
+    out = tmp_path / "predictions.parquet"
+    good = [json.dumps({HEADER_KEY: 1, "settings": {}}), json.dumps({"id": "a", "pred": 1})]
+    part_path(out).write_text("\n".join(good) + "\n")
+    assert ResultStore(out, {}).done() == {"a"}  # the good file resumes
+    part_path(out).write_text("\n".join(ln.replace("medtune_part", HEADER_KEY) for ln in lines) + "\n")
+    with pytest.raises(InputError) as info:
+        ResultStore(out, {})
+    assert str(part_path(out)) in str(info.value) and place in str(info.value), str(info.value)

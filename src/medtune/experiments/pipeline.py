@@ -263,9 +263,10 @@ def _adaptive_training(settings: Any, strategy: StrategyConfig, cell: Cell, data
                                     out / TRAIN_RUN, order_path=order.path / "order.json", split=ALL_SPLITS)
     if "difficulty" in values:  # the stage folder is renamed into the store: name the b table relative to the run
         from medtune.io import write_json_atomic
+        from medtune.training.run_record import RUN_RECORD, read_run_record
 
-        meta_path = out / TRAIN_RUN / "config.json"
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta_path = out / TRAIN_RUN / RUN_RECORD
+        meta = read_run_record(out / TRAIN_RUN)
         meta["adaptive"]["settings"]["difficulty"] = f"../{ad.B_FILE}"
         write_json_atomic(meta_path, meta)
     return summary

@@ -57,7 +57,7 @@ class ResultStore:
         if not lines:
             self._write_lines([{HEADER_KEY: 1, "settings": self.settings}], create=True)
             return
-        header = json.loads(lines[0])
+        header = self._parse(lines[0], 1)
         if header.get(HEADER_KEY) != 1:
             raise InputError("not a medtune scoring part file", file=self.part)
         if header.get("settings") != self.settings:
@@ -66,9 +66,25 @@ class ResultStore:
                 "delete it to start over, or rerun with the same settings to resume",
                 file=self.part,
             )
-        for line in lines[1:]:
-            row = json.loads(line)
+        for number, line in enumerate(lines[1:], start=2):
+            row = self._parse(line, number)
+            if "id" not in row:
+                raise InputError("a scored row without an id", file=self.part, record=number, record_kind="line",
+                                 field="id")
             self.rows[row["id"]] = row
+
+    def _parse(self, line: str, number: int) -> dict[str, Any]:
+        """One complete line of the part file as an object; a damaged one (edited, or another file under this name)
+        names the file and line, so the user knows what to delete to start over."""
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"not valid JSON ({exc.msg}); delete the file to score from the start", file=self.part,
+                             record=number, record_kind="line") from None
+        if not isinstance(obj, dict):
+            raise InputError(f"expected a JSON object, got {type(obj).__name__}", file=self.part, record=number,
+                             record_kind="line")
+        return obj
 
     def _write_lines(self, objs: Iterable[dict[str, Any]], create: bool = False) -> None:
         data = "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in objs).encode("utf-8")
