@@ -1,0 +1,99 @@
+"""A command killed (SIGKILL) at any moment leaves its output either as the earlier one or as the new one, whole.
+
+Each command runs as a subprocess over an earlier output and is killed at a few seeded random moments in the
+later part of its run (where it writes; the start is imports and loading), each time over the earlier output.
+After each kill the output is compared with the earlier one and with the new one of an uninterrupted run (file
+hashes); after a final run to completion no temporary file or folder of the output rule is left beside it.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tests.test_output_rule import leftovers, made, tree_hashes  # noqa: F401 (the module fixture)
+
+pytestmark = pytest.mark.slow
+
+KILLS_PER_COMMAND = 2
+CLI = "import sys; from medtune.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def medtune(*argv: object) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", CLI, *map(str, argv)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+def run_to_completion(argv: list[object]) -> float:
+    start = time.monotonic()
+    proc = medtune(*argv)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    return time.monotonic() - start
+
+
+def state(out: Path, old: dict[str, str], new: dict[str, str], key: str | None) -> str:
+    """Which output is at ``out``: 'old' or 'new' (whole); fails on anything else."""
+    if not out.exists():  # killed between the swap's two renames: the old output waits beside it, whole
+        displaced = [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.old-")]
+        assert len(displaced) == 1 and tree_hashes(displaced[0]) == old, sorted(p.name for p in out.parent.iterdir())
+        return "old (displaced)"
+    got = tree_hashes(out)
+    if key is not None:  # only this file of the output is compared (the others are its side files)
+        got, old, new = ({key: h[key]} for h in (got, old, new))
+    assert got in (old, new), f"{out}: neither the earlier output nor the new one: {got}"
+    return "old" if got == old else "new"
+
+
+def commands(m: dict[str, Path], tmp: Path) -> dict[str, tuple[list[object], Path, str | None]]:
+    """name → (argv, OUT, the one file compared or None for the whole folder)."""
+    return {
+        "export --merge": (["export", m["run"], "--merge", "-o", tmp / "merged"], tmp / "merged", None),
+        "export --adapter": (["export", m["run"], "--adapter", "-o", tmp / "adapter"], tmp / "adapter", None),
+        "evaluate run": (["evaluate", "run", m["items"], "--run", m["run"], "--split", "test", "-o", tmp / "eval",
+                          "--n-boot", "20", "--no-progress"], tmp / "eval", None),
+        "data load": (["data", "load", "synthetic", "--seed", "3", "--option", "n_systems=2", "--option",
+                       "diseases_per_system=4", "-o", tmp / "items.parquet"], tmp / "items.parquet",
+                      "."),
+    }
+
+
+def earlier_output(out: Path) -> None:
+    """An earlier output of the right kind that no run of the command would write."""
+    if out.suffix == ".parquet":
+        out.write_bytes(b"PAR1 an earlier items file PAR1")
+        return
+    out.mkdir()
+    (out / "earlier.txt").write_text("the earlier output\n")
+    (out / "weights.bin").write_bytes(bytes(range(256)) * 64)
+
+
+@pytest.mark.parametrize("name", ["export --merge", "export --adapter", "evaluate run", "data load"])
+def test_a_killed_command_leaves_the_earlier_or_the_new_output(made, tmp_path, name):  # noqa: F811
+    rng = random.Random(f"kill {name}")
+    argv, out, key = commands(made, tmp_path)[name]
+    duration = run_to_completion(argv)  # the new output, whole
+    new = tree_hashes(out)
+    old: dict[str, str] = {}
+    seen = []
+    for _ in range(KILLS_PER_COMMAND):
+        if out.exists():  # each kill starts from the earlier output again
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        earlier_output(out)
+        old = tree_hashes(out)
+        proc = medtune(*argv)
+        time.sleep(rng.uniform(0.3, 1.0) * duration)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        seen.append(state(out, old, new, key))
+    run_to_completion(argv)
+    print(name, f"{duration:.1f} s", seen)
+    assert state(out, old, new, key) == "new", seen
+    assert leftovers(out) == []
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name or ".old-" in p.name] == []
