@@ -224,6 +224,25 @@ def test_evaluate_run_over_an_earlier_output_writes_the_new_one_whole(inputs, tm
     assert leftovers(out) == []
 
 
+def test_evaluate_run_on_anchors_swaps_in_whole_and_names_the_final_folder(inputs, tmp_path, capsys):
+    out = tmp_path / "eval"
+    shutil.copytree(inputs["eval"], out)
+    (out / "earlier.txt").write_text("from an earlier run")
+    before = tree_hashes(out)
+    argv = ["evaluate", "run", inputs["items"], "--split", "test", "-o", out, "--anchors", inputs["anchors"],
+            "--n-boot", "20", "--no-progress"]
+    code, _, err = run(capsys, *argv, "--run", inputs["broken"])
+    assert code == 2 and "no adapter/" in error_line(err)
+    assert tree_hashes(out) == before and leftovers(out) == []
+    code, _, err = run(capsys, *argv, "--run", inputs["run"])
+    assert code == 0, err
+    assert "earlier.txt" not in tree_hashes(out) and leftovers(out) == []
+    text = (out / "metrics.json").read_text()
+    assert ".tmp-" not in text
+    assert json.loads(text)["run"]["items"] == str(out / "anchor_items.parquet")
+    assert (out / "anchor_items.parquet").is_file()
+
+
 # --- the helpers themselves ----------------------------------------------------------------------------------------
 
 

@@ -142,6 +142,15 @@ def _model_ref(model: str | None, adapter: Path | None, run: Path | None) -> Mod
     return ModelRef(spec=model, adapter=adapter)
 
 
+def _record_final_folder(metrics_path: Path, tmp: Path, output: Path) -> None:
+    """The anchor items the scorer read live in the temporary folder; ``metrics.json`` names them where they end."""
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    items = metrics.get("run", {}).get("items")
+    if isinstance(items, str) and Path(items).parent == tmp:
+        metrics["run"]["items"] = str(output / Path(items).name)
+        write_json_atomic(metrics_path, metrics)
+
+
 @evaluate_app.command("run")
 @with_settings(EvalSettings, rename={"bootstrap": "--n-boot"}, exclude=("bertscore",))
 def run_cmd(
@@ -177,19 +186,22 @@ def run_cmd(
     settings = validate_settings(EvalSettings, given, "options")
     ref = _model_ref(model, adapter, run)
     check_folder_output(output, "-o")
-    if anchors is not None:
+    from medtune.io import atomic_folder
+
+    if anchors is not None:  # built beside OUT and swapped in whole, like a full evaluation
         from medtune.anchors.stage import run_anchor_evaluation
 
-        summary = run_anchor_evaluation(settings, items_path, ref, output, anchors, estimator=anchor_estimator,
-                                        split=split, progress=progress)
+        with atomic_folder(output, "-o", resumable=True) as tmp:
+            summary = run_anchor_evaluation(settings, items_path, ref, tmp, anchors, estimator=anchor_estimator,
+                                            split=split, progress=progress)
+            _record_final_folder(tmp / "metrics.json", tmp, output)
+        summary = {**summary, "predictions": output / "predictions.parquet", "metrics": output / "metrics.json"}
         metrics = json.loads(Path(summary["metrics"]).read_text(encoding="utf-8"))
         print_metrics(metrics)
         est = metrics["estimate"]
         print_estimates(metrics["anchors"]["estimates"], f"estimated accuracy on all {est['n_items']} items from "
                         f"{est['k']} anchors (headline: {est['estimator']})")
     else:  # built beside OUT and swapped in whole: a failed or killed run leaves an earlier OUT as it was
-        from medtune.io import atomic_folder
-
         with atomic_folder(output, "-o", resumable=True) as tmp:
             summary = run_evaluation(settings, items_path, ref, tmp, split=split, progress=progress)
         summary = {**summary, "predictions": output / "predictions.parquet", "metrics": output / "metrics.json"}
