@@ -131,7 +131,7 @@ def test_the_grid_takes_the_new_keys() -> None:
         "name": "g", "output_dir": "runs/g", "seeds": [0], "models": [{"name": "tiny", "spec": "tiny"}],
         "datasets": [{"name": "syn", "source": "synthetic", "split": "train"}],
         "test_sets": [{"name": "syn-test", "source": "synthetic", "split": "test"}],
-        "strategies": ["curriculum"],
+        "strategies": ["random", "curriculum"],
         "difficulty": {"sources": ["human"], "higher_is": "easier", "human_file": "share.csv",
                        "human_key": "position", "human_key_column": "Index", "human_value_column": "share"}})
     s = DifficultySettings.model_validate({**cfg.difficulty.stage_values(), "source": "human"})

@@ -48,6 +48,20 @@ def _numeric_options() -> list[tuple[tuple[str, ...], Any, Any]]:
 OPTIONS = _numeric_options()
 
 
+def _schema_options() -> list[tuple[tuple[str, ...], Any, Any]]:
+    """(command path, the command, the option) for each option generated from a settings field with a range."""
+    out = []
+    for path, command in _leaves(typer.main.get_command(app)):
+        for param in command.params:
+            if (param.param_type_name == "option" and param.name.startswith("opt_")
+                    and _numeric_type(param) is not None and getattr(param.callback, "bound", None) is not None):
+                out.append((path, command, param))
+    return out
+
+
+SCHEMA_OPTIONS = _schema_options()
+
+
 def _flag(param: Any) -> str:
     return next(o for o in param.opts if o.startswith("--"))
 
@@ -114,7 +128,16 @@ def _placeholders(command: Any, param: Any, dummy: Path) -> list[str]:
     return argv
 
 
-@pytest.mark.parametrize("entry", OPTIONS, ids=_id)
+def test_the_schema_ranges_reach_the_generated_options():
+    """Options generated from a settings schema carry the field's range (e.g. ``--lr`` > 0, ``--batch-size`` ≥ 1),
+    so they are refused on parsing as the hand-written ones are."""
+    found = {_id(e): _bound(e[2]) for e in SCHEMA_OPTIONS}
+    assert {"train --lr", "train --batch-size", "train --max-steps", "train --gpu-memory",
+            "evaluate run --max-new-tokens"} <= set(found)
+    assert found["train --lr"].describe() == "> 0" and found["train --batch-size"].describe() == "≥ 1"
+
+
+@pytest.mark.parametrize("entry", OPTIONS + SCHEMA_OPTIONS, ids=_id)
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_out_of_range_value_stops_with_one_line(entry, data, tmp_path, capsys):

@@ -96,7 +96,12 @@ def settings_parameters(cls: type[Settings], *, exclude: Iterable[str] = (),
         if kind == "dict":
             help_text += " (key=value, repeatable)"
         decl = f"{flag}/--no-{flag[2:]}" if kind == "bool" else flag
-        option = typer.Option(decl, help=help_text, show_default=False)
+        extra: dict[str, Any] = {}
+        if py_type in (int, float) and _limits(field):
+            # Checked as the command line is parsed, like the hand-written options: an out-of-range number stops
+            # the command with one line naming the option and the schema's range, before any input is read.
+            extra["callback"] = schema_bounded(cls, name)
+        option = typer.Option(decl, help=help_text, show_default=False, **extra)
         param = f"opt_{name}"
         params.append(inspect.Parameter(param, inspect.Parameter.KEYWORD_ONLY, default=None,
                                         annotation=Annotated[py_type | None, option]))
@@ -221,15 +226,20 @@ def bounded(*, ge: float | None = None, gt: float | None = None, le: float | Non
     return check
 
 
-def schema_bounded(cls: type[Settings], field: str) -> Callable[..., Any]:
-    """:func:`bounded` with the range of ``cls``'s ``field``, for a hand-written option that feeds that field: the
-    schema stays the one place that says what is allowed."""
+def _limits(field: FieldInfo) -> dict[str, float]:
+    """The numeric range a settings field declares (``ge``, ``gt``, ``le``, ``lt``)."""
     limits: dict[str, float] = {}
-    for meta in cls.model_fields[field].metadata:
+    for meta in field.metadata:
         for name in ("ge", "gt", "le", "lt"):
             if getattr(meta, name, None) is not None:
                 limits[name] = getattr(meta, name)
-    return bounded(**limits)
+    return limits
+
+
+def schema_bounded(cls: type[Settings], field: str) -> Callable[..., Any]:
+    """:func:`bounded` with the range of ``cls``'s ``field``, for an option that feeds that field (generated or
+    hand-written): the schema stays the one place that says what is allowed."""
+    return bounded(**_limits(cls.model_fields[field]))
 
 
 # The ranges shared by many commands.
