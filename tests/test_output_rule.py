@@ -214,17 +214,40 @@ def test_evaluate_run_that_fails_keeps_the_earlier_output(inputs, tmp_path, caps
 
 def test_evaluate_run_over_an_earlier_output_writes_the_new_one_whole(inputs, tmp_path, capsys):
     out = tmp_path / "eval"
-    shutil.copytree(inputs["eval"], out)
-    (out / "stale.txt").write_text("from an earlier run")
+    out.mkdir()
+    (out / "predictions.parquet").write_bytes(b"an earlier, different output")
+    (out / "metrics.json").write_text("{}")
     code, _, err = run(capsys, "evaluate", "run", inputs["items"], "--run", inputs["run"], "--split", "test",
                        "-o", out, "--n-boot", "20", "--no-progress")
     assert code == 0, err
     assert sorted(tree_hashes(out)) == ["metrics.json", "predictions.parquet"]
     assert tree_hashes(out)["predictions.parquet"] == tree_hashes(inputs["eval"])["predictions.parquet"]
+    assert json.loads((out / "metrics.json").read_text())["accuracy"]
     assert leftovers(out) == []
 
 
-def test_evaluate_run_on_anchors_swaps_in_whole_and_names_the_final_folder(inputs, tmp_path, capsys):
+def test_evaluate_run_into_a_folder_with_other_files_keeps_them(inputs, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(inputs["run"], out)  # e.g. evaluating a run into its own folder
+    before = tree_hashes(out)
+    code, _, err = run(capsys, "evaluate", "run", inputs["items"], "--run", out, "--split", "test", "-o", out,
+                       "--n-boot", "20", "--no-progress")
+    assert code == 0, err
+    after = tree_hashes(out)
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert sorted(set(after) - set(before)) == ["metrics.json", "predictions.parquet"]
+    assert leftovers(out) == []
+
+
+def test_export_refuses_the_current_folder(inputs, tmp_path, capsys, monkeypatch):
+    keep = a_file(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "export", inputs["run"], "--adapter", "-o", ".")
+    assert code == 2 and "is the current folder" in error_line(err)
+    assert keep.read_text() == "an earlier file that must survive\n"
+
+
+def test_evaluate_run_on_anchors_keeps_the_earlier_output_and_names_the_final_folder(inputs, tmp_path, capsys):
     out = tmp_path / "eval"
     shutil.copytree(inputs["eval"], out)
     (out / "earlier.txt").write_text("from an earlier run")
@@ -236,7 +259,8 @@ def test_evaluate_run_on_anchors_swaps_in_whole_and_names_the_final_folder(input
     assert tree_hashes(out) == before and leftovers(out) == []
     code, _, err = run(capsys, *argv, "--run", inputs["run"])
     assert code == 0, err
-    assert "earlier.txt" not in tree_hashes(out) and leftovers(out) == []
+    assert tree_hashes(out)["earlier.txt"] == before["earlier.txt"]  # not an output of the command: it stays
+    assert tree_hashes(out)["predictions.parquet"] != before["predictions.parquet"] and leftovers(out) == []
     text = (out / "metrics.json").read_text()
     assert ".tmp-" not in text
     assert json.loads(text)["run"]["items"] == str(out / "anchor_items.parquet")

@@ -15,7 +15,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +96,8 @@ PARTIAL = "tmp-partial"
 
 
 @contextlib.contextmanager
-def atomic_folder(target: str | Path, option: str | None = None, *, resumable: bool = False) -> Iterator[Path]:
+def atomic_folder(target: str | Path, option: str | None = None, *, resumable: bool = False,
+                  owns: Sequence[str] | None = None) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``target`` to build a folder output in; on success swap it in.
 
     The swap renames the old ``target`` away (``.NAME.old-PID``), the new one into place, and only then removes
@@ -108,9 +109,19 @@ def atomic_folder(target: str | Path, option: str | None = None, *, resumable: b
     ``resumable``: the work streams partial results into the folder and a rerun picks them up (scoring), so the
     temporary folder has a fixed name (``.NAME.tmp-partial``), is reused by the next run, and is kept after a
     failure or kill when it holds anything; it is removed once the new output is in place.
+
+    ``owns``: the names the command writes into ``target`` (in the order they are to appear, the one a reader
+    trusts last), for a command whose output folder may be shared with other files (``evaluate run -o RUN``).
+    While ``target`` holds nothing else the whole folder is swapped; otherwise nothing else in it is ever
+    removed: the new files are renamed in one by one, each whole. Without ``owns`` the folder is the command's
+    alone, so the current folder (or one holding it) is refused.
     """
-    target = Path(target)
-    check_folder_output(target, option)
+    given = Path(target)
+    check_folder_output(given, option)
+    target = Path(os.path.abspath(given))
+    if owns is None and (Path.cwd() == target or target in Path.cwd().parents):
+        what = f"{option} {given}" if option else str(given)
+        raise _input_error(f"{what}: is the current folder or holds it; give a folder of its own")
     target.parent.mkdir(parents=True, exist_ok=True)
     pid = os.getpid()
     tmp = target.with_name(f".{target.name}.{PARTIAL if resumable else f'tmp-{pid}'}")
@@ -126,12 +137,23 @@ def atomic_folder(target: str | Path, option: str | None = None, *, resumable: b
         if not (resumable and any(tmp.iterdir())):
             shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if owns is not None and target.is_dir() and any(not _owned(e.name, owns) for e in target.iterdir()):
+        rank = {name: i for i, name in enumerate(owns)}
+        for entry in sorted(tmp.iterdir(), key=lambda e: rank.get(e.name, -1)):
+            os.replace(entry, target / entry.name)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     if old.exists():  # an earlier swap of this same process that was cut short
         shutil.rmtree(old)
     if target.exists():
         os.replace(target, old)
     os.replace(tmp, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _owned(name: str, owns: Sequence[str]) -> bool:
+    """``name`` is one of the command's outputs or a hidden file beside one (``.predictions.parquet.part.jsonl``)."""
+    return name in owns or any(name.startswith(f".{o}.") for o in owns)
 
 
 def _restore_old(target: Path) -> None:

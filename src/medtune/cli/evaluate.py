@@ -191,7 +191,8 @@ def run_cmd(
     if anchors is not None:  # built beside OUT and swapped in whole, like a full evaluation
         from medtune.anchors.stage import run_anchor_evaluation
 
-        with atomic_folder(output, "-o", resumable=True) as tmp:
+        owns = ("anchor_items.parquet", "predictions.parquet", "metrics.json")
+        with atomic_folder(output, "-o", resumable=True, owns=owns) as tmp:
             summary = run_anchor_evaluation(settings, items_path, ref, tmp, anchors, estimator=anchor_estimator,
                                             split=split, progress=progress)
             _record_final_folder(tmp / "metrics.json", tmp, output)
@@ -202,7 +203,8 @@ def run_cmd(
         print_estimates(metrics["anchors"]["estimates"], f"estimated accuracy on all {est['n_items']} items from "
                         f"{est['k']} anchors (headline: {est['estimator']})")
     else:  # built beside OUT and swapped in whole: a failed or killed run leaves an earlier OUT as it was
-        with atomic_folder(output, "-o", resumable=True) as tmp:
+        owns = ("predictions.parquet", "item_metrics.parquet", "metrics.json")  # a run folder's other files stay
+        with atomic_folder(output, "-o", resumable=True, owns=owns) as tmp:
             summary = run_evaluation(settings, items_path, ref, tmp, split=split, progress=progress)
         summary = {**summary, "predictions": output / "predictions.parquet", "metrics": output / "metrics.json"}
         print_metrics(json.loads(Path(summary["metrics"]).read_text(encoding="utf-8")))
