@@ -239,6 +239,18 @@ def test_evaluate_run_into_a_folder_with_other_files_keeps_them(inputs, tmp_path
     assert leftovers(out) == []
 
 
+@pytest.mark.parametrize("where", ["the run", "its parent"])
+def test_export_refuses_the_run_folder_or_one_holding_it(inputs, tmp_path, capsys, where):
+    parent = tmp_path / "runs"
+    run_dir = parent / "run"
+    shutil.copytree(inputs["run"], run_dir)
+    before = tree_hashes(parent)
+    out = run_dir if where == "the run" else parent
+    code, _, err = run(capsys, "export", run_dir, "--merge", "-o", out)
+    assert code == 2 and "is the run folder or holds it" in error_line(err)
+    assert tree_hashes(parent) == before
+
+
 def test_export_refuses_the_current_folder(inputs, tmp_path, capsys, monkeypatch):
     keep = a_file(tmp_path)
     monkeypatch.chdir(tmp_path)

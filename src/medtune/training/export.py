@@ -117,6 +117,9 @@ def export_run(run_dir: str | Path, output: str | Path | None, *, merge: bool = 
     out: Path | None = None
     if output is not None:
         output = check_folder_output(output, "-o")
+        if output.resolve() == run_dir.resolve() or output.resolve() in run_dir.resolve().parents:
+            raise InputError(f"-o {output}: is the run folder or holds it; the export replaces its folder whole, "
+                             "give a folder of its own")
         if merge or not spec.is_adapter:
             out = merge_adapter(run_dir, output)
         else:
