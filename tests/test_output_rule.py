@@ -279,6 +279,19 @@ def test_evaluate_run_on_anchors_keeps_the_earlier_output_and_names_the_final_fo
     assert (out / "anchor_items.parquet").is_file()
 
 
+def test_score_file_replaces_its_earlier_output_and_keeps_other_files(inputs, tmp_path, capsys):
+    out = tmp_path / "scored"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"earlier": true}')
+    (out / "notes.txt").write_text("mine")
+    code, _, err = run(capsys, "evaluate", "score-file", inputs["gen"], "-o", out, "--n-boot", "10",
+                       "--no-bertscore")
+    assert code == 0, err
+    assert sorted(tree_hashes(out)) == ["item_metrics.parquet", "metrics.json", "notes.txt"]
+    assert "earlier" not in json.loads((out / "metrics.json").read_text())
+    assert (out / "notes.txt").read_text() == "mine" and leftovers(out) == []
+
+
 # --- the helpers themselves ----------------------------------------------------------------------------------------
 
 

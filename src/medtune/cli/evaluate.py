@@ -258,8 +258,11 @@ def score_file_cmd(
     bert = bertscore_given(bertscore_model, bertscore_layer, bertscore)
     if bert is not None:
         given["bertscore"] = bert
-    check_folder_output(output, "-o")
-    metrics = score_generations(generations, validate_settings(EvalSettings, given, "options"), output)
+    from medtune.io import atomic_folder
+
+    settings = validate_settings(EvalSettings, given, "options")
+    with atomic_folder(output, "-o", owns=("item_metrics.parquet", "metrics.json")) as tmp:  # both files or neither
+        metrics = score_generations(generations, settings, tmp)
     print_metrics(metrics)
     console.print(f"wrote {output / 'metrics.json'} and {output / 'item_metrics.parquet'}")
 
