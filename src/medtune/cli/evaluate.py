@@ -261,7 +261,7 @@ def score_file_cmd(
     from medtune.io import atomic_folder
 
     settings = validate_settings(EvalSettings, given, "options")
-    with atomic_folder(output, "-o", owns=("item_metrics.parquet", "metrics.json")) as tmp:  # both files or neither
+    with atomic_folder(output, "-o", owns=("item_metrics.parquet", "metrics.json")) as tmp:  # a failure writes neither
         metrics = score_generations(generations, settings, tmp)
     print_metrics(metrics)
     console.print(f"wrote {output / 'metrics.json'} and {output / 'item_metrics.parquet'}")
