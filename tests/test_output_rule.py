@@ -360,3 +360,141 @@ def _dead_pid() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
+
+
+# --- an output of several files: the items with their textbook and fact sheet, an order with its items ------------
+
+
+def _loaded(seed: int, sides: bool = True):
+    from medtune.data.stage import DataSettings, load_data
+
+    data = load_data(DataSettings(source="synthetic", options={"seed": seed, "n_systems": 2,
+                                                               "diseases_per_system": 4}))
+    if not sides:
+        data.textbook, data.facts = None, None
+    return data
+
+
+def _read_set(items: Path) -> tuple[Any, ...]:
+    """The output as its readers see it: the items with the textbook and fact sheet they belong to."""
+    from medtune.factsheet import read_factsheet
+    from medtune.schema import read_items
+    from medtune.textbook import read_textbook
+
+    return tuple(it.model_dump() for it in read_items(items)), read_textbook(items), read_factsheet(items)
+
+
+def _expected_set(data) -> tuple[Any, ...]:
+    return tuple(it.model_dump() for it in data.items), data.textbook, data.facts
+
+
+def _killed_write(data, items: Path, before: int, after: bool) -> None:
+    """``write_data`` in a child process killed (``os._exit``) at the ``before``-th rename, or right after it."""
+    from medtune.data.stage import write_data
+
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child never returns
+        calls = [0]
+        real = os.replace
+
+        def replace(src, dst):
+            calls[0] += 1
+            if calls[0] == before and not after:
+                os._exit(9)
+            real(src, dst)
+            if calls[0] == before and after:
+                os._exit(9)
+
+        os.replace = replace
+        try:
+            write_data(data, items)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+@pytest.mark.parametrize("old_sides", [True, False], ids=["old-with-side-files", "old-items-only"])
+def test_data_set_killed_at_every_rename_reads_as_the_old_set_or_the_new_one(tmp_path, old_sides):
+    from medtune.data.stage import write_data
+
+    old, new = _loaded(1, sides=old_sides), _loaded(2)
+    items = tmp_path / "items.parquet"
+    seen = []
+    # The renames: the textbook, the fact sheet, the items; killed before each and after the last.
+    for before, after in [(1, False), (2, False), (3, False), (3, True)]:
+        write_data(old, items)
+        _killed_write(new, items, before, after)
+        got = _read_set(items)
+        assert got in (_expected_set(old), _expected_set(new)), (before, after)
+        seen.append("old" if got == _expected_set(old) else "new")
+        write_data(old, items)  # the next write puts the kept set back first, then replaces it whole
+        assert _read_set(items) == _expected_set(old) and leftovers(textbook_of(items)) == []
+    assert seen == ["old", "old", "old", "new"]
+    write_data(new, items)
+    assert _read_set(items) == _expected_set(new)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def textbook_of(items: Path) -> Path:
+    from medtune.textbook import textbook_path
+
+    return textbook_path(items)
+
+
+def test_a_side_file_that_belongs_to_other_items_is_refused_or_left_unread(tmp_path):
+    from medtune.data.stage import write_data
+    from medtune.factsheet import factsheet_path, read_factsheet
+    from medtune.textbook import read_textbook
+
+    items = tmp_path / "items.parquet"
+    write_data(_loaded(1, sides=False), items)  # the items record that they have no side files
+    textbook_of(items).write_text("A stray sentence.\n")
+    assert read_textbook(items) is None  # left by a killed run that never got its items in
+    write_data(_loaded(1), items)
+    textbook_of(items).write_text("An edited sentence.\n")
+    with pytest.raises(InputError, match=r"items\.textbook\.txt: does not belong to the file beside it"):
+        read_textbook(items)
+    assert read_factsheet(items) is not None  # its own fact sheet is still read
+    factsheet_path(items).write_text('{"format": "medtune.facts/1"}\n')
+    with pytest.raises(InputError, match=r"items\.facts\.json: does not belong"):
+        read_factsheet(items)
+
+
+def test_items_without_a_record_read_the_textbook_a_killed_run_kept_aside(tmp_path):
+    """Items written before records (or by another writer) cannot check; a backup left means they never got in."""
+    from medtune.schema import write_items
+    from medtune.textbook import read_textbook, write_textbook
+
+    items = tmp_path / "syn.parquet"
+    write_items(_loaded(1).items, items)
+    write_textbook(items, ["The old sentence."])
+    assert read_textbook(items) == ["The old sentence."]
+    backup = tmp_path / f".syn.textbook.txt.old-{_dead_pid()}"
+    os.link(textbook_of(items), backup)
+    (tmp_path / "new.txt").write_text("The new sentence.\n")
+    os.replace(tmp_path / "new.txt", textbook_of(items))  # renamed in, then killed before the items
+    assert read_textbook(items) == ["The old sentence."]
+    write_textbook(items, ["Written on its own."])  # a direct write owns the file again: the backup goes
+    assert read_textbook(items) == ["Written on its own."] and not backup.exists()
+
+
+def test_order_into_a_folder_replaces_its_pair_and_keeps_other_files(tmp_path, capsys):
+    items = tmp_path / "items.parquet"
+    assert main(["data", "load", "synthetic", *SMALL, "-o", str(items)]) == 0
+    out = tmp_path / "order"
+    out.mkdir()
+    (out / "order.json").write_text('{"earlier": true}\n')
+    (out / "order_items.json").write_text("[]\n")
+    before = tree_hashes(out)
+    argv = ["order", "build", str(items), "-s", "random", "--seed", "0", "-o", str(out)]
+    assert main([*argv, "--difficulty-source", "llm"]) != 0  # fails: no difficulty file
+    assert tree_hashes(out) == before and leftovers(out) == []
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert f"→ {out / 'order.json'}" in capsys.readouterr().out
+    assert sorted(tree_hashes(out)) == ["order.json", "order_items.json"] and leftovers(out) == []
+    assert "earlier" not in (out / "order.json").read_text()
+    (out / "notes.txt").write_text("mine")
+    assert main([*argv[:-4], "--seed", "1", "-o", str(out)]) == 0
+    assert sorted(tree_hashes(out)) == ["notes.txt", "order.json", "order_items.json"]
+    assert (out / "notes.txt").read_text() == "mine" and leftovers(out) == []

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from medtune.errors import InputError
-from medtune.io import write_json_atomic
+from medtune.io import drop_side_backups, resolve_side_file, side_files_record, write_json_atomic
 
 SUFFIX = ".facts.json"
 FORMAT = "medtune.facts/1"
@@ -129,9 +129,13 @@ def factsheet_path(items_path: str | Path) -> Path:
 
 
 def read_factsheet(items_path: str | Path) -> FactSheet | None:
-    """The fact sheet beside ``items_path``, or None when there is none; a bad file is an :class:`InputError`."""
-    path = factsheet_path(items_path)
-    if not path.exists():
+    """The fact sheet beside ``items_path``, or None when there is none; a bad file is an :class:`InputError`.
+
+    Only the sheet the items were written with is read (:func:`medtune.io.resolve_side_file`): after a killed
+    ``data load`` that is the old one, kept aside; one that belongs to other items is an error, not a silent mix.
+    """
+    path = resolve_side_file(factsheet_path(items_path), side_files_record(items_path), SUFFIX)
+    if path is None:
         return None
     if path.is_dir():
         raise InputError("expected a fact sheet file (JSON), got a folder", file=path)
@@ -149,7 +153,16 @@ def write_factsheet(items_path: str | Path, sheet: FactSheet) -> Path:
     """Write ``sheet`` beside ``items_path`` atomically; returns the fact sheet's path."""
     path = factsheet_path(items_path)
     write_json_atomic(path, sheet.to_dict())
+    drop_side_backups(path)  # written on its own: what a killed set replacement kept aside is no longer its own
     return path
 
 
-__all__ = ["FORMAT", "SUFFIX", "FactSheet", "factsheet_path", "read_factsheet", "write_factsheet"]
+def write_factsheet_file(path: str | Path, sheet: FactSheet) -> Path:
+    """Write ``sheet`` to exactly ``path`` (not atomic): the temporary file of a set replacement."""
+    path = Path(path)
+    path.write_text(json.dumps(sheet.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+__all__ = ["FORMAT", "SUFFIX", "FactSheet", "factsheet_path", "read_factsheet", "write_factsheet",
+           "write_factsheet_file"]

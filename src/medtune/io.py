@@ -15,7 +15,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -289,3 +289,178 @@ def keep_jsonl_log(path: Path, records: list[dict[str, Any]]) -> list[dict[str, 
     """Rewrite a JSON-lines log atomically with ``records`` only (those still valid on resume); returns them."""
     write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     return records
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A main file with side files (items.parquet + items.textbook.txt + items.facts.json), replaced as one set
+
+SIDE_RECORD_KEY = b"medtune.side_files"
+_ABSENT = ".absent"
+
+
+def side_files_record(main: str | Path) -> dict[str, str | None] | None:
+    """The side files a Parquet main file was written with: key → SHA-256 (None: it had none of that kind).
+
+    None when ``main`` is missing, unreadable or carries no record (written before records, or by a writer that
+    does not write a set); then nothing can be checked and side files are read as they are.
+    """
+    import pyarrow.parquet as pq
+
+    main = Path(main)
+    if not main.is_file():
+        return None
+    try:
+        raw = (pq.read_schema(main).metadata or {}).get(SIDE_RECORD_KEY)
+        record = json.loads(raw) if raw is not None else None
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _side_backups(side: Path) -> list[Path]:
+    """Copies of a side file (``.NAME.old-PID``) or markers that there was none (``.NAME.old-PID.absent``) kept by
+    a set replacement until its main file is in; oldest first."""
+    backups = [p for p in side.parent.glob(f".{side.name}.old-*") if p.is_file()]
+    return sorted(backups, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def resolve_side_file(side: str | Path, record: Mapping[str, str | None] | None, key: str) -> Path | None:
+    """The file holding the side file ``side`` that belongs to its main file, or None when none belongs.
+
+    A set replacement renames the new side files in before the main file, keeping the old ones as backups until
+    the main file is in; a kill in between leaves new side files beside the old main file. The main file's
+    ``record`` (:func:`side_files_record`) says which content belongs: ``side`` when its hash matches, else the
+    backup that matches. Without a record (an older main file) a backup left behind means the main file never got
+    in, so the backup is the one. A side file that matches neither is an :class:`~medtune.errors.InputError`:
+    reading it with a main file it was not written with would mix two outputs.
+    """
+    side = Path(side)
+    if side.is_dir():
+        return side  # the reader names the wrong kind
+    backups = _side_backups(side)
+    if record is None or key not in record:
+        if backups:
+            return None if backups[0].name.endswith(_ABSENT) else backups[0]
+        return side if side.exists() else None
+    want = record[key]
+    if want is None:
+        return None
+    if side.exists() and sha256_file(side) == want:
+        return side
+    for backup in backups:
+        if not backup.name.endswith(_ABSENT) and sha256_file(backup) == want:
+            return backup
+    if not side.exists():
+        return None
+    from medtune.errors import InputError
+
+    raise InputError("does not belong to the file beside it (changed since, or left by a killed run); write "
+                     "them again together", file=side)
+
+
+def _recover_side(side: Path, record: Mapping[str, str | None] | None, key: str) -> None:
+    """Put back the side file of the main file in place after a killed set replacement, and drop its backups."""
+    dead = [b for b in _side_backups(side) if _left_by_a_dead_run(b)]
+    if not dead:
+        return
+    from medtune.errors import InputError
+
+    try:
+        keep = resolve_side_file(side, record, key)
+    except InputError:  # matches nothing: the set is being replaced anyway
+        keep = side
+    if keep is None:
+        with contextlib.suppress(FileNotFoundError):
+            side.unlink()
+    elif keep != side:
+        os.replace(keep, side)
+    drop_side_backups(side)
+
+
+def drop_side_backups(side: str | Path) -> None:
+    """Remove the backups of ``side`` left by dead runs: called when ``side`` itself is written anew."""
+    for backup in _side_backups(Path(side)):
+        if _left_by_a_dead_run(backup):
+            with contextlib.suppress(FileNotFoundError):
+                backup.unlink()
+
+
+def _back_up(side: Path) -> Path:
+    """Keep the current ``side`` (a hard link, else a copy) or a marker that there is none, until the main file is
+    in."""
+    backup = side.with_name(f".{side.name}.old-{os.getpid()}")
+    if not side.exists():
+        backup = backup.with_name(backup.name + _ABSENT)
+        backup.write_bytes(b"")
+        return backup
+    with contextlib.suppress(FileNotFoundError):
+        backup.unlink()
+    try:
+        os.link(side, backup)
+    except OSError:
+        tmp = backup.with_name(f".{side.name}.tmp-{os.getpid()}-copy")
+        shutil.copy2(side, tmp)
+        os.replace(tmp, backup)
+    return backup
+
+
+def _put_back(side: Path, backup: Path) -> None:
+    if backup.name.endswith(_ABSENT):
+        with contextlib.suppress(FileNotFoundError):
+            side.unlink()
+        backup.unlink()
+    else:
+        os.replace(backup, side)
+
+
+@contextlib.contextmanager
+def atomic_file_set(main: str | Path, sides: Mapping[str, str | Path],
+                    suffix: str | None = None) -> Iterator[tuple[Path, dict[str, Path]]]:
+    """Yield temporary paths for ``main`` and its ``sides`` (key → path); on success replace the set as one.
+
+    The body writes the main file and those side files the new set has (a side temporary path left unwritten:
+    the new set has no such file), recording the side files' hashes in the main file (:data:`SIDE_RECORD_KEY`).
+    Then each side file is backed up and renamed in, the main file renamed in last, and side files the new set
+    lacks and the backups removed. A reader resolves side files with :func:`resolve_side_file`, so a kill at any
+    point reads as the old set or the new one, whole; the next replacement first puts the old set back in place.
+    On an error nothing changes.
+    """
+    main = check_file_output(main)
+    side_paths = {k: check_file_output(p) for k, p in sides.items()}
+    main.parent.mkdir(parents=True, exist_ok=True)
+    record = side_files_record(main)
+    for key, side in side_paths.items():
+        _recover_side(side, record, key)
+        _clean_stale(side, ("tmp",))
+    _clean_stale(main, ("tmp",))
+    pid = os.getpid()
+    main_tmp = main.with_name(f".{main.name}.tmp-{pid}-set{suffix or ''}")
+    side_tmps = {k: p.with_name(f".{p.name}.tmp-{pid}-set") for k, p in side_paths.items()}
+    temporary = [main_tmp, *side_tmps.values()]
+    for tmp in temporary:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    done: list[tuple[Path, Path]] = []
+    try:
+        yield main_tmp, dict(side_tmps)
+        has = {k: tmp.exists() for k, tmp in side_tmps.items()}
+        for key, side in side_paths.items():
+            if has[key] or side.exists():
+                done.append((side, _back_up(side)))
+            if has[key]:
+                os.replace(side_tmps[key], side)
+        os.replace(main_tmp, main)
+    except BaseException:
+        for side, backup in reversed(done):
+            _put_back(side, backup)
+        for tmp in temporary:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        raise
+    for key, side in side_paths.items():
+        if not has[key]:
+            with contextlib.suppress(FileNotFoundError):
+                side.unlink()
+    for _, backup in done:
+        with contextlib.suppress(FileNotFoundError):
+            backup.unlink()

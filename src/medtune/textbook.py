@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from medtune.errors import InputError
-from medtune.io import write_text_atomic
+from medtune.io import drop_side_backups, resolve_side_file, side_files_record, write_text_atomic
 
 SUFFIX = ".textbook.txt"
 
@@ -24,9 +24,13 @@ def textbook_path(items_path: str | Path) -> Path:
 
 
 def read_textbook(items_path: str | Path) -> list[str] | None:
-    """The sentences of the textbook beside ``items_path`` (blank lines dropped), or None when there is none."""
-    path = textbook_path(items_path)
-    if not path.exists():
+    """The sentences of the textbook beside ``items_path`` (blank lines dropped), or None when there is none.
+
+    Only the textbook the items were written with is read (:func:`medtune.io.resolve_side_file`): after a killed
+    ``data load`` that is the old one, kept aside; one that belongs to other items is an error, not a silent mix.
+    """
+    path = resolve_side_file(textbook_path(items_path), side_files_record(items_path), SUFFIX)
+    if path is None:
         return None
     if path.is_dir():
         raise InputError("expected a textbook file (one sentence per line), got a folder", file=path)
@@ -44,10 +48,24 @@ def write_textbook(items_path: str | Path, sentences: Iterable[str]) -> Path:
 
     A sentence holding a line break would read back as two, so it is refused rather than silently split.
     """
+    path = textbook_path(items_path)
+    text = _textbook_text(sentences)
+    write_text_atomic(path, text)
+    drop_side_backups(path)  # written on its own: what a killed set replacement kept aside is no longer its own
+    return path
+
+
+def write_textbook_file(path: str | Path, sentences: Iterable[str]) -> Path:
+    """Write ``sentences`` to exactly ``path`` (not atomic): the temporary file of a set replacement."""
+    path = Path(path)
+    path.write_text(_textbook_text(sentences), encoding="utf-8")
+    return path
+
+
+def _textbook_text(sentences: Iterable[str]) -> str:
+    """One sentence per line; a sentence holding a line break would read back as two, so it is refused."""
     lines = list(sentences)
     for i, sentence in enumerate(lines):
         if "\n" in sentence or "\r" in sentence:
             raise ValueError(f"textbook sentence {i} contains a line break: {sentence[:60]!r}")
-    path = textbook_path(items_path)
-    write_text_atomic(path, "".join(f"{s}\n" for s in lines))
-    return path
+    return "".join(f"{s}\n" for s in lines)

@@ -141,10 +141,17 @@ def build(
         out, names = output.parent, {"order_name": output.name, "items_name": None}
     else:
         out, names = output, {}
-    from medtune.io import check_folder_output
+    from medtune.io import atomic_folder, check_folder_output
 
     check_folder_output(out, "-o")  # an existing non-.json file: a folder path or an order .json is meant
-    summary = run_order(settings, items, out, difficulty_path=difficulty, categories_path=categories, **names)
+    if names:  # one file, itself written atomically, into a folder that holds other things
+        summary = run_order(settings, items, out, difficulty_path=difficulty, categories_path=categories, **names)
+    else:
+        # Two files that belong together: built beside DIR and swapped in as a set (renamed in one by one, the
+        # order last, when DIR holds other files), so a kill or a failure leaves the earlier pair, never a mix.
+        with atomic_folder(out, "-o", owns=(ORDER_ITEMS_NAME, ORDER_NAME)) as tmp:
+            summary = run_order(settings, items, tmp, difficulty_path=difficulty, categories_path=categories)
+        summary = {**summary, "order": str(out / ORDER_NAME), "order_items": str(out / ORDER_ITEMS_NAME)}
     typer.echo(f"{summary['strategy']} (seed {summary['seed']}): {describe_split(summary)}, "
                f"{summary['positions_per_epoch']} positions per epoch, {summary['epochs']} epoch(s) "
                f"({summary['epoch_policy']}), {summary['segments']} segments → {summary['order']}")

@@ -18,10 +18,12 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from medtune.data.parsing import SPLIT_WORDS
 from medtune.data.registry import get_loader, load
 from medtune.errors import InputError
-from medtune.factsheet import FactSheet, write_factsheet
-from medtune.schema import Item, write_items
+from medtune.factsheet import SUFFIX as FACTS_SUFFIX
+from medtune.factsheet import FactSheet, factsheet_path, write_factsheet_file
+from medtune.schema import Item
 from medtune.settings import Settings
-from medtune.textbook import write_textbook
+from medtune.textbook import SUFFIX as TEXTBOOK_SUFFIX
+from medtune.textbook import textbook_path, write_textbook_file
 
 ITEMS_FILE = "items.parquet"
 
@@ -196,16 +198,36 @@ def load_data(settings: DataSettings, *, root: Path | None = None) -> LoadedData
 
 
 def write_data(data: LoadedData, items_path: Path) -> dict[str, Any]:
-    """Write the items (and the textbook and fact sheet beside them, when there are); returns
+    """Write the items (and the textbook and fact sheet beside them, when there are) as one set; returns
     :meth:`LoadedData.summary`.
 
-    The textbook and the fact sheet go first: a reader that finds the items file can trust that they are complete.
+    The three files are one output: the items file records the hash of each side file it was written with (or that
+    it has none), the side files are renamed in first and the items file last, and the old side files are kept until
+    then. So a kill at any point leaves the old set or the new one, and :func:`~medtune.textbook.read_textbook` /
+    :func:`~medtune.factsheet.read_factsheet` never read a side file with items it does not belong to.
     """
-    if data.textbook is not None:
-        write_textbook(items_path, data.textbook)
-    if data.facts is not None:
-        write_factsheet(items_path, data.facts)
-    write_items(data.items, items_path)
+    import json
+
+    import pyarrow.parquet as pq
+
+    from medtune.io import SIDE_RECORD_KEY, atomic_file_set, sha256_file
+    from medtune.schema import check_unique_ids, items_to_table
+
+    items_path = Path(items_path)
+    try:
+        check_unique_ids(data.items)
+        table = items_to_table(data.items)
+    except InputError as exc:
+        raise exc.located(file=items_path) from None
+    sides = {TEXTBOOK_SUFFIX: textbook_path(items_path), FACTS_SUFFIX: factsheet_path(items_path)}
+    with atomic_file_set(items_path, sides, suffix=".parquet") as (items_tmp, side_tmps):
+        if data.textbook is not None:
+            write_textbook_file(side_tmps[TEXTBOOK_SUFFIX], data.textbook)
+        if data.facts is not None:
+            write_factsheet_file(side_tmps[FACTS_SUFFIX], data.facts)
+        record = {key: sha256_file(tmp) if tmp.exists() else None for key, tmp in side_tmps.items()}
+        metadata = {**(table.schema.metadata or {}), SIDE_RECORD_KEY: json.dumps(record).encode()}
+        pq.write_table(table.replace_schema_metadata(metadata), items_tmp)
     return data.summary()
 
 
