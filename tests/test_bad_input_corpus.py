@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import typer
+from safetensors import SafetensorError
 from tests.test_bad_inputs import SMALL, error_line, run
 from tests.test_option_bounds import _leaves
 from tests.training.training_helpers import micro_cli_options
@@ -149,6 +150,17 @@ def paths(tmp_path_factory) -> dict[str, Path]:
     p["responses_csv"].write_text("id,correct\nq1,1\n")
     p["empty_folder"] = d / "empty-folder"
     p["empty_folder"].mkdir()
+    p["bad_weights_run"] = _copy(p["run"], d / "bad-weights-run")
+    weights = sorted((p["bad_weights_run"] / "adapter").glob("*.safetensors"))
+    assert weights
+    for w in weights:
+        w.write_bytes(b"not safetensors")
+    p["cut_adapter_run"] = _copy(p["run"], d / "cut-adapter-run")
+    p["cut_adapter_config"] = p["cut_adapter_run"] / "adapter" / "adapter_config.json"
+    p["cut_adapter_config"].write_text(p["cut_adapter_config"].read_text()[:40])
+    p["row2_table"] = d / "row2-difficulty.csv"
+    p["row2_table"].write_text("id,difficulty\n" + "".join(f"{i},{'hard' if k == 1 else 0.5}\n"
+                                                           for k, i in enumerate(ids)))
     return p
 
 
@@ -187,6 +199,12 @@ CASES: list[Any] = [
     Case("difficulty import", "table without id column",
          E("difficulty", "import", "@no_id_table", "--items", "@items", "-o", "@out"), "{no_id_table}.*'id'",
          earlier=("csv", "difficulty.parquet"), keep=("items",)),
+    pytest.param(Case("difficulty import", "second row not a number",
+                      E("difficulty", "import", "@row2_table", "--items", "@items", "-o", "@out"),
+                      "{row2_table}, row 2, field 'difficulty'", earlier=("csv", "difficulty.parquet"),
+                      keep=("items",)),
+                 marks=pytest.mark.xfail(strict=True, raises=AssertionError,
+                                         reason="table rows are counted from 0: the second row is named 'row 1'")),
     Case("difficulty score", "items without question column",
          E("difficulty", "score", "@no_question", "-m", "tiny", "-o", "@out"), "{no_question}, field 'question'",
          earlier=("csv", "difficulty.parquet")),
@@ -234,6 +252,11 @@ CASES: list[Any] = [
     Case("evaluate run", "anchors file cut short",
          E("evaluate", "run", "@items", "--run", "@run", "--split", "test", "--anchors", "@cut_anchors", "-o",
            "@out", "--no-progress"), "{cut_anchors}.*line \\d+", earlier=("eval", "eval"), keep=("items", "run")),
+    pytest.param(Case("evaluate run", "adapter weights not safetensors",
+                      E("evaluate", "run", "@items", "--run", "@bad_weights_run", "--split", "test", "-o", "@out",
+                        "--no-progress"), "{bad_weights_run}", earlier=("eval", "eval"), keep=("items",)),
+                 marks=pytest.mark.xfail(strict=True, raises=SafetensorError,
+                                         reason="damaged adapter weights escape as a SafetensorError traceback")),
     Case("evaluate score-file", "generations cut short",
          E("evaluate", "score-file", "@cut_jsonl", "-o", "@out"), "{cut_jsonl}.*line 2",
          earlier=("folder", "scores")),
@@ -241,12 +264,29 @@ CASES: list[Any] = [
          "{cut_record}.*line \\d+", earlier=("export", "export")),
     Case("export", "a folder that is not a run", E("export", "@empty_folder", "--adapter", "-o", "@out"),
          "{empty_folder}", earlier=("export", "export")),
+    pytest.param(Case("export", "adapter weights not safetensors",
+                      E("export", "@bad_weights_run", "--merge", "-o", "@out"), "{bad_weights_run}",
+                      earlier=("export", "export")),
+                 marks=pytest.mark.xfail(strict=True, raises=SafetensorError,
+                                         reason="damaged adapter weights escape as a SafetensorError traceback")),
+    pytest.param(Case("export", "adapter config cut short",
+                      E("export", "@cut_adapter_run", "--merge", "-o", "@out"), "{cut_adapter_config}",
+                      earlier=("export", "export")),
+                 marks=pytest.mark.xfail(strict=True, raises=json.JSONDecodeError,
+                                         reason="a cut-short adapter/adapter_config.json escapes as a "
+                                                "JSONDecodeError traceback")),
     Case("generate", "run record cut short", E("generate", "@cut_run", "What treats X?"), "{cut_record}.*line \\d+"),
     pytest.param(Case("generate", "an empty folder as the model", E("generate", "@empty_folder", "What treats X?"),
                       "{empty_folder}"),
                  marks=pytest.mark.xfail(strict=True, raises=ValueError,
                                          reason="a folder without a model escapes as a transformers ValueError "
                                                 "traceback (backend tokenizer)")),
+    pytest.param(Case("generate", "adapter config cut short",
+                      E("generate", "@cut_adapter_run", "What treats X?", "--max-new-tokens", "2"),
+                      "{cut_adapter_config}"),
+                 marks=pytest.mark.xfail(strict=True, raises=json.JSONDecodeError,
+                                         reason="a cut-short adapter/adapter_config.json escapes as a "
+                                                "JSONDecodeError traceback")),
     Case("merge", "run record cut short", E("merge", "@cut_run", "-o", "@out"), "{cut_record}.*line \\d+",
          earlier=("export", "merged")),
     Case("order build", "items not parquet",
