@@ -498,3 +498,19 @@ def test_order_into_a_folder_replaces_its_pair_and_keeps_other_files(tmp_path, c
     assert main([*argv[:-4], "--seed", "1", "-o", str(out)]) == 0
     assert sorted(tree_hashes(out)) == ["notes.txt", "order.json", "order_items.json"]
     assert (out / "notes.txt").read_text() == "mine" and leftovers(out) == []
+
+
+def test_order_into_the_current_folder_leaves_the_folder_in_place(tmp_path, capsys, monkeypatch):
+    """A folder holding only the pair would be swapped whole; the one a shell is in keeps its place."""
+    items = tmp_path / "items.parquet"
+    assert main(["data", "load", "synthetic", *SMALL, "-o", str(items)]) == 0
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "order.json").write_text('{"earlier": true}\n')
+    (here / "order_items.json").write_text("[]\n")
+    inode = here.stat().st_ino
+    monkeypatch.chdir(here)
+    assert main(["order", "build", str(items), "-s", "random", "--seed", "0", "-o", "."]) == 0
+    assert Path.cwd().stat().st_ino == inode == here.stat().st_ino
+    assert sorted(p.name for p in here.iterdir()) == ["order.json", "order_items.json"]
+    assert "earlier" not in (here / "order.json").read_text()

@@ -464,3 +464,26 @@ def atomic_file_set(main: str | Path, sides: Mapping[str, str | Path],
     for _, backup in done:
         with contextlib.suppress(FileNotFoundError):
             backup.unlink()
+
+
+@contextlib.contextmanager
+def atomic_files_into(target: str | Path, owns: Sequence[str], option: str | None = None) -> Iterator[Path]:
+    """Yield an empty temporary folder inside ``target``; on success rename its files into ``target`` one by one,
+    each whole, in the order of ``owns`` (the one a reader trusts last). ``target`` itself is never swapped.
+
+    For the current folder, which :func:`atomic_folder` would swap away when it holds only the command's files: a
+    shell in it would be left in a removed folder. On an error (or, by the next run, after a kill) the temporary
+    folder is removed and ``target`` is untouched.
+    """
+    target = check_folder_output(target, option)
+    target.mkdir(parents=True, exist_ok=True)
+    anchor = target / owns[-1]
+    _clean_stale(anchor, ("tmp",))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{anchor.name}.tmp-{os.getpid()}-", dir=target))
+    try:
+        yield tmp
+        rank = {name: i for i, name in enumerate(owns)}
+        for entry in sorted(tmp.iterdir(), key=lambda e: rank.get(e.name, -1)):
+            os.replace(entry, target / entry.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -141,15 +141,20 @@ def build(
         out, names = output.parent, {"order_name": output.name, "items_name": None}
     else:
         out, names = output, {}
-    from medtune.io import atomic_folder, check_folder_output
+    import os
+
+    from medtune.io import atomic_files_into, atomic_folder, check_folder_output
 
     check_folder_output(out, "-o")  # an existing non-.json file: a folder path or an order .json is meant
     if names:  # one file, itself written atomically, into a folder that holds other things
         summary = run_order(settings, items, out, difficulty_path=difficulty, categories_path=categories, **names)
     else:
-        # Two files that belong together: built beside DIR and swapped in as a set (renamed in one by one, the
-        # order last, when DIR holds other files), so a kill or a failure leaves the earlier pair, never a mix.
-        with atomic_folder(out, "-o", owns=(ORDER_ITEMS_NAME, ORDER_NAME)) as tmp:
+        # Two files that belong together: built aside, then DIR of its own is swapped whole (a kill or a failure
+        # leaves the earlier pair or the new one); a DIR holding other files (or the current folder) is never
+        # removed: the two are renamed in one by one, each whole, the order last.
+        owns = (ORDER_ITEMS_NAME, ORDER_NAME)
+        here = Path(os.path.abspath(out)) == Path.cwd()  # the shell's folder stays; its files are renamed in
+        with (atomic_files_into(out, owns, "-o") if here else atomic_folder(out, "-o", owns=owns)) as tmp:
             summary = run_order(settings, items, tmp, difficulty_path=difficulty, categories_path=categories)
         summary = {**summary, "order": str(out / ORDER_NAME), "order_items": str(out / ORDER_ITEMS_NAME)}
     typer.echo(f"{summary['strategy']} (seed {summary['seed']}): {describe_split(summary)}, "
