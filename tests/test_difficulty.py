@@ -152,7 +152,7 @@ def test_import_unmatched_keys_error_or_report(tmp_path):
     with pytest.raises(InputError) as exc:
         import_difficulty(path, items, key_column="Index", value_column="d")
     msg = str(exc.value)
-    assert "t.csv" in msg and "row 3" in msg and "Index" in msg and "7" in msg
+    assert "t.csv" in msg and "row 4" in msg and "Index" in msg and "7" in msg  # the fourth data row, counted from 1
     result, report = import_difficulty(path, items, key_column="Index", value_column="d", on_unmatched="report")
     assert report.unmatched_keys == [7] and report.items_without_value == ["q3"]
     assert list(result.table["id"]) == ["q0", "q1", "q2"]

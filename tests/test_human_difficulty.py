@@ -104,7 +104,7 @@ def test_bad_tables_are_errors_naming_file_row_and_column(tmp_path: Path) -> Non
     table = tmp_path / "t.csv"
     pd.DataFrame({"id": ["q0", "q1"], "share": [0.5, "many"]}).to_csv(table, index=False)
     s = DifficultySettings(human_file=str(table), human_value_column="share")
-    with pytest.raises(InputError, match=r"t\.csv, row 1, field 'share': value 'many' is not a number"):
+    with pytest.raises(InputError, match=r"t\.csv, row 2, field 'share': value 'many' is not a number"):
         human_difficulty(s, items)
     with pytest.raises(InputError, match=r"t\.csv, field 'pct': no column 'pct'"):
         human_difficulty(s.model_copy(update={"human_value_column": "pct"}), items)

@@ -409,7 +409,8 @@ def import_difficulty(
     values: dict[str, float] = {}
     unmatched: list[Any] = []
     seen_keys: dict[Any, int] = {}
-    for row, (raw_key, raw_value) in enumerate(zip(df[key_column], df[value_column], strict=True)):
+    # rows are counted from 1 (the first data row), as the loaders count records
+    for row, (raw_key, raw_value) in enumerate(zip(df[key_column], df[value_column], strict=True), start=1):
         k = _table_key(raw_key, key, path, row, key_column)
         if k in seen_keys:
             raise InputError(f"duplicate key {k!r} (first at row {seen_keys[k]})", file=path, record=row,

@@ -169,6 +169,8 @@ def load_pretrained(
         # a hub name: its cached snapshot folder when the hub is offline (raises when not cached), else the name
         path_or_name = local_model_path(path_or_name)
     is_local = Path(path_or_name).exists()
+    if is_local and Path(path_or_name).is_dir() and not (Path(path_or_name) / "config.json").is_file():
+        raise InputError("not a model folder (it holds no config.json)", file=path_or_name)
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code,
                               "use_safetensors": True if is_local else None}
     if attn_implementation is not None:
@@ -195,21 +197,56 @@ def load_pretrained(
         # Straight onto the GPU, shard by shard: each of 8 processes loading a 7B model into CPU memory first
         # would need 8 × its size of host RAM.
         kwargs["device_map"] = device
+    if adapter is not None:
+        check_adapter(Path(adapter))  # before the base loads: a damaged adapter costs no minutes of loading
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path_or_name), trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(str(path_or_name), **kwargs)
-    except OSError as exc:
-        raise InputError(f"cannot load model: {exc}", file=path_or_name) from None
+    except (OSError, ValueError) as exc:  # a damaged or foreign folder: transformers' ValueError, JSON errors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot load model: {first}", file=path_or_name) from None
     if "device_map" not in kwargs:
         model.to(device)
     if adapter is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(adapter))
+        model = _apply_adapter(model, Path(adapter))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return LoadedModel(model, tokenizer, spec, torch_dtype, device)
+
+
+def check_adapter(adapter: Path) -> None:
+    """Refuse a damaged PEFT adapter folder before any base model is loaded for it: a cut-short
+    ``adapter_config.json`` or weights that are not safetensors are an :class:`InputError` naming the file."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    config = adapter / "adapter_config.json"
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("not an adapter folder (it holds no adapter_config.json)", file=adapter) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"not valid JSON ({exc})", file=config) from None
+    for weights in sorted(adapter.glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), framework="pt") as handle:
+                handle.keys()
+        except (SafetensorError, OSError) as exc:
+            raise InputError(f"not a safetensors file ({exc})", file=weights) from None
+
+
+def _apply_adapter(model: Any, adapter: Path) -> Any:
+    """``model`` with the PEFT adapter of folder ``adapter`` (checked by :func:`check_adapter` first)."""
+    from peft import PeftModel
+    from safetensors import SafetensorError
+
+    try:
+        return PeftModel.from_pretrained(model, str(adapter))
+    except (SafetensorError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot load the adapter: {first}", file=adapter) from None
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -27,13 +27,16 @@ from medtune.cli import main
 from medtune.experiments import RunSummary, load_config, run_experiment, write_report
 
 REPO = Path(__file__).resolve().parents[2]
-BROKEN = "/nonexistent/medtune-model"
+# A model folder that exists (so the grid's pre-run checks let it through) but holds no model: its cells fail
+# when they load it, and must be recorded as failed with the error.
+BROKEN = "/tmp/medtune-test-broken-model"
 N_TINY, N_BROKEN = 5, 5
 
 
 def _config(tmp: Path, out: Path) -> Path:
     data = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
     data["output_dir"] = str(out)
+    Path(BROKEN).mkdir(exist_ok=True)
     data["models"].append({"name": "broken", "spec": BROKEN})
     path = tmp / "grid.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -198,7 +198,7 @@ def test_the_command_line_refuses_eval_every_zero(inputs, tmp_path, capsys):
                  str(tmp_path / "run"), "--no-progress", *micro_cli_options(), "--eval-anchors", str(inputs["anchors"]),
                  "--eval-items", str(inputs["items"]), "--eval-every", "0"])
     assert code != 0
-    assert "eval_every" in capsys.readouterr().err
+    assert "--eval-every must be ≥ 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "run" / "train_log.jsonl").exists()
 
 

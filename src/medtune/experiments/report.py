@@ -123,10 +123,14 @@ class RunData:
             raise InputError("not a run directory of `medtune run` (no cells/ folder)", file=run_dir)
         store = ResultStore(run_dir)
         results = run_dir / "results.parquet"
+        self.records = {r["cell_id"]: r for r in store.all(strict=True)}
         if not results.exists():
             store.build_tables()
-        self.results = pd.read_parquet(results)
-        self.records = {r["cell_id"]: r for r in store.all()}
+        try:
+            self.results = pd.read_parquet(results)
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise InputError(f"not a readable Parquet table ({exc}); delete it and it is rebuilt from cells/",
+                             file=results) from None
         self.config = _read_config(run_dir)
         ev = self.config.get("evaluation") or {}
         self.n_boot = int(n_boot or ev.get("bootstrap") or 1000)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medtune.errors import InputError
 from medtune.io import atomic_path, stable_hash, write_json_atomic
 
 MANIFEST = "manifest.json"
@@ -214,11 +215,20 @@ class ResultStore:
     def write(self, record: dict[str, Any]) -> None:
         write_json_atomic(self.cell_path(record["cell_id"]), json.loads(json.dumps(record, default=str)))
 
-    def all(self) -> list[dict[str, Any]]:
+    def all(self, *, strict: bool = False) -> list[dict[str, Any]]:
+        """Every cell record. The runner passes over a damaged one (its cell counts as pending and runs again);
+        ``strict`` (what a report reads) refuses it, naming the file and line, rather than report without it."""
         out = []
         for p in sorted(self.cells_dir.glob("*.json")):
-            with contextlib.suppress(json.JSONDecodeError, OSError):
+            try:
                 out.append(json.loads(p.read_text()))
+            except json.JSONDecodeError as exc:
+                if strict:
+                    raise InputError(f"the cell record is damaged ({exc.msg}); run the grid again to redo the cell",
+                                     file=p, record=exc.lineno, record_kind="line") from None
+            except OSError:
+                if strict:
+                    raise
         return out
 
     def status(self, cell_id: str, key: str) -> str:
