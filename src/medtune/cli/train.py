@@ -90,6 +90,10 @@ def train_command(
     if missing:
         raise ConfigError(f"missing option(s) {', '.join(missing)}: training needs them (only --dry-run does not)")
     assert items is not None and order is not None and output is not None
+    stray = [flag for flag, value in (("--adaptive-option", adaptive_option), ("--anchors", anchors),
+                                      ("--difficulty", difficulty), ("--reference", reference)) if value]
+    if adaptive is None and stray:  # an adaptive strategy's input given without one would be silently unused
+        raise ConfigError(f"{', '.join(stray)} only apply with --adaptive STRATEGY")
     if adaptive is not None:
         from medtune.adaptive.stage import AdaptiveSettings, run_adaptive_training
         from medtune.settings import validate_settings
