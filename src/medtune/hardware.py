@@ -132,3 +132,11 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def world_size_from_env() -> int:
+    """The number of processes ``torchrun`` / ``accelerate launch`` started for this run (1 without a launcher)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1

@@ -119,7 +119,8 @@ def train_command(
 
 def print_memory_plan(settings: TrainConfig, world_size: int | None) -> None:
     """The dry run: the plan of the run these settings describe, refused (exit 2) when it does not fit the GPU."""
-    from medtune.training.memory import check_fits, plan_run, world_size_from_env
+    from medtune.hardware import world_size_from_env
+    from medtune.training.memory import check_fits, plan_run
 
     plan = plan_run(settings, world_size=world_size or world_size_from_env())
     console.print(plan.describe(), soft_wrap=True, markup=False)

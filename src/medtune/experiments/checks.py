@@ -338,7 +338,8 @@ def memory_plans(cfg: ExperimentConfig, cells: Sequence[Cell] | None = None) -> 
     ``gpu_memory`` setting, else this machine's GPU; none (no plan) on a CPU machine without that setting, or
     for a model whose config cannot be read here (the cell's own loading reports that)."""
     from medtune.experiments.grid import BASE_METHOD
-    from medtune.training.memory import gpu_memory_bytes, model_shape, plan_memory
+    from medtune.training.memory import gpu_memory_bytes, plan_memory
+    from medtune.training.model_shape import model_shape
 
     groups: dict[tuple[str, str], list[Cell]] = {}
     for c in expand(cfg) if cells is None else cells:

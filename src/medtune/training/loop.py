@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medtune.errors import ConfigError, InputError
+from medtune.hardware import world_size_from_env
 from medtune.io import write_json_atomic
 from medtune.schema import Item
 from medtune.training import checkpoint as ckpt
@@ -66,7 +67,7 @@ from medtune.training.methods import (
     method_of,
     prepare_model,
 )
-from medtune.training.placement import Placement, choose_strategy, world_size_from_env
+from medtune.training.placement import Placement, choose_strategy
 from medtune.training.reporting import Progress, Reporters
 from medtune.training.result import TrainResult
 from medtune.training.runlog import LOG_NAME, RunLog, truncate_log

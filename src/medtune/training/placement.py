@@ -21,7 +21,6 @@ The update then equals a one-process step over the whole global batch.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,14 +29,12 @@ import torch
 from torch import nn
 
 from medtune.errors import ConfigError
+from medtune.hardware import world_size_from_env
 
 SHARDED = "fsdp"
 REPLICATED = "ddp"
 
 
-def world_size_from_env() -> int:
-    """The number of processes ``torchrun`` / ``accelerate launch`` started (1 without a launcher)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def choose_strategy(requested: str, *, trains_every_weight: bool, standard_optimizer: bool, world_size: int) -> str:
