@@ -8,11 +8,11 @@ import json
 
 import numpy as np
 import pytest
-from tests.conftest import shared_path
 
 from medtune.categories import cluster_categories, read_categories, run_categories, search_clusters
 from medtune.cli import main
 from medtune.schema import MCQItem, write_items
+from shared_data import shared_path
 
 pytestmark = pytest.mark.slow
 

@@ -8,12 +8,12 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from tests.conftest import shared_path
 
 from medtune.cli import main
 from medtune.cli.difficulty import scores_dir
 from medtune.difficulty import difficulty_from_responses, read_difficulty
 from medtune.schema import write_items
+from shared_data import shared_path
 
 FULL_LEK = ("Llama-2-7b-chat-hf", "Mixtral-8x7B-v0.1", "meditron-7b")
 

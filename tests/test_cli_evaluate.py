@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from tests.conftest import shared_path
 from tests.experiments.test_report_stats import PLAN, _run
 
 from medtune.cli import main
@@ -17,6 +16,7 @@ from medtune.evaluation import calibration_metrics, mcnemar, qa_metrics, read_pr
 from medtune.experiments.report import RunData, power_table
 from medtune.schema import write_items
 from medtune.stats import power_of_runs
+from shared_data import shared_path
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import pearsonr, spearmanr
-from tests.conftest import shared_path
 
 from medtune.difficulty import (
     METADATA_KEY,
@@ -30,6 +29,7 @@ from medtune.difficulty import (
 )
 from medtune.errors import InputError
 from medtune.schema import MCQItem
+from shared_data import shared_path
 
 FULL_LEK = ("Llama-2-7b-chat-hf", "Mixtral-8x7B-v0.1", "meditron-7b")  # SOURCE.md: gemma-7b-it holds only 10
 

@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import binomtest, bootstrap
 from sklearn.metrics import f1_score
-from tests.conftest import shared_path
 
 from medtune.errors import InputError
 from medtune.evaluation import (
@@ -24,6 +23,7 @@ from medtune.evaluation import (
     token_prf,
 )
 from medtune.schema import MCQItem, QAItem
+from shared_data import shared_path
 
 
 def test_accuracy_ci_hand_case_and_determinism():

@@ -8,11 +8,11 @@ import json
 from collections import Counter
 
 import pytest
-from tests.conftest import shared_path
 
 from medtune.cli import main
 from medtune.orders import BUCKETS, STRATEGIES, order_items, read_difficulty_table, read_order
 from medtune.schema import read_items, write_items
+from shared_data import shared_path
 
 LEK_FILE = "Llama-2-7b-chat-hf.json"
 NEEDS_CATEGORY = [n for n, s in STRATEGIES.items() if "category" in s.needs]

@@ -14,12 +14,13 @@ import re
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.conftest import bpe_tokenizer, shared_path
 
+from bpe_helpers import bpe_tokenizer
 from medtune.prompts import LETTERS, TEMPLATES, get_template, mcq_completion, mcq_prompt
 from medtune.schema import MCQItem
 from medtune.training.config import resolve_training_settings
 from medtune.training.data import IGNORE, encode_item
+from shared_data import shared_path
 
 INSTRUCTION = "Answer the following multiple choice question by giving the most appropriate response."
 

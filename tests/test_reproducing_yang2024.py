@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.conftest import shared_path
 
 from medtune.cli import main
 from medtune.experiments import config_from_dict, expand, load_config
+from shared_data import shared_path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "paper-yang2024.yaml"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from tests.conftest import bpe_tokenizer
 
+from bpe_helpers import bpe_tokenizer
 from medtune.prompts import LETTERS, mcq_completion, mcq_prompt
 from medtune.schema import MCQItem
 from medtune.scoring.tokens import split_continuation

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import shared_path
 from medtune.data import load
 from medtune.data.lek import parse_prompt
 from medtune.errors import InputError
+from shared_data import shared_path
 
 from .badfiles import break_utf8, lek_prompt, lek_record, write_csv, write_lek
 

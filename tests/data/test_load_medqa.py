@@ -7,10 +7,10 @@ from collections import Counter
 
 import pytest
 
-from conftest import shared_path
 from medtune.data import load
 from medtune.errors import InputError
 from medtune.schema import MCQItem
+from shared_data import shared_path
 
 from .badfiles import break_utf8, medqa_record, truncate_line, write_jsonl
 

@@ -6,10 +6,10 @@ from collections import Counter
 
 import pytest
 
-from conftest import shared_path
 from medtune.data import load
 from medtune.errors import InputError
 from medtune.schema import QAItem
+from shared_data import shared_path
 
 from .badfiles import INVALID_UTF8, medquad_xml
 

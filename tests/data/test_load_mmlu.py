@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from conftest import shared_path
 from medtune.data import load
 from medtune.errors import InputError
+from shared_data import shared_path
 
 from .badfiles import break_utf8, write_csv
 

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from conftest import shared_path
 from medtune.data import load
 from medtune.schema import read_items, write_items
+from shared_data import shared_path
 
 from .badfiles import medmcqa_record, write_csv, write_jsonl
 

@@ -9,12 +9,12 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
-from tests.conftest import shared_path
 
 from medtune.cli import main
 from medtune.errors import ConfigError
 from medtune.experiments import config_from_dict, expand, run_experiment
 from medtune.experiments.checks import CHECKS, GridView, cell_problems, check_cells, register_check
+from shared_data import shared_path
 
 REPO = Path(__file__).resolve().parents[2]
 

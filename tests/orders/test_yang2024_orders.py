@@ -21,12 +21,12 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.conftest import REPO, shared_path
 
 from medtune.cli import main
 from medtune.errors import ConfigError, InputError
 from medtune.orders import BUCKETS, STRATEGIES, OrderItem, get_strategy, read_order
 from medtune.orders.strategies import CATEGORY_ORDERS
+from shared_data import REPO, shared_path
 
 TABLE = REPO / "configs" / "yang2024-orders.yaml"
 RANK = {b: i for i, b in enumerate(BUCKETS)}

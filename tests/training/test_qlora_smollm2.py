@@ -7,11 +7,11 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from tests.conftest import shared_path
 
 from medtune.data import load
 from medtune.training import train
 from medtune.training.config import TrainConfig, apply_preset
+from shared_data import shared_path
 
 
 @pytest.mark.real_model
