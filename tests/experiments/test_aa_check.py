@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import pytest
 import yaml
+from scipy import stats as sps
 
 from medtune.experiments import config_from_dict, expand, run_experiment, write_report
 from medtune.experiments.config import AA_ORDER_SEED_OFFSET
+from medtune.experiments.report import RunData, aa_check_lines, gains_table
+from medtune.experiments.store import ResultStore
+from medtune.schema import MCQItem, write_items
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,3 +46,105 @@ def test_the_aa_arm_draws_its_own_orders_keeps_the_initialisation_and_is_reporte
     rep = write_report(summary.run_dir)
     md = rep.markdown.read_text()
     assert "A/A check (tiny / synthetic-test): random-aa − random =" in md
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The verdict, on a run folder built by hand: cell records and predictions whose per-seed accuracies are known.
+
+N_ITEMS = 240
+
+
+def _aa_run(root: Path, plan: dict[str, dict[int, float]]) -> tuple[Path, dict[tuple[str, int], np.ndarray]]:
+    """A run folder with one cell per strategy and seed; each cell's correctness is drawn around ``plan``'s
+    accuracy from one shared item difficulty (runs agree on most items, as real runs do)."""
+    run = root / "run"
+    items = write_items([MCQItem(id=f"t{i}", question=f"Q{i}?", options=["a", "b", "c", "d"], answer=i % 4,
+                                 source="t", split="test") for i in range(N_ITEMS)], root / "test.parquet")
+    rng = np.random.default_rng(7)
+    easy = rng.random(N_ITEMS)
+    answers = np.arange(N_ITEMS) % 4
+    store = ResultStore(run)
+    correct: dict[tuple[str, int], np.ndarray] = {}
+    for strategy, per_seed in plan.items():
+        for s, acc in per_seed.items():
+            c = (easy < acc).astype(int)
+            flip = rng.choice(N_ITEMS, 10, replace=False)
+            c[flip] = 1 - c[flip]
+            pred = np.where(c == 1, answers, (answers + 1) % 4)
+            probs = [[0.7 if k == p else 0.1 for k in range(4)] for p in pred]
+            cell = f"m__d__lora__{strategy}__none__s{s}"
+            pred_path = root / "preds" / f"{cell}.parquet"
+            pred_path.parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame({"id": [f"t{i}" for i in range(N_ITEMS)], "mode": "option", "answer": answers,
+                          "pred": pred, "correct": c.astype(bool), "scores": probs, "probs": probs,
+                          "permutation": None, "generated": None}).to_parquet(pred_path)
+            correct[(strategy, s)] = c
+            store.write({"cell_id": cell, "model": "m", "dataset": "d", "method": "lora", "strategy": strategy,
+                         "difficulty": "none", "seed": s, "key": "k", "status": "done", "test_sets": ["t"],
+                         "tests": {"t": {"accuracy": float(c.mean()), "ci_low": 0.0, "ci_high": 1.0,
+                                         "n_items": N_ITEMS, "n_correct": int(c.sum()), "metric": "accuracy",
+                                         "predictions": str(pred_path), "items": str(items)}},
+                         "train": {"steps": 3, "final_loss": 1.0, "seconds": 0.1, "dir": str(root / "none")}})
+    store.build_tables()
+    return run, correct
+
+
+RANDOM = {0: 0.50, 1: 0.56, 2: 0.44, 3: 0.53, 4: 0.47}
+
+
+def _seed_p(correct: dict[tuple[str, int], np.ndarray], strategy: str) -> float:
+    """The paired t-test on the per-seed accuracy differences (the run as the unit), by scipy."""
+    diffs = [correct[(strategy, s)].mean() - correct[("random", s)].mean() for s in RANDOM]
+    return float(sps.ttest_1samp(diffs, 0).pvalue)
+
+
+def _holm2(p_a: float, p_b: float) -> float:
+    """Holm's adjusted p of ``p_a`` in a family of two (written out: 2 × the smaller, then a running max)."""
+    lo, hi = sorted((p_a, p_b))
+    adj_lo = min(1.0, 2 * lo)
+    return adj_lo if p_a == lo else min(1.0, max(adj_lo, hi))
+
+
+def _line(run_dir: Path) -> tuple[str, pd.Series]:
+    gains = gains_table(RunData(run_dir, n_boot=400))
+    lines = aa_check_lines(gains, "random")
+    assert len(lines) == 1, lines
+    return lines[0], gains.set_index("strategy").loc["random-aa"]
+
+
+def _printed_p(line: str, name: str) -> float:
+    m = re.search(rf"{name} ([0-9.eE+-]+)", line)
+    assert m, line
+    return float(m.group(1).rstrip("."))
+
+
+def test_an_aa_arm_better_on_every_seed_is_called_significant_with_its_seed_aware_p(tmp_path: Path) -> None:
+    plan = {"random": RANDOM,
+            "random-aa": {s: a + 0.08 + 0.01 * (s % 2) for s, a in RANDOM.items()},  # +8 to +9 pp on each seed
+            "other": {s: a + (0.04 if s % 2 else -0.01) for s, a in RANDOM.items()}}  # a second strategy: Holm
+    run_dir, correct = _aa_run(tmp_path, plan)
+    line, row = _line(run_dir)
+    p_aa, p_other = _seed_p(correct, "random-aa"), _seed_p(correct, "other")
+    expected = _holm2(p_aa, p_other)
+    assert row["p_seed"] == pytest.approx(p_aa) and row["p_holm"] == pytest.approx(expected)
+    assert expected < 0.05 and p_aa < expected  # significant after Holm, and the adjustment changed it
+    # the printed p is the seed-aware, Holm-adjusted one, not the within-run bootstrap p nor the unadjusted one
+    assert f"{row['p_bootstrap']:.3g}" != f"{expected:.3g}" != f"{p_aa:.3g}"
+    assert _printed_p(line, "seed-aware p_holm") == pytest.approx(float(f"{expected:.3g}"))
+    assert _printed_p(line, "within-run p_bootstrap") == pytest.approx(float(f"{row['p_bootstrap']:.3g}"))
+    gain = np.mean([correct[("random-aa", s)].mean() - correct[("random", s)].mean() for s in RANDOM])
+    assert f"random-aa − random = {100 * gain:+.1f} pp" in line
+    assert "SIGNIFICANT: the comparison is miscalibrated" in line and "null, as it must be" not in line
+
+
+def test_an_aa_arm_that_only_swings_with_the_seed_is_called_null(tmp_path: Path) -> None:
+    # −6 … +10 pp from seed to seed: the run-level test sees noise; the pooled items look like an effect
+    swings = {0: 0.10, 1: -0.06, 2: 0.09, 3: -0.05, 4: 0.08}
+    plan = {"random": RANDOM, "random-aa": {s: a + swings[s] for s, a in RANDOM.items()}}
+    run_dir, correct = _aa_run(tmp_path, plan)
+    line, row = _line(run_dir)
+    p_aa = _seed_p(correct, "random-aa")
+    assert row["p_holm"] == pytest.approx(p_aa) and p_aa > 0.05
+    assert row["p_bootstrap"] < 0.05  # a verdict taken from the within-run p would call this significant
+    assert _printed_p(line, "seed-aware p_holm") == pytest.approx(float(f"{p_aa:.3g}"))
+    assert "null, as it must be" in line and "SIGNIFICANT" not in line
