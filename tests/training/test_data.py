@@ -58,8 +58,13 @@ def test_plan_steps_concatenate_to_the_planned_sequence(epochs, batch, max_steps
     assert all(1 <= len(s.ids) <= batch for s in steps)
     if max_steps is None:
         assert flat == full
-    else:
-        assert len(steps) <= max_steps
+    # Each epoch chunked on its own (the last step of an epoch may be short), then cut at max_steps: exactly
+    # min(max_steps, planned) steps, the planned sequence's prefix; a plan that stopped early is a shorter run.
+    planned = [(e, start, tuple(ids[start:start + batch]))
+               for e, ids in enumerate(epochs) for start in range(0, len(ids), batch)]
+    n = len(planned) if max_steps is None else min(max_steps, len(planned))
+    assert len(steps) == n
+    assert [(s.epoch, s.start, s.ids) for s in steps] == planned[:n]
 
 
 def test_epoch_policy_repeat_and_reshuffle():
