@@ -158,19 +158,55 @@ def test_report_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     assert main(["report", str(tmp_path)]) == 2
 
 
-def test_heatmap_rows_name_method_and_dataset_when_they_vary() -> None:
+def test_heatmap_rows_name_method_and_dataset_when_they_vary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The drawn cells are the table's: each (row, strategy) value in its place and in its colour on the PNG."""
+    import matplotlib
     import matplotlib.image as mpimg
+    import numpy as np
 
-    from medtune.experiments.report import heatmap_figure
+    from medtune.experiments import report
 
-    rows = []
-    for method in ("lora", "full"):
-        for label, gain in (("curriculum [human]", -0.09), ("blocked", 0.02)):
-            rows.append({"model": "tiny", "dataset": "synthetic", "method": method, "test_set": "t",
-                         "label": label, "gain": gain, "p_bootstrap": 0.01})
-    png = heatmap_figure(pd.DataFrame(rows))
-    img = mpimg.imread(io.BytesIO(png), format="png")
-    assert img.shape[0] > 100 and img.shape[1] > 200
+    gains = {("lora", "synthetic"): (-0.09, 0.03), ("full", "synthetic"): (0.06, -0.01),
+             ("lora", "medqa"): (0.01, -0.06), ("full", "medqa"): (-0.03, 0.08)}  # every value its own colour
+    labels = ("curriculum [human]", "blocked")
+    rows = [{"model": "tiny", "dataset": dataset, "method": method, "test_set": "t", "label": label, "gain": g,
+             "p_holm": 0.01 if g > 0.05 else 0.2}
+            for (method, dataset), pair in gains.items() for label, g in zip(labels, pair, strict=True)]
+    figures = []
+    real = report._fig_png
+    monkeypatch.setattr(report, "_fig_png", lambda fig: figures.append(fig) or real(fig))
+    png = report.heatmap_figure(pd.DataFrame(rows))
+    (fig,) = figures
+    ax = fig.axes[0]
+    ylabels = [t.get_text() for t in ax.get_yticklabels()]
+    xlabels = [t.get_text() for t in ax.get_xticklabels()]
+    assert sorted(ylabels) == sorted(f"tiny / t / {m} / {d}" for m, d in gains) and sorted(xlabels) == sorted(labels)
+    value = {(f"tiny / t / {m} / {d}", label): 100 * g
+             for (m, d), pair in gains.items() for label, g in zip(labels, pair, strict=True)}
+    expected = np.array([[value[(r, c)] for c in xlabels] for r in ylabels])
+    np.testing.assert_allclose(np.asarray(ax.images[0].get_array()), expected)
+    texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
+    assert texts == {(i, j): f"{expected[i, j]:+.1f}" + ("*" if expected[i, j] > 5 else "")
+                     for i in range(len(ylabels)) for j in range(len(xlabels))}
+
+    # The PNG: each cell's colour (RdBu on a scale symmetric about 0, ±the largest |gain|) fills a block of
+    # pixels, the blocks of one row side by side in the strategies' order, the rows stacked in the labels' order.
+    img = mpimg.imread(io.BytesIO(png), format="png")[..., :3]
+    lim = max(abs(v) for v in value.values())
+    centre = {}
+    for (r, c), v in value.items():
+        rgb = np.asarray(matplotlib.colormaps["RdBu"]((v + lim) / (2 * lim))[:3])
+        ys, xs = np.nonzero(np.abs(img - rgb).max(axis=2) < 1.5 / 255)
+        assert ys.size > 1500, (r, c, v, ys.size)  # a cell, not the colour bar's thin stripe of that colour
+        centre[(r, c)] = (float(np.median(xs)), float(np.median(ys)))
+    for r in ylabels:
+        xs = [centre[(r, c)][0] for c in xlabels]
+        assert xs == sorted(xs) and max(centre[(r, c)][1] for c in xlabels) - min(
+            centre[(r, c)][1] for c in xlabels) < 5, r
+    for c in xlabels:
+        ys = [centre[(r, c)][1] for r in ylabels]
+        assert ys == sorted(ys) and max(centre[(r, c)][0] for r in ylabels) - min(
+            centre[(r, c)][0] for r in ylabels) < 5, c
 
 
 def test_keys_carry_the_package_and_stage_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
