@@ -194,7 +194,7 @@ def _planted(n_items: int, seed: int) -> tuple[AnchorSet, np.random.Generator]:
 
 def test_estimate_ability_recovers_planted_abilities():
     anchor_set, rng = _planted(150, seed=5)
-    thetas = rng.normal(0, 1, 300)
+    thetas = rng.normal(0, 1, 2000)  # drawn from the prior, so the posterior interval covers at its nominal 95%
     est, se = [], []
     for theta in thetas:
         y = (rng.random(150) < expit(anchor_set.a * (theta - anchor_set.b))).astype(int)
@@ -203,7 +203,10 @@ def test_estimate_ability_recovers_planted_abilities():
         se.append(s)
     est, se = np.asarray(est), np.asarray(se)
     assert np.corrcoef(est, thetas)[0, 1] > 0.95
-    assert np.mean(np.abs(est - thetas) <= 1.96 * se) == pytest.approx(0.95, abs=0.05)
+    # 2000 examinees: the rate's own sd is 0.005, so ±0.02 holds a calibrated interval and rejects one whose
+    # standard errors are off by 15% either way (x1.15: 0.975, x0.87: 0.91; x1.5: 0.996, x0.67: 0.81)
+    rate = np.mean(np.abs(est - thetas) <= 1.96 * se)
+    assert 0.93 <= rate <= 0.97, rate
     assert 0.1 < se.mean() < 0.3  # ~1/sqrt(150 a^2 p (1 - p))
     # a model far above the rest is placed far above them
     top, _ = estimate_ability(anchor_set, {i: 1 for i in anchor_set.item_ids})
