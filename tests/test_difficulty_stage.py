@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -11,7 +12,9 @@ import pytest
 from medtune.cli import main
 from medtune.difficulty import read_difficulty
 from medtune.difficulty_stage import (
+    CROSSFIT_FOLD_SEED,
     DifficultySettings,
+    crossfit_folds_path,
     crossfit_train_config,
     fold_of,
     run_difficulty,
@@ -185,3 +188,40 @@ def test_ensemble_scores_are_reused_and_crossfit_adds_fine_tuned_members(tmp_pat
     # other training settings are other fine-tunes: not reused
     with pytest.raises(InputError, match="does not exist"):
         run_difficulty(settings, items_path, tmp_path / "out", training={**training, "lr": 0.02}, plot=False)
+
+
+def test_crossfit_never_scores_an_item_with_a_model_that_trained_on_it(tmp_path, tiny):
+    """The fold record beside each repeat's scores is read from the fine-tunes' own run logs: per repeat, every item
+    is scored exactly once, by the fine-tune of its own fold, whose optimizer steps never saw it."""
+    items, items_path, model_dir = tiny
+    ids = {it.id for it in items}
+    # max_steps above a fold's epoch: each fine-tune trains on every item it is given, so an item given to it would
+    # show up in its log
+    settings = {"source": "llm", "mode": "option",
+                "crossfit": {"model": str(model_dir), "folds": 2, "repeats": 2, "max_steps": 8}}
+    training = {"batch_size": 4, "max_length": 96, "target": "option", "template": "options", "lr": 0.01}
+    run_difficulty(settings, items_path, tmp_path / "out", training=training, plot=False)
+    records = {}
+    for r in range(2):
+        (scores,) = scores_dir(tmp_path / "out" / "difficulty.parquet").glob(f"crossfit-r{r}.*.parquet")
+        side = crossfit_folds_path(scores)
+        assert side.parent == scores.parent and side.name.startswith(scores.name.removesuffix(".parquet"))
+        records[r] = record = json.loads(side.read_text())
+        assert record["predictions"] == scores.name and record["repeat"] == r
+        assert [f["fold"] for f in record["folds"]] == [0, 1]
+        scored = [i for f in record["folds"] for i in f["scored_ids"]]
+        assert sorted(scored) == sorted(ids)  # every item scored exactly once per repeat
+        for f in record["folds"]:
+            assert f["scored_ids"] and f["trained_ids"] and f["steps"] <= 8
+            assert not set(f["scored_ids"]) & set(f["trained_ids"]), f"fold {f['fold']} scored items it trained on"
+            # it trained on all the other folds, and the fold is the stable split of the repeat
+            assert set(f["trained_ids"]) == ids - set(f["scored_ids"])
+            assert {fold_of(i, CROSSFIT_FOLD_SEED + r, 2) for i in f["scored_ids"]} == {f["fold"]}
+    assert records[0]["folds"] != records[1]["folds"]  # each repeat its own split
+    # reused scores keep their record
+    lines: list[str] = []
+    run_difficulty(settings, items_path, tmp_path / "out", training=training, plot=False, log=lines.append)
+    assert len(lines) == 2 and all("reusing" in line for line in lines)
+    for r in range(2):
+        (scores,) = scores_dir(tmp_path / "out" / "difficulty.parquet").glob(f"crossfit-r{r}.*.parquet")
+        assert json.loads(crossfit_folds_path(scores).read_text()) == records[r]

@@ -60,6 +60,7 @@ ARTIFACT = "difficulty.parquet"
 DifficultySource = Literal["human", "llm", "irt", "file"]
 ENSEMBLE_SOURCES: tuple[str, ...] = ("llm", "irt")
 CROSSFIT_FOLD_SEED = 1000  # repeat r splits the items with seed 1000 + r
+CROSSFIT_FOLDS_FORMAT = "medtune.crossfit-folds/1"
 
 
 class CrossfitSettings(Settings):
@@ -360,8 +361,11 @@ def crossfit_scores(s: DifficultySettings, items: Sequence[Item], base_spec: str
 
     Returns ``{"crossfit-r<k>": scorer rows over all items}``, one ensemble member per repeat. A repeat's
     rows are kept in ``folder`` under a name that hashes everything that determines them, so a rerun with
-    the same settings reuses them and a changed setting never does.
+    the same settings reuses them and a changed setting never does. Beside them, :func:`crossfit_folds_path`
+    records per fold the ids its fine-tune trained on (read from that fine-tune's own run log) and the ids it
+    scored, so that "never scored by a model that trained on it" can be checked after the runs are gone.
     """
+    from medtune.io import write_json_atomic
     from medtune.scoring.store import write_predictions
 
     cross = s.crossfit
@@ -376,8 +380,14 @@ def crossfit_scores(s: DifficultySettings, items: Sequence[Item], base_spec: str
         frame = _reusable(path, items, s.mode)
         if frame is None:
             _say(log, f"{name}: {cross.folds} fine-tunes of {base_spec} ({cross.method}, {cross.max_steps} steps)")
-            frame = _crossfit_repeat(items, cross, base_spec, r, training=training, progress=progress, **kwargs)
+            frame, folds = _crossfit_repeat(items, cross, base_spec, r, training=training, progress=progress,
+                                            **kwargs)
             folder.mkdir(parents=True, exist_ok=True)
+            # The record before the scores: a kill between the two leaves a record without scores (redone next
+            # time), never reusable scores without their record.
+            write_json_atomic(crossfit_folds_path(path), {
+                "format": CROSSFIT_FOLDS_FORMAT, "predictions": path.name, "repeat": r,
+                "fold_seed": CROSSFIT_FOLD_SEED + r, "folds": folds})
             write_predictions(frame, path)
         else:
             _say(log, f"{name}: reusing {path}")
@@ -385,16 +395,28 @@ def crossfit_scores(s: DifficultySettings, items: Sequence[Item], base_spec: str
     return out
 
 
+def crossfit_folds_path(predictions: Path) -> Path:
+    """The fold record of a repeat's score file: ``<name>.folds.json`` beside ``<name>.parquet``."""
+    return predictions.with_name(f"{predictions.name.removesuffix('.parquet')}.folds.json")
+
+
 def _crossfit_repeat(items: Sequence[Item], cross: CrossfitSettings, base_spec: str, r: int, *,
                      training: TrainConfig | Mapping[str, Any] | None, progress: bool,
-                     **score_kwargs: Any) -> pd.DataFrame:
+                     **score_kwargs: Any) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """One repeat's scorer rows over all items, and per fold ``{fold, steps, trained_ids, scored_ids}``.
+
+    ``trained_ids`` come from the fine-tune's run log (the ids its optimizer steps saw), not from the split, so
+    the record shows what the model really learned from.
+    """
     from medtune.orders import build_order, order_items
     from medtune.scoring import score_items
     from medtune.training import train
     from medtune.training.export import load_trained
+    from medtune.training.runlog import read_log
 
     folds = [fold_of(it.id, CROSSFIT_FOLD_SEED + r, cross.folds) for it in items]
     frames = []
+    record: list[dict[str, Any]] = []
     for f in range(cross.folds):
         train_items = [it for it, k in zip(items, folds, strict=True) if k != f]
         held = [it for it, k in zip(items, folds, strict=True) if k == f]
@@ -407,13 +429,17 @@ def _crossfit_repeat(items: Sequence[Item], cross: CrossfitSettings, base_spec: 
         tmp = Path(tempfile.mkdtemp(prefix="medtune-crossfit-"))
         try:
             train(config, train_items, order, tmp / "run", progress=progress)
+            steps = read_log(tmp / "run")
             loaded = load_trained(tmp / "run", dtype="auto")  # on the GPU in bf16 where there is one; fp32 on a CPU
-            frames.append(score_items(loaded, held, progress=progress, **score_kwargs))
+            frame = score_items(loaded, held, progress=progress, **score_kwargs)
             del loaded
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        frames.append(frame)
+        record.append({"fold": f, "steps": len(steps), "trained_ids": sorted({i for s in steps for i in s["ids"]}),
+                       "scored_ids": [str(i) for i in frame["id"]]})
     by_id = pd.concat(frames, ignore_index=True).set_index("id")
-    return by_id.loc[[it.id for it in items]].reset_index()
+    return by_id.loc[[it.id for it in items]].reset_index(), record
 
 
 # ----------------------------------------------------------------------------------------------------------
