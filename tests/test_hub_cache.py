@@ -266,7 +266,7 @@ def test_the_categories_command_passes_its_embedding_device(tmp_path, monkeypatc
     assert seen == ["cuda:3", emb.embedding_device("auto")]  # auto: cuda when available, else cpu
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.gpu
 def test_gpu_and_cpu_vectors_agree(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDTUNE_CACHE", str(tmp_path))
     texts = [f"{t} ({i})" for i in range(40) for t in TEXTS]

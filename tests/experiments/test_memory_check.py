@@ -92,6 +92,6 @@ def test_a_models_own_gpu_memory_and_the_executors_gpus(tmp_path: Path, llama7b:
     assert half.gpu_bytes == 16 * 2**30 and half.fits is False  # two cells share each GPU
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU to plan against")
+@pytest.mark.cpu_only  # a machine with a GPU has one to plan against
 def test_no_check_on_a_cpu_machine_without_a_stated_gpu(tmp_path: Path, llama7b: Path) -> None:
     assert memory_plans(config_from_dict(_grid(tmp_path, llama7b))) == []

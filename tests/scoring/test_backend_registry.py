@@ -50,16 +50,16 @@ def _longest(item: MCQItem) -> int:
 # Letter mode means the same everywhere; the transformers fast path computes exactly that
 
 
-def test_hf_letter_fast_path_equals_the_continuation_loglikelihood(tiny, medqa_all):
+def test_hf_letter_fast_path_equals_the_continuation_loglikelihood(tiny, five_option_items):
     backend = HFBackend(tiny)
-    pairs = [(mcq_prompt(it), c) for it in medqa_all[:6] for c in continuations("letter", it.options)]
+    pairs = [(mcq_prompt(it), c) for it in five_option_items[:6] for c in continuations("letter", it.options)]
     fast = backend.loglikelihood(pairs)
     slow = backend.loglikelihood(pairs, single_token_fast_path=False)
     assert [n for _, n in fast] == [1] * len(pairs) == [n for _, n in slow]
     for (a, _), (b, _) in zip(fast, slow, strict=True):
         assert a == pytest.approx(b, abs=1e-5)
     # and score_items' letter scores are those numbers
-    frame = score_items(tiny, medqa_all[:6], mode="letter", progress=False)
+    frame = score_items(tiny, five_option_items[:6], mode="letter", progress=False)
     flat = [s for row in frame["scores"] for s in row]
     assert flat == pytest.approx([s for s, _ in slow], abs=1e-5)
 
@@ -130,10 +130,10 @@ def test_backend_override_and_factory_arguments(monkeypatch, tmp_path):
         register_backend("Bad Name", factory)
 
 
-def test_score_items_accepts_only_backends(tiny, medqa_all):
+def test_score_items_accepts_only_backends(tiny, five_option_items):
     assert isinstance(HFBackend(tiny), ScoringBackend)
     with pytest.raises(InputError, match="cannot score with a dict"):
-        score_items({"model": 1}, medqa_all[:2], progress=False)
+        score_items({"model": 1}, five_option_items[:2], progress=False)
 
 
 # ----------------------------------------------------------------------------------------------------------

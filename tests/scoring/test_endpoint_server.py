@@ -57,9 +57,9 @@ def served(tiny):
 
 
 @pytest.mark.parametrize("mode", ["letter", "option"])
-def test_endpoint_scores_equal_in_process_scores(tiny, served, medqa_all, mode):
+def test_endpoint_scores_equal_in_process_scores(tiny, served, five_option_items, mode):
     url, requests = served
-    items = medqa_all[:6]
+    items = five_option_items[:6]
     endpoint = load_backend(f"openai:{url}#tiny-served")
     assert isinstance(endpoint, Endpoint) and endpoint.model == "tiny-served"
     local = score_items(tiny, items, mode=mode, permute_seed=3, progress=False)
@@ -73,11 +73,11 @@ def test_endpoint_scores_equal_in_process_scores(tiny, served, medqa_all, mode):
     assert requests and all(r["echo"] is True and r["model"] == "tiny-served" for r in requests)
 
 
-def test_endpoint_generate_and_model_discovery(tiny, served, medqa_all):
+def test_endpoint_generate_and_model_discovery(tiny, served, five_option_items):
     url, _ = served
     endpoint = load_backend(f"openai:{url}")  # no #model: the server's first listed model
     assert endpoint.model == "tiny-served"
-    items = medqa_all[:3]
+    items = five_option_items[:3]
     remote = score_items(endpoint, items, mode="generate", max_new_tokens=4, progress=False)
     local = score_items(tiny, items, mode="generate", max_new_tokens=4, progress=False)
     assert list(remote["generated"]) == list(local["generated"])

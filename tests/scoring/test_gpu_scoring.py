@@ -53,8 +53,8 @@ GiB = 1 << 30
 
 
 @pytest.fixture(scope="module")
-def items(medqa_all, mmlu_genetics):
-    return medqa_all[:24] + mmlu_genetics[:16]
+def items(five_option_items, four_option_items):
+    return five_option_items[:24] + four_option_items[:16]
 
 
 def _letter_costs(loaded: LoadedModel, items) -> list[int]:

@@ -28,16 +28,19 @@ def _cut(text: str, words: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def distinct(medqa_all) -> list[tuple[str, str]]:
-    """Pairs with their own contexts and multi-token answers of different lengths (an item's training loss)."""
-    return [(_cut(it.question, 12 + 3 * (i % 7)), " " + _cut(it.options[it.answer], 1 + i % 6))
-            for i, it in enumerate(medqa_all[:24])]
+def distinct(five_option_items) -> list[tuple[str, str]]:
+    """Pairs with their own contexts and multi-token answers of different lengths (an item's training loss): the
+    answer followed by its explanation, cut to 1-6 words."""
+    return [(f"Case {i}. " + _cut(it.question, 12 + 3 * (i % 7)),
+             " " + _cut(f"{it.options[it.answer]}. {it.explanation}", 1 + i % 6))
+            for i, it in enumerate(five_option_items[:24])]
 
 
 @pytest.fixture(scope="module")
-def options(medqa_all) -> list[tuple[str, str]]:
-    """Four-option questions: each context has several continuations (option mode)."""
-    return [(_cut(it.question, 20), " " + _cut(o, 4)) for it in medqa_all[30:38] for o in it.options[:4]]
+def options(five_option_items) -> list[tuple[str, str]]:
+    """Four-option questions: each context has several continuations (option mode), each of several tokens (a
+    full stop after the option text: an invented name alone can be one token of the tiny vocabulary)."""
+    return [(_cut(it.question, 20), " " + _cut(o, 4) + ".") for it in five_option_items[30:38] for o in it.options[:4]]
 
 
 def _check(loaded: LoadedModel, pairs, **kwargs) -> list[tuple[float, int]]:
@@ -62,12 +65,12 @@ def test_groups_with_several_continuations(tiny, options):
     assert max(n for _, n in ref) > 1
 
 
-def test_mixed_single_and_multi_token_continuations(tiny, distinct, options, medqa_all):
-    letters = [(_cut(medqa_all[50].question, 15), f" {x}") for x in "ABCD"]  # one-token continuations
+def test_mixed_single_and_multi_token_continuations(tiny, distinct, options, five_option_items):
+    letters = [(_cut(five_option_items[50].question, 15), f" {x}") for x in "ABCD"]  # one-token continuations
     cache = token_cache(tiny.tokenizer)
-    ctx = _cut(medqa_all[51].question, 18)
-    mixed_group = [(ctx, " A"), (ctx, " " + medqa_all[51].options[0]), (ctx, " B")]
-    lone_letter = [(_cut(medqa_all[52].question, 9), " C")]
+    ctx = _cut(five_option_items[51].question, 18)
+    mixed_group = [(ctx, " A"), (ctx, " " + five_option_items[51].options[0]), (ctx, " B")]
+    lone_letter = [(_cut(five_option_items[52].question, 9), " C")]
     pairs = distinct[:5] + letters + mixed_group + options[:8] + lone_letter
     assert {len(cache.split(c, t)[1]) for c, t in mixed_group} - {1}  # the group mixes 1 and more tokens
     _check(tiny, pairs)
@@ -133,19 +136,19 @@ def test_flat_equals_the_definition(tiny, distinct):
             assert abs(value - want) <= TOL
 
 
-def test_shared_falls_back_for_a_sliding_window_cache(medqa_all):
+def test_shared_falls_back_for_a_sliding_window_cache(five_option_items):
     """A sliding-window cache counts padding slots: such a model is scored one context at a time, still right."""
     from transformers import MistralConfig, MistralForCausalLM
 
     from medtune.models import train_tokenizer
 
-    tok = train_tokenizer([it.question for it in medqa_all[:50]], vocab_size=512)
+    tok = train_tokenizer([it.question for it in five_option_items[:50]], vocab_size=512)
     config = MistralConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                            num_attention_heads=2, num_key_value_heads=2, sliding_window=8,
                            pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     torch.manual_seed(0)
     loaded = LoadedModel(MistralForCausalLM(config).eval(), tok, "mistral-tiny", torch.float32, "cpu")
-    pairs = [(_cut(it.question, 6 + 2 * k), " " + _cut(o, 3)) for k, it in enumerate(medqa_all[:3])
+    pairs = [(_cut(it.question, 6 + 2 * k), " " + _cut(o, 3)) for k, it in enumerate(five_option_items[:3])
              for o in it.options[:3]]
     _check(loaded, pairs)
     cache = token_cache(tok)
@@ -161,9 +164,9 @@ def test_unknown_context_sharing_is_refused(tiny):
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 11)), min_size=1, max_size=14))
-def test_any_pair_set_agrees_with_the_per_context_path(tiny, medqa_all, picks):
+def test_any_pair_set_agrees_with_the_per_context_path(tiny, five_option_items, picks):
     """Random pair sets from 6 contexts × 12 continuations (repeats, shared contexts, 1-token letters included)."""
-    contexts = [_cut(it.question, 5 + 4 * i) for i, it in enumerate(medqa_all[60:66])]
-    texts = medqa_all[70].options + medqa_all[71].options
+    contexts = [_cut(it.question, 5 + 4 * i) for i, it in enumerate(five_option_items[60:66])]
+    texts = five_option_items[70].options + five_option_items[71].options
     conts = ([" A", " B", *(" " + _cut(o, 1 + k % 5) for k, o in enumerate(texts))] * 2)[:12]
     _check(tiny, [(contexts[c], conts[t]) for c, t in picks])

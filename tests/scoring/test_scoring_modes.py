@@ -57,9 +57,9 @@ def _argmax(xs):
     return max(range(len(xs)), key=lambda i: (xs[i], -i))
 
 
-@pytest.mark.parametrize("source", ["medqa", "mmlu"])
-def test_letter_mode_matches_reference(tiny, medqa_all, mmlu_genetics, source):
-    items = medqa_all[:12] if source == "medqa" else mmlu_genetics[:12]
+@pytest.mark.parametrize("shape", ["five", "four"])
+def test_letter_mode_matches_reference(tiny, five_option_items, four_option_items, shape):
+    items = five_option_items[:12] if shape == "five" else four_option_items[:12]
     df = score_items(tiny, items, mode="letter", progress=False)
     assert list(df["id"]) == [it.id for it in items]
     for row, item in zip(df.itertuples(), items, strict=True):
@@ -72,8 +72,8 @@ def test_letter_mode_matches_reference(tiny, medqa_all, mmlu_genetics, source):
         assert row.permutation is None and row.generated is None
 
 
-def test_letter_mode_permuted_scores_follow_original_options(tiny, medqa_all):
-    items = medqa_all[:8]
+def test_letter_mode_permuted_scores_follow_original_options(tiny, five_option_items):
+    items = five_option_items[:8]
     df = score_items(tiny, items, mode="letter", permute_seed=7, progress=False)
     moved = 0
     for row, item in zip(df.itertuples(), items, strict=True):
@@ -86,8 +86,8 @@ def test_letter_mode_permuted_scores_follow_original_options(tiny, medqa_all):
     assert moved >= 6
 
 
-def test_batched_and_unbatched_agree(tiny, medqa_all, mmlu_genetics):
-    items = medqa_all[:20] + mmlu_genetics[:20]
+def test_batched_and_unbatched_agree(tiny, five_option_items, four_option_items):
+    items = five_option_items[:20] + four_option_items[:20]
     one = score_items(tiny, items, mode="letter", batch_tokens=1, progress=False)  # one question per batch
     many = score_items(tiny, items, mode="letter", batch_tokens=8192, progress=False)
     for a, b in zip(one.itertuples(), many.itertuples(), strict=True):
@@ -99,9 +99,9 @@ def test_batched_and_unbatched_agree(tiny, medqa_all, mmlu_genetics):
         assert a.scores == pytest.approx(b.scores, abs=1e-4)
 
 
-@pytest.mark.parametrize("source", ["medqa", "mmlu"])
-def test_option_mode_matches_reference(tiny, medqa_all, mmlu_genetics, source):
-    items = medqa_all[:5] if source == "medqa" else mmlu_genetics[:5]
+@pytest.mark.parametrize("shape", ["five", "four"])
+def test_option_mode_matches_reference(tiny, five_option_items, four_option_items, shape):
+    items = five_option_items[:5] if shape == "five" else four_option_items[:5]
     df = score_items(tiny, items, mode="option", progress=False)
     df_sum = score_items(tiny, items, mode="option", option_score="sum", progress=False)
     for row, row_sum, item in zip(df.itertuples(), df_sum.itertuples(), items, strict=True):
@@ -112,8 +112,8 @@ def test_option_mode_matches_reference(tiny, medqa_all, mmlu_genetics, source):
         assert row_sum.pred == _argmax(sums)
 
 
-def test_option_mode_permutation_keeps_original_index(tiny, medqa_all):
-    items = medqa_all[:4]
+def test_option_mode_permutation_keeps_original_index(tiny, five_option_items):
+    items = five_option_items[:4]
     plain = score_items(tiny, items, mode="option", template="cloze", progress=False)
     perm = score_items(tiny, items, mode="option", template="cloze", permute_seed=3, progress=False)
     # The cloze template does not show the options, so the option order cannot change any score.
@@ -124,8 +124,8 @@ def test_option_mode_permutation_keeps_original_index(tiny, medqa_all):
 
 
 @torch.inference_mode()
-def test_generate_mode_matches_reference(tiny, medqa_all):
-    items = medqa_all[:6]
+def test_generate_mode_matches_reference(tiny, five_option_items):
+    items = five_option_items[:6]
     df = score_items(tiny, items, mode="generate", max_new_tokens=6, permute_seed=2, progress=False)
     tok = tiny.tokenizer
     for row, item in zip(df.itertuples(), items, strict=True):
@@ -157,15 +157,15 @@ def test_generate_free_text_items(tiny):
     assert df["correct"].isna().all()
 
 
-def test_bad_input(tiny, medqa_all):
+def test_bad_input(tiny, five_option_items):
     with pytest.raises(InputError, match="empty"):
         score_items(tiny, [], progress=False)
     with pytest.raises(InputError, match="unknown scoring mode"):
-        score_items(tiny, medqa_all[:1], mode="logits", progress=False)  # type: ignore[arg-type]
+        score_items(tiny, five_option_items[:1], mode="logits", progress=False)  # type: ignore[arg-type]
     qa = QAItem(id="x", question="q?", answer="a", source="t", split="test")
     with pytest.raises(InputError, match="generate mode"):
         score_items(tiny, [qa], mode="letter", progress=False)
-    dup = [medqa_all[0], medqa_all[0]]
+    dup = [five_option_items[0], five_option_items[0]]
     with pytest.raises(InputError, match="duplicate id"):
         score_items(tiny, dup, progress=False)
 
@@ -179,10 +179,10 @@ def test_mixed_option_counts_in_one_batch(tiny):
         assert row.scores == pytest.approx(ref_letter(tiny, item), abs=1e-4)
 
 
-def test_shared_prefix_cache_gives_the_same_log_probs(tiny, medqa_all):
+def test_shared_prefix_cache_gives_the_same_log_probs(tiny, five_option_items):
     from medtune.scoring import hf
 
-    rows = [tiny.tokenizer(mcq_prompt(it))["input_ids"] for it in medqa_all[:6]]
+    rows = [tiny.tokenizer(mcq_prompt(it))["input_ids"] for it in five_option_items[:6]]
     assert hf.common_prefix_length(rows) >= hf.MIN_SHARED_PREFIX  # the paper's instruction is shared
     shared = hf.last_token_logprobs(tiny.model, rows, tiny.tokenizer.pad_token_id, share_prefix=True)
     plain = hf.last_token_logprobs(tiny.model, rows, tiny.tokenizer.pad_token_id)

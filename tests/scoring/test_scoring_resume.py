@@ -53,8 +53,8 @@ def saved_tiny(tiny, tmp_path):
     return path
 
 
-def test_sigkill_then_resume(saved_tiny, medqa_all, tmp_path, monkeypatch):
-    items = medqa_all[:40]
+def test_sigkill_then_resume(saved_tiny, five_option_items, tmp_path, monkeypatch):
+    items = five_option_items[:40]
     items_path = write_items(items, tmp_path / "items.parquet")
     out = tmp_path / "preds.parquet"
     part = part_path(out)
@@ -101,8 +101,8 @@ def test_sigkill_then_resume(saved_tiny, medqa_all, tmp_path, monkeypatch):
     assert [list(p) for p in on_disk["permutation"]] == [list(p) for p in fresh["permutation"]]
 
 
-def test_partial_last_line_and_changed_settings(tiny, medqa_all, tmp_path):
-    items = medqa_all[:6]
+def test_partial_last_line_and_changed_settings(tiny, five_option_items, tmp_path):
+    items = five_option_items[:6]
     out = tmp_path / "p.jsonl"
     full = score_items(tiny, items, mode="letter", output=out, batch_tokens=400, progress=False)
     assert out.exists() and len(pd.read_json(out, lines=True)) == 6

@@ -64,21 +64,21 @@ def _check_family(tok, item, expect_piece):
             assert tok.decode([tid]).strip() == letter
 
 
-def test_letters_tiny_bpe(tiny, medqa_all):
-    _check_family(tiny.tokenizer, medqa_all[0], lambda x: "Ġ" + x)
+def test_letters_tiny_bpe(tiny, five_option_items):
+    _check_family(tiny.tokenizer, five_option_items[0], lambda x: "Ġ" + x)
 
 
 @pytest.mark.real_model
-def test_letters_smollm2(medqa_all):
+def test_letters_smollm2(five_option_items):
     tok = _smollm2_tokenizer()
-    _check_family(tok, medqa_all[0], lambda x: "Ġ" + x)
+    _check_family(tok, five_option_items[0], lambda x: "Ġ" + x)
     # In this byte-level BPE "A" and " A" are different tokens; the scorer must pick " A".
     assert tok.convert_tokens_to_ids("A") != letter_token_ids(tok, PAPER.answer_prefix, ["A"])[0]
 
 
-def test_letters_llama2_sentencepiece(medqa_all):
+def test_letters_llama2_sentencepiece(five_option_items):
     tok = _llama2_tokenizer()
-    _check_family(tok, medqa_all[0], lambda x: "▁" + x)
+    _check_family(tok, five_option_items[0], lambda x: "▁" + x)
     assert tok.convert_tokens_to_ids("A") != letter_token_ids(tok, PAPER.answer_prefix, ["A"])[0]
 
 
@@ -96,7 +96,7 @@ def _char_level_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>")
 
 
-def test_tokenizer_without_letter_tokens_is_refused(tiny, medqa_all):
+def test_tokenizer_without_letter_tokens_is_refused(tiny, five_option_items):
     tok = _char_level_tokenizer()
     with pytest.raises(InputError, match="no single token for the letter 'A'"):
         letter_token_ids(tok, PAPER.answer_prefix, ["A", "B"])
@@ -105,7 +105,7 @@ def test_tokenizer_without_letter_tokens_is_refused(tiny, medqa_all):
 
     broken = LoadedModel(tiny.model, tok, "tiny-chars", tiny.dtype, "cpu")
     with pytest.raises(InputError, match="letter mode needs one token per letter"):
-        score_items(broken, medqa_all[:2], mode="letter", progress=False)
+        score_items(broken, five_option_items[:2], mode="letter", progress=False)
 
 
 @settings(max_examples=60, deadline=None)

@@ -74,9 +74,8 @@ def test_loss_decreases_on_repeated_items(tmp_path):
     assert last < 0.5 * first
 
 
+@pytest.mark.cpu_only
 def test_galore_8bit_is_refused_on_cpu_with_the_alternative_named():
-    if torch.cuda.is_available():  # pragma: no cover
-        pytest.skip("this machine has CUDA")
     model, _ = build_tiny_model(["a b"], vocab_size=300, num_hidden_layers=1)
     cfg = TrainConfig(method="galore", galore_optim="galore_adamw_8bit")
     with pytest.raises(UnsupportedOnThisMachine, match="galore_adamw or galore_adafactor"):
