@@ -97,6 +97,16 @@ def test_reshuffle_redraws_within_blocks_but_keeps_the_block_order():
     assert plan["epochs"][0] == build_order(items, "blocked", 7)["epochs"][0]
 
 
+
+def test_random_draws_a_new_permutation_every_epoch():
+    """Several epochs of a random order are several shuffles (each of all the items), not one shuffle repeated:
+    the comparison with random shuffle assumes the baseline reshuffles as a data loader with shuffle=True does."""
+    items = rich_items(0)
+    plan = build_order(items, "random", 3, epochs=4, epoch_policy="reshuffle")
+    assert all(sorted(e) == sorted(it.id for it in items) for e in plan["epochs"])
+    assert len({tuple(e) for e in plan["epochs"]}) == 4
+    assert plan["epochs"][1] == build_order(items, "random", 3, epochs=2, epoch_policy="reshuffle")["epochs"][1]
+
 def test_segments_mark_the_strategy_structure():
     items = rich_items(1)
     cur = build_order(items, "curriculum", 0)
