@@ -17,19 +17,12 @@ from transformers import LlamaConfig
 
 from medtune.cli import main
 from medtune.errors import ConfigError
-from medtune.training import memory
+from medtune.training import memory_estimate
 from medtune.training.config import TrainConfig
-from medtune.training.memory import (
-    GIB,
-    NF4_BYTES,
-    MemoryPlan,
-    check_fits,
-    gpu_memory_bytes,
-    model_shape,
-    plan_memory,
-    plan_run,
-    shape_from_sizes,
-)
+from medtune.training.memory import check_fits, gpu_memory_bytes, plan_memory, plan_run
+from medtune.training.memory_estimate import NF4_BYTES
+from medtune.training.memory_plan import GIB, MemoryPlan
+from medtune.training.model_shape import ModelShape, model_shape, shape_from_sizes
 
 # Published sizes
 LLAMA2_7B = {"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "intermediate_size": 11008,
@@ -41,12 +34,12 @@ LLAMA31_8B = {"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads
 
 
 @pytest.fixture(scope="module")
-def shapes() -> dict[str, memory.ModelShape]:
+def shapes() -> dict[str, ModelShape]:
     return {name: model_shape(LlamaConfig(**sizes))
             for name, sizes in (("7b", LLAMA2_7B), ("13b", LLAMA2_13B), ("8b", LLAMA31_8B))}
 
 
-def _plan(config: TrainConfig, shape: memory.ModelShape, **kw: Any) -> MemoryPlan:
+def _plan(config: TrainConfig, shape: ModelShape, **kw: Any) -> MemoryPlan:
     return plan_memory(config, shape, precision=kw.pop("precision", "bf16"), **kw)
 
 
@@ -54,7 +47,7 @@ def _plan(config: TrainConfig, shape: memory.ModelShape, **kw: Any) -> MemoryPla
 # Shapes
 
 
-def test_published_parameter_counts(shapes: dict[str, memory.ModelShape]) -> None:
+def test_published_parameter_counts(shapes: dict[str, ModelShape]) -> None:
     assert shapes["7b"].n_params == 6_738_415_616
     assert shapes["13b"].n_params == 13_015_864_320
     assert shapes["8b"].n_params == 8_030_261_248
@@ -66,7 +59,7 @@ def test_published_parameter_counts(shapes: dict[str, memory.ModelShape]) -> Non
                                                      "down_proj"}
 
 
-def test_the_count_from_sizes_equals_the_built_model_for_llama(shapes: dict[str, memory.ModelShape]) -> None:
+def test_the_count_from_sizes_equals_the_built_model_for_llama(shapes: dict[str, ModelShape]) -> None:
     for name, sizes in (("7b", LLAMA2_7B), ("8b", LLAMA31_8B)):
         assert replace(shape_from_sizes(LlamaConfig(**sizes)), exact=True) == replace(shapes[name], source="")
 
@@ -90,14 +83,14 @@ def test_tiny_model_counts_equal_the_built_model_and_its_adapters() -> None:
 
 
 def test_a_folder_with_only_config_json_is_read_without_weights(tmp_path: Path,
-                                                               shapes: dict[str, memory.ModelShape]) -> None:
+                                                               shapes: dict[str, ModelShape]) -> None:
     LlamaConfig(**LLAMA2_7B).save_pretrained(tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json"]
     assert replace(model_shape(str(tmp_path / "m")), source="") == replace(shapes["7b"], source="")
 
 
 def test_a_hub_id_in_the_local_cache_is_read_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                      shapes: dict[str, memory.ModelShape]) -> None:
+                                                      shapes: dict[str, ModelShape]) -> None:
     import huggingface_hub.constants
 
     snapshot = tmp_path / "hub" / "models--org--llama-7b" / "snapshots" / "abc123"
@@ -122,7 +115,7 @@ def test_a_model_that_cannot_be_read_gives_a_plan_that_says_so(tmp_path: Path) -
 # Hand-computed plans
 
 
-def test_llama2_7b_lora_bf16_by_hand(shapes: dict[str, memory.ModelShape]) -> None:
+def test_llama2_7b_lora_bf16_by_hand(shapes: dict[str, ModelShape]) -> None:
     n, h, f, layers = 6_738_415_616, 4096, 11008, 32
     adapters = layers * 16 * (4 * (h + h) + 2 * (h + f) + (f + h))  # r (in + out) for q, k, v, o, gate, up, down
     config = TrainConfig(method="lora", batch_size=1, max_length=512, lora_r=16, lora_dropout=0.05)
@@ -144,7 +137,7 @@ def test_llama2_7b_lora_bf16_by_hand(shapes: dict[str, memory.ModelShape]) -> No
     assert plan.total == plan.weights + plan.optimizer + plan.activations + plan.overhead
 
 
-def test_llama2_13b_qlora_by_hand(shapes: dict[str, memory.ModelShape]) -> None:
+def test_llama2_13b_qlora_by_hand(shapes: dict[str, ModelShape]) -> None:
     shape = shapes["13b"]
     linear = 40 * (4 * 5120 * 5120 + 3 * 5120 * 13824)
     adapters = 40 * 16 * (4 * 2 * 5120 + 3 * (5120 + 13824))
@@ -161,7 +154,7 @@ def test_llama2_13b_qlora_by_hand(shapes: dict[str, memory.ModelShape]) -> None:
     assert _plan(config.model_copy(update={"gradient_checkpointing": True}), shape, gpu_bytes=24 * GIB).fits
 
 
-def test_llama31_8b_full_fits_eight_80gb_gpus_with_fsdp_but_not_one(shapes: dict[str, memory.ModelShape]) -> None:
+def test_llama31_8b_full_fits_eight_80gb_gpus_with_fsdp_but_not_one(shapes: dict[str, ModelShape]) -> None:
     shape, config = shapes["8b"], TrainConfig(method="full", batch_size=4, max_length=512)
     eight = _plan(config, shape, world_size=8, gpu_bytes=80 * GIB)
     assert eight.sharded and eight.fits and eight.master == 4 * shape.n_params // 8
@@ -180,7 +173,7 @@ def test_llama31_8b_full_fits_eight_80gb_gpus_with_fsdp_but_not_one(shapes: dict
     assert "distributed fsdp" in one.describe() and "80.0 GiB" in one.describe()
 
 
-def test_galore_keeps_low_rank_moments_by_hand(shapes: dict[str, memory.ModelShape]) -> None:
+def test_galore_keeps_low_rank_moments_by_hand(shapes: dict[str, ModelShape]) -> None:
     shape, r = shapes["7b"], 64
     plan = _plan(TrainConfig(method="galore", galore_rank=r), shape)
     per_layer = 4 * (2 * 4 * r * 4096 + 4 * r * 4096) + 3 * (2 * 4 * r * 11008 + 4 * r * 4096)
@@ -189,7 +182,7 @@ def test_galore_keeps_low_rank_moments_by_hand(shapes: dict[str, memory.ModelSha
     assert plan.optimizer < _plan(TrainConfig(method="full"), shape).optimizer / 8
 
 
-def test_8bit_adamw_and_ddp(shapes: dict[str, memory.ModelShape]) -> None:
+def test_8bit_adamw_and_ddp(shapes: dict[str, ModelShape]) -> None:
     shape = shapes["7b"]
     adamw = _plan(TrainConfig(method="lora"), shape)
     eight_bit = _plan(TrainConfig(method="lora", optim="adamw_8bit"), shape)
@@ -198,7 +191,7 @@ def test_8bit_adamw_and_ddp(shapes: dict[str, memory.ModelShape]) -> None:
     assert not ddp.sharded and ddp.weights == adamw.weights and ddp.gradients == 2 * adamw.gradients
 
 
-def test_knowtuning_plans_its_larger_stage(shapes: dict[str, memory.ModelShape]) -> None:
+def test_knowtuning_plans_its_larger_stage(shapes: dict[str, ModelShape]) -> None:
     shape = shapes["7b"]
     kt = _plan(TrainConfig(method="knowtuning", knowtuning_lora_targets=["q_proj", "v_proj"]), shape)
     assert kt.trainable == 32 * 16 * 2 * (4096 + 4096)  # LoRA on q_proj and v_proj only
@@ -213,7 +206,7 @@ def test_knowtuning_plans_its_larger_stage(shapes: dict[str, memory.ModelShape])
 # Activations
 
 
-def test_gradient_checkpointing_reduces_activations(shapes: dict[str, memory.ModelShape]) -> None:
+def test_gradient_checkpointing_reduces_activations(shapes: dict[str, ModelShape]) -> None:
     for method in ("full", "lora", "dora", "qlora", "galore"):
         config = TrainConfig(method=method, batch_size=4, max_length=512)
         plain = _plan(config, shapes["7b"]).activations
@@ -298,7 +291,7 @@ def test_the_per_layer_activations_are_what_autograd_keeps(method: str, precisio
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """The formula against PyTorch itself on a small Llama (GQA, SwiGLU, SDPA), packed rows of 1 and 3 items: the
     same tensors a GPU keeps, but for CPU dropout's float mask (4 bytes where CUDA keeps 1)."""
-    monkeypatch.setattr(memory, "DROPOUT_MASK_BYTES", 4)
+    monkeypatch.setattr(memory_estimate, "DROPOUT_MASK_BYTES", 4)
     for tokens, items in ((240, 1), (240, 3)):
         measured, planned = [], []
         for layers in (1, 2):
@@ -350,7 +343,7 @@ def test_every_suggestion_fits_when_applied(method: str, hidden: int, layers: in
             assert not plan_memory(trial, shape, world_size=n, gpu_bytes=gpu, precision="bf16").fits
 
 
-def test_check_fits_refuses_naming_the_estimate_the_gpu_and_what_fits(shapes: dict[str, memory.ModelShape]) -> None:
+def test_check_fits_refuses_naming_the_estimate_the_gpu_and_what_fits(shapes: dict[str, ModelShape]) -> None:
     config = TrainConfig(method="lora", model="llama-2-7b", batch_size=4, max_length=512)
     plan = _plan(config, shapes["7b"], gpu_bytes=24 * GIB)
     with pytest.raises(ConfigError) as err:
@@ -366,7 +359,7 @@ def test_check_fits_refuses_naming_the_estimate_the_gpu_and_what_fits(shapes: di
     check_fits(roomy, "x")
 
 
-def test_describe_and_to_dict(shapes: dict[str, memory.ModelShape]) -> None:
+def test_describe_and_to_dict(shapes: dict[str, ModelShape]) -> None:
     plan = _plan(TrainConfig(method="lora", model="llama-2-7b"), shapes["7b"], gpu_bytes=24 * GIB)
     text = plan.describe()
     assert f"{plan.weights / GIB:.1f} GiB" in text and "the GPU has 24.0 GiB: does not fit" in text

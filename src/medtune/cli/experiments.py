@@ -126,7 +126,7 @@ def _print_memory(cfg: ExperimentConfig) -> None:
     """The memory plan per model × method against the GPU its cells get (nothing on a CPU machine that states
     no `training.gpu_memory`)."""
     from medtune.experiments.checks import memory_plans
-    from medtune.training.memory import GIB
+    from medtune.training.memory_plan import GIB
 
     for cp in memory_plans(cfg):
         p = cp.plan

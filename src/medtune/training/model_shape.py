@@ -1,7 +1,7 @@
 """A model's shape — parameter counts per part, layer sizes, its linear layers — read from its config alone.
 
-The memory plan (:mod:`medtune.training.memory`) needs exact sizes before any weight is loaded: a 13B model that
-will not fit should be refused in a second. A config is built on the meta device (exact counts for any
+The memory plan (:mod:`medtune.training.memory_estimate`) needs exact sizes before any weight is loaded: a 13B
+model that will not fit should be refused in a second. A config is built on the meta device (exact counts for any
 architecture); a loaded model is counted as it is; ``tiny`` is read from the run's settings.
 """
 
