@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     if not path.exists():
         print(f"MedQA test file not found: {path} (set MEDTUNE_SHARED_DATA)", file=sys.stderr)
         return 1
-    from medtune.categories import cluster_categories, hdbscan_fit, item_text, reduce
+    from medtune.categories.cluster import cluster_categories, item_text
+    from medtune.categories.search import hdbscan_fit, reduce
     from medtune.data import load
     from medtune.embeddings import embed_texts
 

@@ -8,20 +8,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from medtune import embeddings as emb
-from medtune.categories import (
-    Categories,
-    CategorySettings,
-    SearchSpace,
-    assign_noise_to_nearest,
-    cost_of,
-    ctfidf_terms,
-    given_categories,
-    parse_range,
-    read_categories,
-    renumber_by_size,
-    run_categories,
-    write_categories,
-)
+from medtune.categories.categoryfile import Categories, read_categories, write_categories
+from medtune.categories.naming import ctfidf_terms
+from medtune.categories.search import SearchSpace, assign_noise_to_nearest, cost_of, renumber_by_size
+from medtune.categories.stage import CategorySettings, given_categories, parse_range, run_categories
 from medtune.cli import main
 from medtune.errors import ConfigError, InputError
 from medtune.orders import order_items, read_categories_table

@@ -9,7 +9,10 @@ import json
 import numpy as np
 import pytest
 
-from medtune.categories import cluster_categories, read_categories, run_categories, search_clusters
+from medtune.categories.categoryfile import read_categories
+from medtune.categories.cluster import cluster_categories
+from medtune.categories.search import search_clusters
+from medtune.categories.stage import run_categories
 from medtune.cli import main
 from medtune.schema import MCQItem, write_items
 from shared_data import shared_path
@@ -128,7 +131,7 @@ def test_same_seed_same_labels_in_a_fresh_process(tmp_path):
     here = search_clusters(x, trials=3, min_clusters=3, max_clusters=8, seed=11)
     code = "\n".join([
         "import json, numpy as np",
-        "from medtune.categories import search_clusters",
+        "from medtune.categories.search import search_clusters",
         f"x = np.load({str(tmp_path / 'x.npy')!r})",
         "r = search_clusters(x, trials=3, min_clusters=3, max_clusters=8, seed=11)",
         "print(json.dumps({'labels': r.labels.tolist(), 'probs': r.probabilities.tolist()}))",

@@ -13,18 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medtune.categories import (
-    CATEGORY_PRESETS,
-    CategorySettings,
-    SearchSpace,
-    cluster_categories,
-    clustering_options,
-    cost_of,
-    hyperopt_gamma,
-    make_sampler,
-    read_categories,
-    run_categories,
-)
+from medtune.categories.categoryfile import read_categories
+from medtune.categories.cluster import cluster_categories
+from medtune.categories.search import SearchSpace, cost_of, hyperopt_gamma, make_sampler
+from medtune.categories.stage import CATEGORY_PRESETS, CategorySettings, clustering_options, run_categories
 from medtune.errors import ConfigError, InputError
 from medtune.experiments.config import CategoriesConfig
 from medtune.schema import MCQItem, write_items

@@ -1,7 +1,7 @@
 """``medtune categories ITEMS -o categories.parquet``: semantic categories by clustering, or the items' own.
 
-The command is :func:`medtune.categories.run_categories` (what the experiment grid runs too); its options
-are generated from :class:`~medtune.categories.CategorySettings`, except ``--given`` (the method) and
+The command is :func:`medtune.categories.stage.run_categories` (what the experiment grid runs too); its options
+are generated from :class:`~medtune.categories.stage.CategorySettings`, except ``--given`` (the method) and
 ``--min-cluster-size LOW:HIGH``, which keep their command-line syntax.
 """
 
@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from medtune.categories import CategorySettings, parse_range, run_categories
+from medtune.categories.stage import CategorySettings, parse_range, run_categories
 from medtune.cli.options import with_settings
 from medtune.errors import ConfigError
 from medtune.settings import validate_settings

@@ -123,7 +123,7 @@ def _cluster_job(items_path: str, out_dir: str, seed: int, log_path: str) -> Non
     """The background clustering (a separate process): the categories stage on the demo's questions."""
     import contextlib
 
-    from medtune.categories import CategorySettings, run_categories
+    from medtune.categories.stage import CategorySettings, run_categories
 
     with open(log_path, "w", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):

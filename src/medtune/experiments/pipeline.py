@@ -154,7 +154,7 @@ def categories_stage(ctx: Context, data: Artifact) -> Artifact | None:
     settings = ctx.cfg.categories
     if settings.method == "given":
         return None
-    from medtune.categories import run_categories
+    from medtune.categories.stage import run_categories
 
     def compute(out: Path) -> dict[str, Any]:
         return run_categories(settings, data.path / ITEMS, out, progress=ctx.progress)
