@@ -390,7 +390,7 @@ def part_models(ctx: Ctx, report: Report) -> dict[str, Any]:
     import torch
     from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM
 
-    from medtune.data.synthetic import generate_synthetic
+    from medtune.data.synthetic_questions import generate_synthetic
     from medtune.models import train_tokenizer
     from medtune.training.base_model import tokenizer_texts
 

@@ -15,7 +15,7 @@ import pytest
 
 from medtune.cli import main
 from medtune.cli.demo import demo
-from medtune.data.synthetic import generate_synthetic
+from medtune.data.synthetic_questions import generate_synthetic
 from medtune.errors import MedtuneError
 from medtune.experiments.demo import STAGES, DemoContext, Stage, demo_dataset_options
 from medtune.schema import read_items

@@ -155,7 +155,7 @@ def test_difficulty_human_command_joins_a_table_with_its_direction(tmp_path: Pat
 def test_a_grid_orders_by_a_human_difficulty_table_read_as_higher_is_easier(tmp_path: Path) -> None:
     import yaml
 
-    from medtune.data.synthetic import generate_synthetic
+    from medtune.data.synthetic_questions import generate_synthetic
     from medtune.experiments import run_experiment
 
     root = Path(__file__).resolve().parents[1]

@@ -171,7 +171,7 @@ def test_a_cpu_sized_copy_of_the_protocol_runs_end_to_end(tmp_path: Path) -> Non
                 strategies=[*data["strategies"][:2], data["strategies"][5]],
                 categories={"method": "given"}, executor={"kind": "local", "torch_threads": 1})
     # The authors' difficulty is a table keyed by position; a synthetic stand-in keyed by id, written here.
-    from medtune.data.synthetic import generate_synthetic
+    from medtune.data.synthetic_questions import generate_synthetic
 
     items = [it for it in generate_synthetic(**synthetic["options"]).items if it.split == "train"]
     table = tmp_path / "difficulty.csv"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medtune.data.synthetic import generate_synthetic
+from medtune.data.synthetic_questions import generate_synthetic
 from medtune.schema import write_items
 
 # A very small Llama (as in tests/training): the tests check plumbing and determinism, not learning.

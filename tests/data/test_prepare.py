@@ -223,7 +223,7 @@ def test_leakage_report_lists_exact_and_near_pairs():
 
 
 def test_synthetic_train_and_test_do_not_leak():
-    from medtune.data.synthetic import generate_synthetic
+    from medtune.data.synthetic_questions import generate_synthetic
 
     items = generate_synthetic(seed=0, n_systems=2).items
     train = [it for it in items if it.split == "train"]

@@ -12,13 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from medtune.data import load
-from medtune.data.synthetic import (
-    _SYSTEMS,
-    REAL_NAME_BLOCKLIST,
-    SyntheticDataset,
-    generate_synthetic,
-    unanswerable_items,
-)
+from medtune.data.synthetic_questions import SyntheticDataset, generate_synthetic, unanswerable_items
+from medtune.data.synthetic_world import _SYSTEMS, REAL_NAME_BLOCKLIST
 from medtune.errors import InputError
 from medtune.schema import write_items
 

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from medtune.cli import main
 from medtune.data import DataSettings, load, run_data
-from medtune.data.synthetic import generate_synthetic, knowledge_base_facts
 from medtune.data.synthetic_qa import (
     QUESTION_TEMPLATES,
     SyntheticQADataset,
@@ -22,6 +21,8 @@ from medtune.data.synthetic_qa import (
     generate_synthetic_qa,
     n_phrasings,
 )
+from medtune.data.synthetic_questions import generate_synthetic
+from medtune.data.synthetic_world import knowledge_base_facts
 from medtune.errors import InputError
 from medtune.factcheck import FactMatcher, fact_scores
 from medtune.factsheet import factsheet_path, read_factsheet

@@ -13,7 +13,7 @@ import random
 import pytest
 import torch
 
-from medtune.data.synthetic import generate_synthetic
+from medtune.data.synthetic_questions import generate_synthetic
 from medtune.models import LoadedModel, build_tiny_model
 from medtune.schema import MCQItem
 

@@ -2,7 +2,7 @@
 
 Fine-tuning methods are compared on whether they learn *facts*; a multiple-choice score cannot say which fact
 a model got wrong, and a free-text score such as ROUGE rewards wording. So this task shares the fictional
-knowledge base and the textbook of :func:`~medtune.data.synthetic.generate_synthetic` (same seed → same
+knowledge base and the textbook of :func:`~medtune.data.synthetic_questions.generate_synthetic` (same seed → same
 diseases, byte-identical textbook: one pretrained model serves both tasks) and asks free-text questions whose
 every stated fact can be checked exactly against the fact sheet (:mod:`medtune.factcheck`).
 
@@ -44,18 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from medtune.data.registry import LoadResult, OnError, register_loader
-from medtune.data.synthetic import (
-    TEXTBOOK_TEMPLATES,
-    Disease,
-    KnowledgeBase,
-    _fill,
-    _generator_options,
-    _symptom_list,
-    build_knowledge_base,
-    build_textbook,
-    knowledge_base_facts,
-    load_generated,
-)
+from medtune.data.synthetic import generator_options, load_generated
+from medtune.data.synthetic_textbook import TEXTBOOK_TEMPLATES, build_textbook, fill_template, symptom_list
+from medtune.data.synthetic_world import Disease, KnowledgeBase, build_knowledge_base, knowledge_base_facts
 from medtune.errors import InputError
 from medtune.factsheet import FactSheet
 from medtune.schema import QAItem
@@ -139,12 +130,12 @@ class SyntheticQADataset:
 
 def fact_value(d: Disease, relation: str) -> str:
     """The object of one fact as an answer sentence writes it (symptoms as the list "a, b and c")."""
-    return _symptom_list(d.symptoms) if relation == "symptoms" else d.answer(relation)
+    return symptom_list(d.symptoms) if relation == "symptoms" else d.answer(relation)
 
 
 def _fact(d: Disease, relation: str, rng: random.Random) -> dict[str, str]:
     return {"relation": relation, "value": fact_value(d, relation),
-            "text": _fill(rng.choice(ANSWER_TEMPLATES[relation]), d),
+            "text": fill_template(rng.choice(ANSWER_TEMPLATES[relation]), d),
             "question": FACT_QUESTIONS[relation].format(D=d.name)}
 
 
@@ -215,7 +206,7 @@ def generate_synthetic_qa(
                               facts=knowledge_base_facts(kb), config=config)
 
 
-@register_loader(SOURCE, needs_path=False, options=_generator_options(generate_synthetic_qa),
+@register_loader(SOURCE, needs_path=False, options=generator_options(generate_synthetic_qa),
                  description="Free-text questions on the synthetic knowledge base, checkable fact by fact (no path)")
 def load_synthetic_qa(
     path: str | Path | None = None,

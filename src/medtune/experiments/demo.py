@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medtune.data.synthetic import generate_synthetic, unanswerable_items
+from medtune.data.synthetic_questions import generate_synthetic, unanswerable_items
 from medtune.errors import MedtuneError
 from medtune.io import write_json_atomic
 from medtune.schema import read_items, write_items
