@@ -8,6 +8,7 @@ own test run, against the real registries (a copy of each, so the suite's regist
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
 import sys
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from medtune.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTENDING = ROOT / "docs" / "EXTENDING.md"
@@ -148,7 +151,7 @@ EXAMPLES = [
      "mixed-buckets"),
     ("medtune_quiz_loader", "tests/test_quiz_loader.py", "medtune.data.registry", "_REGISTRY", "quiz"),
     ("medtune_norm_only", "tests/test_norm_only.py", "medtune.training.methods.base", "_REGISTRY", "norm-only"),
-    ("medtune_longest_option", "tests/test_longest_option.py", "medtune.scoring.backends", "_REGISTRY",
+    ("medtune_longest_option", "tests/test_longest_option.py", "medtune.scoring.backends", "BACKENDS",
      "longest-option"),
 ]
 
@@ -180,12 +183,17 @@ def test_each_plugin_example_registers_its_name_and_passes_its_own_test(
     import importlib
 
     registry_mod = importlib.import_module(registry_module)
-    # A copy without the name: the example registers into it, and the suite's registry is left as it was.
-    copy = {k: v for k, v in getattr(registry_mod, attr).items() if k != registered}
-    monkeypatch.setattr(registry_mod, attr, copy)
-    import_example(module, monkeypatch)
-    assert registered in getattr(registry_mod, attr)
-    assert run_example_tests(test_file, tmp_path), f"{test_file} of the guide has no test function"
+    registry = getattr(registry_mod, attr)
+    # Without the name: the example registers it, and the suite's registry is left as it was.
+    if isinstance(registry, Registry):
+        scope = registry.scoped(without=[registered])
+    else:
+        monkeypatch.setattr(registry_mod, attr, {k: v for k, v in registry.items() if k != registered})
+        scope = contextlib.nullcontext()
+    with scope:
+        import_example(module, monkeypatch)
+        assert registered in getattr(registry_mod, attr)
+        assert run_example_tests(test_file, tmp_path), f"{test_file} of the guide has no test function"
 
 
 def test_the_strategy_example_is_known_to_the_order_stage_settings(monkeypatch):

@@ -86,6 +86,7 @@ def test_an_unknown_name_lists_the_names_and_suggests_the_closest(no_plugins: No
         reg.get("zzz")
     where = reg.unknown("nosuch", where=" in model spec 'nosuch:x'", hint="")
     assert str(where) == "unknown scoring backend 'nosuch' in model spec 'nosuch:x' (registered: hf, openai, vllm)"
+    assert "did you mean" not in str(reg.unknown("opneai", suggest=False))  # where the hint names the real fix
     assert "nosuch" not in reg and "hf" in reg and list(reg) == ["openai", "hf", "vllm"] and len(reg) == 3
 
 

@@ -209,15 +209,16 @@ def describe_precision(settings: EvalSettings | dict[str, Any], ref: ModelRef | 
 
     An OpenAI-compatible endpoint serves its own weights: its dtype and quantization are the server's (None).
     """
-    from medtune.scoring.backends import backend_of
+    from medtune.scoring.backends import SERVED, TORCH, backend_of, backend_precision
 
     settings = validate_settings(EvalSettings, settings, "evaluation")
     ref = as_model_ref(ref)
     name, _ = backend_of(ref.weights, settings.backend)
-    if name == "openai":
+    precision = backend_precision(name)
+    if precision == SERVED:
         return {"backend": name, "dtype": None, "quantization": None}
     quantization = resolve_quantization(settings, ref)
-    if name not in ("hf", "vllm"):
+    if precision != TORCH:
         return {"backend": name, "dtype": settings.dtype, "quantization": quantization}
     from medtune.models import default_device, resolve_dtype
     from medtune.scoring.hf import auto_dtype

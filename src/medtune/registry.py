@@ -179,13 +179,14 @@ class Registry(Generic[T]):
     def __len__(self) -> int:
         return len(self.names())
 
-    def unknown(self, name: object, *, where: str = "", hint: str | None = None) -> ConfigError:
+    def unknown(self, name: object, *, where: str = "", hint: str | None = None, suggest: bool = True) -> ConfigError:
         """The one unknown-name error: the names registered, a close match if any, and the hint.
 
-        ``where`` says where the name was read (``" in model spec 'x:y'"``); ``hint`` replaces the registry's.
+        ``where`` says where the name was read (``" in model spec 'x:y'"``); ``hint`` replaces the registry's;
+        ``suggest=False`` leaves out the close match where the hint names the real fix.
         """
         names = list(self._slots)
-        close = difflib.get_close_matches(name, names, n=1) if isinstance(name, str) else []
+        close = difflib.get_close_matches(name, names, n=1) if suggest and isinstance(name, str) else []
         suggestion = f"; did you mean '{close[0]}'?" if close else ""
         listed = ", ".join(sorted(names)) or "none"
         hint = self.hint if hint is None else hint

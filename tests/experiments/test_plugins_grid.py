@@ -31,14 +31,13 @@ def fresh_registries(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Registries without the test plugins, and the plugins importable only from tests/plugins."""
     monkeypatch.setattr(methods_base, "_REGISTRY", {k: v for k, v in methods_base._REGISTRY.items()
                                                     if k != "norm-only"})
-    monkeypatch.setattr(backends_module, "_REGISTRY", {k: v for k, v in backends_module._REGISTRY.items()
-                                                       if k != "longest"})
     names = ("medtune_test_method", "medtune_test_backend")
     before = {name: sys.modules.pop(name) for name in names if name in sys.modules}
     monkeypatch.setattr(plugins, "_loaded", set())
     monkeypatch.delenv(plugins.ENV_VAR, raising=False)
     monkeypatch.syspath_prepend(str(PLUGINS))
-    yield
+    with backends_module.BACKENDS.scoped(without=["longest"]):
+        yield
     for name in names:  # the modules imported here registered into the registries that are now restored
         sys.modules.pop(name, None)
     sys.modules.update(before)
@@ -57,7 +56,7 @@ def _grid(tmp_path: Path, **changes) -> Path:
 
 
 def test_a_grid_trains_with_a_plugin_method_and_scores_with_a_plugin_backend(tmp_path, fresh_registries) -> None:
-    assert "norm-only" not in methods_base._REGISTRY and "longest" not in backends_module._REGISTRY
+    assert "norm-only" not in methods_base._REGISTRY and "longest" not in backends_module.BACKENDS
     assert main(["run", str(_grid(tmp_path)), "--no-report"]) == 0
     results = pd.read_parquet(tmp_path / "run" / "results.parquet")
     assert list(results["status"]) == ["done"] and list(results["method"]) == ["norm-only"]

@@ -117,17 +117,37 @@ def test_backend_override_and_factory_arguments(monkeypatch, tmp_path):
         seen.append((target, kw))
         return Endpoint("http://127.0.0.1:9/v1", target)
 
-    monkeypatch.setitem(backends_module._REGISTRY, "recorder", factory)
-    load_backend("hf:some-model", backend="recorder", dtype="bf16", device="cpu")
-    load_backend("recorder:other", quantization=None)
-    assert seen[0] == ("some-model", {"dtype": "bf16", "device": "cpu", "quantization": None, "adapter": None,
-                                      "trust_remote_code": False})
-    assert seen[1][0] == "other"
-    monkeypatch.setitem(backends_module._REGISTRY, "broken", lambda target, **kw: object())
-    with pytest.raises(ConfigError, match="lacks the ScoringBackend members"):
-        load_backend("broken:x")
-    with pytest.raises(ConfigError, match="must be lower case"):
-        register_backend("Bad Name", factory)
+    with backends_module.BACKENDS.scoped():
+        register_backend("recorder", factory)
+        load_backend("hf:some-model", backend="recorder", dtype="bf16", device="cpu")
+        load_backend("recorder:other", quantization=None)
+        assert seen[0] == ("some-model", {"dtype": "bf16", "device": "cpu", "quantization": None, "adapter": None,
+                                          "trust_remote_code": False})
+        assert seen[1][0] == "other"
+        register_backend("broken", lambda target, **kw: object())
+        with pytest.raises(ConfigError, match="lacks the ScoringBackend members"):
+            load_backend("broken:x")
+        with pytest.raises(ConfigError, match="must be lower-case"):
+            register_backend("Bad Name", factory)
+    assert "recorder" not in backend_names()
+
+
+def test_a_built_in_backend_is_overridden_only_on_purpose():
+    """One collision rule: a plugin's ``hf`` is refused, naming both, unless it passes ``replace=True``."""
+
+    def mine(target, **kw):
+        return Endpoint("http://127.0.0.1:9/v1", target)
+
+    with backends_module.BACKENDS.scoped():
+        with pytest.raises(ConfigError, match=r"scoring backend 'hf' is a built-in .*_hf_factory.*mine registers "
+                                              r"it again \(pass replace=True"):
+            register_backend("hf", mine)
+        register_backend("hf", mine, replace=True)
+        assert isinstance(load_backend("hf:some-model"), Endpoint)
+    assert get_backend("hf") is not mine
+    with pytest.raises(ConfigError, match=r"unknown scoring backend 'opnai' in model spec 'opnai:http://h:1/v1'; "
+                                          r"did you mean 'openai'\?"):
+        load_backend("opnai:http://h:1/v1")
 
 
 def test_score_items_accepts_only_backends(tiny, five_option_items):

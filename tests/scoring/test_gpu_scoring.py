@@ -317,11 +317,12 @@ class Recorder:
 
 def test_engine_options_reach_the_vllm_backend_only(monkeypatch):
     vllm, hf = Recorder([]), Recorder([])
-    monkeypatch.setitem(backends._REGISTRY, "vllm", vllm)
-    monkeypatch.setitem(backends._REGISTRY, "hf", hf)
     settings = {"vllm_gpu_memory_utilization": 0.75, "vllm_max_model_len": 2048}
-    load_model(ModelRef(spec="vllm:org/model"), settings)
-    load_model(ModelRef(spec="hf:org/model"), settings)
+    with backends.BACKENDS.scoped():
+        backends.register_backend("vllm", vllm, replace=True)
+        backends.register_backend("hf", hf, replace=True)
+        load_model(ModelRef(spec="vllm:org/model"), settings)
+        load_model(ModelRef(spec="hf:org/model"), settings)
     assert vllm.calls[0][0] == "org/model"
     assert vllm.calls[0][1]["engine_options"] == {"gpu_memory_utilization": 0.75, "max_model_len": 2048,
                                                   "enforce_eager": False}

@@ -11,13 +11,13 @@ defined in those terms, so a mode means the same on every backend:
 - ``generate``: greedy decoding.
 
 Backends are created from a *spec*: ``hf:PATH`` (the default without a prefix), ``openai:http://HOST:PORT/v1``
-(optionally ``#model-name``), ``vllm:PATH``, or a name a plugin registered with :func:`register_backend`.
+(optionally ``#model-name``), ``vllm:PATH``, or a name a plugin registered with :func:`register_backend`
+(:data:`BACKENDS`, a :class:`medtune.registry.Registry`: the built-ins are imported on first use).
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from medtune.errors import ConfigError, InputError
 from medtune.prompts import letters_for
+from medtune.registry import Registry, is_valid_name
 from medtune.scoring.tokens import TokenCache, token_cache  # noqa: F401  (re-exported)
 
 # The meaning every backend gives a mode (a backend's own MODES may say how it computes it, not what).
@@ -110,30 +111,38 @@ def reduce_scores(mode: str, results: Sequence[tuple[float, int]], option_score:
 # Registry
 
 BackendFactory = Callable[..., ScoringBackend]
-_REGISTRY: dict[str, BackendFactory] = {}
-_NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")
+BACKENDS: Registry[BackendFactory] = Registry(
+    "scoring backend",
+    builtins={"hf": f"{__name__}:_hf_factory", "openai": f"{__name__}:_openai_factory",
+              "vllm": f"{__name__}:_vllm_factory"},
+    hint="a plugin module named in MEDTUNE_PLUGINS can register more",
+)
 
 
-def register_backend(name: str, factory: BackendFactory) -> None:
+def register_backend(name: str, factory: BackendFactory, *, replace: bool = False) -> BackendFactory:
     """Make ``name:TARGET`` specs create backends with ``factory(TARGET, *, dtype, device, quantization, adapter,
-    trust_remote_code)``. Registering a name again replaces it (a plugin may override a built-in)."""
-    if not _NAME.match(name):
-        raise ConfigError(f"backend name '{name}' must be lower case letters, digits, '-', '_' or '.'")
-    _REGISTRY[name] = factory
+    trust_remote_code)``; returns ``factory``. A taken name (``hf``, ``openai`` and ``vllm`` too) is refused
+    unless ``replace=True``, so a plugin overrides a built-in only when it says so."""
+    return BACKENDS.register(name, factory, replace=replace)
 
 
 def backend_names() -> list[str]:
-    _register_builtins()
-    return sorted(_REGISTRY)
+    return sorted(BACKENDS.names())
 
 
 def get_backend(name: str) -> BackendFactory:
-    _register_builtins()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ConfigError(f"unknown scoring backend '{name}' (registered: {', '.join(sorted(_REGISTRY))}); "
-                          "a plugin module named in MEDTUNE_PLUGINS can register more") from None
+    return BACKENDS.get(name)
+
+
+# How a backend's weights get their precision, declared on its factory as ``precision`` (read by
+# :func:`backend_precision`): the server's own (an endpoint), or as torch loads them on the device.
+SERVED = "served"
+TORCH = "torch"
+
+
+def backend_precision(name: str) -> str | None:
+    """:data:`SERVED`, :data:`TORCH`, or None when the backend takes dtype and quantization as given."""
+    return getattr(get_backend(name), "precision", None)
 
 
 def split_spec(spec: str | Path) -> tuple[str | None, str]:
@@ -146,14 +155,15 @@ def split_spec(spec: str | Path) -> tuple[str | None, str]:
     if isinstance(spec, Path) or Path(text).expanduser().exists():
         return None, text
     head, sep, rest = text.partition(":")
-    if not sep or not _NAME.match(head):
+    if not sep or not is_valid_name(head):
         return None, text
-    if head in backend_names():
+    if head in BACKENDS:
         return head, rest
-    hint = f"; for an OpenAI-compatible server write 'openai:{text}'" if head in ("http", "https") else \
-        "; a plugin module named in MEDTUNE_PLUGINS can register more"
-    raise ConfigError(f"unknown scoring backend '{head}' in model spec '{text}' (registered: "
-                      f"{', '.join(backend_names())}){hint}")
+    where = f" in model spec '{text}'"
+    if head in ("http", "https"):
+        raise BACKENDS.unknown(head, where=where, hint=f"for an OpenAI-compatible server write 'openai:{text}'",
+                               suggest=False)
+    raise BACKENDS.unknown(head, where=where)
 
 
 def backend_of(spec: str | Path, backend: str | None = None) -> tuple[str, str]:
@@ -229,9 +239,6 @@ def _vllm_factory(target: str, *, dtype: str = "auto", device: str = "auto", qua
                      trust_remote_code=trust_remote_code, **dict(engine_options or {}))
 
 
-_BUILTINS = {"hf": _hf_factory, "openai": _openai_factory, "vllm": _vllm_factory}
-
-
-def _register_builtins() -> None:
-    for name, factory in _BUILTINS.items():
-        _REGISTRY.setdefault(name, factory)
+_hf_factory.precision = TORCH  # type: ignore[attr-defined]
+_vllm_factory.precision = TORCH  # type: ignore[attr-defined]
+_openai_factory.precision = SERVED  # type: ignore[attr-defined]
