@@ -149,7 +149,7 @@ def test_every_python_block_of_the_guide_compiles():
 EXAMPLES = [
     ("medtune_mixed_buckets", "tests/test_mixed_buckets.py", "medtune.orders.strategies", "STRATEGIES",
      "mixed-buckets"),
-    ("medtune_quiz_loader", "tests/test_quiz_loader.py", "medtune.data.registry", "_REGISTRY", "quiz"),
+    ("medtune_quiz_loader", "tests/test_quiz_loader.py", "medtune.data.registry", "LOADERS", "quiz"),
     ("medtune_norm_only", "tests/test_norm_only.py", "medtune.training.methods.base", "_REGISTRY", "norm-only"),
     ("medtune_longest_option", "tests/test_longest_option.py", "medtune.scoring.backends", "BACKENDS",
      "longest-option"),
@@ -223,12 +223,12 @@ def test_the_loader_example_is_known_to_the_data_stage(tmp_path, monkeypatch):
     from medtune.data import DataSettings, registry, run_data
     from medtune.schema import read_items
 
-    monkeypatch.setattr(registry, "_REGISTRY", {k: v for k, v in registry._REGISTRY.items() if k != "quiz"})
-    import_example("medtune_quiz_loader", monkeypatch)
     path = tmp_path / "export.jsonl"
     rows = [{"q": f"Q{i}?", "choices": ["a", "b", "c"], "correct": "ABC"[i % 3], "topic": "t"} for i in range(4)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    summary = run_data(DataSettings(source="quiz", path=str(path), options={"split": "test"}), tmp_path / "out")
+    with registry.LOADERS.scoped(without=["quiz"]):
+        import_example("medtune_quiz_loader", monkeypatch)
+        summary = run_data(DataSettings(source="quiz", path=str(path), options={"split": "test"}), tmp_path / "out")
     assert summary["splits"] == {"test": 4}
     items = read_items(tmp_path / "out" / "items.parquet")
     assert [it.answer for it in items] == [0, 1, 2, 0] and items[0].id == "quiz-test-1"

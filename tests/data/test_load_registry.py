@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from medtune.data import available_loaders, load
-from medtune.errors import InputError
+from medtune.data import available_loaders, get_loader, load, register_loader
+from medtune.data.registry import LOADERS
+from medtune.errors import ConfigError, InputError
 
 from .badfiles import write_csv
 
@@ -17,6 +18,21 @@ def test_every_source_is_registered_with_a_description():
     for name in NAMES:
         assert name in loaders and loaders[name].description
     assert loaders["hf"].needs_path is False and loaders["tabular"].needs_path is True
+
+
+def test_a_taken_source_name_is_refused_and_an_unknown_one_gets_a_suggestion():
+    def my_medqa(path, *, on_error="raise"):
+        """Another reader of medqa files."""
+
+    with LOADERS.scoped():
+        with pytest.raises(ConfigError, match=r"data source 'medqa' is already registered by "
+                                              r"medtune\.data\.medqa\..*; .*my_medqa registers it again"):
+            register_loader("medqa")(my_medqa)
+        register_loader("medqa", replace=True)(my_medqa)
+        assert get_loader("medqa").func is my_medqa
+    assert get_loader("medqa").func is not my_medqa
+    with pytest.raises(ConfigError, match=r"unknown data source 'medqaa'; did you mean 'medqa'\? \(registered: .*hf"):
+        load("medqaa", None)
 
 
 @pytest.mark.parametrize("name", ["medqa", "medmcqa", "lek", "mmlu", "pubmedqa", "medquad", "tabular", "usmle"])

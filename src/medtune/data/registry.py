@@ -1,4 +1,5 @@
-"""The loader registry and the per-record error policy shared by every loader.
+"""The loader registry (:data:`LOADERS`, a :class:`medtune.registry.Registry`) and the per-record error policy
+shared by every loader.
 
 A loader is a function ``(path, *, on_error, **options) -> LoadResult``. Bad records raise
 :class:`~medtune.errors.InputError` naming file, record and field; with ``on_error="skip"`` they are
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from medtune.errors import InputError
+from medtune.registry import Registry
 from medtune.schema import Item, check_unique_ids
 
 OnError = Literal["raise", "skip"]
@@ -48,7 +50,8 @@ class LoaderSpec:
                              field=unknown[0])
 
 
-_REGISTRY: dict[str, LoaderSpec] = {}
+LOADERS: Registry[LoaderSpec] = Registry(
+    "data source", hint="a plugin module named in MEDTUNE_PLUGINS can register more")
 # Parameters every loader has that are not options of the source.
 _NOT_OPTIONS = ("path", "on_error")
 
@@ -66,8 +69,8 @@ def _signature_options(func: Callable[..., Any], extra: Iterable[str] | None) ->
 
 
 def register_loader(name: str, *, needs_path: bool = True, description: str = "",
-                    options: Iterable[str] | None = None) -> Callable:
-    """Register a loader under ``name``.
+                    options: Iterable[str] | None = None, replace: bool = False) -> Callable:
+    """Register a loader under ``name`` (a decorator); a taken name is refused unless ``replace=True``.
 
     ``options``: option names the loader takes through ``**kwargs`` beyond its named parameters (``()`` when
     its ``**kwargs`` only exist to report unknown options); with it, settings can reject a misspelt option
@@ -75,25 +78,21 @@ def register_loader(name: str, *, needs_path: bool = True, description: str = ""
     """
 
     def deco(func: Callable[..., LoadResult]) -> Callable[..., LoadResult]:
-        if name in _REGISTRY:
-            raise RuntimeError(f"loader {name!r} registered twice")
-        doc = description or (func.__doc__ or "").strip().splitlines()[0]
-        _REGISTRY[name] = LoaderSpec(name, func, needs_path, doc, _signature_options(func, options))
+        doc = description or ((func.__doc__ or "").strip().splitlines() or [""])[0]
+        spec = LoaderSpec(name, func, needs_path, doc, _signature_options(func, options))
+        LOADERS.register(name, spec, replace=replace, origin=func)
         return func
 
     return deco
 
 
 def available_loaders() -> dict[str, LoaderSpec]:
-    return dict(sorted(_REGISTRY.items()))
+    return dict(sorted(LOADERS.items()))
 
 
 def get_loader(name: str) -> LoaderSpec:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        names = ", ".join(sorted(_REGISTRY))
-        raise InputError(f"unknown data source '{name}' (available: {names})") from None
+    """The loader registered as ``name``; an unknown name is a ConfigError listing the sources."""
+    return LOADERS.get(name)
 
 
 def load(source: str, path: str | Path | None = None, *, on_error: OnError = "raise", **options: Any) -> LoadResult:

@@ -17,7 +17,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from medtune.data.parsing import SPLIT_WORDS
 from medtune.data.registry import get_loader, load
-from medtune.errors import InputError
+from medtune.errors import ConfigError, InputError
 from medtune.factsheet import SUFFIX as FACTS_SUFFIX
 from medtune.factsheet import FactSheet, factsheet_path, write_factsheet_file
 from medtune.schema import Item
@@ -70,7 +70,7 @@ class DataSettings(Settings):
     def _known_source(cls, v: str) -> str:
         try:
             get_loader(v)
-        except InputError as exc:
+        except ConfigError as exc:
             raise ValueError(str(exc)) from None
         return v
 
