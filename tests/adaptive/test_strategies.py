@@ -7,7 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medtune.adaptive.strategies import DecisionInputs, estimate_theta, get_adaptive, pass_state
+from medtune.adaptive.strategies import (
+    ADAPTIVE,
+    AdaptiveStrategy,
+    DecisionInputs,
+    estimate_theta,
+    get_adaptive,
+    pass_state,
+    register_adaptive,
+)
 from medtune.errors import ConfigError
 
 NAMES = ["ability", "self-paced", "learnability", "rho"]
@@ -95,6 +103,21 @@ def test_different_seeds_draw_differently_and_bad_options_are_rejected():
         get_adaptive("ability", {"delta_typo": 1})
     with pytest.raises(ConfigError, match="unknown adaptive strategy"):
         get_adaptive("nope")
+
+
+def test_a_taken_strategy_name_is_refused_unless_replaced():
+    class Mine(AdaptiveStrategy):
+        name = "rho"
+        needs = ("loss",)
+
+    with ADAPTIVE.scoped():
+        with pytest.raises(ConfigError, match=r"adaptive strategy 'rho' is already registered by .*Rho; .*Mine "
+                                              r"registers it again \(pass replace=True"):
+            register_adaptive(Mine)
+        assert register_adaptive(replace=True)(Mine) is Mine and get_adaptive("rho").__class__ is Mine
+    assert get_adaptive("rho").__class__ is not Mine
+    with pytest.raises(ConfigError, match=r"unknown adaptive strategy 'self_paced'; did you mean 'self-paced'\?"):
+        get_adaptive("self_paced")
 
 
 def test_theta_rises_with_correct_answers_and_passes_start_when_the_pool_is_used_up():

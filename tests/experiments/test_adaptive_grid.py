@@ -36,7 +36,7 @@ def _grid(tmp: Path, strategies: list, **extra: object) -> Path:
 def test_bad_adaptive_entries_fail_at_their_line(tmp_path: Path) -> None:
     cases = {
         "unknown key": {"name": "ability", "adaptive": {"evry": 2}},
-        "not an adaptive strategy": {"name": "curriculum", "adaptive": {}},
+        "unknown adaptive strategy 'curriculum'": {"name": "curriculum", "adaptive": {}},
         "delta_x": {"name": "ability", "adaptive": {"options": {"delta_x": 1}}},
         "under `adaptive.options`": {"name": "ability", "options": {"delta": 1}, "adaptive": {}},
         "greater than or equal to 1": {"name": "rho", "adaptive": {"every": 0}},

@@ -1,4 +1,4 @@
-"""Adaptive curriculum strategies: a registry of pure ``decide(inputs, seed) -> ids`` functions.
+"""Adaptive curriculum strategies: a registry (:data:`ADAPTIVE`) of pure ``decide(inputs, seed) -> ids`` functions.
 
 Each strategy is a class with an options schema (a :class:`medtune.settings.Settings`, so unknown options are
 rejected) and a **pure** :meth:`AdaptiveStrategy.decide`: the chosen ids depend only on the
@@ -27,14 +27,15 @@ Pass bookkeeping (which ids are used, when a new pass starts) is :func:`pass_sta
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, overload
 
 import numpy as np
 from pydantic import Field
 
 from medtune.errors import ConfigError
+from medtune.registry import Registry
 from medtune.settings import Settings, validate_settings
 
 # The default decision interval (optimizer steps) and re-scoring budget (items scored per item trained): what the
@@ -329,19 +330,29 @@ class Rho(AdaptiveStrategy):
 # ----------------------------------------------------------------------------------------------------------
 # Registry and pass bookkeeping
 
-_REGISTRY: dict[str, type[AdaptiveStrategy]] = {}
+ADAPTIVE: Registry[type[AdaptiveStrategy]] = Registry(
+    "adaptive strategy", hint="a plugin module named in MEDTUNE_PLUGINS can register more")
 
 
-def register_adaptive(cls: type[AdaptiveStrategy]) -> type[AdaptiveStrategy]:
-    """Register a strategy class under its ``name`` (usable as a decorator; a name registered again is replaced)."""
+@overload
+def register_adaptive(cls: type[AdaptiveStrategy], *, replace: bool = False) -> type[AdaptiveStrategy]: ...
+@overload
+def register_adaptive(cls: None = None, *,
+                      replace: bool = False) -> Callable[[type[AdaptiveStrategy]], type[AdaptiveStrategy]]: ...
+
+
+def register_adaptive(cls: type[AdaptiveStrategy] | None = None, *, replace: bool = False) -> Any:
+    """Register a strategy class under its ``name`` (a decorator: ``@register_adaptive`` or
+    ``@register_adaptive(replace=True)``); a taken name is refused unless ``replace=True``."""
+    if cls is None:
+        return lambda c: register_adaptive(c, replace=replace)
     if not cls.name or not isinstance(cls.name, str):
         raise ConfigError(f"adaptive strategy {cls.__name__} needs a name")
     unknown = set(cls.needs) - set(NEEDS)
     if unknown:
         raise ConfigError(f"adaptive strategy '{cls.name}' needs unknown scores {sorted(unknown)} (known: "
                           f"{', '.join(NEEDS)})")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return ADAPTIVE.register(cls.name, cls, replace=replace)
 
 
 for _cls in (Ability, SelfPaced, Learnability, Rho):
@@ -349,16 +360,12 @@ for _cls in (Ability, SelfPaced, Learnability, Rho):
 
 
 def adaptive_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(ADAPTIVE.names())
 
 
 def get_adaptive(name: str, options: Mapping[str, Any] | None = None) -> AdaptiveStrategy:
     """An instance of strategy ``name`` with ``options`` validated."""
-    try:
-        cls = _REGISTRY[name]
-    except KeyError:
-        raise ConfigError(f"unknown adaptive strategy '{name}' (registered: {', '.join(adaptive_names())})") from None
-    return cls(options)
+    return ADAPTIVE.get(name)(options)
 
 
 @dataclass(frozen=True)

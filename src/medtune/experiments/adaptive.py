@@ -66,11 +66,11 @@ class AdaptiveEntry(BaseModel):
 
 def validate_adaptive(name: str, entry: AdaptiveEntry) -> None:
     """Raise ``ValueError`` (reported at the entry's place) for an unknown strategy or option."""
-    from medtune.adaptive.strategies import adaptive_names, get_adaptive
+    from medtune.adaptive.strategies import ADAPTIVE, get_adaptive
     from medtune.errors import ConfigError
 
-    if name not in adaptive_names():
-        raise ValueError(f"'{name}' is not an adaptive strategy (registered: {', '.join(adaptive_names())})")
+    if name not in ADAPTIVE:
+        raise ValueError(str(ADAPTIVE.unknown(name)))
     try:
         get_adaptive(name, entry.options)
     except ConfigError as exc:
