@@ -115,18 +115,23 @@ def test_a_difficulty_table_that_does_not_cover_the_training_part_only_is_refuse
     assert "difficulty source 'file': `difficulty.file` not found" in problem and "none.csv" in problem
 
 
-def test_checks_are_a_list_anyone_can_extend(tmp_path: Path) -> None:
+def test_checks_are_a_registry_anyone_can_extend(tmp_path: Path) -> None:
     cfg = config_from_dict(_tiny(tmp_path))
 
     def no_seed_one(view: GridView) -> list[str]:
         return [f"cell {c.id}: seed 1 is not allowed" for c in view.cells if c.seed == 1]
 
+    def also_no_seed_one(view: GridView) -> list[str]:
+        return []
+
     assert cell_problems(cfg, checks=[no_seed_one])[0].endswith("seed 1 is not allowed")
-    before = list(CHECKS)
-    try:
+    with CHECKS.scoped():
         register_check(no_seed_one)
+        assert CHECKS.names()[-1] == "no_seed_one" and "missing_inputs" in CHECKS
         with pytest.raises(ConfigError, match=r"(?s)problem\(s\) stop cells of the grid 'tiny'.*seed 1 is not allowed"):
             check_cells(cfg)
-    finally:
-        CHECKS[:] = before
+        with pytest.raises(ConfigError, match=r"grid check 'no_seed_one' is already registered by .*no_seed_one; "
+                                              r".*also_no_seed_one registers it again"):
+            register_check(also_no_seed_one, name="no_seed_one")
+    assert "no_seed_one" not in CHECKS
     check_cells(cfg)

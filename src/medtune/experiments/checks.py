@@ -6,7 +6,8 @@ the training items of a fold. Each check here looks at the inputs the cells will
 message per problem, naming the cells it stops and what is missing; :func:`cell_problems` runs them all and
 :func:`check_cells` refuses the grid when any reports something.
 
-A check is a function ``(GridView) -> list[str]`` in :data:`CHECKS` (add one with :func:`register_check`).
+A check is a function ``(GridView) -> list[str]`` registered by name in :data:`CHECKS` (a
+:class:`medtune.registry.Registry`; add one with :func:`register_check`).
 :class:`GridView` gives it the config, the expanded cells, and the items of a data set as the data stage
 would load them (loaded once per data set and shared by every check), so a check reads real inputs through
 the same code the cells run.
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from medtune.errors import ConfigError, MedtuneError
 from medtune.experiments.config import ExperimentConfig
 from medtune.experiments.grid import Cell, expand
+from medtune.registry import Registry
 
 if TYPE_CHECKING:
     from medtune.data.stage import DataSettings
@@ -89,20 +91,20 @@ class GridView:
 
 
 Check = Callable[[GridView], list[str]]
-CHECKS: list[Check] = []
+CHECKS: Registry[Check] = Registry("grid check", hint="a plugin module named in MEDTUNE_PLUGINS can register more")
 
 
-def register_check(check: Check) -> Check:
-    """Add ``check`` to the checks every grid goes through (usable as a decorator)."""
-    CHECKS.append(check)
-    return check
+def register_check(check: Check, *, name: str | None = None, replace: bool = False) -> Check:
+    """Add ``check`` to the checks every grid goes through, under ``name`` (default: the function's name), in
+    registration order; a decorator. A taken name is refused unless ``replace=True``."""
+    return CHECKS.register(name or getattr(check, "__name__", ""), check, replace=replace)
 
 
 def cell_problems(cfg: ExperimentConfig, checks: Sequence[Check] | None = None) -> list[str]:
     """Every problem that stops a cell of ``cfg`` from running, one message each (empty: all can run)."""
     view = GridView(cfg, expand(cfg))
     problems: list[str] = []
-    for check in CHECKS if checks is None else checks:
+    for check in CHECKS.values() if checks is None else checks:
         problems.extend(check(view))
     return problems
 
