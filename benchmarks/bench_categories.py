@@ -42,13 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     if not path.exists():
         print(f"MedQA test file not found: {path} (set MEDTUNE_SHARED_DATA)", file=sys.stderr)
         return 1
-    from medtune.categories.cluster import cluster_categories, item_text
+    from medtune.categories.cluster import cluster_categories, clustered_text
     from medtune.categories.search import hdbscan_fit, reduce
     from medtune.data import load
     from medtune.embeddings import embed_texts
 
     items = load("medqa", path).items[: args.subset]
-    texts = [item_text(it) for it in items]
+    texts = [clustered_text(it) for it in items]
     print(f"{len(items)} MedQA test questions, {args.trials} trials, seed {args.seed}, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     timings: dict[str, float] = {}

@@ -19,7 +19,7 @@ from medtune.categories.search import LOW_PROBABILITY, SearchSpace, search_clust
 from medtune.errors import InputError
 
 
-def item_text(item: Any) -> str:
+def clustered_text(item: Any) -> str:
     """What is embedded and named for an item: its question."""
     return str(item.question)
 
@@ -55,7 +55,7 @@ def cluster_categories(
     """
     from medtune.embeddings import resolve_model
 
-    texts = [item_text(it) for it in items]
+    texts = [clustered_text(it) for it in items]
     if model_id is None and embeddings is not None:
         model_id = "precomputed"
     if embeddings is None:
@@ -121,7 +121,7 @@ def embed_items(items: Sequence[Any], embedding_model: str | None, origin: str =
     """
     from medtune.embeddings import DEFAULT_MODEL, embed_texts
 
-    texts = [item_text(it) for it in items]
+    texts = [clustered_text(it) for it in items]
     if embedding_model is None or str(embedding_model) == DEFAULT_MODEL:
         return embed_texts(texts, embedding_model, device=device)
     folder = Path(str(embedding_model)).expanduser()
