@@ -250,13 +250,13 @@ def test_difficulty_human_from_levels_prints_its_summary(base, tmp_path, capsys)
 ])
 def test_damaged_scoring_part_file_names_its_line(tmp_path, lines, place):
     from medtune.errors import InputError
-    from medtune.scoring.store import HEADER_KEY, ResultStore, part_path
+    from medtune.scoring.store import HEADER_KEY, ScoredRowStore, part_path
 
     out = tmp_path / "predictions.parquet"
     good = [json.dumps({HEADER_KEY: 1, "settings": {}}), json.dumps({"id": "a", "pred": 1})]
     part_path(out).write_text("\n".join(good) + "\n")
-    assert ResultStore(out, {}).done() == {"a"}  # the good file resumes
+    assert ScoredRowStore(out, {}).done() == {"a"}  # the good file resumes
     part_path(out).write_text("\n".join(ln.replace("medtune_part", HEADER_KEY) for ln in lines) + "\n")
     with pytest.raises(InputError) as info:
-        ResultStore(out, {})
+        ScoredRowStore(out, {})
     assert str(part_path(out)) in str(info.value) and place in str(info.value), str(info.value)

@@ -28,11 +28,11 @@ CHILD = textwrap.dedent(
     from medtune.scoring import score_items, store
 
     # Slow the run down after each batch is on disk, so the parent can kill it mid-run.
-    original = store.ResultStore.append
+    original = store.ScoredRowStore.append
     def slow_append(self, rows):
         original(self, rows)
         time.sleep(0.25)
-    store.ResultStore.append = slow_append
+    store.ScoredRowStore.append = slow_append
 
     model_dir, items_path, out = sys.argv[1:4]
     score_items(resolve_model(model_dir), read_items(items_path), mode="letter", permute_seed=5,

@@ -64,7 +64,7 @@ from medtune.scoring.backends import (
     token_cache,
 )
 from medtune.scoring.batching import length_order, next_batch
-from medtune.scoring.store import ResultStore
+from medtune.scoring.store import ScoredRowStore
 from medtune.scoring.tokens import letter_token_ids
 
 Mode = Literal["letter", "option", "generate"]
@@ -393,7 +393,7 @@ def score_items(
                     "option_score": option_score if mode == "option" else None,
                     "max_new_tokens": max_new_tokens if mode == "generate" else None, "chat": chat,
                     "model": str(backend.spec)}
-        store = ResultStore(output, settings)
+        store = ScoredRowStore(output, settings)
     done = store.done() if store else set()
     todo_items = [it for it in items if it.id not in done]
 

@@ -30,7 +30,7 @@ def part_path(output: Path) -> Path:
     return output.parent / f".{output.name}.part.jsonl"
 
 
-class ResultStore:
+class ScoredRowStore:
     """Append-only store of scored rows keyed by item id (see module docstring)."""
 
     def __init__(self, output: str | Path, settings: dict[str, Any]) -> None:
