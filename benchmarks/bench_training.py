@@ -103,7 +103,7 @@ def _run_medtune(args, items, out: Path, packing: bool, checkpointing: bool) -> 
     cfg = TrainConfig(method="lora", model=str(args.model_dir), batch_size=args.batch, max_length=args.max_length,
                       lr=2e-4, dtype=args.dtype, packing=packing, gradient_checkpointing=checkpointing,
                       target="letter", template="paper",
-                      lora_r=16, lora_alpha=32, lora_dropout=0.05, max_grad_norm=1.0)
+                      lora={"r": 16, "alpha": 32, "dropout": 0.05}, max_grad_norm=1.0)
     res = train(cfg, items, order, out)
     return {"tokens": res.tokens, "seconds": res.seconds, "steps": res.steps}
 

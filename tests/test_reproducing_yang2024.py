@@ -38,7 +38,10 @@ def _value(cfg: Any, key: str) -> Any:
         return getattr(cfg.model(name), field)
     if kind == "train":
         name, field = rest.split(":")
-        return getattr(cfg.training_settings(name, cfg.training.methods[0], cfg.run_seeds[0][0]), field)
+        obj = cfg.training_settings(name, cfg.training.methods[0], cfg.run_seeds[0][0])
+        for part in field.split("."):  # a method's setting is in its group: lora.r
+            obj = getattr(obj, part)
+        return obj
     if kind == "grid":
         obj = cfg
         for part in rest.split("."):

@@ -17,6 +17,7 @@ from medtune.cli import app
 from medtune.difficulty_stage import DifficultySettings
 from medtune.evaluation_stage import EvalSettings
 from medtune.experiments.config import DifficultyConfig, EvaluationConfig, ModelConfig, TrainingConfig
+from medtune.settings import settings_group_class
 from medtune.training.config import CELL_FIELDS, TrainConfig, resolve_training_settings
 
 
@@ -65,6 +66,20 @@ def test_every_setting_has_a_cli_option_and_a_grid_key(schema, commands, section
     grid_keys = set(section.model_fields)
     missing_cli, missing_grid, own_default = [], [], []
     for name in schema.model_fields:
+        group = settings_group_class(schema.model_fields[name].annotation) if schema is TrainConfig else None
+        if group is not None:  # a method's settings group: one option per setting, a nested grid section
+            nested = section.model_fields[name].annotation.__args__[0] if name in grid_keys else None
+            for sub in group.model_fields:
+                option = options.get(f"{name}__{sub}")
+                if option is None:
+                    missing_cli.append(f"{name}.{sub}")
+                elif option.default not in (None, ()) and option.default != schema_default(group, sub):
+                    own_default.append(f"{name}.{sub}: CLI {option.default!r}")
+                if nested is None or sub not in nested.model_fields:
+                    missing_grid.append(f"{name}.{sub}")
+                elif nested.model_fields[sub].default is not None:
+                    own_default.append(f"{name}.{sub}: grid {nested.model_fields[sub].default!r}")
+            continue
         option = options.get(cli_alias.get(name, name))
         if option is None and name in axes and schema is DifficultySettings:
             pass  # the sub-command

@@ -8,9 +8,11 @@ Unknown keys are rejected everywhere (``extra="forbid"``), so a typo fails befor
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_serializer, model_validator
 
 from medtune.errors import ConfigError
 
@@ -30,6 +32,11 @@ class Settings(BaseModel):
         return list(cls.model_fields)
 
 
+# A model validator's message that already names nested keys (``group.key: message; ...``), e.g. a settings
+# group that a schema validates by hand (a plugin method's, medtune.training.config).
+_NESTED_MESSAGE = re.compile(r"^[A-Za-z_]\w*(?:\.[\w\[\]]+)+: ")
+
+
 def format_validation_error(exc: ValidationError, where: str = "") -> str:
     """pydantic's errors as ``where.key: message`` parts, joined by ``; ``."""
     parts = []
@@ -42,6 +49,10 @@ def format_validation_error(exc: ValidationError, where: str = "") -> str:
             msg = "required key is missing"
         else:
             msg = str(err["msg"]).removeprefix("Value error, ")
+        nested = msg.split("; ")
+        if not loc and all(_NESTED_MESSAGE.match(m) for m in nested):
+            parts += [f"{where}.{m}" if where else m for m in nested]
+            continue
         parts.append(f"{key}: {msg}")
     return "; ".join(parts)
 
@@ -56,14 +67,27 @@ def validate_settings(cls: type[S], data: Any, where: str = "") -> S:
         raise ConfigError(format_validation_error(exc, where)) from None
 
 
+def settings_group_class(annotation: Any) -> type[Settings] | None:
+    """The schema of a field that nests a group of settings (a :class:`Settings` subclass), else ``None``."""
+    return annotation if isinstance(annotation, type) and issubclass(annotation, Settings) else None
+
+
 def section_model(name: str, settings_cls: type[Settings], *, exclude: tuple[str, ...] = (),
-                  extra: dict[str, Any] | None = None, doc: str | None = None) -> type[BaseModel]:
+                  extra: dict[str, Any] | None = None, doc: str | None = None,
+                  groups: Callable[[], Mapping[str, type[Settings]]] | None = None,
+                  normalize: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
+                  nest_groups: bool = False) -> type[BaseModel]:
     """A grid config section made of ``settings_cls``'s fields plus the grid's own (``extra``: name → (type, Field)).
 
     Each stage field becomes optional with ``None`` meaning "not set here": the stage's own schema supplies the
     default when the grid resolves a cell's settings, so a default exists once, and a preset can tell what a
     config set explicitly. The field descriptions are the stage schema's. Values are validated by the stage's
-    schema when a cell's settings are resolved (the grid checks every cell before it runs any).
+    schema when a cell's settings are resolved (the grid checks every cell before it runs any). With
+    ``nest_groups`` a field that nests a group of settings (a method's) becomes a nested section the same way (key
+    by key: a preset's other keys of the group stay). ``groups`` names more groups, registered at run time (a
+    plugin method's settings): the section takes them as mappings, which the stage's schema validates.
+    ``normalize`` rewrites a section's mapping before it is validated (keys of an earlier version into their new
+    place).
     """
     from pydantic import Field, create_model
 
@@ -71,12 +95,19 @@ def section_model(name: str, settings_cls: type[Settings], *, exclude: tuple[str
     for fname, info in settings_cls.model_fields.items():
         if fname in exclude:
             continue
-        default = info.get_default(call_default_factory=True)
         desc = (info.description or "").strip()
+        group = settings_group_class(info.annotation) if nest_groups else None
+        if group is not None:
+            sub = section_model(f"{name}_{fname}", group)
+            fields[fname] = (sub | None, Field(None, description=f"{desc}: {group.__name__}".strip()))
+            continue
+        default = info.get_default(call_default_factory=True)
         fields[fname] = (info.annotation | None, Field(None, description=f"{desc} (default: {default})".strip()))
     fields.update(extra or {})
     model = create_model(name, __base__=GridSection, __doc__=doc or settings_cls.__doc__, **fields)
     model.stage_settings = settings_cls
+    model.settings_groups = staticmethod(groups) if groups is not None else None
+    model.normalize = staticmethod(normalize) if normalize is not None else None
     return model
 
 
@@ -85,8 +116,42 @@ class GridSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
     stage_settings: ClassVar[Any] = None  # the stage schema this section mirrors (set per generated class)
+    settings_groups: ClassVar[Any] = None  # the groups registered at run time, by name (see section_model)
+    normalize: ClassVar[Any] = None  # rewrites the mapping before validation (see section_model)
+    _groups: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _registered_groups(cls, data: Any, handler: Any) -> Any:
+        """Take the groups registered at run time (a plugin method's settings), which no field declares."""
+        if isinstance(data, Mapping) and cls.normalize is not None:
+            data = cls.normalize(data)
+        lookup = cls.settings_groups
+        if lookup is None or not isinstance(data, Mapping):
+            return handler(data)
+        known = lookup()
+        given = {k: v for k, v in data.items() if k in known and k not in cls.model_fields}
+        section = handler({k: v for k, v in data.items() if k not in given})
+        for key, value in given.items():
+            if not isinstance(value, Mapping):
+                raise ValueError(f"{key}: a mapping of {known[key].__name__} keys, got {type(value).__name__}")
+        section._groups = {k: dict(v) for k, v in given.items()}
+        return section
+
+    @model_serializer(mode="wrap")
+    def _dump_groups(self, handler: Any) -> dict[str, Any]:
+        return {**handler(self), **self._groups}
 
     def stage_values(self) -> dict[str, Any]:
-        """The stage settings this section sets explicitly (not ``None``), by field name."""
+        """The stage settings this section sets explicitly (not ``None``), by field name; a nested group's too."""
         names = set(type(self).stage_settings.model_fields) if type(self).stage_settings else set()
-        return {k: v for k, v in self.model_dump().items() if k in names and v is not None}
+        dumped = self.model_dump()
+        out: dict[str, Any] = {}
+        for k in type(self).model_fields:
+            if k not in names:
+                continue
+            v = getattr(self, k)
+            value = (v.stage_values() or None) if isinstance(v, GridSection) else dumped[k]
+            if value is not None:
+                out[k] = value
+        return {**out, **self._groups}

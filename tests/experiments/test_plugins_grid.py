@@ -29,14 +29,12 @@ PLUGINS = REPO / "tests" / "plugins"
 @pytest.fixture
 def fresh_registries(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Registries without the test plugins, and the plugins importable only from tests/plugins."""
-    monkeypatch.setattr(methods_base, "_REGISTRY", {k: v for k, v in methods_base._REGISTRY.items()
-                                                    if k != "norm-only"})
     names = ("medtune_test_method", "medtune_test_backend")
     before = {name: sys.modules.pop(name) for name in names if name in sys.modules}
     monkeypatch.setattr(plugins, "_loaded", set())
     monkeypatch.delenv(plugins.ENV_VAR, raising=False)
     monkeypatch.syspath_prepend(str(PLUGINS))
-    with backends_module.BACKENDS.scoped(without=["longest"]):
+    with methods_base.METHODS.scoped(without=["norm-only"]), backends_module.BACKENDS.scoped(without=["longest"]):
         yield
     for name in names:  # the modules imported here registered into the registries that are now restored
         sys.modules.pop(name, None)

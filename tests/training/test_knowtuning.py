@@ -59,8 +59,7 @@ def structured_items(seed: int = 1) -> list[QAItem]:
     return items
 
 
-SETTINGS = {"method": "knowtuning", "knowtuning_lora_targets": ["q_proj", "v_proj"], "lr": 1e-3,
-            "knowtuning_kc_lr": 1e-3}
+SETTINGS = {"method": "knowtuning", "knowtuning": {"lora_targets": ["q_proj", "v_proj"], "kc_lr": 1e-3}, "lr": 1e-3}
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -220,7 +219,7 @@ def test_full_inner_training_uses_a_frozen_copy_of_the_ka_model_as_reference(tmp
     from medtune.training import train
 
     items = structured_items(seed=2)[:6]
-    config = micro_config(method="knowtuning", knowtuning_inner_method="full", lr=1e-3, max_steps=2)
+    config = micro_config(method="knowtuning", knowtuning={"inner_method": "full"}, lr=1e-3, max_steps=2)
     result = train(config, items, make_order([it.id for it in items]), tmp_path / "run")
     out = tmp_path / "run"
     assert result.output_dir == out / "model" and not (out / "ka" / "merged").exists()
@@ -310,27 +309,27 @@ def test_the_registry_and_the_preset_know_knowtuning():
     spec = get_method("knowtuning")
     assert not spec.is_adapter and spec.output_name == "model"
     cfg = resolve_training_settings({}, preset="knowtuning")
-    assert (cfg.method, cfg.knowtuning_inner_method, cfg.knowtuning_lora_targets) == ("knowtuning", "lora",
-                                                                                     ["q_proj", "v_proj"])
-    assert (cfg.knowtuning_ka_lr, cfg.knowtuning_ka_epochs, cfg.knowtuning_kc_lr, cfg.knowtuning_kc_epochs) == (
-        1e-4, 3, 1e-5, 1)
-    assert (cfg.knowtuning_beta, cfg.knowtuning_sft_weight) == (0.1, 0.2)
-    assert resolve_training_settings({"knowtuning_ka_lr": 5e-5}, preset="knowtuning").knowtuning_ka_lr == 5e-5
+    kt = cfg.knowtuning
+    assert (cfg.method, kt.inner_method, kt.lora_targets) == ("knowtuning", "lora", ["q_proj", "v_proj"])
+    assert (kt.ka_lr, kt.ka_epochs, kt.kc_lr, kt.kc_epochs) == (1e-4, 3, 1e-5, 1)
+    assert (kt.beta, kt.sft_weight) == (0.1, 0.2)
+    explicit = resolve_training_settings({"knowtuning": {"ka_lr": 5e-5}}, preset="knowtuning").knowtuning
+    assert explicit.ka_lr == 5e-5 and explicit.kc_lr == 1e-5  # the preset's other KnowTuning settings stay
     assert PRESETS["knowtuning"]["method"] == "knowtuning"
 
 
 @pytest.mark.parametrize(("field", "value", "words"), [
-    ("knowtuning_ka_share", 0, "greater than 0"),
-    ("knowtuning_ka_share", 1.5, "less than or equal to 1"),
-    ("knowtuning_inner_method", "qlora", "'lora' or 'full'"),
-    ("knowtuning_lora_targets", [], "at least one layer"),
-    ("knowtuning_lora_targets", ["q proj"], "module names"),
-    ("knowtuning_beta", 0, "greater than 0"),
-    ("knowtuning_sft_weight", -1, "greater than or equal to 0"),
+    ("ka_share", 0, "greater than 0"),
+    ("ka_share", 1.5, "less than or equal to 1"),
+    ("inner_method", "qlora", "'lora' or 'full'"),
+    ("lora_targets", [], "at least one layer"),
+    ("lora_targets", ["q proj"], "module names"),
+    ("beta", 0, "greater than 0"),
+    ("sft_weight", -1, "greater than or equal to 0"),
 ])
 def test_bad_settings_are_refused_naming_the_field(field, value, words):
-    with pytest.raises(ConfigError, match=rf"training\.{field}.*{words}"):
-        TrainConfig.from_dict({"method": "knowtuning", field: value})
+    with pytest.raises(ConfigError, match=rf"training\.knowtuning\.{field}.*{words}"):
+        TrainConfig.from_dict({"method": "knowtuning", "knowtuning": {field: value}})
 
 
 def test_lora_targets_that_match_no_layer_are_refused_with_the_layer_names():

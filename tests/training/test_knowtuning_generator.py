@@ -107,7 +107,8 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def _config(**kw: Any) -> TrainConfig:
-    return micro_config(method="knowtuning", knowtuning_lora_targets=["q_proj", "v_proj"], max_steps=2, **kw)
+    return micro_config(method="knowtuning", knowtuning={"lora_targets": ["q_proj", "v_proj"], **kw.pop("kt", {})},
+                        max_steps=2, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +119,7 @@ def run(server, tmp_path_factory) -> dict:
     items = free_text_items()
     out = tmp_path_factory.mktemp("kt-generator") / "run"
     spec = f"openai:{url}#{MODEL}"
-    train(_config(knowtuning_generator=spec), items, make_order([it.id for it in items]), out)
+    train(_config(kt={"generator": spec}), items, make_order([it.id for it in items]), out)
     return {"dir": out, "items": {it.id: it for it in items}, "order": items, "requests": list(requests),
             "label": f"generator:openai:{url}#{MODEL}", "spec": spec}
 
@@ -214,7 +215,7 @@ def test_the_server_saw_the_expected_prompts_greedy_and_batched(run):
 def test_the_run_record_names_the_generator_and_counts_its_fallbacks(run):
     meta = json.loads((run["dir"] / "config.json").read_text())
     kt = meta["knowtuning"]
-    assert meta["train"]["knowtuning_generator"] == run["spec"]
+    assert meta["train"]["knowtuning"]["generator"] == run["spec"]
     assert kt["generator"]["spec"] == run["spec"] and kt["generator"]["backend"] == run["label"]
     assert kt["generator"]["steps"] == ["facts", "rewrite", "revise"]
     assert kt["ka"]["generator"] == {"facts": {"requests": 4, "fallbacks": 1},
@@ -262,7 +263,7 @@ def test_without_a_generator_nothing_touches_the_network(tmp_path, monkeypatch):
         socket.create_connection(("127.0.0.1", 9))
     items = free_text_items()
     config = _config()
-    assert config.knowtuning_generator is None and load_generator(config) is None
+    assert config.knowtuning.generator is None and load_generator(config) is None
     train(config, items, make_order([it.id for it in items]), tmp_path / "run")
     out = tmp_path / "run"
     assert not (out / "ka" / "generator.jsonl").exists() and not (out / "kc" / "generator.jsonl").exists()
@@ -279,7 +280,7 @@ def test_only_the_named_steps_go_to_the_generator_and_structured_items_never_do(
     from medtune.training.methods.knowtuning.corruption import build_triples
 
     url, requests = server
-    gen = load_generator(_config(knowtuning_generator=f"openai:{url}#{MODEL}", knowtuning_generator_steps=["revise"]))
+    gen = load_generator(_config(kt={"generator": f"openai:{url}#{MODEL}", "generator_steps": ["revise"]}))
     assert gen is not None and (gen.does("revise"), gen.does("facts"), gen.does("rewrite")) == (True, False, False)
     facts_meta = [{"relation": "symptom", "value": "chest pain", "text": "Varnel syndrome causes chest pain.",
                    "question": "What does Varnel syndrome cause?"}]
@@ -299,21 +300,21 @@ def test_only_the_named_steps_go_to_the_generator_and_structured_items_never_do(
 
 
 def test_generator_settings_are_checked_and_reachable_from_the_cli():
-    with pytest.raises(ConfigError, match=r"training\.knowtuning_generator_steps.*unknown step"):
-        TrainConfig.from_dict({"knowtuning_generator_steps": ["split"]})
-    with pytest.raises(ConfigError, match=r"training\.knowtuning_generator_steps.*at least one step"):
-        TrainConfig.from_dict({"knowtuning_generator_steps": []})
-    with pytest.raises(ConfigError, match=r"training\.knowtuning_generator.*model spec"):
-        TrainConfig.from_dict({"knowtuning_generator": " "})
-    assert TrainConfig().knowtuning_generator_steps == ["facts", "rewrite", "revise"]
-    with pytest.raises(ConfigError, match=r"knowtuning_generator.*unknown scoring backend 'nope'"):
-        load_generator(TrainConfig(knowtuning_generator="nope:thing"))
-    with pytest.raises(ConfigError, match=r"knowtuning_generator.*cannot reach endpoint"):
-        load_generator(TrainConfig(knowtuning_generator="openai:http://127.0.0.1:9/v1"))
+    with pytest.raises(ConfigError, match=r"training\.knowtuning\.generator_steps.*unknown step"):
+        TrainConfig.from_dict({"knowtuning": {"generator_steps": ["split"]}})
+    with pytest.raises(ConfigError, match=r"training\.knowtuning\.generator_steps.*at least one step"):
+        TrainConfig.from_dict({"knowtuning": {"generator_steps": []}})
+    with pytest.raises(ConfigError, match=r"training\.knowtuning\.generator.*model spec"):
+        TrainConfig.from_dict({"knowtuning": {"generator": " "}})
+    assert TrainConfig().knowtuning.generator_steps == ["facts", "rewrite", "revise"]
+    with pytest.raises(ConfigError, match=r"knowtuning\.generator.*unknown scoring backend 'nope'"):
+        load_generator(TrainConfig(knowtuning={"generator": "nope:thing"}))
+    with pytest.raises(ConfigError, match=r"knowtuning\.generator.*cannot reach endpoint"):
+        load_generator(TrainConfig(knowtuning={"generator": "openai:http://127.0.0.1:9/v1"}))
     from medtune.cli.options import settings_parameters
 
     _, info = settings_parameters(TrainConfig)
-    assert {"knowtuning_generator:plain", "knowtuning_generator_steps:list"} <= set(info.values())
+    assert {"knowtuning.generator:plain", "knowtuning.generator_steps:list"} <= set(info.values())
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -15,11 +15,11 @@ from training_helpers import make_items, make_order, micro_cli_options, micro_co
 from medtune import plugins
 from medtune.errors import ConfigError, InputError
 from medtune.models import build_tiny_model
-from medtune.training import TrainConfig, train, verify_run
+from medtune.training import TrainConfig, method_settings, train, verify_run
 from medtune.training.export import export_run, load_trained, run_method
+from medtune.training.method_settings import METHODS, LoraSettings
 from medtune.training.methods import (
     MethodSpec,
-    base,
     build_optimizer,
     get_method,
     method_names,
@@ -39,9 +39,11 @@ BUILT_INS = ("full", "lora", "dora", "qlora", "galore")
 
 @pytest.fixture
 def registry(monkeypatch):
-    """A private copy of the registry for tests that register methods: the real one is restored afterwards."""
-    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
-    return base._REGISTRY
+    """The registry for tests that register methods: on exit it (and the settings groups) are as before."""
+    monkeypatch.setattr(method_settings, "_PLUGIN_GROUPS", dict(method_settings._PLUGIN_GROUPS))
+    monkeypatch.setattr(method_settings, "_METHOD_GROUPS", dict(method_settings._METHOD_GROUPS))
+    with METHODS.scoped() as scoped:
+        yield scoped
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -146,9 +148,9 @@ def test_plugin_method_trains_only_norm_weights_and_verifies(tmp_path):
 def test_an_adapter_method_registered_outside_medtune_keeps_its_base_and_merges(tmp_path, registry):
     """Whether a run saves adapter/, keeps base/ and merges on export follows ``is_adapter``, not the name."""
     register_method(LoraMethod(name="lora-plugin", summary="LoRA under another name", is_adapter=True,
-                               settings=("lora_r",)))
+                               settings_class=LoraSettings, settings_group="lora"))
     items = make_items(16)
-    res = train(micro_config(method="lora-plugin", lora_r=4), items, make_order([it.id for it in items]),
+    res = train(micro_config(method="lora-plugin", lora={"r": 4}), items, make_order([it.id for it in items]),
                 tmp_path / "run")
     assert (res.run_dir / "adapter" / "adapter_config.json").exists() and not (res.run_dir / "model").exists()
     assert json.loads((res.run_dir / "adapter" / "adapter_config.json").read_text())["r"] == 4
@@ -162,7 +164,7 @@ def test_a_run_of_an_unregistered_method_names_the_method(tmp_path, registry):
     items = make_items(8)
     res = train(micro_config(method="norm-only", max_steps=1), items, make_order([it.id for it in items]),
                 tmp_path / "run")
-    del registry["norm-only"]
+    registry.unregister("norm-only")
     with pytest.raises(InputError, match=r"unknown method 'norm-only'.*MEDTUNE_PLUGINS"):
         load_trained(res.run_dir)
 
@@ -171,7 +173,7 @@ def test_cli_trains_with_a_plugin_method_named_in_the_environment(files, tmp_pat
     from medtune.cli import main
 
     # Forget the plugin, so the run works only if the CLI imports it from MEDTUNE_PLUGINS.
-    del registry["norm-only"]
+    registry.unregister("norm-only")
     monkeypatch.delitem(sys.modules, "medtune_test_method")
     monkeypatch.setattr(plugins, "_loaded", set())
     monkeypatch.syspath_prepend(str(PLUGINS))

@@ -43,8 +43,8 @@ def test_untied_head_is_never_adapted():
 
 
 @pytest.mark.parametrize("method, extra", [
-    ("full", {}), ("lora", {}), ("dora", {}), ("galore", {"galore_rank": 8}),
-    ("galore", {"galore_rank": 8, "galore_optim": "galore_adafactor"}), ("qlora", {"dtype": "bf16"}),
+    ("full", {}), ("lora", {}), ("dora", {}), ("galore", {"galore": {"rank": 8}}),
+    ("galore", {"galore": {"rank": 8, "optim": "galore_adafactor"}}), ("qlora", {"dtype": "bf16"}),
 ])
 def test_every_method_trains_in_order(tmp_path, method, extra):
     items = make_items(40)
@@ -77,14 +77,14 @@ def test_loss_decreases_on_repeated_items(tmp_path):
 @pytest.mark.cpu_only
 def test_galore_8bit_is_refused_on_cpu_with_the_alternative_named():
     model, _ = build_tiny_model(["a b"], vocab_size=300, num_hidden_layers=1)
-    cfg = TrainConfig(method="galore", galore_optim="galore_adamw_8bit")
+    cfg = TrainConfig(method="galore", galore={"optim": "galore_adamw_8bit"})
     with pytest.raises(UnsupportedOnThisMachine, match="galore_adamw or galore_adafactor"):
         build_optimizer(prepare_model(model, cfg), cfg)
 
 
 def test_paper_preset_and_explicit_options():
-    cfg = apply_preset(TrainConfig(lora_r=8), "paper-qlora", explicit={"lora_r"})
-    assert (cfg.method, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.max_length) == ("qlora", 8, 64, 0.1, 512)
+    cfg = apply_preset(TrainConfig(lora={"r": 8}), "paper-qlora", explicit={"lora.r"})
+    assert (cfg.method, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.max_length) == ("qlora", 8, 64, 0.1, 512)
     assert cfg.target == "letter" and cfg.optim == "paged_adamw_8bit"
 
 
@@ -202,8 +202,7 @@ def test_cli_paper_qlora_preset_with_explicit_override(files, tmp_path):
     assert code == 0
     meta = json.loads((out / "config.json").read_text())
     train_cfg = meta["train"]
-    assert (train_cfg["method"], train_cfg["lora_r"], train_cfg["lora_alpha"], train_cfg["lora_dropout"]) == \
-        ("qlora", 8, 64, 0.1)
+    assert (train_cfg["method"], train_cfg["lora"]) == ("qlora", {"r": 8, "alpha": 64, "dropout": 0.1})
     assert train_cfg["max_length"] == 128  # explicit beats the preset's 512
     assert meta["optimizer"] == "AdamW8bit"  # paged on a GPU; bitsandbytes has no paging on CPU
     assert json.loads((out / "adapter" / "adapter_config.json").read_text())["r"] == 8

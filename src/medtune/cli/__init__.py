@@ -65,11 +65,13 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into a one-line message and exit code 2."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    command = typer.main.get_command(app)
     try:
+        from medtune.cli.options import refresh_settings_options
         from medtune.plugins import load_plugins
 
         load_plugins()  # methods, backends, strategies or loaders that plugins register
+        refresh_settings_options()  # a plugin method's settings get their options (--<group>-<setting>)
+        command = typer.main.get_command(app)
         rv = command.main(args=argv, prog_name="medtune", standalone_mode=False)
     except MedtuneError as exc:
         # The message quotes the user's input, which may look like rich markup ('[b]'): print it as text.

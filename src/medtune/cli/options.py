@@ -1,9 +1,12 @@
 """Command-line options generated from a stage's settings schema (:class:`medtune.settings.Settings`).
 
 One option per field, named ``--field-name``, with the field's description as its help and its default shown;
-booleans get ``--x/--no-x``, lists are repeatable, ``dict[str, int]`` fields take ``key=value`` pairs. Every
-option defaults to "not given", so a command knows which settings the user set explicitly (they win over a
-preset) and the schema stays the one place that holds a default. Validation is the schema's own.
+booleans get ``--x/--no-x``, lists are repeatable, ``dict[str, int]`` fields take ``key=value`` pairs. A field
+that nests a group of settings (a method's: ``lora: LoraSettings``) is flattened: one option per setting of the
+group, ``--lora-r``; so are the groups that plugins register at run time (``groups``), once the plugins are
+loaded (:func:`refresh_settings_options`). Every option defaults to "not given", so a command knows which
+settings the user set explicitly (they win over a preset) and the schema stays the one place that holds a
+default. Validation is the schema's own.
 """
 
 from __future__ import annotations
@@ -12,14 +15,14 @@ import functools
 import inspect
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any
 
 import typer
 from pydantic.fields import FieldInfo
 
 from medtune.errors import ConfigError
-from medtune.settings import Settings
+from medtune.settings import Settings, settings_group_class
 
 
 def _strip_optional(tp: Any) -> Any:
@@ -76,18 +79,33 @@ def _default_note(field: FieldInfo, kind: str) -> str:
     return ""
 
 
+Groups = Callable[[], Mapping[str, type[Settings]]]
+
+
 def settings_parameters(cls: type[Settings], *, exclude: Iterable[str] = (),
-                        rename: dict[str, str] | None = None) -> tuple[list[inspect.Parameter], dict[str, str]]:
-    """One keyword parameter per field of ``cls``; returns them and {parameter name: (field, kind)} info."""
+                        rename: dict[str, str] | None = None, groups: Groups | None = None,
+                        ) -> tuple[list[inspect.Parameter], dict[str, str]]:
+    """One keyword parameter per field of ``cls`` (per setting of a nested group, and of each of ``groups()``);
+    returns them and {parameter name: "field:kind"} info, the field of a group's setting as ``group.setting``."""
     params: list[inspect.Parameter] = []
     info: dict[str, str] = {}
     rename = rename or {}
     skip = set(exclude)
+    fields: list[tuple[str, str, type[Settings], FieldInfo]] = []  # (key, name in its schema, schema, field)
     for name, field in cls.model_fields.items():
         if name in skip:
             continue
+        group = settings_group_class(field.annotation)
+        if group is None:
+            fields.append((name, name, cls, field))
+        else:
+            fields += [(f"{name}.{sub}", sub, group, f) for sub, f in group.model_fields.items()]
+    for gname, group in (groups() if groups is not None else {}).items():
+        if gname not in cls.model_fields and gname not in skip:
+            fields += [(f"{gname}.{sub}", sub, group, f) for sub, f in group.model_fields.items()]
+    for key, name, schema, field in fields:
         py_type, kind = _cli_type(field.annotation)
-        flag = rename.get(name, option_name(name))
+        flag = rename.get(key, option_name(key.replace(".", "_")))
         help_text = (field.description or "").strip()
         choices = _choices(field.annotation)
         if choices:
@@ -100,12 +118,12 @@ def settings_parameters(cls: type[Settings], *, exclude: Iterable[str] = (),
         if py_type in (int, float) and _limits(field):
             # Checked as the command line is parsed, like the hand-written options: an out-of-range number stops
             # the command with one line naming the option and the schema's range, before any input is read.
-            extra["callback"] = schema_bounded(cls, name)
+            extra["callback"] = schema_bounded(schema, name)
         option = typer.Option(decl, help=help_text, show_default=False, **extra)
-        param = f"opt_{name}"
+        param = f"opt_{key.replace('.', '__')}"
         params.append(inspect.Parameter(param, inspect.Parameter.KEYWORD_ONLY, default=None,
                                         annotation=Annotated[py_type | None, option]))
-        info[param] = f"{name}:{kind}"
+        info[param] = f"{key}:{kind}"
     return params, info
 
 
@@ -126,22 +144,33 @@ def _parse_pairs(name: str, pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+# Commands whose options include groups registered at run time: rebuilt once the plugins are loaded.
+_REFRESH: list[Callable[[], None]] = []
+
+
+def refresh_settings_options() -> None:
+    """Rebuild the options of every command decorated with ``groups``, so the settings groups that plugins
+    registered since (a plugin method's) get their options; the CLI calls it after loading the plugins."""
+    for refresh in _REFRESH:
+        refresh()
+
+
 def with_settings(cls: type[Settings], *, exclude: Iterable[str] = (), rename: dict[str, str] | None = None,
-                  param: str = "given") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorate a command so it also takes one option per field of ``cls``.
+                  param: str = "given", groups: Groups | None = None,
+                  ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a command so it also takes one option per field of ``cls`` (per setting of a nested group, and
+    of each group ``groups()`` names when the options are built or refreshed).
 
     The command receives ``given`` (``param``): a dict of the settings the user set explicitly, keyed by field
-    name, ready for ``cls.model_validate({**preset, **given})``. Its own parameters stay as they are.
+    name (a group's settings as a dict under the group's name), ready for
+    ``cls.model_validate({**preset, **given})``. Its own parameters stay as they are.
     """
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         hints = typing.get_type_hints(func, include_extras=True)  # resolves postponed (string) annotations
         own = [p.replace(annotation=hints.get(name, p.annotation))
                for name, p in inspect.signature(func).parameters.items() if name != param]
-        extra, info = settings_parameters(cls, exclude=exclude, rename=rename)
-        clash = {p.name for p in own} & {p.name for p in extra}
-        if clash:
-            raise TypeError(f"{func.__name__}: parameters {clash} clash with settings options")
+        info: dict[str, str] = {}
 
         @functools.wraps(func)
         def wrapper(**kwargs: Any) -> Any:
@@ -155,13 +184,28 @@ def with_settings(cls: type[Settings], *, exclude: Iterable[str] = (), rename: d
                     value = _parse_pairs(field, list(value))
                 elif kind == "list" or isinstance(value, tuple):
                     value = list(value)
-                given[field] = value
+                group, _, setting = field.partition(".")
+                if setting:
+                    given.setdefault(group, {})[setting] = value
+                else:
+                    given[field] = value
             return func(**kwargs, **{param: given})
 
-        ordered = [p for p in own if p.default is inspect.Parameter.empty]
-        ordered += [p for p in own if p.default is not inspect.Parameter.empty]
-        wrapper.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-            [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in ordered] + extra)
+        def build() -> None:
+            extra, new_info = settings_parameters(cls, exclude=exclude, rename=rename, groups=groups)
+            clash = {p.name for p in own} & {p.name for p in extra}
+            if clash:
+                raise TypeError(f"{func.__name__}: parameters {clash} clash with settings options")
+            info.clear()
+            info.update(new_info)
+            ordered = [p for p in own if p.default is inspect.Parameter.empty]
+            ordered += [p for p in own if p.default is not inspect.Parameter.empty]
+            wrapper.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+                [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in ordered] + extra)
+
+        build()
+        if groups is not None:
+            _REFRESH.append(build)
         # typer reads annotations from the signature; the wrapped function's hints must not shadow them.
         wrapper.__annotations__ = {}
         del wrapper.__wrapped__

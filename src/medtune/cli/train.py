@@ -1,6 +1,8 @@
 """``medtune train`` (fine-tune in the planned order), ``medtune verify-order`` and ``medtune export``.
 
-The training options are generated from :class:`medtune.training.TrainConfig` (one per field, same defaults);
+The training options are generated from :class:`medtune.training.TrainConfig` (one per field, same defaults; a
+method's settings group flattened: ``--lora-r``, ``--galore-rank``, ``--knowtuning-beta``, and a plugin method's
+``--<group>-<setting>`` once the plugin is loaded);
 options left unset keep the schema's defaults or those of ``--preset``; options given explicitly always win over
 the preset. For several processes run the same command under
 ``torchrun --nproc-per-node N`` (gloo on CPU): the global order per step does not depend on ``N``.
@@ -19,12 +21,13 @@ from medtune.cli.options import COUNT, bounded, with_settings
 from medtune.errors import ConfigError
 from medtune.hardware import set_threads
 from medtune.training.config import TrainConfig, resolve_training_settings
+from medtune.training.method_settings import plugin_settings_groups
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 
-@with_settings(TrainConfig, rename={"tiny": "--tiny-option"})
+@with_settings(TrainConfig, rename={"tiny": "--tiny-option"}, groups=plugin_settings_groups)
 def train_command(
     items: Annotated[Path | None, typer.Option(
         "--items", help="items.parquet to train on (ids referenced by the order; required unless --dry-run)")] = None,

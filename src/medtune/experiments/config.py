@@ -48,9 +48,11 @@ PretrainConfig = PretrainSettings  # the grid's `models[].pretrain` is the base-
 
 def _training_section() -> type[BaseModel]:
     from medtune.training.config import CELL_FIELDS, TrainConfig
+    from medtune.training.method_settings import nest_flat_keys, plugin_settings_groups
 
     return section_model(
-        "TrainingConfig", TrainConfig, exclude=(*CELL_FIELDS, "epochs"),
+        "TrainingConfig", TrainConfig, exclude=(*CELL_FIELDS, "epochs"), groups=plugin_settings_groups,
+        normalize=nest_flat_keys, nest_groups=True,
         doc="The grid's shared training settings: every field of medtune.training.TrainConfig (unset: its "
             "default, or the preset's), plus the grid's axes. ``methods`` is a grid axis; ``epochs`` and "
             "``epoch_policy`` shape the order files (training then takes as many epochs as the order holds).",
@@ -66,8 +68,10 @@ def _training_section() -> type[BaseModel]:
 
 def _model_training_section() -> type[BaseModel]:
     from medtune.training.config import CELL_FIELDS, TrainConfig
+    from medtune.training.method_settings import nest_flat_keys, plugin_settings_groups
 
     return section_model("ModelTrainingConfig", TrainConfig, exclude=(*CELL_FIELDS, "epochs"),
+                         groups=plugin_settings_groups, normalize=nest_flat_keys, nest_groups=True,
                          doc="Training settings for one model only (they win over the grid's `training`).")
 
 

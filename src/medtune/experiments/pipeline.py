@@ -218,8 +218,11 @@ def train_stage(ctx: Context, cell: Cell, base_spec: str, base: Artifact | None,
     from medtune.training.stage import ALL_SPLITS, run_training
 
     settings = ctx.cfg.training_settings(cell.model, cell.method, cell.seed, base_spec)
-    # A stored base is identified by its key (an input), not by the store's absolute path.
-    conf = {**settings.to_dict(), "model": None if base is not None else settings.model}
+    # A stored base is identified by its key (an input), not by the store's absolute path. The methods' settings
+    # groups count in their flat form, so training runs stored before they were nested keep their keys.
+    from medtune.training.method_settings import flatten_builtin_groups
+
+    conf = {**flatten_builtin_groups(settings.to_dict()), "model": None if base is not None else settings.model}
     inputs = {"data": data.key, "order": order.key, **({"base": base.key} if base else {})}
     strategy = _strategy(ctx.cfg, cell.strategy)
     if strategy.is_adaptive:

@@ -13,6 +13,11 @@ Batch vocabulary, fixed so that runs with different strategies or process counts
   one optimizer step sees. It never depends on the number of processes: with ``W`` processes, rank ``r``
   takes a fixed contiguous slice of the same ``B`` items (see :mod:`medtune.training.data`).
 
+A method's own settings are a group, one schema per method family (:mod:`medtune.training.method_settings`):
+``lora``, ``galore``, ``knowtuning`` are fields here, a plugin method's group is held beside them and written at
+the same level (``training: {lora: {r: 16}, norm_only: {final: false}}``). The flat keys of earlier versions
+(``lora_r``) are read into their groups with a DeprecationWarning, for one release.
+
 ``packing=True`` turns each micro-batch into one padding-free row (items concatenated next-fit in order,
 ``position_ids`` restarting per item so attention stays within each item); ``packing=False`` pads the
 micro-batch to its longest item. Both keep the order exactly.
@@ -24,18 +29,28 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_serializer, model_validator
 
 from medtune.errors import ConfigError
-from medtune.settings import Settings, validate_settings
+from medtune.settings import Settings, format_validation_error, validate_settings
+from medtune.training.method_settings import (
+    BUILTIN_GROUPS,
+    FLAT_KEYS,
+    GaloreSettings,
+    KnowTuningSettings,
+    LoraSettings,
+    check_method_name,
+    merge_settings_layers,
+    method_group,
+    nest_flat_keys,
+    plugin_settings_groups,
+)
+from medtune.training.method_settings import GENERATOR_STEPS as GENERATOR_STEPS  # kept importable from here
+from medtune.training.method_settings import GaloreOptim as GaloreOptim
 
 TARGETS: tuple[str, ...] = ("letter", "letter+explanation", "option", "option+explanation")
 Target = Literal["letter", "letter+explanation", "option", "option+explanation"]
-GaloreOptim = Literal["galore_adamw", "galore_adafactor", "galore_adamw_8bit"]
 Optim = Literal["adamw", "adamw_8bit", "paged_adamw_8bit"]
-# The KnowTuning steps a generation backend can do instead of the offline rules (knowtuning/generator.py).
-# (A list of plain strings checked below: the command line cannot parse a list of Literal values.)
-GENERATOR_STEPS: tuple[str, ...] = ("facts", "rewrite", "revise")
 
 # The anchor estimators (medtune.anchors.estimate.ESTIMATORS, spelled out so reading the schema imports no numpy).
 Estimator = Literal["weighted", "pirt", "gpirt"]
@@ -102,42 +117,13 @@ class TrainConfig(Settings):
                                                            "after the last step)")
     eval_estimator: Estimator = Field("gpirt", description="anchor estimate reported (weighted, pirt, gpirt; "
                                                            "the others are recorded beside it)")
-    # LoRA / DoRA / QLoRA
-    lora_r: int = Field(16, ge=1, description="LoRA rank")
-    lora_alpha: int = Field(32, ge=1, description="LoRA alpha")
-    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
     optim: Optim | None = Field(None, description="optimizer (default: the method's own: paged 8-bit AdamW for "
                                                   "qlora, AdamW otherwise)")
-    # GaLore
-    galore_optim: GaloreOptim = Field("galore_adamw", description="GaLore optimizer")
-    galore_rank: int = Field(64, ge=1, description="GaLore projection rank")
-    galore_update_proj_gap: int = Field(200, ge=1, description="steps between GaLore projection updates")
-    galore_scale: float = Field(0.25, gt=0, description="GaLore update scale")
-    # KnowTuning (``method="knowtuning"``): knowledge augmentation (KA) by this loop, then knowledge comparison
-    # (KC) by TRL's DPOTrainer; docs/EXTENDING.md gives each setting's meaning and the authors' values.
-    knowtuning_inner_method: Literal["lora", "full"] = Field(
-        "lora", description="what trains in both KnowTuning stages: LoRA adapters (merged after each stage) or "
-                            "every weight")
-    knowtuning_ka_share: float = Field(
-        0.5, gt=0, le=1, description="share of each answer's facts, hardest first (perplexity under the base "
-                                     "model), rewritten into KA question-answer pairs")
-    knowtuning_ka_lr: float | None = Field(None, gt=0, description="KA stage learning rate (default: lr)")
-    knowtuning_ka_epochs: int | None = Field(None, ge=1, description="KA stage epochs (default: epochs)")
-    knowtuning_kc_lr: float | None = Field(None, gt=0, description="KC (DPO) stage learning rate (default: lr)")
-    knowtuning_kc_epochs: int | None = Field(None, ge=1, description="KC (DPO) stage epochs (default: epochs, "
-                                                                     "else 1)")
-    knowtuning_beta: float = Field(0.1, gt=0, description="KC DPO beta (deviation from the KA reference)")
-    knowtuning_sft_weight: float = Field(0.2, ge=0, description="KC weight of the NLL of the chosen answer "
-                                                                "added to the DPO loss")
-    knowtuning_lora_targets: list[str] | None = Field(
-        None, description="layer names the KnowTuning LoRA adapts, e.g. q_proj (repeatable; default: every "
-                          "linear layer but the head)")
-    knowtuning_generator: str | None = Field(
-        None, description="model spec of a generation backend for KnowTuning's fact splitting, KA rewriting and KC "
-                          "revision, e.g. openai:http://127.0.0.1:8000/v1#MODEL (default: offline rules)")
-    knowtuning_generator_steps: list[str] = Field(
-        default_factory=lambda: list(GENERATOR_STEPS),
-        description="which steps knowtuning_generator does: facts | rewrite | revise (repeatable; default: all)")
+    # The methods' own settings, one group each (medtune.training.method_settings); a plugin method's group is
+    # held beside them (see settings_group) and written at the same level.
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA / DoRA / QLoRA adapter")
+    galore: GaloreSettings = Field(default_factory=GaloreSettings, description="GaLore optimizer")
+    knowtuning: KnowTuningSettings = Field(default_factory=KnowTuningSettings, description="KnowTuning stages")
     # Tiny model (``model="tiny"``) size overrides and tokenizer vocabulary
     tiny: dict[str, int] = Field(default_factory=dict, description="size of --model tiny, e.g. hidden_size=64 "
                                                                    "(keys of medtune.models.TINY_DEFAULTS)")
@@ -152,13 +138,47 @@ class TrainConfig(Settings):
         # "all" is how a grid config says None: there a null means "not set here", i.e. the default
         return None if v == "all" else v  # type: ignore[return-value]
 
+    # A plugin method's settings group, by name (the built-in groups are the fields above).
+    _plugin_groups: dict[str, Settings] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _settings_groups(cls, data: Any, handler: Any) -> TrainConfig:
+        """Flat keys of earlier versions into their groups, and the groups of plugin methods validated by their
+        own schemas (the fields of this class cannot list them: plugins register them at run time)."""
+        if not isinstance(data, Mapping):
+            return handler(data)
+        data = nest_flat_keys(data)
+        plugin = plugin_settings_groups()
+        given = {k: data.pop(k) for k in list(data) if k in plugin and k not in cls.model_fields}
+        groups: dict[str, Settings] = {}
+        for name, value in given.items():
+            schema = plugin[name]
+            try:
+                groups[name] = value if isinstance(value, schema) else schema.model_validate(
+                    value.model_dump() if isinstance(value, Settings) else value)
+            except ValidationError as exc:  # one message naming the group's key path (training.<group>.<key>)
+                raise ValueError(format_validation_error(exc, name)) from None
+        config = handler(data)
+        own = method_group(config.method)
+        if own in plugin and own not in groups:
+            groups[own] = plugin[own]()  # the record shows the settings the method ran with
+        config._plugin_groups = groups
+        return config
+
+    @model_serializer(mode="wrap")
+    def _dump_groups(self, handler: Any, info: Any) -> dict[str, Any]:
+        """Plugin groups at the level of the built-in ones, as they are written in a config."""
+        out = handler(self)
+        mode = "json" if info.mode_is_json() else "python"
+        out.update({name: group.model_dump(mode=mode) for name, group in self._plugin_groups.items()})
+        return out
+
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        from medtune.training.methods import get_method  # the registry imports this module, not the reverse
-
         try:
-            get_method(v)
+            check_method_name(v)  # the method registry (method_settings.METHODS): imports no method
         except Exception as exc:
             raise ValueError(str(exc)) from None
         return v
@@ -172,36 +192,6 @@ class TrainConfig(Settings):
         if unknown:
             raise ValueError(f"unknown tiny model key(s) {unknown} (use {', '.join(TINY_DEFAULTS)})")
         return v
-
-    @field_validator("knowtuning_lora_targets")
-    @classmethod
-    def _lora_target_names(cls, v: list[str] | None) -> list[str] | None:
-        if v is None:
-            return v
-        if not v:
-            raise ValueError("give at least one layer name (or leave it unset for every linear layer)")
-        bad = [t for t in v if not t.strip() or not t.replace("_", "").replace(".", "").isalnum()]
-        if bad:
-            raise ValueError(f"layer names are module names such as q_proj, got {bad}")
-        return list(dict.fromkeys(t.strip() for t in v))
-
-    @field_validator("knowtuning_generator")
-    @classmethod
-    def _generator_spec(cls, v: str | None) -> str | None:
-        if v is not None and not v.strip():
-            raise ValueError("name a model spec such as openai:http://127.0.0.1:8000/v1#MODEL, or leave it unset "
-                             "for the offline rules")
-        return v.strip() if v is not None else v
-
-    @field_validator("knowtuning_generator_steps")
-    @classmethod
-    def _generator_steps(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("name at least one step (facts, rewrite, revise), or leave knowtuning_generator unset")
-        unknown = [x for x in v if x not in GENERATOR_STEPS]
-        if unknown:
-            raise ValueError(f"unknown step(s) {unknown} (use {', '.join(GENERATOR_STEPS)})")
-        return list(dict.fromkeys(v))
 
     @field_validator("preset")
     @classmethod
@@ -223,6 +213,24 @@ class TrainConfig(Settings):
             raise ValueError("eval_anchors needs eval_items: the items file holding the anchor items")
         return self
 
+    def settings_group(self, name: str) -> Settings:
+        """The settings group ``name`` (``lora``, ``galore``, ``knowtuning`` or a plugin method's): as given, else
+        its schema's defaults."""
+        if name in BUILTIN_GROUPS:
+            return getattr(self, name)
+        if name in self._plugin_groups:
+            return self._plugin_groups[name]
+        schema = plugin_settings_groups().get(name)
+        if schema is None:
+            raise ConfigError(f"no settings group '{name}' (groups: "
+                              f"{', '.join([*BUILTIN_GROUPS, *plugin_settings_groups()])})")
+        return schema()
+
+    def method_settings(self) -> Settings | None:
+        """The settings of this run's method (its spec's ``settings_class``), or ``None`` for a method without."""
+        group = method_group(self.method)
+        return self.settings_group(group) if group is not None else None
+
     @property
     def global_batch(self) -> int:
         return self.batch_size * self.grad_accum
@@ -237,7 +245,8 @@ class TrainConfig(Settings):
 
     @classmethod
     def from_run_record(cls, data: Mapping[str, Any]) -> TrainConfig:
-        """The settings stored in a run folder's ``config.json``, also from runs written by earlier versions."""
+        """The settings stored in a run folder's ``config.json``, also from runs written by earlier versions
+        (their flat ``lora_r``-style keys are read into the groups)."""
         data = dict(data)
         if data.pop("dora", False) and data.get("method") == "lora":
             data["method"] = "dora"  # DoRA was once a flag on the lora method
@@ -257,15 +266,37 @@ class TrainConfig(Settings):
         return training_dtype(self.dtype)
 
 
+def _flat_alias(key: str, group: str, field: str) -> property:
+    """``config.lora_r`` of earlier versions: reads and sets ``config.lora.r``, with a DeprecationWarning."""
+    import warnings
+
+    def warn() -> None:
+        warnings.warn(f"TrainConfig.{key} is deprecated: use TrainConfig.{group}.{field}", DeprecationWarning,
+                      stacklevel=3)
+
+    def get(self: TrainConfig) -> Any:
+        warn()
+        return getattr(getattr(self, group), field)
+
+    def set_(self: TrainConfig, value: Any) -> None:
+        warn()
+        old = getattr(self, group)  # a new group object: a copy of this config may share the old one
+        setattr(self, group, type(old).model_validate({**old.model_dump(), field: value}))
+
+    return property(get, set_, doc=f"Deprecated: {group}.{field}")
+
+
+for _key, (_group, _field) in FLAT_KEYS.items():  # for one release, like the flat keys in configs
+    setattr(TrainConfig, _key, _flat_alias(_key, _group, _field))
+
+
 # The orders study (Yang et al. 2024): QLoRA r 16, alpha 64, dropout 0.1, all linear layers but the head,
 # paged 8-bit AdamW, max length 512, loss on the answer letter only, the paper's prompt.
 # The QLoRA recipe of Yang et al. 2024: r 16, α 64, dropout 0.1 on every linear layer, paged 8-bit AdamW,
 # 512 tokens, loss on the answer letter.
 _PAPER_QLORA: dict[str, Any] = {
     "method": "qlora",
-    "lora_r": 16,
-    "lora_alpha": 64,
-    "lora_dropout": 0.1,
+    "lora": {"r": 16, "alpha": 64, "dropout": 0.1},
     "max_length": 512,
     "target": "letter",
     "template": "paper",
@@ -283,10 +314,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # KnowTuning as its authors ran it (their LLaMA-Factory scripts for MedQuAD): LoRA on q_proj/v_proj in both
     # stages, KA lr 1e-4 for 3 epochs, KC (DPO, beta 0.1, SFT weight 0.2) lr 1e-5 for 1 epoch, cosine schedule.
     # Their batch sizes (32 for KA, 16 for KC, per device) depend on the hardware: set batch_size / grad_accum.
-    "knowtuning": {"method": "knowtuning", "knowtuning_inner_method": "lora", "knowtuning_lora_targets":
-                   ["q_proj", "v_proj"], "knowtuning_ka_lr": 1e-4, "knowtuning_ka_epochs": 3,
-                   "knowtuning_kc_lr": 1e-5, "knowtuning_kc_epochs": 1, "knowtuning_beta": 0.1,
-                   "knowtuning_sft_weight": 0.2, "knowtuning_ka_share": 0.5, "scheduler": "cosine"},
+    "knowtuning": {"method": "knowtuning", "knowtuning": {
+        "inner_method": "lora", "lora_targets": ["q_proj", "v_proj"], "ka_lr": 1e-4, "ka_epochs": 3, "kc_lr": 1e-5,
+        "kc_epochs": 1, "beta": 0.1, "sft_weight": 0.2, "ka_share": 0.5}, "scheduler": "cosine"},
 }
 
 
@@ -297,14 +327,12 @@ def resolve_training_settings(*layers: Mapping[str, Any] | None, preset: str | N
     A preset fills only what no layer sets explicitly, so ``--lr`` on the command line or ``lr:`` in a grid always
     wins over the preset's value. ``preset`` may also come from a layer's ``preset`` key.
     """
-    merged: dict[str, Any] = {}
-    for layer in layers:
-        merged.update({k: v for k, v in (layer or {}).items()})
+    merged = merge_settings_layers(*(nest_flat_keys(layer or {}, where) for layer in layers))
     name = merged.get("preset", preset) or preset
     if name is not None:
         if name not in PRESETS:
             raise ConfigError(f"{where}.preset: unknown preset '{name}' (available: {', '.join(PRESETS)})")
-        merged = {**PRESETS[name], **merged, "preset": name}
+        merged = {**merge_settings_layers(PRESETS[name], merged), "preset": name}
     return TrainConfig.from_dict(merged, where)
 
 
@@ -314,5 +342,12 @@ def apply_preset(config: TrainConfig, name: str | None, explicit: Iterable[str] 
         return config
     if name not in PRESETS:
         raise ConfigError(f"unknown preset '{name}' (available: {', '.join(PRESETS)})")
-    keep = {k: getattr(config, k) for k in (explicit or ())}
-    return TrainConfig.from_dict({**config.model_dump(), **PRESETS[name], **keep, "preset": name})
+    dumped = config.model_dump()
+    keep: dict[str, Any] = {}
+    for key in explicit or ():  # a field, or one setting of a group ("lora.r", or the flat "lora_r")
+        group, _, field = key.replace("_", ".", 1).partition(".") if key in FLAT_KEYS else key.partition(".")
+        if field:
+            keep.setdefault(group, {})[field] = dumped[group][field]
+        else:
+            keep[key] = dumped[key]
+    return TrainConfig.from_dict({**merge_settings_layers(dumped, PRESETS[name], keep), "preset": name})

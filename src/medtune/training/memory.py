@@ -45,7 +45,10 @@ def plan_memory(config: TrainConfig, shape: ModelShape, *, world_size: int = 1, 
         return plan
 
     def fits(settings: dict[str, Any], n: int) -> bool:
-        trial = config.model_copy(update=settings)
+        # A fix of a method's setting names its group ({"knowtuning": {"inner_method": "lora"}}).
+        update = {k: getattr(config, k).model_copy(update=v) if isinstance(v, dict) else v
+                  for k, v in settings.items()}
+        trial = config.model_copy(update=update)
         return estimate_memory(trial, shape, world_size=n, precision=precision).total <= gpu_bytes
 
     candidates = _candidate_fixes(config, plan, world_size)
@@ -102,8 +105,8 @@ def _candidate_fixes(config: TrainConfig, plan: MemoryPlan, world_size: int) -> 
         fixes.append({"settings": {"attn_implementation": "flash_attention_2"}, **one})
     m = memory_method(config)
     if config.method == "knowtuning":
-        if config.knowtuning_inner_method == "full":
-            fixes.append({"settings": {"knowtuning_inner_method": "lora"}, **one})
+        if config.knowtuning.inner_method == "full":
+            fixes.append({"settings": {"knowtuning": {"inner_method": "lora"}}, **one})
     elif m.kind in ("full", "galore", "lora") and config.method in ("full", "galore", "lora", "dora"):
         fixes.append({"settings": {"method": "qlora"}, **one})
     if m.kind in ("full", "galore") and config.method != "knowtuning":
@@ -122,11 +125,13 @@ def fix_text(fix: dict[str, Any], *, style: str = "cli") -> str:
         method = settings.pop("method", None)
         if method:
             parts.append(f"the {method} method")
-        parts += [f"{k}: {json.dumps(v) if isinstance(v, bool) else v}" for k, v in settings.items()]
+        parts += [f"{k}: {json.dumps(v) if isinstance(v, bool | dict) else v}" for k, v in settings.items()]
         text = ", ".join(parts)
         return text + (f" with executor.num_gpus: {n}" if settings.get("distributed") == "fsdp" else "")
     parts = []
-    for k, v in settings.items():
+    flat = {f"{k}_{sub}" if isinstance(v, dict) else k: sv if isinstance(v, dict) else v
+            for k, v in settings.items() for sub, sv in (v.items() if isinstance(v, dict) else [(None, v)])}
+    for k, v in flat.items():
         flag = "--" + k.replace("_", "-")
         parts.append(flag if v is True else f"--no-{flag[2:]}" if v is False else f"{flag} {v}")
     text = " ".join(parts)

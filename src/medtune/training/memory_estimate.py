@@ -72,10 +72,10 @@ def memory_method(config: TrainConfig) -> MemoryMethod:
     """How ``config``'s method holds the model, for the formulas (and for the fit check's suggestions)."""
     name = config.method
     if name == "knowtuning":
-        inner = config.knowtuning_inner_method
+        inner = config.knowtuning.inner_method
         if inner == "full":
             return MemoryMethod("full", label="knowtuning (full)")
-        targets = tuple(config.knowtuning_lora_targets) if config.knowtuning_lora_targets else None
+        targets = tuple(config.knowtuning.lora_targets) if config.knowtuning.lora_targets else None
         return MemoryMethod("lora", targets=targets, label="knowtuning (lora)")
     if name in ("full", "galore", "lora", "qlora"):
         return MemoryMethod(name, label=name)
@@ -85,7 +85,7 @@ def memory_method(config: TrainConfig) -> MemoryMethod:
 
     spec = get_method(name)
     if name == "knowtuning-lora":
-        targets = tuple(config.knowtuning_lora_targets) if config.knowtuning_lora_targets else None
+        targets = tuple(config.knowtuning.lora_targets) if config.knowtuning.lora_targets else None
         return MemoryMethod("lora", targets=targets, label=name)
     if spec.base_quantization == "4bit":
         return MemoryMethod("qlora", label=name)
@@ -220,18 +220,18 @@ def _optimizer_state(config: TrainConfig, m: MemoryMethod) -> tuple[float, bool]
 def _galore_state(shape: ModelShape, config: TrainConfig) -> tuple[int, int]:
     """(optimizer bytes, step buffer bytes) of GaLore: projected moments and projectors for the target matrices,
     full moments for everything else; the step's SVD and back-projection of the largest matrix."""
-    moment = 1 if config.galore_optim == "galore_adamw_8bit" else 4
+    moment = 1 if config.galore.optim == "galore_adamw_8bit" else 4
     state = 0
     projected = 0
     for g in shape.linears:
-        r = min(config.galore_rank, g.fan_in, g.fan_out)
+        r = min(config.galore.rank, g.fan_in, g.fan_out)
         big, small = max(g.fan_in, g.fan_out), min(g.fan_in, g.fan_out)
         # Adafactor: a factored second moment of the projected gradient; AdamW: two moments of it
-        per = 4 * (big + r) if config.galore_optim == "galore_adafactor" else 2 * moment * r * big
+        per = 4 * (big + r) if config.galore.optim == "galore_adafactor" else 2 * moment * r * big
         state += g.count * (per + 4 * r * small)
         projected += g.count * g.fan_in * g.fan_out
     rest = shape.n_params - projected
-    state += rest * (8 if config.galore_optim == "galore_adamw" else 2 if config.galore_optim.endswith("8bit") else 4)
+    state += rest * (8 if config.galore.optim == "galore_adamw" else 2 if config.galore.optim.endswith("8bit") else 4)
     return state, 3 * 4 * shape.largest_linear
 
 
@@ -247,7 +247,7 @@ def _stage_plan(config: TrainConfig, shape: ModelShape, m: MemoryMethod, *, worl
         config.distributed == "fsdp" or (config.distributed == "auto" and m.kind in ("full", "galore"))))
     w = world_size if sharded else 1
     notes: dict[str, str] = {}
-    adapters = [(g, config.lora_r) for g in _adapters(shape, m)] if m.kind in ("lora", "qlora") else []
+    adapters = [(g, config.lora.r) for g in _adapters(shape, m)] if m.kind in ("lora", "qlora") else []
     n_adapter = sum(g.count * r * (g.fan_in + g.fan_out) + (g.count * g.fan_out if m.dora else 0)
                     for g, r in adapters)
     state, foreach = optimizer or _optimizer_state(config, m)
@@ -302,13 +302,13 @@ def _stage_plan(config: TrainConfig, shape: ModelShape, m: MemoryMethod, *, worl
     if m.kind == "galore":
         opt_bytes, scratch = _galore_state(shape, config)
         opt_bytes //= w
-        notes["optimizer"] = f"{config.galore_optim}, rank {config.galore_rank} moments + projectors"
+        notes["optimizer"] = f"{config.galore.optim}, rank {config.galore.rank} moments + projectors"
     else:
         opt_bytes = int(state * trainable) // w
         scratch = 4 * trainable // w if foreach else 0
         notes["optimizer"] = "AdamW, 2 fp32 moments" if state == ADAMW_STATE else "8-bit AdamW"
     p = _Pass(rows=rows, compute=c, residual=residual, linear_out=linear_out,
-              base_trains=m.kind in ("full", "galore"), adapters=tuple(adapters), dropout=config.lora_dropout > 0,
+              base_trains=m.kind in ("full", "galore"), adapters=tuple(adapters), dropout=config.lora.dropout > 0,
               dora=m.dora, attn=attn or _attn(config), checkpointing=config.gradient_checkpointing,
               label_tokens=sum(rows) if full_logits else _label_tokens(config, items, sum(rows)), items=items)
     activations = activation_bytes(shape, p)

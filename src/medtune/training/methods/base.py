@@ -24,8 +24,11 @@ import torch
 from torch import nn
 
 from medtune.errors import ConfigError, UnsupportedOnThisMachine
+from medtune.training import method_settings
+from medtune.training.method_settings import METHODS
 
-if TYPE_CHECKING:  # the config module validates method names through this registry: no import at run time
+if TYPE_CHECKING:
+    from medtune.settings import Settings
     from medtune.training.config import TrainConfig
     from medtune.training.result import TrainResult
 
@@ -38,8 +41,13 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 class MethodSpec(ABC):
     """One fine-tuning method. Subclass it, implement :meth:`prepare`, and register an instance.
 
-    ``settings`` names the :class:`~medtune.training.config.TrainConfig` fields the method reads (for help
-    texts and to catch a spec that reads a field the config does not have).
+    ``settings_class`` is the schema of the method's own settings (a :class:`~medtune.settings.Settings`
+    subclass), held in the training settings under ``settings_group`` (default: the method's name with ``_`` for
+    ``-``): ``training: {<group>: {...}}`` in a grid, ``--<group>-<setting>`` on the command line, and
+    ``config.settings_group(<group>)`` / ``config.method_settings()`` in the method's code. Methods of one family
+    share a group (``lora``, ``dora`` and ``qlora`` read ``lora``). ``settings`` names the other
+    :class:`~medtune.training.config.TrainConfig` fields the method reads (for help texts and to catch a spec
+    that reads a field the config does not have).
     """
 
     name: str
@@ -48,6 +56,15 @@ class MethodSpec(ABC):
     base_quantization: str | None = None  # "4bit": how the base is loaded to train (and, if asked, to evaluate)
     default_optim: str = "adamw"  # used when config.optim is unset
     settings: tuple[str, ...] = ()
+    settings_class: type[Settings] | None = None
+    settings_group: str | None = None
+
+    @property
+    def group(self) -> str | None:
+        """The name of the settings group this method reads (``None``: no settings of its own)."""
+        if self.settings_class is None:
+            return None
+        return self.settings_group or method_settings.group_name_of(self.name)
 
     @property
     def output_name(self) -> str:
@@ -109,53 +126,54 @@ class StandardLoop:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The registry
-
-_REGISTRY: dict[str, MethodSpec] = {}
-
-
-def _same_definition(a: MethodSpec, b: MethodSpec) -> bool:
-    """True when ``b`` is ``a`` defined again by re-importing its module (a plugin loaded twice)."""
-    ta, tb = type(a), type(b)
-    return (ta.__module__, ta.__qualname__) == (tb.__module__, tb.__qualname__) and vars(a) == vars(b)
+# The registry (medtune.training.method_settings.METHODS: the settings schema reads it without importing this)
 
 
 def register_method(spec: MethodSpec, *, replace: bool = False) -> MethodSpec:
     """Make ``spec`` available under ``spec.name`` (to the config, the CLI and the grid); returns it.
 
     A second spec under a taken name is refused unless ``replace=True``, so two plugins cannot silently
-    shadow each other (or a built-in).
+    shadow each other (or a built-in). A spec with a ``settings_class`` adds its settings group.
     """
     if not isinstance(spec, MethodSpec):
         raise TypeError(f"register_method takes a MethodSpec, got {type(spec).__name__}")
     if not _NAME.match(spec.name):
         raise ConfigError(f"method name '{spec.name}' must be lower-case letters, digits, '.', '_' or '-' "
                           "(it is typed on the command line)")
-    old = _REGISTRY.get(spec.name)
-    if old is not None and not replace and old is not spec and not _same_definition(old, spec):
-        raise ConfigError(f"a method named '{spec.name}' is already registered (by {type(old).__module__}); "
-                          "pass replace=True to override it")
-    _REGISTRY[spec.name] = spec
+    cls = type(spec)
+    # A built-in is named by its spec class (imported on first use): its own module registering it is no clash.
+    builtin = method_settings.BUILTIN_METHODS.get(spec.name) == f"{cls.__module__}:{cls.__qualname__}"
+    if spec.settings_class is not None:
+        from medtune.training.config import TrainConfig
+
+        if not replace and spec.name in METHODS and not builtin:
+            METHODS.register(spec.name, spec, origin=spec)  # a clash is the registry's error, before the group
+        assert spec.group is not None
+        method_settings.register_settings_group(spec.group, spec.settings_class, method=spec.name,
+                                                reserved=tuple(TrainConfig.model_fields), replace=replace)
+    else:
+        method_settings.forget_method(spec.name)
+    METHODS.register(spec.name, spec, replace=replace, origin=cls if builtin else spec)
     return spec
+
+
+# The registry under the name of the dict it replaced, for code that reaches for it (tests scope it).
+_REGISTRY = METHODS
 
 
 def get_method(name: str) -> MethodSpec:
     """The spec registered under ``name``; a :class:`ConfigError` listing the available names otherwise."""
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise ConfigError(f"unknown method '{name}' (available: {', '.join(method_names())}; a plugin's "
-                          "methods need the plugin loaded, see MEDTUNE_PLUGINS)") from None
+    return METHODS.get(name)
 
 
 def method_names() -> tuple[str, ...]:
     """Registered method names, built-ins first, in registration order."""
-    return tuple(_REGISTRY)
+    return tuple(METHODS.names())
 
 
 def method_help() -> str:
     """``name: summary`` for every method, one per line (for --help texts and docs)."""
-    return "\n".join(f"{spec.name}: {spec.summary}" for spec in _REGISTRY.values())
+    return "\n".join(f"{spec.name}: {spec.summary}" for spec in METHODS.values())
 
 
 # ----------------------------------------------------------------------------------------------------------

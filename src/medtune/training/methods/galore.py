@@ -1,7 +1,7 @@
 """``galore``: full-parameter training with the gradients of the target matrices projected to low rank.
 
 galore-torch's ``GaLoreAdamW`` / ``GaLoreAdafactor`` project the gradients of every adapted linear layer's
-weight (:func:`find_target_modules`) to rank ``galore_rank``; other parameters get the plain update inside the
+weight (:func:`find_target_modules`) to rank ``galore.rank``; other parameters get the plain update inside the
 same optimizer. ``galore_adamw_8bit`` calls CUDA unconditionally in galore-torch, so on a CPU-only machine it
 raises :class:`UnsupportedOnThisMachine` naming the alternatives. The run keeps a full ``model/``.
 """
@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from medtune.errors import ConfigError, UnsupportedOnThisMachine
+from medtune.training.method_settings import GaloreSettings
 from medtune.training.methods.base import (
     MethodSpec,
     find_target_modules,
@@ -39,20 +40,22 @@ def galore_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]
     if regular:
         groups.append({"params": regular})
     if galore:
-        groups.append({"params": galore, "rank": config.galore_rank, "update_proj_gap": config.galore_update_proj_gap,
-                       "scale": config.galore_scale, "proj_type": "std"})
+        settings = config.galore
+        groups.append({"params": galore, "rank": settings.rank, "update_proj_gap": settings.update_proj_gap,
+                       "scale": settings.scale, "proj_type": "std"})
     return groups
 
 
 class GaloreMethod(MethodSpec):
-    """GaLore: the optimizer is the method (``config.optim`` does not apply; ``galore_optim`` chooses)."""
+    """GaLore: the optimizer is the method (``config.optim`` does not apply; ``galore.optim`` chooses)."""
 
     def prepare(self, model: nn.Module, config: TrainConfig) -> nn.Module:
         return train_every_parameter(model)
 
     def build_optimizer(self, model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
         wd = config.weight_decay
-        if config.galore_optim == "galore_adamw_8bit":
+        optim = config.galore.optim
+        if optim == "galore_adamw_8bit":
             if not torch.cuda.is_available():
                 raise UnsupportedOnThisMachine(
                     "galore_adamw_8bit needs CUDA (galore-torch's 8-bit optimizer calls torch.cuda unconditionally); "
@@ -61,20 +64,20 @@ class GaloreMethod(MethodSpec):
             from galore_torch import GaLoreAdamW8bit
 
             return GaLoreAdamW8bit(galore_groups(model, config), lr=config.lr, weight_decay=wd)
-        if config.galore_optim == "galore_adafactor":
+        if optim == "galore_adafactor":
             from galore_torch import GaLoreAdafactor
 
             return GaLoreAdafactor(galore_groups(model, config), lr=config.lr, weight_decay=wd,
                                    relative_step=False, scale_parameter=False, warmup_init=False)
-        if config.galore_optim == "galore_adamw":
+        if optim == "galore_adamw":
             from galore_torch import GaLoreAdamW
 
             return GaLoreAdamW(galore_groups(model, config), lr=config.lr, weight_decay=wd)
-        raise ConfigError(f"unknown GaLore optimizer '{config.galore_optim}' (available: {', '.join(GALORE_OPTIMS)})")
+        raise ConfigError(f"unknown GaLore optimizer '{optim}' (available: {', '.join(GALORE_OPTIMS)})")
 
 
 GALORE = register_method(GaloreMethod(
     name="galore", summary="full-parameter training with low-rank projected gradients (GaLore); saves model/",
     is_adapter=False, default_optim="galore",
-    settings=("galore_optim", "galore_rank", "galore_update_proj_gap", "galore_scale"),
+    settings_class=GaloreSettings, settings_group="galore",
 ))

@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
+from medtune.training.method_settings import LoraSettings
 from medtune.training.methods.base import MethodSpec, find_target_modules, register_method
 
 if TYPE_CHECKING:
     from medtune.training.config import TrainConfig
 
-LORA_SETTINGS: tuple[str, ...] = ("lora_r", "lora_alpha", "lora_dropout", "optim")
+# The TrainConfig fields the LoRA family reads besides its own group (``lora``: LoraSettings).
+LORA_SETTINGS: tuple[str, ...] = ("optim",)
 
 
 def apply_lora(model: nn.Module, config: TrainConfig, *, use_dora: bool = False) -> nn.Module:
@@ -25,10 +27,11 @@ def apply_lora(model: nn.Module, config: TrainConfig, *, use_dora: bool = False)
     from peft import LoraConfig, get_peft_model
 
     targets = find_target_modules(model)
+    lora = config.lora
     lcfg = LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
         # Full names, matched exactly (a regex anchored at both ends), so the head is never caught by a suffix.
         target_modules="^(" + "|".join(n.replace(".", r"\.") for n in targets) + ")$",
         use_dora=use_dora,
@@ -50,9 +53,9 @@ class LoraMethod(MethodSpec):
 
 LORA = register_method(LoraMethod(
     name="lora", summary="LoRA adapters on every linear layer but the head; saves adapter/", is_adapter=True,
-    settings=LORA_SETTINGS,
+    settings=LORA_SETTINGS, settings_class=LoraSettings, settings_group="lora",
 ))
 DORA = register_method(LoraMethod(
     name="dora", summary="DoRA (weight-decomposed LoRA) adapters; saves adapter/", is_adapter=True,
-    settings=LORA_SETTINGS, use_dora=True,
+    settings=LORA_SETTINGS, settings_class=LoraSettings, settings_group="lora", use_dora=True,
 ))

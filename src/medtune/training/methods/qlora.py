@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from medtune.errors import ConfigError
+from medtune.training.method_settings import LoraSettings
 from medtune.training.methods.base import register_method
 from medtune.training.methods.lora import LORA_SETTINGS, LoraMethod
 
@@ -38,4 +39,5 @@ class QLoraMethod(LoraMethod):
 QLORA = register_method(QLoraMethod(
     name="qlora", summary="LoRA on a 4-bit NF4 base, 8-bit AdamW (paged on a GPU); saves adapter/",
     is_adapter=True, base_quantization="4bit", default_optim="paged_adamw_8bit", settings=LORA_SETTINGS,
+    settings_class=LoraSettings, settings_group="lora",
 ))

@@ -8,11 +8,11 @@
    plus a supervised term on the answer, with the KA model as the reference.
 
 The method cannot be a prepare/optimizer pair: it overrides :meth:`MethodSpec.train_run` and runs both stages
-(:mod:`.stages`). What trains in each stage is ``knowtuning_inner_method`` (:mod:`.inner`); the run's result is
+(:mod:`.stages`). What trains in each stage is ``knowtuning.inner_method`` (:mod:`.inner`); the run's result is
 a full, merged ``model/``, so the spec says ``is_adapter=False`` and evaluation reads the run like a ``full`` one.
 
 The three steps the authors gave to GPT-3.5/4 (fact extraction, KA rewriting, KC revision) run by offline rules
-unless ``knowtuning_generator`` names a generation backend (:mod:`.generator`).
+unless ``knowtuning.generator`` names a generation backend (:mod:`.generator`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from medtune.errors import ConfigError
+from medtune.training.method_settings import KnowTuningSettings
 from medtune.training.methods.base import MethodSpec, StandardLoop, register_method
 from medtune.training.methods.knowtuning.inner import KNOWTUNING_LORA
 
@@ -31,11 +32,9 @@ if TYPE_CHECKING:
     from medtune.training.config import TrainConfig
     from medtune.training.result import TrainResult
 
-KNOWTUNING_SETTINGS: tuple[str, ...] = (
-    "knowtuning_inner_method", "knowtuning_ka_share", "knowtuning_ka_lr", "knowtuning_ka_epochs", "knowtuning_kc_lr",
-    "knowtuning_kc_epochs", "knowtuning_beta", "knowtuning_sft_weight", "knowtuning_lora_targets", "lora_r",
-    "lora_alpha", "lora_dropout", "knowtuning_generator", "knowtuning_generator_steps",
-)
+# The TrainConfig fields KnowTuning reads besides its own group (``knowtuning``: KnowTuningSettings): the
+# adapter its stages train (``lora``).
+KNOWTUNING_SETTINGS: tuple[str, ...] = ("lora",)
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ class KnowTuningMethod(MethodSpec):
 KNOWTUNING = register_method(KnowTuningMethod(
     name="knowtuning", summary="KnowTuning on free-text items: hardest facts as extra QA pairs (KA), then DPO "
                                "against deleted / revised / shuffled facts (KC); saves a full model/",
-    is_adapter=False, settings=KNOWTUNING_SETTINGS,
+    is_adapter=False, settings=KNOWTUNING_SETTINGS, settings_class=KnowTuningSettings, settings_group="knowtuning",
 ))
 
 __all__ = ["KNOWTUNING", "KNOWTUNING_SETTINGS", "KnowTuningMethod"]

@@ -1,10 +1,10 @@
 """KnowTuning's three language-model steps through a generation backend, instead of the offline rules.
 
 The authors had GPT-3.5/4 (1) extract an answer's atomic facts, (2) rewrite each hard fact as its own
-question-answer pair and (3) revise facts to be wrong. With ``knowtuning_generator`` set to a model spec
+question-answer pair and (3) revise facts to be wrong. With ``knowtuning.generator`` set to a model spec
 (any :func:`medtune.scoring.backends.load_backend` spec: ``openai:http://HOST:PORT/v1#MODEL`` for an
 OpenAI-compatible server such as vLLM or llama.cpp, or a local ``hf:`` model) the steps named in
-``knowtuning_generator_steps`` go through that backend's ``generate``: greedy (the ``openai`` backend sends
+``knowtuning.generator_steps`` go through that backend's ``generate``: greedy (the ``openai`` backend sends
 ``temperature: 0``), in batches of :data:`BATCH` prompts, so a run is as repeatable as the server is.
 
 Each prompt asks for a strict, line-based reply (:data:`FACTS_PROMPT`, :data:`REWRITE_PROMPT`,
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from medtune.errors import ConfigError, InputError, MedtuneError
 from medtune.schema import QAItem
+from medtune.training.method_settings import GENERATOR_STEPS
 from medtune.training.methods.knowtuning.augmentation import Rewrite, ScoredFact, rule_rewrite
 from medtune.training.methods.knowtuning.corruption import Revision, revision_targets
 from medtune.training.methods.knowtuning.facts import Fact, item_facts, split_facts, structured_facts
@@ -35,9 +36,8 @@ from medtune.training.methods.knowtuning.facts import Fact, item_facts, split_fa
 if TYPE_CHECKING:
     from medtune.training.config import TrainConfig
 
-# The steps a generator can take over (``TrainConfig.knowtuning_generator_steps`` names them; the settings module
-# is not imported here, as it imports the method registry that imports this package).
-STEPS: tuple[str, ...] = ("facts", "rewrite", "revise")
+# The steps a generator can take over (``TrainConfig.knowtuning.generator_steps`` names them).
+STEPS: tuple[str, ...] = GENERATOR_STEPS
 FALLBACK = "rule (generator reply unparseable)"
 BATCH = 16
 # Reply budgets in new tokens: a fact list restates its answer (about two tokens a word, plus the bullets).
@@ -296,17 +296,17 @@ class Generator:
 
 
 def load_generator(config: TrainConfig) -> Generator | None:
-    """The generator ``config.knowtuning_generator`` names, or ``None`` (the offline rules: nothing is loaded
+    """The generator ``config.knowtuning.generator`` names, or ``None`` (the offline rules: nothing is loaded
     and nothing is contacted)."""
-    if config.knowtuning_generator is None:
+    if config.knowtuning.generator is None:
         return None
     from medtune.scoring.backends import load_backend
 
     try:
-        backend = load_backend(config.knowtuning_generator)
+        backend = load_backend(config.knowtuning.generator)
     except MedtuneError as exc:
-        raise ConfigError(f"training.knowtuning_generator: {exc}") from None
-    return Generator(backend, config.knowtuning_generator, frozenset(config.knowtuning_generator_steps))
+        raise ConfigError(f"training.knowtuning.generator: {exc}") from None
+    return Generator(backend, config.knowtuning.generator, frozenset(config.knowtuning.generator_steps))
 
 
 def read_facts(path: Path, items: Sequence[QAItem], *, file: Any = None) -> dict[str, list[Fact]]:

@@ -2,7 +2,7 @@
 
 The loss is DPO plus a supervised term on the chosen answer, as the authors ran it (LLaMA-Factory's
 ``pref_ftx`` / ``dpo_ftx``, 0.2 in their scripts). TRL 1.x expresses that as a list of losses with weights:
-``loss_type=["sigmoid", "sft"]``, ``loss_weights=[1, knowtuning_sft_weight]`` — the sigmoid DPO loss with
+``loss_type=["sigmoid", "sft"]``, ``loss_weights=[1, knowtuning.sft_weight]`` — the sigmoid DPO loss with
 ``beta``, plus ``w`` times the mean per-token negative log-likelihood of the chosen answers of the batch (TRL's
 ``sft`` term; with one pair per batch it is exactly the per-answer length-normalised NLL LLaMA-Factory adds).
 TRL 1.x has no ``rpo_alpha`` any more; the list form is its replacement.
@@ -44,7 +44,7 @@ def dpo_arguments(config: TrainConfig, out: Path, *, progress: bool = False) -> 
     """The ``DPOConfig`` of the KC stage, from the run's settings (module docstring)."""
     from trl import DPOConfig
 
-    epochs = config.knowtuning_kc_epochs or config.epochs or 1
+    epochs = config.knowtuning.kc_epochs or config.epochs or 1
     with warnings.catch_warnings():  # TRL sets transformers' deprecated gradient_checkpointing alias itself
         warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
         return _dpo_config(DPOConfig, config, out, epochs, progress)
@@ -52,12 +52,12 @@ def dpo_arguments(config: TrainConfig, out: Path, *, progress: bool = False) -> 
 
 def _dpo_config(cls: Any, config: TrainConfig, out: Path, epochs: int, progress: bool) -> Any:
     return cls(
-        output_dir=str(out), learning_rate=config.knowtuning_kc_lr or config.lr, num_train_epochs=float(epochs),
+        output_dir=str(out), learning_rate=config.knowtuning.kc_lr or config.lr, num_train_epochs=float(epochs),
         max_steps=config.max_steps or -1, per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum, lr_scheduler_type=config.scheduler,
         warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm if config.max_grad_norm else 0.0, max_length=config.max_length,
-        beta=config.knowtuning_beta, loss_type=["sigmoid", "sft"], loss_weights=[1.0, config.knowtuning_sft_weight],
+        beta=config.knowtuning.beta, loss_type=["sigmoid", "sft"], loss_weights=[1.0, config.knowtuning.sft_weight],
         seed=config.seed, data_seed=config.seed, train_sampling_strategy="sequential",
         # The run's resolved precision (bf16 mixed precision on a bf16 GPU, fp16 with loss scaling on an older one,
         # fp32 on a CPU), as the KA stage's loop computes.
@@ -109,12 +109,12 @@ def build_kc_trainer(config: TrainConfig, triples: Sequence[Triple], ka_model_di
     # A frozen reference (and a LoRA policy's frozen base) needs no fp32 master copy: half precision on a GPU.
     precision = config.resolved_dtype()
     frozen = precision if precision in ("bf16", "fp16") and device == "cuda" else "fp32"
-    policy_dtype = frozen if config.knowtuning_inner_method == "lora" else "fp32"
+    policy_dtype = frozen if config.knowtuning.inner_method == "lora" else "fp32"
     policy = load_pretrained(ka_model_dir, dtype=policy_dtype, device=device,
                              attn_implementation=config.attn_implementation)
     data = Dataset.from_list([{"prompt": t.prompt, "chosen": t.chosen, "rejected": t.rejected} for t in triples])
     kwargs: dict[str, Any] = {}
-    if config.knowtuning_inner_method == "lora":
+    if config.knowtuning.inner_method == "lora":
         kwargs["peft_config"] = lora_config(policy.model, config)
     else:
         kwargs["ref_model"] = load_pretrained(ka_model_dir, dtype=frozen, device=device,
@@ -183,7 +183,7 @@ def run_kc(config: TrainConfig, triples: Sequence[Triple], ka_model_dir: Path, o
     checks = reference_logprobs(trainer, triples[:check_pairs])
     write_text_atomic(out / "reference_logprobs.jsonl", "".join(json.dumps(c) + "\n" for c in checks))
     model = trainer.model
-    if config.knowtuning_inner_method == "lora":
+    if config.knowtuning.inner_method == "lora":
         model = model.merge_and_unload()
     model.eval()
     history = [h for h in trainer.state.log_history if "loss" in h]
@@ -191,9 +191,9 @@ def run_kc(config: TrainConfig, triples: Sequence[Triple], ka_model_dir: Path, o
     summary = {
         "steps": int(trainer.state.global_step), "triples": len(triples),
         "final_loss": losses[-1] if losses else None, "train_runtime": float(result.metrics.get("train_runtime", 0)),
-        "loss": {"type": ["sigmoid", "sft"], "weights": [1.0, config.knowtuning_sft_weight],
-                 "beta": config.knowtuning_beta},
-        "reference": "KA model with the KC adapter disabled" if config.knowtuning_inner_method == "lora"
+        "loss": {"type": ["sigmoid", "sft"], "weights": [1.0, config.knowtuning.sft_weight],
+                 "beta": config.knowtuning.beta},
+        "reference": "KA model with the KC adapter disabled" if config.knowtuning.inner_method == "lora"
         else "a frozen copy of the KA model",
         "log_history": [{k: v for k, v in h.items() if isinstance(v, int | float) and math.isfinite(v)}
                         for h in trainer.state.log_history],

@@ -13,7 +13,7 @@ Folder layout (docs/EXTENDING.md, "KnowTuning"), everything inspectable:
     ``triples.jsonl`` and ``skipped.jsonl`` (:mod:`.corruption`), ``train_log.jsonl`` and ``metrics.json``
     (the DPO run), ``reference_logprobs.jsonl`` (:mod:`.preference`).
 ``ka/generator.jsonl``, ``kc/generator.jsonl``
-    with ``knowtuning_generator`` set, every prompt sent to the generator and its reply (:mod:`.generator`);
+    with ``knowtuning.generator`` set, every prompt sent to the generator and its reply (:mod:`.generator`);
     each fact, pair and triple says in ``how`` whether a rule or the generator made it.
 ``RUN_DIR/model/`` and ``RUN_DIR/config.json``
     the KC model, merged, in safetensors, and the run record (``train``: the settings, method ``knowtuning``;
@@ -57,9 +57,9 @@ def _jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 def stage_config(config: TrainConfig) -> TrainConfig:
     """The KA stage's settings: the run's, with the inner method and the KA learning rate and epochs."""
     data = {**config.model_dump(), "preset": None,
-            "method": INNER_LORA if config.knowtuning_inner_method == "lora" else "full",
-            "lr": config.knowtuning_ka_lr or config.lr,
-            "epochs": config.knowtuning_ka_epochs or config.epochs}
+            "method": INNER_LORA if config.knowtuning.inner_method == "lora" else "full",
+            "lr": config.knowtuning.ka_lr or config.lr,
+            "epochs": config.knowtuning.ka_epochs or config.epochs}
     return type(config).from_dict(data, where="knowtuning KA stage")
 
 
@@ -95,7 +95,7 @@ def run_ka(config: TrainConfig, items: list[QAItem], facts: dict[str, list[Fact]
     base, tok, base_source = loop.load_base_model(ka_cfg, items, ka_dir, model=model, tokenizer=tokenizer,
                                                   textbook=textbook)
     backend = as_backend(LoadedModel(base, tok, str(base_source), torch.float32, str(base.device)))
-    scored = ka.select_hardest(ka.score_facts(backend, items, facts), config.knowtuning_ka_share)
+    scored = ka.select_hardest(ka.score_facts(backend, items, facts), config.knowtuning.ka_share)
     rewrites = generator.rewrites(items, scored) if generator is not None and generator.does("rewrite") else None
     pairs, records = ka.ka_pairs(items, scored, rewrites)
     _jsonl(ka_dir / "facts.jsonl", ka.facts_records(items, scored))
@@ -113,14 +113,14 @@ def run_ka(config: TrainConfig, items: list[QAItem], facts: dict[str, list[Fact]
     result = loop.train(ka_cfg, [*items, *pairs], order_file.to_dict(), ka_dir, model=base, tokenizer=tok,
                         textbook=textbook, resume=resume, progress=progress, items_path=items_path,
                         order_path=order_path)
-    if config.knowtuning_inner_method == "lora":
+    if config.knowtuning.inner_method == "lora":
         merged = result.model.merge_and_unload()
         save_pretrained_atomic(merged, result.tokenizer, ka_dir / "merged")
         model_dir = "ka/merged"
     else:
         model_dir = "ka/model"
     summary = {"dir": "ka", "method": ka_cfg.method, "model": model_dir, "base_model": str(base_source),
-               "lr": ka_cfg.lr, "epochs": ka_cfg.epochs, "share": config.knowtuning_ka_share,
+               "lr": ka_cfg.lr, "epochs": ka_cfg.epochs, "share": config.knowtuning.ka_share,
                "facts": len(scored), "kept": sum(s.kept for s in scored), "pairs": len(pairs),
                "pairs_from_fact_questions": sum(r["made_by"] == "fact question" for r in records),
                "pairs_from_generator": sum(r["made_by"] == "generator" for r in records),
@@ -171,8 +171,8 @@ def run_knowtuning(config: TrainConfig, items: Sequence[Any], order: dict[str, A
     spec_out = save_pretrained_atomic(kc_model, kc_tok, run_dir / "model")
 
     kc_record = {k: v for k, v in kc_summary.items() if k != "log_history"}
-    kc_record.update({"dir": "kc", "lr": config.knowtuning_kc_lr or config.lr,
-                      "epochs": config.knowtuning_kc_epochs or config.epochs or 1,
+    kc_record.update({"dir": "kc", "lr": config.knowtuning.kc_lr or config.lr,
+                      "epochs": config.knowtuning.kc_epochs or config.epochs or 1,
                       "by_kind": {k: v for k, v in Counter(t.kind for t in triples).items()},
                       "skipped": {k: sum(s["kind"] == k for s in skipped) for k in KINDS},
                       "revisions_from_generator": sum(t.how.startswith("generator:") for t in triples),
@@ -188,8 +188,8 @@ def run_knowtuning(config: TrainConfig, items: Sequence[Any], order: dict[str, A
         "world_size": 1,
         "planned_steps": int(ka_summary["steps"]) + int(kc_record["steps"]),
         "knowtuning": {
-            "inner_method": config.knowtuning_inner_method,
-            "lora_targets": config.knowtuning_lora_targets,
+            "inner_method": config.knowtuning.inner_method,
+            "lora_targets": config.knowtuning.lora_targets,
             "items": len(qa_items),
             "structured_items": sum(all(f.structured for f in facts[it.id]) for it in qa_items),
             "generator": generator.describe() if generator is not None else None,
