@@ -434,15 +434,14 @@ def part_models(ctx: Ctx, report: Report) -> dict[str, Any]:
 
 
 def train_config(ctx: Ctx, method: str, model_dir: Path, **overrides: Any) -> Any:
-    from medtune.training import TrainConfig
+    from medtune.training import resolve_training_settings
 
     settings: dict[str, Any] = {
         "method": method, "model": str(model_dir), "batch_size": ctx.batch, "max_length": ctx.max_length,
-        "lr": ctx.lr, "dtype": ctx.precision, "seed": 0, "packing": True, "lora_r": 16, "lora_alpha": 32,
-        "lora_dropout": 0.05, "galore_rank": ctx.galore_rank, "max_grad_norm": 1.0,
+        "lr": ctx.lr, "dtype": ctx.precision, "seed": 0, "packing": True,
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.05}, "galore": {"rank": ctx.galore_rank}, "max_grad_norm": 1.0,
     }
-    settings.update(overrides)
-    return TrainConfig(**settings)
+    return resolve_training_settings(settings, overrides)  # a group in overrides changes only the keys it names
 
 
 def dtype_check(method: str, model: Any, precision: str) -> tuple[bool, str, dict[str, Any]]:
@@ -756,8 +755,8 @@ def part_resume(ctx: Ctx, report: Report) -> dict[str, Any]:
     ref, run = ctx.work / "resume-reference", ctx.work / "resume-run"
     # The uninterrupted run, in this process with the settings the command line gives (what `medtune train` runs).
     t0 = time.perf_counter()
-    cfg = train_config(ctx, "lora", ctx.small_dir, lora_dropout=0.1, batch_size=2, lr=1e-3, save_every=ctx.save_every,
-                       max_length=ctx.max_length)
+    cfg = train_config(ctx, "lora", ctx.small_dir, lora={"dropout": 0.1}, batch_size=2, lr=1e-3,
+                       save_every=ctx.save_every, max_length=ctx.max_length)
     with torch_threads(None if ctx.gpu else 1):
         run_training(cfg, items_path, order_path, ref)
     reference_s = time.perf_counter() - t0
@@ -821,8 +820,8 @@ def part_torchrun(ctx: Ctx, report: Report) -> dict[str, Any]:
     items_path, order_path = _run_items(ctx)
     multi, single = ctx.work / "torchrun-2", ctx.work / "torchrun-1"
     # The one-process reference, in this process, with the settings the command line gives.
-    cfg = train_config(ctx, "lora", ctx.small_dir, lora_dropout=0.0, batch_size=2, lr=1e-3, save_every=ctx.save_every,
-                       max_length=ctx.max_length)
+    cfg = train_config(ctx, "lora", ctx.small_dir, lora={"dropout": 0.0}, batch_size=2, lr=1e-3,
+                       save_every=ctx.save_every, max_length=ctx.max_length)
     run_training(cfg, items_path, order_path, single)
     info = launched.join(ctx.subprocess_timeout)
     multi_log, single_log = read_log(multi), read_log(single)
