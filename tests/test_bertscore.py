@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from medtune.bertscore import BertScoreSettings, bertscore, describe, resolve_model, scorer
+from medtune.bertscore import BertScoreSettings, bertscore, describe, resolve_bertscore_model, scorer
 from medtune.errors import ConfigError, InputError
 from medtune.evaluation import compute_metrics, qa_item_scores
 from medtune.evaluation_stage import EvalSettings
@@ -128,20 +128,20 @@ def test_settings_shapes_and_their_errors(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"evaluation\.bertscore\.layer: unknown key"):
         config_from_dict({**grid, "evaluation": {"bertscore": {"layer": 3}}})
     with pytest.raises(ConfigError, match="between 0 and 6"):
-        resolve_model(BertScoreSettings(num_layers=7))
+        resolve_bertscore_model(BertScoreSettings(num_layers=7))
     # A hub name that is not in the cache: a clear error, no download attempt.
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(ConfigError, match=r"microsoft/deberta-xlarge-mnli.*needs a download"):
-        resolve_model(BertScoreSettings(model="study"))
+        resolve_bertscore_model(BertScoreSettings(model="study"))
     # A folder with pickled weights only is refused.
     bad = tmp_path / "pickled"
     bad.mkdir()
     (bad / "config.json").write_text(json.dumps({"model_type": "bert", "num_hidden_layers": 2}))
     (bad / "pytorch_model.bin").write_bytes(b"")
     with pytest.raises(ConfigError, match="no safetensors weights"):
-        resolve_model(BertScoreSettings(model=str(bad)))
+        resolve_bertscore_model(BertScoreSettings(model=str(bad)))
     with pytest.raises(ConfigError, match="no baseline"):
         describe(BertScoreSettings(rescale=True))
     with pytest.raises(InputError, match="2 predictions for 1 references"):

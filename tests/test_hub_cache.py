@@ -180,14 +180,14 @@ def test_train_on_a_cached_hub_model_through_the_cli(hub_cache, tiny_folder, tmp
 
 def test_a_cached_sentence_transformers_model_embeds_offline_by_hub_name(hub_cache):
     put_in_cache(hub_cache, "sentence-transformers/all-MiniLM-L6-v2", minilm_folder(), link_blobs=True)
-    ident, location = emb.resolve_model("sentence-transformers/all-MiniLM-L6-v2")
+    ident, location = emb.resolve_embedding_model("sentence-transformers/all-MiniLM-L6-v2")
     assert ident == "hub:sentence-transformers/all-MiniLM-L6-v2" and Path(location).parent.name == "snapshots"
     by_name = emb.embed_texts(TEXTS, "sentence-transformers/all-MiniLM-L6-v2", device="cpu", use_cache=False)
     packaged = emb.embed_texts(TEXTS, None, device="cpu", use_cache=False)
     assert by_name.shape == (len(TEXTS), 384)
     np.testing.assert_allclose(by_name, packaged, atol=1e-6)
     with pytest.raises(InputError, match=r"'org/not-cached' is not a local folder and the hub is offline"):
-        emb.resolve_model("org/not-cached")
+        emb.resolve_embedding_model("org/not-cached")
 
 
 def test_embedding_with_a_local_folder_leaves_the_environment_and_the_hub_alone(tmp_path, monkeypatch, online):
@@ -236,7 +236,7 @@ class RecordingModel:
 
 def test_the_device_picks_the_batch_size_but_not_the_cache_entry(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDTUNE_CACHE", str(tmp_path))
-    monkeypatch.setattr(emb, "load_model", RecordingModel)
+    monkeypatch.setattr(emb, "load_embedding_model", RecordingModel)
     RecordingModel.loads = []
     on_gpu = emb.embed_texts(TEXTS, device="cuda:1")
     assert RecordingModel.loads[1:] == [("batch_size", 256)] and RecordingModel.loads[0][1] == "cuda:1"
@@ -257,7 +257,7 @@ def test_the_categories_command_passes_its_embedding_device(tmp_path, monkeypatc
         seen.append(device)
         raise InputError("stopped after loading")  # the test wants the device, not the clustering
 
-    monkeypatch.setattr(emb, "load_model", stop)
+    monkeypatch.setattr(emb, "load_embedding_model", stop)
     items = write_items([QAItem(id=f"q{i}", question=f"{TEXTS[i % 5]} {i}", answer="A.", source="t", split="train")
                          for i in range(12)], tmp_path / "items.parquet")
     assert main(["categories", str(items), "-o", str(tmp_path / "c.parquet"), "--embedding-device", "cuda:3",
@@ -280,12 +280,12 @@ def test_gpu_and_cpu_vectors_agree(tmp_path, monkeypatch):
 
 
 def test_bertscore_uses_a_cached_hub_model_offline_and_the_grid_check_agrees(hub_cache, tmp_path):
-    from medtune.bertscore import BertScoreSettings, bertscore, resolve_model
+    from medtune.bertscore import BertScoreSettings, bertscore, resolve_bertscore_model
     from medtune.experiments import config_from_dict
     from medtune.experiments.checks import bertscore_model_available, cell_problems
 
     snapshot = put_in_cache(hub_cache, "org/minilm", minilm_folder(), link_blobs=True)
-    resolved = resolve_model(BertScoreSettings(model="org/minilm"))
+    resolved = resolve_bertscore_model(BertScoreSettings(model="org/minilm"))
     assert resolved.path == str(snapshot) and resolved.layer == 6 and resolved.name == "org/minilm"
     cands, refs = ["Fever and a cough.", "Rest."], ["The flu causes fever and cough.", "Rest and drink fluids."]
     by_name = bertscore(cands, refs, BertScoreSettings(model="org/minilm"))
@@ -302,16 +302,16 @@ def test_bertscore_uses_a_cached_hub_model_offline_and_the_grid_check_agrees(hub
     refused = problems("org/not-cached")  # offline and not cached: no cell may start
     assert len(refused) == 1 and "org/not-cached" in refused[0] and "offline" in refused[0]
     with pytest.raises(ConfigError, match=r"'org/not-cached' is neither a local folder nor in the Hugging Face cache"):
-        resolve_model(BertScoreSettings(model="org/not-cached"))
+        resolve_bertscore_model(BertScoreSettings(model="org/not-cached"))
 
 
 def test_bertscore_online_downloads_an_uncached_model_and_the_check_does_not(hub_cache, tmp_path, online):
-    from medtune.bertscore import BertScoreSettings, resolve_model
+    from medtune.bertscore import BertScoreSettings, resolve_bertscore_model
 
     settings = BertScoreSettings(model="org/not-cached")
-    assert resolve_model(settings, download=False) is None and not online  # the dry-run check: available
+    assert resolve_bertscore_model(settings, download=False) is None and not online  # the dry-run check: available
     with pytest.raises(ConfigError, match=r"'org/not-cached' could not be downloaded from the Hugging Face Hub"):
-        resolve_model(settings)
+        resolve_bertscore_model(settings)
     assert online, "scoring asks the hub for a model it does not have"
 
 

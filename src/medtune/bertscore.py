@@ -159,7 +159,7 @@ def _hub_snapshot(name: str, *, download: bool = True) -> Path | None:
         raise ConfigError(f"BERTScore {exc}; give a local folder instead") from None
 
 
-def resolve_model(settings: BertScoreSettings, *, download: bool = True) -> ResolvedModel | None:
+def resolve_bertscore_model(settings: BertScoreSettings, *, download: bool = True) -> ResolvedModel | None:
     """The model and layer ``settings`` mean on this machine; None when BERTScore is off (or ``auto`` finds no
     packaged MiniLM). A hub name not in the Hugging Face cache is downloaded when the hub is reachable; with
     ``download=False`` nothing is, and such a model gives None as well (a check before training asks only whether
@@ -222,7 +222,7 @@ def _baseline(settings: BertScoreSettings, resolved: ResolvedModel) -> str | Non
 
 def describe(settings: BertScoreSettings) -> dict[str, Any] | None:
     """What metrics.json records of the scorer (model, its folder, layer, idf, rescale, versions); None if off."""
-    resolved = resolve_model(settings)
+    resolved = resolve_bertscore_model(settings)
     if resolved is None:
         return None
     import transformers
@@ -246,7 +246,7 @@ def _scorer_cached(path: str, layer: int, idf: bool, lang: str | None, baseline:
 
 def scorer(settings: BertScoreSettings) -> Any:
     """The ``bert_score.BERTScorer`` for ``settings``, built once per process (None when BERTScore is off)."""
-    resolved = resolve_model(settings)
+    resolved = resolve_bertscore_model(settings)
     if resolved is None:
         return None
     baseline = _baseline(settings, resolved)

@@ -31,7 +31,7 @@ def cache_dir() -> Path:
     return Path(root) / "embeddings"
 
 
-def resolve_model(model: str | Path | None) -> tuple[str, str]:
+def resolve_embedding_model(model: str | Path | None) -> tuple[str, str]:
     """(identity used in the cache key, what to pass to SentenceTransformer) for a model spec."""
     if model is None or str(model) == DEFAULT_MODEL:
         try:
@@ -78,7 +78,7 @@ def embedding_device(device: str | None = None) -> str:
     return device
 
 
-def load_model(path: str, device: str | None = None):  # -> SentenceTransformer
+def load_embedding_model(path: str, device: str | None = None):  # -> SentenceTransformer
     """A SentenceTransformer on ``device`` (see :func:`embedding_device`).
 
     A local folder is passed as it is: sentence-transformers reads a folder without contacting the hub, so nothing
@@ -104,7 +104,7 @@ def embed_texts(
     short questions and larger batches keep it busy) and 64 on the CPU. The cache key is the model and the texts
     only, so vectors computed on either device are reused on the other.
     """
-    model_id, location = resolve_model(model)
+    model_id, location = resolve_embedding_model(model)
     path = cache_dir() / f"{texts_key(model_id, texts)}.npy"
     if use_cache and path.exists():
         try:
@@ -116,7 +116,7 @@ def embed_texts(
     device = embedding_device(device)
     if batch_size is None:
         batch_size = 64 if device == "cpu" else 256
-    st_model = load_model(location, device)
+    st_model = load_embedding_model(location, device)
     arr = st_model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
                           show_progress_bar=False).astype(np.float32)
     if use_cache:

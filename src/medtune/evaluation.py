@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medtune.bertscore import BertScoreSettings, resolve_model
+from medtune.bertscore import BertScoreSettings, resolve_bertscore_model
 from medtune.errors import InputError
 from medtune.factsheet import FactSheet
 from medtune.io import require_file
@@ -339,7 +339,7 @@ def qa_item_scores(predictions: pd.DataFrame, items: Sequence[Item],
     out = pd.concat([pd.DataFrame({"id": frame["id"].astype(str)}), text], axis=1)
     out.attrs["bertscore"] = None
     # ``auto`` without the packaged MiniLM resolves to no model: BERTScore is then left out, not an error.
-    if bertscore is not None and resolve_model(bertscore) is not None:
+    if bertscore is not None and resolve_bertscore_model(bertscore) is not None:
         from medtune.bertscore import bertscore as score_bert
 
         res = score_bert(generated, refs, bertscore)

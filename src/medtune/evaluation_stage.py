@@ -23,8 +23,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from medtune.bertscore import BertScoreSettings
-from medtune.bertscore import resolve_model as resolve_bertscore
+from medtune.bertscore import BertScoreSettings, resolve_bertscore_model
 from medtune.errors import InputError
 from medtune.evaluation import DEFAULT_N_BOOT, compute_metrics, qa_item_scores
 from medtune.io import atomic_path, require_file, write_json_atomic
@@ -281,7 +280,8 @@ def run_evaluation(settings: EvalSettings | dict[str, Any], items_path: Path, mo
     items = _read_test_items(items_path, split)
     mode = resolve_mode(settings, items, items_path)
     if isinstance(items[0], QAItem):
-        resolve_bertscore(settings.bertscore)  # a BERTScore model that is not here fails now, not after generating
+        # a BERTScore model that is not here fails now, not after generating
+        resolve_bertscore_model(settings.bertscore)
     template = resolve_template(settings, ref, mode)
     precision = describe_precision(settings, ref)
     backend = loaded if loaded is not None else load_model(ref, settings)

@@ -53,7 +53,7 @@ def cluster_categories(
     With ``unique_texts`` each distinct question text is one point of the clustering (repeated questions do
     not make a dense spot of their own) and every item takes its text's category and probability.
     """
-    from medtune.embeddings import resolve_model
+    from medtune.embeddings import resolve_embedding_model
 
     texts = [clustered_text(it) for it in items]
     if model_id is None and embeddings is not None:
@@ -61,7 +61,7 @@ def cluster_categories(
     if embeddings is None:
         embeddings = embed_items(items, embedding_model, device=embedding_device)
     if model_id is None:
-        model_id = resolve_model(embedding_model)[0]
+        model_id = resolve_embedding_model(embedding_model)[0]
     if len(embeddings) != len(items):
         raise InputError(f"{len(embeddings)} embeddings for {len(items)} items")
     first, back = _distinct(texts) if unique_texts else (np.arange(len(texts)), np.arange(len(texts)))

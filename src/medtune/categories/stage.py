@@ -205,11 +205,11 @@ def run_categories(
     if s.method == "given":
         cats = given_categories(items)
     else:
-        from medtune.embeddings import resolve_model
+        from medtune.embeddings import resolve_embedding_model
 
         embeddings = embed_items(items, s.embedding_model, _model_origin(s), s.embedding_device)
         report = progress if callable(progress) else (_trial_printer(s.trials) if progress else None)
-        cats = cluster_categories(items, embeddings=embeddings, model_id=resolve_model(s.embedding_model)[0],
+        cats = cluster_categories(items, embeddings=embeddings, model_id=resolve_embedding_model(s.embedding_model)[0],
                                   progress=report, **clustering_options(s))
     out.mkdir(parents=True, exist_ok=True)
     path = write_categories(cats, out / artifact)

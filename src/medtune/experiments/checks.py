@@ -289,13 +289,14 @@ def bertscore_model_available(view: GridView) -> list[str]:
     model that is neither in the cache nor downloadable, the hub being offline, would otherwise fail after hours of
     training). Scoring resolves the model the same way: a cached or local model is available; a hub model that is
     not cached is available while the hub is reachable (scoring downloads it; this check downloads nothing)."""
-    from medtune.bertscore import resolve_model
+    from medtune.bertscore import resolve_bertscore_model
     from medtune.data.registry import get_loader
     from medtune.evaluation_stage import EvalSettings
     from medtune.schema import QAItem
 
     try:
-        resolve_model(EvalSettings.model_validate(view.cfg.evaluation.stage_values()).bertscore, download=False)
+        settings = EvalSettings.model_validate(view.cfg.evaluation.stage_values())
+        resolve_bertscore_model(settings.bertscore, download=False)
         return []
     except MedtuneError as exc:
         why = str(exc)
@@ -438,11 +439,11 @@ def model_inputs(view: GridView) -> list[str]:
     spec = cats.embedding_model
     cells = [c for c in view.cells if not c.is_base]
     if cats.method == "cluster" and spec and cells:
-        from medtune.embeddings import DEFAULT_MODEL, resolve_model
+        from medtune.embeddings import DEFAULT_MODEL, resolve_embedding_model
         from medtune.models import hub_offline
 
         if spec != DEFAULT_MODEL:
-            why = _model_missing(view, spec, hub=resolve_model if hub_offline() else None)
+            why = _model_missing(view, spec, hub=resolve_embedding_model if hub_offline() else None)
             if why:
                 problems.append(f"{describe_cells(cells)}: categories.embedding_model {why}")
     return problems
