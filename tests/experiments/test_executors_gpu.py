@@ -63,7 +63,7 @@ def _collect(payloads: list[dict[str, Any]], fn, cfg: ExecutorConfig) -> dict[st
         assert p["key"] not in out, "a cell reported twice"
         out[p["key"]] = rec
 
-    executors.run(payloads, fn, on_done, cfg)
+    executors.run_cells(payloads, fn, on_done, cfg)
     assert set(out) == {p["key"] for p in payloads}
     return out
 
@@ -282,7 +282,7 @@ def test_a_crashed_worker_fails_its_cell_and_is_replaced_on_its_gpu(monkeypatch:
     payloads[0]["raise"] = True
     payloads[2]["exit"] = True
     got: list[tuple[str, dict[str, Any]]] = []
-    executors.run(payloads, _where, lambda p, r: got.append((p["key"], r)), ExecutorConfig(kind="pool"))
+    executors.run_cells(payloads, _where, lambda p, r: got.append((p["key"], r)), ExecutorConfig(kind="pool"))
     recs = dict(got)
     assert [k for k, _ in got] == ["k0", "k1", "k2", "k3"]  # one worker: in order
     assert recs["k0"]["status"] == "failed" and recs["k0"]["error"] == "worker crashed: ValueError: boom"

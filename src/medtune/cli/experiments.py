@@ -18,7 +18,7 @@ console = Console()
 _STATUS_STYLE = {"done": "green", "failed": "red", "stale": "yellow", "pending": "dim"}
 
 
-def run(
+def run_command(
     config: Annotated[Path, typer.Argument(help="experiment YAML (see configs/)")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the expanded grid and what is done; run nothing")]
     = False,
@@ -157,5 +157,5 @@ def report(
 
 def register(app: typer.Typer) -> None:
     """Add ``run`` and ``report`` to the main app."""
-    app.command("run")(run)
+    app.command("run")(run_command)
     app.command("report")(report)

@@ -17,11 +17,14 @@ from medtune.experiments.grid import Cell, cell_key, expand
 from medtune.experiments.runner import GridStatus, RunSummary, grid_status, run_experiment
 
 
-def write_report(run_dir, out_dir=None, **kwargs):
-    """Render the report of ``run_dir`` (see :func:`medtune.experiments.report.write_report`)."""
-    from medtune.experiments.report import write_report as _write
+def __getattr__(name: str) -> object:
+    """``write_report`` is :func:`medtune.experiments.report.write_report`, imported on first use: importing the
+    package to read a config does not load the report module."""
+    if name == "write_report":
+        from medtune.experiments.report import write_report
 
-    return _write(run_dir, out_dir, **kwargs)
+        return write_report
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

@@ -440,7 +440,7 @@ def session(cfg: ExecutorConfig) -> Iterator[None]:
         yield
 
 
-def run(payloads: Sequence[Payload], fn: CellFn, on_done: OnDone, cfg: ExecutorConfig) -> None:
+def run_cells(payloads: Sequence[Payload], fn: CellFn, on_done: OnDone, cfg: ExecutorConfig) -> None:
     """Run every payload with the configured executor, calling ``on_done`` as each cell finishes."""
     if not payloads:
         return

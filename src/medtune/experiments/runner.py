@@ -24,6 +24,7 @@ from typing import Any
 from medtune.experiments import executors, pipeline
 from medtune.experiments.config import ExperimentConfig, dump_config, load_config
 from medtune.experiments.grid import Cell, cell_key, expand
+from medtune.experiments.pipeline import cell_precision as cell_precision  # re-exported: `medtune run --dry-run`
 from medtune.experiments.store import ResultStore, Store
 from medtune.io import write_text_atomic
 
@@ -99,11 +100,6 @@ def stored_artifacts(config: ExperimentConfig) -> dict[str, int]:
     return Store(config.store_path).stages() if config.store_path.exists() else {}
 
 
-def cell_precision(config: ExperimentConfig, cell: Cell) -> dict[str, Any]:
-    """The dtype and quantization ``cell`` trains and is evaluated in, resolved for this machine."""
-    return pipeline.cell_precision(config, cell)
-
-
 def grid_status(config: ExperimentConfig) -> list[GridStatus]:
     """Every cell with its key and whether it is already done (read from the run directory)."""
     results = ResultStore(config.run_dir)
@@ -168,7 +164,7 @@ def _run_todo(cfg: ExperimentConfig, todo: list[GridStatus], statuses: list[Grid
     shared = {"config": cfg_json, "cells": [s.cell.as_dict() for s in todo], "progress": progress}
     # A process pool is this machine: run the shared stages here rather than spawn a pool for one task.
     phase1 = cfg.executor.model_copy(update={"kind": "local"}) if cfg.executor.kind == "pool" else cfg.executor
-    executors.run([shared], pipeline.prepare_shared, lambda p, r: None, phase1)
+    executors.run_cells([shared], pipeline.prepare_shared, lambda p, r: None, phase1)
 
     # Phase 2: the cells.
     payloads = [
@@ -195,7 +191,7 @@ def _run_todo(cfg: ExperimentConfig, todo: list[GridStatus], statuses: list[Grid
         detail = record.get("error") if status == "failed" else _acc_line(record)
         say(f"[{n_done}/{len(todo)}] {record['cell_id']}: {status} ({detail}) {time.time() - t0:.0f}s")
 
-    executors.run(payloads, pipeline.execute_cell, on_done, cfg.executor)
+    executors.run_cells(payloads, pipeline.execute_cell, on_done, cfg.executor)
 
 
 def _acc_line(record: dict[str, Any]) -> str:
