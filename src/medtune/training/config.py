@@ -171,7 +171,9 @@ class TrainConfig(Settings):
         """Plugin groups at the level of the built-in ones, as they are written in a config."""
         out = handler(self)
         mode = "json" if info.mode_is_json() else "python"
-        out.update({name: group.model_dump(mode=mode) for name, group in self._plugin_groups.items()})
+        include, exclude = info.include, info.exclude
+        out.update({name: group.model_dump(mode=mode) for name, group in self._plugin_groups.items()
+                    if (include is None or name in include) and not (exclude and name in exclude)})
         return out
 
     @field_validator("method")
