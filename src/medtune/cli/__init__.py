@@ -28,24 +28,23 @@ app = typer.Typer(
 )
 err_console = Console(stderr=True)
 
-# Modules that add commands to `app` (each defines `register(app)`), in the order of the pipeline.
+# The modules that add commands to `app`, in the order of the pipeline, each with its function that adds them.
 COMMAND_MODULES = (
-    "data",
-    "difficulty",
-    "categories",
-    "order",
-    "train",
-    "evaluate",
-    "generate",
-    "experiments",
-    "demo",
+    ("data", "register_data_commands"),
+    ("difficulty", "register_difficulty_commands"),
+    ("categories", "register_categories_commands"),
+    ("order", "register_order_commands"),
+    ("train", "register_train_commands"),
+    ("evaluate", "register_evaluate_commands"),
+    ("generate", "register_generate_commands"),
+    ("experiments", "register_experiments_commands"),
+    ("demo", "register_demo_commands"),
 )
 
 
 def _register_all() -> None:
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(f"medtune.cli.{name}")
-        module.register(app)
+    for name, register in COMMAND_MODULES:
+        getattr(importlib.import_module(f"medtune.cli.{name}"), register)(app)
 
 
 _register_all()

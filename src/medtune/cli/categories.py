@@ -59,6 +59,6 @@ def categories(
         typer.echo("wrote " + ", ".join(summary["plot"]))
 
 
-def register(app: typer.Typer) -> None:
+def register_categories_commands(app: typer.Typer) -> None:
     """Add ``medtune categories``."""
     app.command("categories")(categories)

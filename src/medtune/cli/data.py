@@ -241,6 +241,6 @@ def leakage_cmd(
         raise typer.Exit(1)
 
 
-def register(app: typer.Typer) -> None:
+def register_data_commands(app: typer.Typer) -> None:
     """Add the ``data`` sub-app to the main app."""
     app.add_typer(data_app, name="data")

@@ -62,7 +62,7 @@ def demo(out: Path = DEFAULT_OUT, seed: int = 0, *, quick: bool = False, cluster
     console.print(f"demo outputs in {ctx.out}")
 
 
-def register(app: typer.Typer) -> None:
+def register_demo_commands(app: typer.Typer) -> None:
     """Add the ``demo`` command to the main app."""
 
     @app.command("demo")

@@ -39,7 +39,7 @@ from medtune.errors import ConfigError, InputError
 from medtune.io import check_file_output
 from medtune.settings import validate_settings
 
-__all__ = ["difficulty_app", "model_names", "register", "scores_dir"]
+__all__ = ["difficulty_app", "model_names", "register_difficulty_commands", "scores_dir"]
 
 difficulty_app = typer.Typer(
     help="LLM-defined question difficulty (ensemble expected accuracy, IRT) and easy/medium/hard buckets.",
@@ -227,6 +227,6 @@ def human_cmd(
     _report(_run(settings, items_path, output, plot), output)
 
 
-def register(app: typer.Typer) -> None:
+def register_difficulty_commands(app: typer.Typer) -> None:
     """Add ``medtune difficulty ...`` to the main app."""
     app.add_typer(difficulty_app, name="difficulty")

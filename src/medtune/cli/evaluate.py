@@ -341,6 +341,6 @@ def power_cmd(
     console.print(t)
 
 
-def register(app: typer.Typer) -> None:
+def register_evaluate_commands(app: typer.Typer) -> None:
     """Add ``medtune evaluate ...`` to the main app."""
     app.add_typer(evaluate_app, name="evaluate")

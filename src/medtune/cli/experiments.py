@@ -155,7 +155,7 @@ def report(
     console.print(f"tables: {rep.markdown}, {rep.out_dir / 'tables'}")
 
 
-def register(app: typer.Typer) -> None:
+def register_experiments_commands(app: typer.Typer) -> None:
     """Add ``run`` and ``report`` to the main app."""
     app.command("run")(run_command)
     app.command("report")(report)

@@ -30,6 +30,6 @@ def generate_command(
     stream_answer(loaded, prompt, max_new_tokens=max_new_tokens, temperature=temperature)
 
 
-def register(app: typer.Typer) -> None:
+def register_generate_commands(app: typer.Typer) -> None:
     """Add ``generate`` to the main app."""
     app.command("generate")(generate_command)

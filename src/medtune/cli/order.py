@@ -188,6 +188,6 @@ def plot(
     typer.echo("wrote " + ", ".join(str(p) for p in written))
 
 
-def register(app: typer.Typer) -> None:
+def register_order_commands(app: typer.Typer) -> None:
     """Add ``medtune order`` (build by default, and ``plot``)."""
     app.add_typer(order_app, name="order")

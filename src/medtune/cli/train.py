@@ -207,7 +207,7 @@ def merge_command(
     console.print(f"wrote {export_run(run_dir, output, merge=True)}")
 
 
-def register(app: typer.Typer) -> None:
+def register_train_commands(app: typer.Typer) -> None:
     """Add ``train``, ``verify-order``, ``export`` and ``merge`` to the main app."""
     app.command("train")(train_command)
     app.command("verify-order")(verify_order_command)
