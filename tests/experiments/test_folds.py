@@ -10,7 +10,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medtune.data.stage import DataSettings, fold_of, select_items
+from medtune.data.stage import DataSettings, assign_folds, select_items
 from medtune.errors import ConfigError
 from medtune.experiments import config_from_dict, expand
 from medtune.schema import MCQItem
@@ -29,7 +29,7 @@ def test_folds_are_equal_and_each_fold_splits_the_items_in_two(n: int, k: int, s
     if k > n:
         return
     items = _items(n)
-    folds = fold_of(items, k, seed)
+    folds = assign_folds(items, k, seed)
     sizes = [list(folds.values()).count(f) for f in range(k)]
     assert max(sizes) - min(sizes) <= 1 and sum(sizes) == n
     for f in range(k):
@@ -38,7 +38,7 @@ def test_folds_are_equal_and_each_fold_splits_the_items_in_two(n: int, k: int, s
         test = {it.id for it in select_items(items, DataSettings(**base, fold_part="test"))}
         assert not train & test and train | test == {it.id for it in items}
     # the assignment does not depend on the order the loader gives the items in
-    assert fold_of(items[::-1], k, seed) == folds
+    assert assign_folds(items[::-1], k, seed) == folds
 
 
 def test_a_fold_needs_folds_greater_than_it() -> None:

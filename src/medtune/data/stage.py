@@ -117,7 +117,7 @@ def id_fraction(item_id: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def fold_of(items: Sequence[Item], folds: int, seed: int) -> dict[str, int]:
+def assign_folds(items: Sequence[Item], folds: int, seed: int) -> dict[str, int]:
     """Each item's fold: items ranked by their seeded id hash, cut into ``folds`` parts of equal size (±1).
 
     Ranking (not cutting the hash at k/folds) makes the folds as equal as the item count allows, as k-fold
@@ -134,7 +134,7 @@ def select_items(items: list[Item], settings: DataSettings) -> list[Item]:
         lo, hi = settings.portion
         kept = [it for it in kept if lo <= id_fraction(it.id, settings.portion_seed) < hi]
     if settings.folds is not None and settings.fold is not None and kept:
-        folds = fold_of(kept, settings.folds, settings.portion_seed)
+        folds = assign_folds(kept, settings.folds, settings.portion_seed)
         in_fold = settings.fold_part == "test"
         kept = [it for it in kept if (folds[it.id] == settings.fold) == in_fold]
     if settings.limit:
