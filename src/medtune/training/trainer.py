@@ -163,7 +163,7 @@ def train(
     if staged is not None:
         return staged
     if resume and planner is None and ckpt.latest_checkpoint(run_dir) is not None \
-            and "adaptive" in dump_config(run_dir):
+            and "adaptive" in read_run_config(run_dir):
         raise ConfigError("this run decided its items adaptively: resume it with the same --adaptive settings")
     from medtune.training.anchor_check import AnchorCheck
 
@@ -181,5 +181,6 @@ def save_trained(model: nn.Module, tokenizer: Any, run_dir: Path, config: TrainC
     return method_of(config).save(model, tokenizer, run_dir)
 
 
-def dump_config(path: Path) -> dict[str, Any]:
-    return read_config_json(path) or {}
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """The run's ``config.json`` (empty when it has none yet)."""
+    return read_config_json(run_dir) or {}
