@@ -199,13 +199,21 @@ def test_each_plugin_example_registers_its_name_and_passes_its_own_test(
 def test_the_strategy_example_is_known_to_the_order_stage_settings(monkeypatch):
     """What the CLI and a grid go through: the order settings accept the plugin's name and parse its option."""
     from medtune.errors import ConfigError
-    from medtune.orders import OrderItem, OrderSettings, build_order, strategies
+    from medtune.orders import OrderSettings, strategies
     from medtune.settings import validate_settings
 
-    monkeypatch.setattr(strategies, "STRATEGIES", dict(strategies.STRATEGIES))
-    with pytest.raises(ConfigError, match="unknown strategy 'mixed-buckets'"):
-        validate_settings(OrderSettings, {"strategy": "mixed-buckets", "seed": 0})
-    import_example("medtune_mixed_buckets", monkeypatch)
+    with strategies.STRATEGIES.scoped(without=["mixed-buckets"]):
+        with pytest.raises(ConfigError, match="unknown strategy 'mixed-buckets'"):
+            validate_settings(OrderSettings, {"strategy": "mixed-buckets", "seed": 0})
+        import_example("medtune_mixed_buckets", monkeypatch)
+        _use_the_strategy_example()
+
+
+def _use_the_strategy_example() -> None:
+    from medtune.errors import ConfigError
+    from medtune.orders import OrderItem, OrderSettings, build_order
+    from medtune.settings import validate_settings
+
     given = {"strategy": "mixed-buckets", "seed": 0, "options": {"start": "medium"}}
     settings = validate_settings(OrderSettings, given)
     assert settings.options == {"start": "medium"}

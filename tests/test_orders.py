@@ -330,8 +330,10 @@ def test_missing_difficulty_names_the_first_item():
 
 
 def test_unknown_strategy_and_option_are_clear_errors():
-    with pytest.raises(ConfigError, match=r"unknown strategy 'shuffle'.*random, blocked, interleaved"):
+    with pytest.raises(ConfigError, match=r"unknown strategy 'shuffle'.*registered: anti-curriculum, .*random"):
         get_strategy("shuffle")
+    with pytest.raises(ConfigError, match=r"unknown strategy 'curriculm'; did you mean 'curriculum'\?"):
+        get_strategy("curriculm")
     with pytest.raises(ConfigError, match=r"no option 'kk'.*its options: category_order, k\)"):
         get_strategy("interleaved")(rich_items(0), 0, kk=3)
     with pytest.raises(ConfigError, match="k must be a positive integer or 'items'"):

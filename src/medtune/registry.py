@@ -157,6 +157,10 @@ class Registry(Generic[T]):
             return self._resolve(name, slot)
         return slot.obj
 
+    def __getitem__(self, name: str) -> T:
+        """``registry[name]``: :meth:`get`, so a registry reads like the dict it replaces."""
+        return self.get(name)
+
     def names(self) -> list[str]:
         """Every registered name, in registration order (built-ins first)."""
         self._load_plugins()

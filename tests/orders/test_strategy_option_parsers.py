@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from medtune.errors import ConfigError
+from medtune.orders import options as o
 from medtune.orders import strategies as s
 
 
@@ -17,7 +18,7 @@ def _refuses(parse, value, message: str) -> None:
 
 
 def test_count_accepts_zero_and_whole_numbers_only():
-    parse = s._count("reviews")
+    parse = o.count("reviews")
     assert parse(0) == 0 and parse("3") == 3 and parse(2.0) == 2 and type(parse(2.0)) is int
     _refuses(parse, -1, "reviews must be a non-negative integer, got -1")
     _refuses(parse, 1.5, "reviews must be a non-negative integer, got 1.5")
@@ -26,7 +27,7 @@ def test_count_accepts_zero_and_whole_numbers_only():
 
 
 def test_positive_int_starts_at_one():
-    parse = s._positive_int("steps")
+    parse = o.positive_int("steps")
     assert parse(1) == 1 and parse("4") == 4 and parse(3.0) == 3 and type(parse(3.0)) is int
     _refuses(parse, 0, "steps must be a positive integer, got 0")
     _refuses(parse, 2.5, "steps must be a positive integer, got 2.5")
@@ -35,20 +36,20 @@ def test_positive_int_starts_at_one():
 
 
 def test_float_in_closed_and_half_open_ranges():
-    closed = s._float_in("growth", 1.0, 4.0)
+    closed = o.float_in("growth", 1.0, 4.0)
     assert closed(1) == 1.0 and closed("4") == 4.0 and type(closed(2)) is float
     _refuses(closed, 0.99, "growth must be in [1.0, 4.0], got 0.99")
     _refuses(closed, 4.01, "growth must be in [1.0, 4.0], got 4.01")
     _refuses(closed, "fast", "growth must be a number, got 'fast'")
     _refuses(closed, None, "growth must be a number, got None")
-    half = s._float_in("c0", 0.0, 1.0, lo_open=True)
+    half = o.float_in("c0", 0.0, 1.0, lo_open=True)
     assert half(1.0) == 1.0 and half(1e-9) == 1e-9
     _refuses(half, 0.0, "c0 must be in (0.0, 1.0], got 0.0")
     _refuses(half, 1.5, "c0 must be in (0.0, 1.0], got 1.5")
 
 
 def test_choice_and_the_category_order_option():
-    parse = s._choice("schedule", ("linear", "root"))
+    parse = o.choice("schedule", ("linear", "root"))
     assert parse("root") == "root"
     _refuses(parse, "step", "schedule must be one of linear, root, got 'step'")
     assert s.get_strategy("blocked").resolve_options({"category_order": "size"}) == {"category_order": "size"}
@@ -58,15 +59,15 @@ def test_choice_and_the_category_order_option():
 
 
 def test_k_is_a_positive_integer_written_as_one_or_items():
-    assert s._parse_k("items") == "items" and s._parse_k(2) == 2 and s._parse_k("3") == 3 and s._parse_k(" 3 ") == 3
+    assert o.parse_k("items") == "items" and o.parse_k(2) == 2 and o.parse_k("3") == 3 and o.parse_k(" 3 ") == 3
     for bad in (0, -1, "2.0", 2.5, "x", None, "items "):
-        _refuses(s._parse_k, bad, f"k must be a positive integer or 'items', got {bad!r}")
+        _refuses(o.parse_k, bad, f"k must be a positive integer or 'items', got {bad!r}")
 
 
 def test_length_is_none_n_or_a_positive_integer():
-    assert s._optional_length(None) is None and s._optional_length("n") is None
-    assert s._optional_length(5) == 5 and s._optional_length("7") == 7
-    _refuses(s._optional_length, 0, "length must be a positive integer, got 0")
+    assert o.optional_length(None) is None and o.optional_length("n") is None
+    assert o.optional_length(5) == 5 and o.optional_length("7") == 7
+    _refuses(o.optional_length, 0, "length must be a positive integer, got 0")
 
 
 def test_a_base_strategy_must_exist():

@@ -26,6 +26,7 @@ from medtune.orders.strategies import (
     StrategySpec,
     available_strategies,
     get_strategy,
+    register_strategy,
 )
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "read_categories_table",
     "read_difficulty_table",
     "read_order",
+    "register_strategy",
     "run_order",
     "tercile_thresholds",
     "write_order",

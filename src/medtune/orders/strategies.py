@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 
 from medtune.errors import ConfigError, InputError
+from medtune.orders.options import OptionSpec, choice, count, float_in, optional_length, parse_k, positive_int
+from medtune.registry import Registry
 from medtune.schema import DIFFICULTY_LEVELS
 
 BUCKETS: tuple[str, ...] = DIFFICULTY_LEVELS  # easiest first: the curriculum order
@@ -422,88 +424,9 @@ def _pacing_segments(order: Sequence[str], by_id: Mapping[str, OrderItem], opts:
 # The registry
 
 
-def _parse_k(v: Any) -> int | str:
-    if v == "items":
-        return "items"
-    try:
-        k = int(v)
-    except (TypeError, ValueError):
-        raise ConfigError(f"k must be a positive integer or 'items', got {v!r}") from None
-    if k < 1 or str(k) != str(v).strip():
-        raise ConfigError(f"k must be a positive integer or 'items', got {v!r}")
-    return k
-
-
-def _positive_int(name: str) -> Callable[[Any], int]:
-    def parse(v: Any) -> int:
-        try:
-            x = int(v)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name} must be a positive integer, got {v!r}") from None
-        if x < 1 or float(v) != x:
-            raise ConfigError(f"{name} must be a positive integer, got {v!r}")
-        return x
-
-    return parse
-
-
-def _count(name: str) -> Callable[[Any], int]:
-    def parse(v: Any) -> int:
-        try:
-            x = int(v)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name} must be a non-negative integer, got {v!r}") from None
-        if x < 0 or float(v) != x:
-            raise ConfigError(f"{name} must be a non-negative integer, got {v!r}")
-        return x
-
-    return parse
-
-
-def _optional_length(v: Any) -> int | None:
-    return None if v is None or v == "n" else _positive_int("length")(v)
-
-
-def _float_in(name: str, lo: float, hi: float, lo_open: bool = False) -> Callable[[Any], float]:
-    def parse(v: Any) -> float:
-        try:
-            x = float(v)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name} must be a number, got {v!r}") from None
-        if not (lo < x <= hi if lo_open else lo <= x <= hi):
-            raise ConfigError(f"{name} must be in {'(' if lo_open else '['}{lo}, {hi}], got {v!r}")
-        return x
-
-    return parse
-
-
-def _choice(name: str, choices: Sequence[str]) -> Callable[[Any], str]:
-    def parse(v: Any) -> str:
-        if v not in choices:
-            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {v!r}")
-        return str(v)
-
-    return parse
-
-
 def _strategy_name(v: Any) -> str:
     get_strategy(str(v))
     return str(v)
-
-
-@dataclass(frozen=True)
-class OptionSpec:
-    """One strategy option: its default, its parser (raises :class:`ConfigError`) and a one-line help.
-
-    ``omit_default``: the resolved options leave the option out while it holds its default. An option
-    added to existing strategies uses it, so the order files and stage keys of settings that do not
-    use it stay what they were; equal settings still resolve equal, however they were written.
-    """
-
-    default: Any
-    parse: Callable[[Any], Any]
-    help: str
-    omit_default: bool = False
 
 
 @dataclass(frozen=True)
@@ -563,37 +486,37 @@ def _interleaved_segments(order: Sequence[str], by_id: Mapping[str, OrderItem], 
     return runs(order, lambda i: str(by_id[i].category))
 
 
-_K = OptionSpec(3, _parse_k, "chunks per category, emitted round-robin (paper: 3); 'items' = item by item")
-_K_PER_BUCKET = OptionSpec(3, _parse_k, "chunks per category in each bucket, emitted round-robin; 1 = one block "
+_K = OptionSpec(3, parse_k, "chunks per category, emitted round-robin (paper: 3); 'items' = item by item")
+_K_PER_BUCKET = OptionSpec(3, parse_k, "chunks per category in each bucket, emitted round-robin; 1 = one block "
                            "per category per bucket (the reference code's interleaved_emh); 'items' = item by item")
-_K_STRICT = OptionSpec(3, _parse_k, "difficulty-sorted chunks per category, emitted round-robin (reference code: 3)")
-_CATEGORY_ORDER = OptionSpec("seeded", _choice("category_order", CATEGORY_ORDERS),
+_K_STRICT = OptionSpec(3, parse_k, "difficulty-sorted chunks per category, emitted round-robin (reference code: 3)")
+_CATEGORY_ORDER = OptionSpec("seeded", choice("category_order", CATEGORY_ORDERS),
                              "order of the category blocks: seeded (drawn from the seed), sorted (label order) or "
                              "size (most items first, ties by label); sorted and size ignore the seed",
                              omit_default=True)
 _BY_CATEGORY = {"category_order": _CATEGORY_ORDER}
 _PACING_OPTIONS = {
-    "schedule": OptionSpec("linear", _choice("schedule", ("linear", "root", "step")),
+    "schedule": OptionSpec("linear", choice("schedule", ("linear", "root", "step")),
                            "how the eligible pool grows: linear, root (fast early) or step"),
-    "c0": OptionSpec(0.2, _float_in("c0", 0.0, 1.0, lo_open=True), "initial eligible share (linear, root)"),
-    "ramp": OptionSpec(0.8, _float_in("ramp", 0.0, 1.0, lo_open=True),
+    "c0": OptionSpec(0.2, float_in("c0", 0.0, 1.0, lo_open=True), "initial eligible share (linear, root)"),
+    "ramp": OptionSpec(0.8, float_in("ramp", 0.0, 1.0, lo_open=True),
                        "share of the sequence after which every item is eligible"),
-    "steps": OptionSpec(3, _positive_int("steps"), "number of equal pool slices opened in turn (step)"),
-    "length": OptionSpec(None, _optional_length, "positions in the sequence (default: number of items)"),
-    "sampling": OptionSpec("balanced", _choice("sampling", ("balanced", "uniform")),
+    "steps": OptionSpec(3, positive_int("steps"), "number of equal pool slices opened in turn (step)"),
+    "length": OptionSpec(None, optional_length, "positions in the sequence (default: number of items)"),
+    "sampling": OptionSpec("balanced", choice("sampling", ("balanced", "uniform")),
                            "balanced: least-drawn eligible item next; uniform: with replacement"),
 }
 _SPACED_OPTIONS = {
-    "reviews": OptionSpec(2, _count("reviews"), "revisits per item after its first showing"),
-    "first_interval": OptionSpec(1, _positive_int("first_interval"), "positions before the first revisit"),
-    "growth": OptionSpec(2.0, _float_in("growth", 1.0, 1e6), "factor by which each interval grows"),
+    "reviews": OptionSpec(2, count("reviews"), "revisits per item after its first showing"),
+    "first_interval": OptionSpec(1, positive_int("first_interval"), "positions before the first revisit"),
+    "growth": OptionSpec(2.0, float_in("growth", 1.0, 1e6), "factor by which each interval grows"),
     "base": OptionSpec("random", _strategy_name, "strategy giving the order of first showings"),
-    "length": OptionSpec(None, _optional_length, "cut the sequence to this many positions"),
+    "length": OptionSpec(None, optional_length, "cut the sequence to this many positions"),
 }
 
-STRATEGIES: dict[str, StrategySpec] = {
-    s.name: s
-    for s in [
+STRATEGIES: Registry[StrategySpec] = Registry("strategy", hint="a plugin registers more (register_strategy)")
+
+for _spec in [
         StrategySpec("random", random_order, "uniform random permutation under the seed (the baseline)",
                      segments=lambda o, b, opts: [{"start": 0, "label": "random"}] if o else []),
         StrategySpec("blocked", blocked, "one category after another (seeded category order), shuffled within",
@@ -633,16 +556,19 @@ STRATEGIES: dict[str, StrategySpec] = {
                      "each item revisited at growing intervals (1, 2, 4 … positions later; ids repeat)",
                      (), _SPACED_OPTIONS, permutation=False,
                      segments=lambda o, b, opts: [{"start": 0, "label": "spaced repetition"}] if o else []),
-    ]
-}
+]:
+    STRATEGIES.register(_spec.name, _spec)
+
+
+def register_strategy(spec: StrategySpec, *, replace: bool = False) -> StrategySpec:
+    """Make ``spec`` available under ``spec.name`` to the order stage, the CLI and grids (the registry's rules:
+    a taken name is refused unless ``replace=True``); returns ``spec``."""
+    return STRATEGIES.register(spec.name, spec, replace=replace)
 
 
 def get_strategy(name: str) -> StrategySpec:
-    """The strategy called ``name``; an unknown name is an error listing every known one."""
-    try:
-        return STRATEGIES[name]
-    except KeyError:
-        raise ConfigError(f"unknown strategy '{name}' (available: {', '.join(STRATEGIES)})") from None
+    """The strategy called ``name``; an unknown name is the registry's error (every known one, a close match)."""
+    return STRATEGIES.get(name)
 
 
 def available_strategies() -> dict[str, str]:
