@@ -513,6 +513,21 @@ def read_difficulty(path: str | Path) -> DifficultyResult:
     return DifficultyResult(df, meta)
 
 
+def read_difficulty_rows(path: str | Path, column: str = "difficulty") -> list[dict[str, Any]]:
+    """The rows of a difficulty file as dicts, in file order, requiring only ``id`` and ``column``.
+
+    What the order stage reads: one column (``difficulty``, or ``irt_b`` for source irt) of a file that may also
+    be a table made elsewhere (no ``bucket`` column, values still to be checked row by row, which the order stage
+    does so its errors name the row). :func:`read_difficulty` is the full artifact's reader.
+    """
+    path = Path(path)
+    table = read_parquet_table(path)
+    for col in ("id", column):
+        if col not in table.column_names:
+            raise InputError(f"not a difficulty file: no '{col}' column", file=path, field=col)
+    return table.to_pylist()
+
+
 def plot_histogram(result: DifficultyResult, path: str | Path, *, bins: int = 40, title: str | None = None) -> Path:
     """Histogram of difficulty with the bucket thresholds drawn (PNG, written atomically)."""
     import matplotlib

@@ -54,6 +54,20 @@ def write_categories(cats: Categories, path: str | Path) -> Path:
     return path
 
 
+def read_category_rows(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a categories file as dicts, in file order, requiring only ``id`` and ``category``.
+
+    What the order stage reads: a table assigning categories may come from elsewhere, without the
+    ``probability`` and ``name`` columns :func:`read_categories` requires of the artifact.
+    """
+    path = Path(path)
+    table = read_parquet_table(path)
+    for col in ("id", "category"):
+        if col not in table.column_names:
+            raise InputError(f"not a categories file: no '{col}' column", file=path, field=col)
+    return table.to_pylist()
+
+
 def read_categories(path: str | Path) -> Categories:
     """The categories at ``path``; a file without the columns is an error naming the first one missing."""
     path = Path(path)

@@ -24,7 +24,6 @@ import numpy as np
 
 from medtune.bucketing import PAPER_THRESHOLDS, Bucketing
 from medtune.errors import ConfigError, InputError
-from medtune.io import read_parquet_table
 from medtune.orders.strategies import BUCKETS, OrderItem
 
 __all__ = ["BUCKETINGS", "PAPER_THRESHOLDS", "Lookup", "bucket_by_thresholds", "bucket_values", "check_ids",
@@ -77,34 +76,37 @@ class Lookup:
         return InputError(message, file=self.file, record=row, record_kind="row", field=field)
 
 
-def _read_table(path: str | Path, required: Sequence[str], what: str) -> Lookup:
+def _lookup(path: str | Path, table_rows: Sequence[Mapping[str, Any]]) -> Lookup:
+    """The rows read by the file's owner, by id; an id seen twice is an error at its second row."""
     path = Path(path)
-    table = read_parquet_table(path)
-    for col in required:
-        if col not in table.column_names:
-            raise InputError(f"not a {what} file: no '{col}' column", file=path, field=col)
     rows: dict[str, dict[str, Any]] = {}
     row_numbers: dict[str, int] = {}
-    for n, row in enumerate(table.to_pylist(), start=1):
+    for n, row in enumerate(table_rows, start=1):
         if row["id"] in rows:
             raise InputError(f"duplicate id '{row['id']}' (first seen at row {row_numbers[row['id']]})", file=path,
                              record=n, record_kind="row", field="id")
-        rows[row["id"]] = row
+        rows[row["id"]] = dict(row)
         row_numbers[row["id"]] = n
     return Lookup(path, rows, row_numbers)
 
 
 def read_categories_table(path: str | Path) -> Lookup:
-    return _read_table(path, ("id", "category"), "categories")
+    """A categories file by id, read by its owner (:mod:`medtune.categories.categoryfile`)."""
+    from medtune.categories.categoryfile import read_category_rows
+
+    return _lookup(path, read_category_rows(path))
 
 
 def read_difficulty_table(path: str | Path, column: str = "difficulty") -> Lookup:
-    """A difficulty.parquet by id, with ``column`` (e.g. ``irt_b``) as each row's ``difficulty``.
+    """A difficulty.parquet by id (read by its owner, :mod:`medtune.difficulty`), with ``column`` (e.g.
+    ``irt_b``) as each row's ``difficulty``.
 
     The file's ``bucket`` column belongs to its ``difficulty`` column, so it is dropped when another
     column is read: those values are bucketed by the order stage instead.
     """
-    lookup = _read_table(path, ("id", column), "difficulty")
+    from medtune.difficulty import read_difficulty_rows
+
+    lookup = _lookup(path, read_difficulty_rows(path, column))
     rows = {i: {**r, "difficulty": _difficulty_value(r[column], lookup, i, column)} for i, r in lookup.rows.items()}
     if column != "difficulty":
         rows = {i: {**r, "bucket": None} for i, r in rows.items()}
