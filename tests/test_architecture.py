@@ -1,9 +1,9 @@
 """The package's import graph: no cycles, and the command line holds no stage logic.
 
-Imports run one way, down the flow: the CLI and the experiment runner import the stages, stages import
-``schema``/``prompts``/``tokenization``/``models`` as they need, training and scoring share ``tokenization``
-and never import each other, and ``orders`` imports no model code. Imports inside functions count (a lazy import
-is still a dependency); imports under ``if TYPE_CHECKING:`` do not (they never run).
+Imports run one way, down the flow: the CLI, the demo, the report and the experiment runner import the stages,
+stages import ``schema``/``prompts``/``tokenization``/``models`` as they need, training and scoring share
+``tokenization`` and never import each other, and ``orders`` imports no model code. Imports inside functions count
+(a lazy import is still a dependency); imports under ``if TYPE_CHECKING:`` do not (they never run).
 """
 
 from __future__ import annotations
@@ -119,11 +119,25 @@ def test_training_has_no_import_circle_even_for_type_checkers() -> None:
     assert _reaches(graph, "medtune.training.method_settings", "medtune.training.methods") == []
 
 
+def _within(module: str, *packages: str) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+# Above the stages, top down: the command line, the demo (data, grid and report in one run), the report of a run,
+# the grid.
+UPPER = ("medtune.cli", "medtune.demo", "medtune.report", "medtune.experiments")
+
+
 def test_imports_run_down_the_flow() -> None:
     graph = _graph()
-    stages = [m for m in graph if not m.startswith(("medtune.cli", "medtune.experiments"))]
+    stages = [m for m in graph if not _within(m, *UPPER)]
     for module in stages:
-        assert not {d for d in graph[module] if d.startswith(("medtune.cli", "medtune.experiments"))}, module
+        assert not {d for d in graph[module] if _within(d, *UPPER)}, module
+    # The grid never reads a report (the report reads what a grid wrote), and neither knows the CLI or the demo.
+    for module in (m for m in graph if _within(m, "medtune.experiments")):
+        assert not {d for d in graph[module] if _within(d, "medtune.cli", "medtune.demo", "medtune.report")}, module
+    for module in (m for m in graph if _within(m, "medtune.report")):
+        assert not {d for d in graph[module] if _within(d, "medtune.cli", "medtune.demo")}, module
     for module in (m for m in graph if m.startswith("medtune.scoring")):
         assert not {d for d in graph[module] if d.startswith("medtune.training")}, module
     for module in (m for m in graph if m.startswith("medtune.orders")):

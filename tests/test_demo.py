@@ -16,8 +16,8 @@ import pytest
 from medtune.cli import main
 from medtune.cli.demo import demo
 from medtune.data.synthetic_questions import generate_synthetic
+from medtune.demo import STAGES, DemoContext, Stage, demo_dataset_options
 from medtune.errors import MedtuneError
-from medtune.experiments.demo import STAGES, DemoContext, Stage, demo_dataset_options
 from medtune.schema import read_items
 
 
@@ -76,8 +76,8 @@ def test_the_full_demo_trains_on_every_generated_question_once():
     """The embedded grid asks the study's question: one pass over every distinct training question."""
     import yaml
 
+    from medtune.demo import demo_config_text
     from medtune.experiments import config_from_dict
-    from medtune.experiments.demo import demo_config_text
 
     options = demo_dataset_options()
     ds = generate_synthetic(seed=0, **options)

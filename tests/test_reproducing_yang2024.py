@@ -156,8 +156,9 @@ def test_the_dry_run_refuses_human_difficulty_on_lek(paper_data: Path, capsys: p
 @pytest.mark.slow  # an end-to-end run: the whole suite has it, the fast subset does not
 def test_a_cpu_sized_copy_of_the_protocol_runs_end_to_end(tmp_path: Path) -> None:
     """The config itself, with a tiny model for the four and synthetic items standing in for LEK, in 2 folds."""
-    from medtune.experiments import run_experiment, write_report
-    from medtune.experiments.report import RunData
+    from medtune.experiments import run_experiment
+    from medtune.report import write_report
+    from medtune.report.write import RunData
     from medtune.schema import read_items
 
     data = yaml.safe_load(CONFIG.read_text())

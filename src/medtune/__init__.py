@@ -1,7 +1,7 @@
 """medtune: fine-tune and evaluate LLMs for medical QA, with human-inspired learning orders.
 
 Every stage is a function from artifacts to an artifact (see ``docs``/README): data → difficulty /
-categories → order → training → evaluation → experiments report.
+categories → order → training → evaluation → experiments (the grid) → report.
 """
 
 __version__ = "0.1.0"

@@ -10,7 +10,7 @@ import yaml
 
 from medtune.errors import ConfigError
 from medtune.experiments import load_config, run_experiment
-from medtune.experiments.report import RunData, gains_table
+from medtune.report.write import RunData, gains_table
 from medtune.training.verify import verify_run
 
 REPO = Path(__file__).resolve().parents[2]

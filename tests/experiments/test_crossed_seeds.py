@@ -10,10 +10,11 @@ import pytest
 import yaml
 
 from medtune.errors import ConfigError
-from medtune.experiments import config_from_dict, expand, run_experiment, write_report
+from medtune.experiments import config_from_dict, expand, run_experiment
 from medtune.experiments.grid import Cell, cell_key
-from medtune.experiments.report import RunData, gains_table, variance_table
 from medtune.experiments.store import ResultStore
+from medtune.report import write_report
+from medtune.report.write import RunData, gains_table, variance_table
 
 REPO = Path(__file__).resolve().parents[2]
 

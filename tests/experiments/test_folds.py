@@ -106,8 +106,9 @@ def test_folds_of_a_set_without_folds_is_refused(tmp_path: Path) -> None:
 def test_a_cross_validated_run_pools_its_folds_in_the_report(tmp_path: Path) -> None:
     import pandas as pd
 
-    from medtune.experiments import run_experiment, write_report
-    from medtune.experiments.report import RunData, gains_table, summary_table
+    from medtune.experiments import run_experiment
+    from medtune.report import write_report
+    from medtune.report.write import RunData, gains_table, summary_table
     from medtune.schema import read_items
 
     data = _cv_config(tmp_path)

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medtune.experiments.report import RunData, _paired, gains_table
 from medtune.experiments.store import ResultStore
+from medtune.report.write import RunData, _paired, gains_table
 from medtune.schema import MCQItem, write_items
 from medtune.stats import compare_runs, holm
 

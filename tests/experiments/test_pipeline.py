@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from medtune.data import id_fraction
-from medtune.experiments import config_from_dict, expand, run_experiment, write_report
+from medtune.experiments import config_from_dict, expand, run_experiment
+from medtune.report import write_report
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from medtune.errors import InputError
-from medtune.experiments.report import order_figures
 from medtune.orders import run_order
+from medtune.report.write import order_figures
 from medtune.schema import MCQItem, write_items
 
 

@@ -16,9 +16,9 @@ import pytest
 from scipy import stats as sps
 
 from medtune.evaluation import calibration_metrics, paired_bootstrap
-from medtune.experiments import write_report
-from medtune.experiments.report import RunData, gains_table, heatmap_cells
 from medtune.experiments.store import ResultStore
+from medtune.report import write_report
+from medtune.report.write import RunData, gains_table, heatmap_cells
 from medtune.schema import MCQItem, write_items
 from medtune.stats import holm, power_of_runs
 

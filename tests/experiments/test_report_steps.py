@@ -17,10 +17,12 @@ import pytest
 
 from medtune.data import load
 from medtune.evaluation import accuracy_with_ci
-from medtune.experiments import report, report_steps, write_report
-from medtune.experiments.report import RunData
-from medtune.experiments.report_steps import COLUMNS, meta_groups_table
 from medtune.experiments.store import ResultStore
+from medtune.report import steps as report_steps
+from medtune.report import write as report
+from medtune.report import write_report
+from medtune.report.steps import COLUMNS, meta_groups_table
+from medtune.report.write import RunData
 from medtune.schema import MCQItem, write_items
 from medtune.scoring.store import write_predictions
 

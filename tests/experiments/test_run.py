@@ -24,7 +24,8 @@ import pytest
 import yaml
 
 from medtune.cli import main
-from medtune.experiments import RunSummary, load_config, run_experiment, write_report
+from medtune.experiments import RunSummary, load_config, run_experiment
+from medtune.report import write_report
 
 REPO = Path(__file__).resolve().parents[2]
 # A model folder that exists (so the grid's pre-run checks let it through) but holds no model: its cells fail

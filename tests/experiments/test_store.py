@@ -141,7 +141,7 @@ def test_status_reads_key_and_result(tmp_path: Path) -> None:
 
 
 def test_report_of_a_run_where_every_cell_failed(tmp_path: Path) -> None:
-    from medtune.experiments import write_report
+    from medtune.report import write_report
 
     rs = ResultStore(tmp_path)
     for cell in ("a", "b"):
@@ -164,7 +164,7 @@ def test_heatmap_rows_name_method_and_dataset_when_they_vary(monkeypatch: pytest
     import matplotlib.image as mpimg
     import numpy as np
 
-    from medtune.experiments import report
+    from medtune.report import write as report
 
     gains = {("lora", "synthetic"): (-0.09, 0.03), ("full", "synthetic"): (0.06, -0.01),
              ("lora", "medqa"): (0.01, -0.06), ("full", "medqa"): (-0.03, 0.08)}  # every value its own colour

@@ -1,7 +1,7 @@
 """``medtune demo``: the whole pipeline on the embedded synthetic dataset, offline on a CPU.
 
 Argument handling and display only: the demo itself (the embedded grid plus its data and clustering steps) is
-:func:`medtune.experiments.demo.run_demo`.
+:func:`medtune.demo.run_demo`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from medtune.cli.options import SEED, bounded
-from medtune.experiments.demo import DEFAULT_OUT, STAGES, Stage, run_demo
+from medtune.demo import DEFAULT_OUT, STAGES, Stage, run_demo
 
 
 def demo(out: Path = DEFAULT_OUT, seed: int = 0, *, quick: bool = False, cluster: bool = True,

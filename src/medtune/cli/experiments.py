@@ -58,7 +58,7 @@ def run_command(
     for cell_id in summary.failed:
         console.print(f"[red]failed[/]: {cell_id}", highlight=False)
     if report:
-        from medtune.experiments.report import write_report
+        from medtune.report import write_report
 
         rep = write_report(summary.run_dir)
         if not rep.methods.empty:
@@ -142,8 +142,8 @@ def report(
     = None,
 ) -> None:
     """Write the report of a run: HTML (self-contained), Markdown and CSV tables."""
-    from medtune.experiments.report import write_report
     from medtune.io import check_folder_output
+    from medtune.report import write_report
 
     if output is not None:
         check_folder_output(output, "-o")

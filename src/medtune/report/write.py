@@ -94,7 +94,7 @@ class Report:
         report's table and ``tables/methods.csv`` have every metric)."""
         if self.methods.empty:
             return ""
-        from medtune.experiments.report_methods import HEADLINE_METRICS
+        from medtune.report.methods import HEADLINE_METRICS
 
         cols = ["test_set", "method", "metric", "seeds", "value", "value_baseline", "gain", "gain_ci_low",
                 "gain_ci_high", "p_holm"]
@@ -959,7 +959,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, n_bo
         s.table(summary[cols], pct=("accuracy", "ci_low", "ci_high", "sd", "ece"))
     save_table("summary", summary)
 
-    from medtune.experiments.report_methods import methods_paragraphs, methods_table
+    from medtune.report.methods import methods_paragraphs, methods_table
 
     methods = methods_table(run) if not run.done.empty else pd.DataFrame()
     if not methods.empty:
@@ -1104,7 +1104,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, n_bo
             save_table("level_gains", level_gains)
     save_table("levels", levels)
 
-    from medtune.experiments.report_steps import meta_groups_table
+    from medtune.report.steps import meta_groups_table
 
     steps = meta_groups_table(run, "step")
     if not steps.empty:

@@ -24,7 +24,7 @@ from medtune.experiments.grid import BASE_STRATEGY
 from medtune.stats import holm
 
 if TYPE_CHECKING:
-    from medtune.experiments.report import RunData
+    from medtune.report.write import RunData
 
 ITEM_METRICS = "item_metrics.parquet"
 # The order metrics are listed in (the most specific to knowledge first); others follow alphabetically.

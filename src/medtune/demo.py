@@ -208,7 +208,7 @@ def _collect_clustering(ctx: DemoContext) -> str:
 
 
 def _report(ctx: DemoContext) -> str:
-    from medtune.experiments import write_report
+    from medtune.report import write_report
 
     rep = write_report(ctx.state["grid"].run_dir)
     ctx.state["report"] = rep

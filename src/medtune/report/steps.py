@@ -6,7 +6,7 @@ of the test items, with the same statistics as the per-cell table: the mean over
 correctness (on the items every seed scored), and a 95% percentile-bootstrap interval over the items of that
 seed-averaged correctness (:func:`medtune.evaluation.accuracy_with_ci`).
 
-This module does not import :mod:`medtune.experiments.report` (which calls it), so it keeps its own copy
+This module does not import :mod:`medtune.report.write` (which calls it), so it keeps its own copy
 of the report's group columns; a test checks the two agree.
 """
 
@@ -21,9 +21,9 @@ import pandas as pd
 from medtune.experiments.grid import NO_DIFFICULTY
 
 if TYPE_CHECKING:
-    from medtune.experiments.report import RunData
+    from medtune.report.write import RunData
 
-# The report's cell groups (medtune.experiments.report.GROUP): one row per group and meta value.
+# The report's cell groups (medtune.report.write.GROUP): one row per group and meta value.
 GROUP = ["model", "dataset", "method", "difficulty", "strategy", "test_set"]
 COLUMNS = [*GROUP, "label", "key", "value", "seeds", "n_items", "accuracy", "ci_low", "ci_high"]
 
