@@ -1,10 +1,13 @@
-"""The experiment config: one YAML file names the whole grid (models, datasets, strategies, seeds, ...).
+"""The experiment config: the schema of the YAML file that names a whole grid, and its loading.
 
-Every model forbids unknown keys, and :func:`load_config` turns pydantic's error location into the dotted
-path of the offending key plus its YAML line (``configs/x.yaml:12: training.lr_rate: unknown key``): a typo in
-a grid that runs for days must fail before the first cell, at the place the user has to fix. Values only a
-stage or a registry can judge (strategy names and options, training, evaluation and difficulty values) are
-checked by :func:`value_problems` while the YAML is at hand, and reported at their line the same way.
+One YAML file names the whole grid (models, datasets, strategies, seeds, ...); each section is a stage's settings
+schema plus the grid's axes (an adaptive strategy's section: :mod:`medtune.experiments.adaptive`). Every model
+forbids unknown keys, and :func:`load_config` reports an error at the dotted path of the offending key plus its
+YAML line (``configs/x.yaml:12: training.lr_rate: unknown key``, located by
+:mod:`medtune.experiments.yaml_errors`): a typo in a grid that runs for days must fail before the first cell, at
+the place the user has to fix. Values only a stage or a registry can judge (strategy names and options,
+training, evaluation and difficulty values) are checked by :func:`value_problems` while the YAML is at hand, and
+reported at their line the same way.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from medtune.data.stage import DataSettings
 from medtune.errors import ConfigError
 from medtune.experiments.adaptive import AdaptiveEntry, validate_adaptive
+from medtune.experiments.yaml_errors import KEY_PATH, path_to_loc, problem_lines, validation_lines, yaml_line
 from medtune.settings import section_model
 from medtune.training.base_model import BaseModelSettings, PretrainSettings
 
@@ -444,90 +448,7 @@ class ExperimentConfig(_Strict):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Loading with located errors
-
-
-def _loc_to_path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-def _yaml_line(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """Line (1-based) of the YAML node at ``loc``; the deepest existing ancestor if the key is absent."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            nxt = None
-            for k, v in node.value:
-                if k.value == str(part):
-                    line = k.start_mark.line + 1
-                    nxt = v
-                    break
-            if nxt is None:
-                return line
-            node = nxt
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            return line
-    return line
-
-
-def _clean_loc(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
-    """Drop pydantic's union/function tags from ``loc`` (keep only keys and indices present in the data)."""
-    out: list[Any] = []
-    cur = data
-    for part in loc:
-        present = (isinstance(cur, dict) and part in cur) or (
-            isinstance(cur, list) and isinstance(part, int) and part < len(cur)
-        )
-        if present:
-            out.append(part)
-            cur = cur[part]
-        elif isinstance(cur, dict) and isinstance(part, str) and not part.startswith(("function-", "tagged-")):
-            out.append(part)  # a missing or unknown key at this level
-            cur = None
-        else:
-            continue
-    return tuple(out)
-
-
-_KEY_PATH = re.compile(r"^((?:[A-Za-z_][\w-]*|\[\d+\])(?:\.[\w-]+|\[\d+\])*): (.*)$", re.DOTALL)
-_PATH_PART = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
-
-
-def _path_to_loc(path: str) -> tuple[Any, ...]:
-    """``models[0].training.lr`` (or pydantic's ``x.0.y``) back into ``("models", 0, "training", "lr")``."""
-    return tuple(int(i) if i else (int(k) if k.isdigit() else k) for i, k in _PATH_PART.findall(path))
-
-
-def _deeper(loc: tuple[Any, ...], msg: str, data: Any) -> tuple[Any, ...]:
-    """``loc`` extended by a key path the message starts with (``adaptive.options: ...``) where the data has it,
-    so the line is that key's and not its entry's."""
-    m = _KEY_PATH.match(msg)
-    if m is None:
-        return loc
-    cur = data
-    for part in loc:
-        try:
-            cur = cur[part]
-        except (KeyError, IndexError, TypeError):
-            return loc
-    out = list(loc)
-    for part in _path_to_loc(m[1]):
-        if (isinstance(cur, dict) and part in cur) or (
-                isinstance(cur, list) and isinstance(part, int) and part < len(cur)):
-            out.append(part)
-            cur = cur[part]
-        else:
-            break
-    return tuple(out)
+# Loading with located errors (the locations: medtune.experiments.yaml_errors)
 
 
 def value_problems(cfg: ExperimentConfig) -> list[tuple[tuple[Any, ...], str]]:
@@ -574,8 +495,8 @@ def value_problems(cfg: ExperimentConfig) -> list[tuple[tuple[Any, ...], str]]:
                 cfg.training_settings(model.name, method, cfg.run_seeds[0][0])
             except ConfigError as exc:
                 for part in str(exc).split("; "):
-                    m = _KEY_PATH.match(part)
-                    loc = _path_to_loc(m[1]) if m else ("training",)
+                    m = KEY_PATH.match(part)
+                    loc = path_to_loc(m[1]) if m else ("training",)
                     if (m and loc[:1] == ("models",) and len(loc) > 3 and loc[3] not in model.training.stage_values()
                             and loc[3] in cfg.training.stage_values()):
                         # the model has training settings of its own, but not this one: the grid's is wrong
@@ -596,8 +517,8 @@ def value_problems(cfg: ExperimentConfig) -> list[tuple[tuple[Any, ...], str]]:
             validate_settings(schema, values, where)
         except ConfigError as exc:
             for part in str(exc).split("; "):
-                m = _KEY_PATH.match(part)
-                loc = _path_to_loc(m[1]) if m else (where,)
+                m = KEY_PATH.match(part)
+                loc = path_to_loc(m[1]) if m else (where,)
                 loc = ("difficulty", "sources") if loc == ("difficulty", "source") else loc
                 if part not in seen:
                     seen.add(part)
@@ -616,36 +537,15 @@ def config_from_dict(data: Any, *, source: str = "<config>", node: yaml.Node | N
         try:  # before validation: a plugin's method or strategy names must be known to it
             load_plugins(plugins)
         except ConfigError as exc:
-            line = _yaml_line(node, ("plugins",)) if node is not None else None
+            line = yaml_line(node, ("plugins",)) if node is not None else None
             raise ConfigError(f"{source}:{line}: plugins: {exc}" if line else f"{source}: plugins: {exc}") from None
     try:
         cfg = ExperimentConfig.model_validate(data)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = _clean_loc(tuple(err["loc"]), data)
-            key = _loc_to_path(loc) or "(top level)"
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key"
-            elif err["type"] == "missing":
-                msg = "required key is missing"
-            else:
-                msg = err["msg"].removeprefix("Value error, ")
-            deeper = _deeper(loc, msg, data)
-            m = _KEY_PATH.match(msg)
-            if m and deeper != loc and _path_to_loc(m[1]) == deeper[len(loc):]:
-                key, msg = _loc_to_path(deeper), m[2]  # the message names a key under the error's place: that one
-            line = _yaml_line(node, deeper) if node is not None else None
-            where = f"{source}:{line}" if line else source
-            lines.append(f"{where}: {key}: {msg}")
-        raise ConfigError("; ".join(lines)) from None
+        raise ConfigError("; ".join(validation_lines(exc, data, source, node))) from None
     problems = value_problems(cfg)
     if problems:
-        lines = []
-        for loc, msg in problems:
-            line = _yaml_line(node, loc) if node is not None else None
-            lines.append(f"{source}:{line}: {msg}" if line else f"{source}: {msg}")
-        raise ConfigError("; ".join(lines))
+        raise ConfigError("; ".join(problem_lines(problems, source, node)))
     return cfg
 
 
