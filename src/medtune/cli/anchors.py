@@ -1,7 +1,7 @@
 """``medtune evaluate anchors``: choose anchor items from known models' predictions, estimate from anchors.
 
 ``medtune evaluate anchors choose PREDICTIONS... -o anchors.json --k 100`` chooses the anchors
-(:func:`medtune.anchors.choose_anchors`) from the predictions files of several models on the same items;
+(:func:`medtune.anchors.stage.run_anchor_choice`) from the predictions files of several models on the same items;
 ``medtune evaluate anchors estimate PREDICTIONS --anchors anchors.json`` estimates a model's full-test accuracy
 from a predictions file holding (at least) its anchor answers. ``medtune evaluate run ITEMS ... --anchors
 anchors.json`` scores a model on the anchors only (:mod:`medtune.anchors.stage`).
@@ -17,16 +17,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from medtune.anchors import (
-    ANCHOR_METHODS,
-    choose_anchors,
-    read_anchors,
-    responses_from_predictions,
-    write_anchors,
-)
+from medtune.anchors import ANCHOR_METHODS, read_anchors
 from medtune.anchors.estimate import DEFAULT_N_BOOT, estimate_all
 from medtune.cli.options import COUNT, SEED, bounded
-from medtune.errors import ConfigError, InputError
+from medtune.errors import InputError
 from medtune.evaluation import per_item_scores, read_predictions
 from medtune.io import check_file_output, write_json_atomic
 
@@ -58,18 +52,16 @@ def choose_cmd(
     seed: Annotated[int, typer.Option(help="Clustering / sampling seed.", callback=bounded(**SEED))] = 0,
 ) -> None:
     """Choose anchor items from the predictions of known models (never of the model to be estimated)."""
-    if irt not in ("1pl", "2pl"):
-        raise ConfigError(f"--irt must be 1pl or 2pl, not {irt!r}")
-    if method not in ANCHOR_METHODS:
-        raise ConfigError(f"--method must be one of {', '.join(ANCHOR_METHODS)}, not {method!r}")
+    from medtune.anchors.stage import AnchorChoiceSettings, run_anchor_choice
+    from medtune.settings import validate_settings
+
+    settings = validate_settings(AnchorChoiceSettings, {"k": k, "method": method, "irt": irt, "seed": seed},
+                                 "options")
     check_file_output(output, "-o")
-    responses = responses_from_predictions(predictions)
-    anchor_set = choose_anchors(responses, k=k, seed=seed, method=method, irt=irt)  # type: ignore[arg-type]
-    write_anchors(anchor_set, output)
-    w = anchor_set.weights
-    console.print(f"{anchor_set.k} anchors of {anchor_set.n_items} items ({method}, from {len(predictions)} known "
-                  f"models; weights {w.min():.4f}–{w.max():.4f}; IRT {irt} converged: "
-                  f"{anchor_set.irt.get('converged')}) → {escape(str(output))}")
+    s = run_anchor_choice(settings, predictions, output)
+    console.print(f"{s['k']} anchors of {s['n_items']} items ({s['method']}, from {s['known_models']} known "
+                  f"models; weights {s['weight_min']:.4f}–{s['weight_max']:.4f}; IRT {s['irt']} converged: "
+                  f"{s['converged']}) → {escape(str(output))}")
 
 
 @anchors_app.command("estimate")
