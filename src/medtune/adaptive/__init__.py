@@ -1,6 +1,8 @@
 """Adaptive curricula: the next training items decided during training from the model being trained.
 
-Public API: :func:`run_adaptive_training` (the stage: items + order + :class:`AdaptiveSettings` → run folder),
+Public API: :func:`run_training_stage` (the training stage, plain or adaptive: items + order + settings, with
+:class:`AdaptiveSettings` for an adaptive run → run folder; what ``medtune train`` and the grid call),
+:func:`run_adaptive_training` (its adaptive half),
 :class:`AdaptivePlanner` (the :class:`medtune.training.planner.StepPlanner` it hands the loop), the strategy
 registry (:func:`register_adaptive`, :func:`get_adaptive`, :func:`adaptive_names`, :class:`AdaptiveStrategy`,
 :class:`DecisionInputs`) and :func:`replay_run` (what ``verify-order`` checks an adaptive run with). Modules:
@@ -25,6 +27,7 @@ _EXPORTS = {
     "AdaptivePlanner": "medtune.adaptive.planner",
     "AdaptiveSettings": "medtune.adaptive.stage",
     "run_adaptive_training": "medtune.adaptive.stage",
+    "run_training_stage": "medtune.adaptive.stage",
 }
 
 __all__ = sorted(_EXPORTS)

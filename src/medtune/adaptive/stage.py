@@ -1,13 +1,20 @@
-"""``run_adaptive_training``: train with the next items chosen during training by an adaptive strategy.
+"""The training stage, plain or adaptive: ``run_training_stage`` and the adaptive schema ``AdaptiveSettings``.
 
-The order file still gives the candidate pool (every id it plans, in its order) and the number of optimizer
-steps (what its fixed plan would train, so an adaptive run and its fixed-order baseline take as many steps of
-the same global batch and the same learning-rate schedule). The strategy decides which of the pool's items fill
-those steps, every ``every`` steps, from the model as it is then.
+:func:`run_training_stage` is the one function ``medtune train`` and the grid call to train: with
+``adaptive=None`` it is :func:`medtune.training.stage.run_training` (the order file's fixed plan); with
+:class:`AdaptiveSettings` it is :func:`run_adaptive_training`, the next items chosen during training by an
+adaptive strategy. ``AdaptiveSettings`` is the one schema of an adaptive run: ``medtune train`` generates its
+options from it, and a grid strategy's ``adaptive:`` section is made of its fields.
+
+In an adaptive run the order file still gives the candidate pool (every id it plans, in its order) and the
+number of optimizer steps (what its fixed plan would train, so an adaptive run and its fixed-order baseline take
+as many steps of the same global batch and the same learning-rate schedule). The strategy decides which of the
+pool's items fill those steps, every ``every`` steps, from the model as it is then.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -96,9 +103,40 @@ def _anchor_set_file(spec: list[str]) -> Path | None:
     return file if file is not None and file.suffix == ".json" else None
 
 
+def paths_read_from(adaptive: AdaptiveSettings, folder: str | Path | None) -> AdaptiveSettings:
+    """``adaptive`` with its relative file paths read from ``folder`` instead of the working directory.
+
+    ``difficulty`` always; an entry of ``anchors`` and ``reference`` when ``folder`` holds that file or folder
+    (otherwise they are ids and a model spec). ``None`` leaves the settings as they are.
+    """
+    if folder is None:
+        return adaptive
+    base = Path(folder)
+
+    def under(spec: str, *, must_exist: bool) -> str:
+        if "," in spec or Path(spec).expanduser().is_absolute():
+            return spec
+        candidate = os.path.normpath(base / spec)
+        try:
+            return candidate if not must_exist or Path(candidate).exists() else spec
+        except OSError:  # not a possible path: ids or a spec
+            return spec
+
+    update: dict[str, Any] = {"anchors": [under(a, must_exist=True) for a in adaptive.anchors]}
+    if adaptive.difficulty is not None:
+        update["difficulty"] = under(adaptive.difficulty, must_exist=False)
+    if adaptive.reference is not None:
+        update["reference"] = under(adaptive.reference, must_exist=True)
+    return adaptive.model_copy(update=update)
+
+
 def build_planner(config: TrainConfig, adaptive: AdaptiveSettings, items: list[Item], all_items: list[Item],
-                  order: dict[str, Any], items_path: Path) -> AdaptivePlanner:
+                  order: dict[str, Any], items_path: Path, *, record: AdaptiveSettings | None = None
+                  ) -> AdaptivePlanner:
     """The planner of ``adaptive`` for a run of ``config`` on ``items`` (the training split) and ``order``.
+
+    ``record`` (default ``adaptive``) is what ``config.json`` records under ``adaptive.settings``: the settings
+    as given, where ``adaptive`` has its paths resolved (:func:`paths_read_from`).
 
     With an anchors.json (an :class:`medtune.anchors.AnchorSet` chosen on the training items, e.g. from the
     difficulty ensemble's predictions) ``ability`` reads θ's scale from it: the anchors' IRT ``a`` and ``b``,
@@ -170,7 +208,7 @@ def build_planner(config: TrainConfig, adaptive: AdaptiveSettings, items: list[I
                            anchor_b=anchor_b, anchor_a=anchor_a, theta_prior=prior, anchor_mode=mode,
                            score_batch=adaptive.score_batch, rescore=adaptive.rescore,
                            reference_losses=reference_losses,
-                           settings={"settings": adaptive.to_dict()})
+                           settings={"settings": (record or adaptive).to_dict()})
 
 
 def reference_item_losses(reference: str, items: list[Item], config: TrainConfig, batch: int) -> list[float]:
@@ -188,12 +226,35 @@ def reference_item_losses(reference: str, items: list[Item], config: TrainConfig
                        batch=batch)
 
 
+def run_training_stage(settings: TrainConfig, items_path: str | Path, order_path: str | Path, out: str | Path, *,
+                       adaptive: AdaptiveSettings | None = None, paths_from: str | Path | None = None,
+                       split: str | None = None, resume: bool = False, progress: bool = False) -> dict[str, Any]:
+    """Train ``settings.model`` on the items of ``items_path`` into the run folder ``out``: the training stage.
+
+    Without ``adaptive`` the steps are the order file's plan (:func:`medtune.training.stage.run_training`); with
+    it they are decided during training (:func:`run_adaptive_training`, the order giving the candidate pool and
+    the number of steps). ``paths_from``: the folder the adaptive settings' relative file paths are read from
+    (default: the working directory); ``config.json`` records them as given, so a run whose inputs lie beside it
+    (the grid's b table, ``../ability_b.parquet`` from the run folder) can be moved with them.
+
+    Returns ``run_training``'s summary, plus ``adaptive`` for an adaptive run.
+    """
+    if adaptive is None:
+        from medtune.training.stage import run_training
+
+        return run_training(settings, Path(items_path), Path(order_path), Path(out), split=split, resume=resume,
+                            progress=progress)
+    return run_adaptive_training(settings, items_path, adaptive, out, order_path=order_path, paths_from=paths_from,
+                                 split=split, resume=resume, progress=progress)
+
+
 def run_adaptive_training(settings: TrainConfig, items_path: str | Path, adaptive_settings: AdaptiveSettings,
-                          out: str | Path, *, order_path: str | Path, split: str | None = None, resume: bool = False,
-                          progress: bool = False) -> dict[str, Any]:
+                          out: str | Path, *, order_path: str | Path, paths_from: str | Path | None = None,
+                          split: str | None = None, resume: bool = False, progress: bool = False) -> dict[str, Any]:
     """Train like :func:`medtune.training.stage.run_training`, the steps decided by ``adaptive_settings``.
 
-    Returns ``run_training``'s summary plus ``adaptive``: the strategy and :func:`scoring_overhead`.
+    ``paths_from`` as for :func:`run_training_stage`. Returns ``run_training``'s summary plus ``adaptive``: the
+    strategy and :func:`scoring_overhead`.
     """
     from medtune.adaptive.decisions import read_decisions
     from medtune.schema import read_items
@@ -205,7 +266,8 @@ def run_adaptive_training(settings: TrainConfig, items_path: str | Path, adaptiv
     all_items = list(read_items(items_path))
     items, _ = select_training_items(all_items, split, file=items_path)
     order = read_order(order_path)
-    planner = build_planner(settings, adaptive_settings, items, all_items, order, items_path)
+    planner = build_planner(settings, paths_read_from(adaptive_settings, paths_from), items, all_items, order,
+                            items_path, record=adaptive_settings)
     summary = run_training(settings, items_path, Path(order_path), out, split=split, resume=resume,
                            progress=progress, planner=planner)
     decisions = read_decisions(out)

@@ -127,12 +127,12 @@ def settings_parameters(cls: type[Settings], *, exclude: Iterable[str] = (),
     return params, info
 
 
-def _parse_pairs(name: str, pairs: list[str]) -> dict[str, Any]:
+def _parse_pairs(flag: str, pairs: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"{option_name(name)} takes key=value, got {pair!r}")
+            raise ConfigError(f"{flag} takes key=value, got {pair!r}")
         text = value.strip()
         try:
             out[key.strip()] = int(text)
@@ -181,7 +181,8 @@ def with_settings(cls: type[Settings], *, exclude: Iterable[str] = (), rename: d
                 if value is None or (kind in ("list", "dict") and not value):
                     continue
                 if kind == "dict":
-                    value = _parse_pairs(field, list(value))
+                    flag = (rename or {}).get(field, option_name(field.replace(".", "_")))
+                    value = _parse_pairs(flag, list(value))
                 elif kind == "list" or isinstance(value, tuple):
                     value = list(value)
                 group, _, setting = field.partition(".")

@@ -4,7 +4,10 @@ The training options are generated from :class:`medtune.training.TrainConfig` (o
 method's settings group flattened: ``--lora-r``, ``--galore-rank``, ``--knowtuning-beta``, and a plugin method's
 ``--<group>-<setting>`` once the plugin is loaded);
 options left unset keep the schema's defaults or those of ``--preset``; options given explicitly always win over
-the preset. For several processes run the same command under
+the preset. The adaptive options are generated from :class:`medtune.adaptive.AdaptiveSettings` the same way
+(``--every``, ``--rescore``, ``--anchors``, ``--difficulty``, ...; its ``options`` as ``--adaptive-option``), and
+``--adaptive STRATEGY`` turns them on. Either way the command calls the training stage,
+:func:`medtune.adaptive.stage.run_training_stage`. For several processes run the same command under
 ``torchrun --nproc-per-node N`` (gloo on CPU): the global order per step does not depend on ``N``.
 """
 
@@ -16,8 +19,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from medtune.adaptive.strategies import EVERY_DEFAULT, RESCORE_DEFAULT
-from medtune.cli.options import COUNT, bounded, with_settings
+from medtune.adaptive.stage import AdaptiveSettings
+from medtune.cli.options import COUNT, bounded, option_name, with_settings
 from medtune.errors import ConfigError
 from medtune.hardware import set_threads
 from medtune.training.config import TrainConfig, resolve_training_settings
@@ -25,9 +28,13 @@ from medtune.training.method_settings import plugin_settings_groups
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
+# The adaptive schema's options: its strategy is --adaptive (the command's own switch), its options
+# --adaptive-option.
+ADAPTIVE_RENAME = {"options": "--adaptive-option"}
 
 
 @with_settings(TrainConfig, rename={"tiny": "--tiny-option"}, groups=plugin_settings_groups)
+@with_settings(AdaptiveSettings, exclude=("strategy",), rename=ADAPTIVE_RENAME, param="adaptive_given")
 def train_command(
     items: Annotated[Path | None, typer.Option(
         "--items", help="items.parquet to train on (ids referenced by the order; required unless --dry-run)")] = None,
@@ -49,23 +56,8 @@ def train_command(
     adaptive: Annotated[str | None, typer.Option(
         "--adaptive", help="decide the items during training with this strategy (ability, self-paced, "
                            "learnability, rho); ORDER gives the candidate pool and the number of steps")] = None,
-    adaptive_option: Annotated[list[str] | None, typer.Option(
-        "--adaptive-option", help="a strategy option as key=value (repeatable), e.g. delta=0.5")] = None,
-    every: Annotated[int, typer.Option("--every", callback=bounded(**COUNT),
-                                       help="adaptive: decide every N optimizer steps")] = EVERY_DEFAULT,
-    rescore: Annotated[str, typer.Option(
-        "--rescore", help="adaptive loss/probability strategies: items re-scored per decision, as a multiple of the "
-                          "items it trains (the others keep their last scores), or 'all'")] = str(RESCORE_DEFAULT),
-    anchors: Annotated[list[str] | None, typer.Option(
-        "--anchors", help="adaptive ability: anchor items (an items file, or ids of ITEMS; repeatable)")] = None,
-    difficulty: Annotated[Path | None, typer.Option(
-        "--difficulty", help="adaptive ability: difficulty.parquet with each item's difficulty")] = None,
-    difficulty_column: Annotated[str, typer.Option(
-        "--difficulty-column", help="adaptive ability: the difficulty file's column used as b")] = "irt_b",
-    reference: Annotated[str | None, typer.Option(
-        "--reference", help="adaptive rho: the reference model (a run folder or a model spec; default the base "
-                            "model)")] = None,
     given: dict[str, Any] | None = None,
+    adaptive_given: dict[str, Any] | None = None,
 ) -> None:
     """Fine-tune a model on ITEMS in exactly the order of ORDER; writes the run folder (docs/ARTIFACTS.md).
 
@@ -74,7 +66,7 @@ def train_command(
     anchors.json --eval-items ITEMS the model answers the anchor items every --eval-every steps and after the
     last one, and the full-test accuracy they estimate is appended to anchor_eval.jsonl. With --dry-run nothing
     trains: the memory plan per GPU is printed, and exit code 2 says it does not fit, with what would."""
-    from medtune.training.stage import run_training
+    from medtune.adaptive.stage import run_training_stage
 
     set_threads(threads)
     if output is not None:  # a file there would fail only when the first checkpoint is written
@@ -93,31 +85,33 @@ def train_command(
     if missing:
         raise ConfigError(f"missing option(s) {', '.join(missing)}: training needs them (only --dry-run does not)")
     assert items is not None and order is not None and output is not None
-    stray = [flag for flag, value in (("--adaptive-option", adaptive_option), ("--anchors", anchors),
-                                      ("--difficulty", difficulty), ("--reference", reference)) if value]
-    if adaptive is None and stray:  # an adaptive strategy's input given without one would be silently unused
-        raise ConfigError(f"{', '.join(stray)} only apply with --adaptive STRATEGY")
-    if adaptive is not None:
-        from medtune.adaptive.stage import AdaptiveSettings, run_adaptive_training
-        from medtune.settings import validate_settings
-
-        adaptive_settings = validate_settings(AdaptiveSettings, {
-            "strategy": adaptive, "options": parse_key_values(adaptive_option or [], "--adaptive-option"),
-            "every": every, "anchors": anchors or [], "difficulty": str(difficulty) if difficulty else None,
-            "difficulty_column": difficulty_column, "rescore": rescore, "reference": reference}, "options")
-        summary = run_adaptive_training(settings, items, adaptive_settings, output, order_path=order, split=split,
-                                        resume=resume, progress=progress)
+    adaptive_settings = adaptive_from_options(adaptive, adaptive_given or {})
+    summary = run_training_stage(settings, items, order, output, adaptive=adaptive_settings, split=split,
+                                 resume=resume, progress=progress)
+    if adaptive_settings is not None:
         share = summary["adaptive"]["score_share"]
         console.print(f"adaptive '{adaptive}': {summary['adaptive']['decisions']} decisions, scoring "
                       f"{summary['adaptive']['score_seconds']:.1f} s"
                       + (f" ({share:.0%} of scoring + steps)" if share is not None else ""))
-    else:
-        summary = run_training(settings, items, order, output, split=split, resume=resume, progress=progress)
     final = summary["final_loss"]
     console.print(f"trained {summary['steps']} steps ({settings.method}, {summary['split']}); final loss "
                   f"{final if final is not None else float('nan'):.4f}; wrote {output}")
     if settings.eval_anchors is not None:
         print_anchor_estimate(output)
+
+
+def adaptive_from_options(strategy: str | None, given: dict[str, Any]) -> AdaptiveSettings | None:
+    """The adaptive settings of ``--adaptive STRATEGY`` and the adaptive options given (None without a strategy;
+    an adaptive option given without one would be silently unused, so it is refused)."""
+    from medtune.settings import validate_settings
+
+    if strategy is None:
+        if given:
+            flags = [ADAPTIVE_RENAME.get(name, option_name(name)) for name in AdaptiveSettings.model_fields
+                     if name in given]
+            raise ConfigError(f"{', '.join(flags)} only apply with --adaptive STRATEGY")
+        return None
+    return validate_settings(AdaptiveSettings, {"strategy": strategy, **given}, "options")
 
 
 def print_memory_plan(settings: TrainConfig, world_size: int | None) -> None:
@@ -145,22 +139,6 @@ def print_anchor_estimate(run_dir: Path) -> None:
                   f"{last['low']:.3f}-{last['high']:.3f}, {last['estimator']}; {last.get('correct')}/"
                   f"{last.get('k')} anchors right, {last.get('n_items')} items); {len(checks)} checks, "
                   f"{spent:.1f} s")
-
-
-def parse_key_values(pairs: list[str], option: str) -> dict[str, Any]:
-    """``["k=v", ...]`` → dict; values read as JSON when they parse (numbers, true/false), else as text."""
-    import json
-
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{option} takes key=value, got '{pair}'")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
 
 
 def verify_order_command(

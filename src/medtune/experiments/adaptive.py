@@ -1,7 +1,11 @@
-"""Adaptive strategies as grid arms: their config entry, and the inputs their training stage derives.
+"""Adaptive strategies as grid arms: their config entry, and the adaptive settings of a cell derived from it.
 
 An entry ``{name: ability, adaptive: {every: 4, anchors: {n: 16}, options: {delta: 0.5}}}`` trains with the items
-chosen during training by :mod:`medtune.adaptive` instead of a fixed order. Its order stage writes the random
+chosen during training by :mod:`medtune.adaptive` instead of a fixed order. The ``adaptive:`` section is made of
+the fields of the adaptive stage's schema (:class:`medtune.adaptive.AdaptiveSettings`: ``options``, ``every``,
+``anchor_mode``, ``score_batch``, ``rescore``) and is validated by it; what the schema takes as files or ids is
+derived per cell: ``strategy`` is the entry's ``name``, ``anchors`` a sample the entry sizes
+(:class:`AnchorConfig`), ``difficulty`` the cell's difficulty source. Its order stage writes the random
 shuffle of the cell's seed (the candidate pool and the number of steps, the very artifact the random arm trains
 on), so the adaptive arm and random shuffle take the same steps from the same pool and initialisation.
 
@@ -21,12 +25,13 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
+from copy import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from medtune.adaptive.strategies import EVERY_DEFAULT, RESCORE_DEFAULT, check_rescore
+from medtune.adaptive.stage import AdaptiveSettings
 from medtune.schema import DIFFICULTY_LEVELS, Item
 
 B_COLUMN = "b"
@@ -42,35 +47,43 @@ class AnchorConfig(BaseModel):
     seed: int = Field(0, description="seed of the sample: fixed, so every cell and seed uses the same anchors")
 
 
-class AdaptiveEntry(BaseModel):
-    """A grid strategy's ``adaptive`` section: the settings of :class:`medtune.adaptive.AdaptiveSettings`."""
+GRID_FIELDS = ("options", "every", "anchor_mode", "score_batch", "rescore")  # the others are derived per cell
 
+
+class _AdaptiveSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    every: int = Field(EVERY_DEFAULT, ge=1, description="decide the next items every N optimizer steps")
-    options: dict[str, Any] = Field(default_factory=dict, description="the adaptive strategy's options")
-    anchors: AnchorConfig = Field(default_factory=AnchorConfig, description="anchors (strategies estimating "
-                                  "ability)")
-    anchor_mode: Literal["auto", "letter", "option"] = Field("auto", description="how anchors are scored")
-    score_batch: int = Field(16, ge=1, description="items per scoring batch at a decision point")
-    rescore: float | Literal["all"] = Field(RESCORE_DEFAULT, description="items re-scored at each decision, as a "
-                                            "multiple of the items it trains, or all (the others keep their last "
-                                            "scores)")
+    def settings(self, strategy: str, **derived: Any) -> AdaptiveSettings:
+        """The stage's settings: this section's, for ``strategy``, plus what a cell derives (``derived``)."""
+        from medtune.settings import validate_settings
+
+        values = {"strategy": strategy, **self.model_dump(include=set(GRID_FIELDS)), **derived}
+        return validate_settings(AdaptiveSettings, values, "adaptive")
 
 
-    @field_validator("rescore")
-    @classmethod
-    def _positive_rescore(cls, v: float | str) -> float | str:
-        return check_rescore(v)
+AdaptiveEntry = create_model(
+    "AdaptiveEntry", __base__=_AdaptiveSection,
+    __doc__="A grid strategy's ``adaptive`` section: the fields of medtune.adaptive.AdaptiveSettings the grid sets "
+            "(GRID_FIELDS, their defaults and ranges the schema's), and the size of the anchor sample.",
+    **{name: (info.annotation, copy(info)) for name, info in AdaptiveSettings.model_fields.items()
+       if name in GRID_FIELDS},
+    anchors=(AnchorConfig, Field(default_factory=AnchorConfig, description="anchors (strategies estimating "
+                                 "ability)")),
+)
 
 
-def validate_adaptive(name: str, entry: AdaptiveEntry) -> None:
-    """Raise ``ValueError`` (reported at the entry's place) for an unknown strategy or option."""
+def validate_adaptive(name: str, entry: Any) -> None:
+    """Raise ``ValueError`` (reported at the entry's place) for an unknown strategy or option, or a value the
+    stage's schema refuses (``adaptive.rescore: ...``)."""
     from medtune.adaptive.strategies import ADAPTIVE, get_adaptive
     from medtune.errors import ConfigError
 
     if name not in ADAPTIVE:
         raise ValueError(str(ADAPTIVE.unknown(name)))
+    try:
+        entry.settings(name)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
     try:
         get_adaptive(name, entry.options)
     except ConfigError as exc:
@@ -131,3 +144,27 @@ def write_b_table(b: dict[str, float], path: Path) -> Path:
     with atomic_path(path) as tmp:
         pq.write_table(pa.table({"id": list(b), B_COLUMN: [float(v) for v in b.values()]}), tmp)
     return path
+
+
+def cell_adaptive_settings(name: str, entry: Any, source: str, items_path: Path, table: Path | None,
+                           stage_dir: Path) -> AdaptiveSettings:
+    """The adaptive settings of one cell: ``entry``'s for strategy ``name``, plus what it needs of the grid.
+
+    For a strategy that reads item difficulty or estimates ability, the b of every training item (from the cell's
+    difficulty ``source`` and its ``table``, see the module docstring) is written to ``stage_dir/ability_b.parquet``
+    and named relative to the run folder inside ``stage_dir`` (``../ability_b.parquet``: the training stage reads
+    it with ``paths_from`` the run folder, and the stored stage folder can move); ability's anchors are the fixed
+    sample of the training items.
+    """
+    from medtune.schema import read_items
+
+    needs = strategy_needs(name)
+    derived: dict[str, Any] = {}
+    if "b" in needs or "theta" in needs:
+        items = list(read_items(items_path))
+        b = ability_difficulty(source, table, items)
+        write_b_table(b, stage_dir / B_FILE)
+        derived.update(difficulty=f"../{B_FILE}", difficulty_column=B_COLUMN)
+        if "theta" in needs:
+            derived["anchors"] = [",".join(anchor_ids([it for it in items if it.id in b], entry.anchors))]
+    return entry.settings(name, **derived)

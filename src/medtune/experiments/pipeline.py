@@ -1,7 +1,7 @@
 """The stages wired for one grid cell: data → base model → difficulty → categories → order → train → evaluate.
 
 Each stage is the stage package's own function (``run_data``, ``run_base_model``, ``run_difficulty``,
-``run_categories``, ``run_order``, ``run_training``, ``run_evaluation``) — the same one its CLI command calls.
+``run_categories``, ``run_order``, ``run_training_stage``, ``run_evaluation``) — the same one its CLI command calls.
 This module adds only what a grid needs around them: the settings of a cell (built from the config's sections),
 a content-addressed key per artifact in the run store (see :mod:`medtune.experiments.store`: the stage's
 settings, the keys of its inputs and the code version), and the reuse of artifacts that many cells share.
@@ -210,12 +210,13 @@ def order_stage(ctx: Context, strategy: StrategyConfig, seed: int, source: str, 
 
 def train_stage(ctx: Context, cell: Cell, base_spec: str, base: Artifact | None, data: Artifact,
                 order: Artifact, diff: Artifact | None = None) -> Artifact:
-    """Fine-tune ``base_spec`` on the training items in ``order``: ``run_training`` into a run folder.
+    """Fine-tune ``base_spec`` on the training items in ``order`` into a run folder: ``run_training_stage``.
 
-    An adaptive arm calls ``run_adaptive_training`` instead, the order being its candidate pool (see
+    An adaptive arm passes its adaptive settings, the order being its candidate pool (see
     :mod:`medtune.experiments.adaptive` for the difficulty and anchors it derives).
     """
-    from medtune.training.stage import ALL_SPLITS, run_training
+    from medtune.adaptive.stage import run_training_stage
+    from medtune.training.stage import ALL_SPLITS
 
     settings = ctx.cfg.training_settings(cell.model, cell.method, cell.seed, base_spec)
     # A stored base is identified by its key (an input), not by the store's absolute path. The methods' settings
@@ -233,46 +234,18 @@ def train_stage(ctx: Context, cell: Cell, base_spec: str, base: Artifact | None,
             inputs["difficulty"] = diff.key
 
     def compute(out: Path) -> dict[str, Any]:
-        if strategy.is_adaptive:
-            return _adaptive_training(settings, strategy, cell, data, order, diff, out)
-        return run_training(settings, data.path / ITEMS, order.path / "order.json", out / TRAIN_RUN,
-                            split=ALL_SPLITS, progress=ctx.progress)
+        adaptive = None
+        if strategy.adaptive is not None:
+            from medtune.experiments.adaptive import cell_adaptive_settings
+
+            table = diff.path / "difficulty.parquet" if diff is not None else None
+            adaptive = cell_adaptive_settings(strategy.name, strategy.adaptive, cell.difficulty, data.path / ITEMS,
+                                              table, out)
+        return run_training_stage(settings, data.path / ITEMS, order.path / "order.json", out / TRAIN_RUN,
+                                  adaptive=adaptive, paths_from=out / TRAIN_RUN, split=ALL_SPLITS,
+                                  progress=ctx.progress)
 
     return ctx.note("train", ctx.store.get_or_compute("train", conf, inputs, compute))
-
-
-def _adaptive_training(settings: Any, strategy: StrategyConfig, cell: Cell, data: Artifact, order: Artifact,
-                       diff: Artifact | None, out: Path) -> dict[str, Any]:
-    from medtune.adaptive.stage import AdaptiveSettings, run_adaptive_training
-    from medtune.experiments import adaptive as ad
-    from medtune.schema import read_items
-    from medtune.training.stage import ALL_SPLITS
-
-    entry = strategy.adaptive
-    assert entry is not None
-    needs = ad.strategy_needs(strategy.name)
-    values: dict[str, Any] = {"strategy": strategy.name, "options": entry.options, "every": entry.every,
-                              "anchor_mode": entry.anchor_mode, "score_batch": entry.score_batch,
-                              "rescore": entry.rescore}
-    if "b" in needs or "theta" in needs:
-        items = list(read_items(data.path / ITEMS))
-        table = diff.path / "difficulty.parquet" if diff is not None else None
-        b = ad.ability_difficulty(cell.difficulty, table, items)
-        values["difficulty"] = str(ad.write_b_table(b, out / ad.B_FILE))
-        values["difficulty_column"] = ad.B_COLUMN
-        if "theta" in needs:
-            values["anchors"] = [",".join(ad.anchor_ids([it for it in items if it.id in b], entry.anchors))]
-    summary = run_adaptive_training(settings, data.path / ITEMS, AdaptiveSettings.model_validate(values),
-                                    out / TRAIN_RUN, order_path=order.path / "order.json", split=ALL_SPLITS)
-    if "difficulty" in values:  # the stage folder is renamed into the store: name the b table relative to the run
-        from medtune.io import write_json_atomic
-        from medtune.training.run_record import RUN_RECORD, read_run_record
-
-        meta_path = out / TRAIN_RUN / RUN_RECORD
-        meta = read_run_record(out / TRAIN_RUN)
-        meta["adaptive"]["settings"]["difficulty"] = f"../{ad.B_FILE}"
-        write_json_atomic(meta_path, meta)
-    return summary
 
 
 def eval_settings(cfg: ExperimentConfig) -> Any:
