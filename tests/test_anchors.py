@@ -412,3 +412,18 @@ def test_cli_refuses_anchors_of_another_test_set(mcq_setup, tmp_path, capsys):
                  "--anchors", str(anchors_path), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "fewer.parquet" in err and "another test set" in err
+
+
+def test_the_anchor_choice_stage_is_what_the_cli_calls(mcq_setup, tmp_path):
+    from medtune.anchors.stage import AnchorChoiceSettings, run_anchor_choice
+    from medtune.errors import ConfigError
+    from medtune.settings import validate_settings
+
+    summary = run_anchor_choice(AnchorChoiceSettings(k=12, seed=3), mcq_setup["known"], tmp_path / "a.json")
+    assert summary["k"] == 12 and summary["n_items"] == 80 and summary["known_models"] == 40
+    assert read_anchors(tmp_path / "a.json").anchor_ids == choose_anchors(
+        responses_from_predictions(mcq_setup["known"]), k=12, seed=3).anchor_ids
+    with pytest.raises(ConfigError, match=r"options\.irt: must be 1pl or 2pl, not '3pl'"):
+        validate_settings(AnchorChoiceSettings, {"irt": "3pl"}, "options")
+    with pytest.raises(ConfigError, match=r"options\.method: must be one of"):
+        validate_settings(AnchorChoiceSettings, {"method": "best"}, "options")

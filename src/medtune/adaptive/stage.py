@@ -30,7 +30,11 @@ from medtune.training.config import TrainConfig
 
 
 class AdaptiveSettings(Settings):
-    """How an adaptive run decides its items (written to ``config.json`` under ``adaptive``)."""
+    """How an adaptive run decides its items (written to ``config.json`` under ``adaptive.settings``).
+
+    The one schema of an adaptive run: ``medtune train`` generates its adaptive options from it, and a grid
+    strategy's ``adaptive:`` section is made of its fields (:mod:`medtune.experiments.adaptive`).
+    """
 
     strategy: str = Field(..., description="adaptive strategy: ability, self-paced, learnability, rho, or a "
                                            "registered name")
