@@ -34,11 +34,13 @@ from pydantic import Field, field_validator, model_validator
 from medtune.bucketing import Bucketing
 from medtune.difficulty import (
     DifficultyResult,
+    difficulty_from_responses,
     difficulty_from_scores,
     import_difficulty,
     plot_histogram,
     write_difficulty,
 )
+from medtune.difficulty_sources import DifficultySource, SourceInputs, get_difficulty_source
 from medtune.errors import ConfigError, InputError
 from medtune.io import sha256_file, stable_hash
 from medtune.schema import DIFFICULTY_LEVELS
@@ -57,8 +59,6 @@ if TYPE_CHECKING:
     from medtune.training.config import TrainConfig
 
 ARTIFACT = "difficulty.parquet"
-DifficultySource = Literal["human", "llm", "irt", "file"]
-ENSEMBLE_SOURCES: tuple[str, ...] = ("llm", "irt")
 CROSSFIT_FOLD_SEED = 1000  # repeat r splits the items with seed 1000 + r
 CROSSFIT_FOLDS_FORMAT = "medtune.crossfit-folds/1"
 
@@ -86,7 +86,8 @@ class DifficultySettings(Settings):
 
     source: DifficultySource = Field(
         "human", description="human: the items' own; llm/irt: the ensemble's scores (one artifact gives both "
-        "columns); file: an external table joined to the items.")
+        "columns); file: an external table joined to the items; responses: the paper's response files; or a "
+        "plugin's source (medtune.difficulty_sources).")
     ensemble: list[str] = Field(default_factory=list, description="Model specs to score (a grid model name "
                                 "means that model's base).")
     crossfit: CrossfitSettings | None = Field(None, description="Add short cross-fitted fine-tunes to the "
@@ -118,6 +119,8 @@ class DifficultySettings(Settings):
         "harder", description="Source human: what a higher numeric human difficulty means. easier (e.g. the share "
         "of examinees answering correctly) stores 1 − value as difficulty, so high values land in easy; "
         "thresholds and quantiles cut that stored difficulty.")
+    responses: list[str] = Field(default_factory=list, description="Source responses: the paper's response JSON "
+                                 "files, one per model (ids lek-<question_index>).")
     human_file: str | None = Field(None, description="Source human: a table of human difficulty (CSV, TSV, "
                                    "Parquet, JSON lines) joined to the items; its values win over the items' own.")
     human_key: Literal["position", "id", "question_index"] = Field(
@@ -149,10 +152,7 @@ class DifficultySettings(Settings):
 
     @model_validator(mode="after")
     def _needs(self) -> DifficultySettings:
-        if self.source in ENSEMBLE_SOURCES and not self.ensemble and self.crossfit is None:
-            raise ValueError(f"difficulty source '{self.source}' needs `ensemble` (model specs) or `crossfit`")
-        if self.source == "file" and not self.file:
-            raise ValueError("difficulty source 'file' needs `file`")
+        get_difficulty_source(self.source).check(self)
         if self.thresholds and self.quantiles:
             raise ValueError("give `thresholds` or `quantiles`, not both")
         return self
@@ -186,19 +186,7 @@ class DifficultySettings(Settings):
         cross-fitted fine-tunes) are the caller's to fingerprint.
         """
         common = {"thresholds": self.thresholds, "quantiles": self.quantiles, "split": self.split}
-        if self.source == "file":
-            return {"source": "file", "file": self.file, "key": self.key, "key_column": self.key_column,
-                    "value_column": self.value_column, "one_minus": self.one_minus,
-                    "on_unmatched": self.on_unmatched, **common}
-        if self.source in ENSEMBLE_SOURCES:
-            return {"source": "ensemble", "ensemble": list(self.ensemble), "mode": self.mode,
-                    "template": self.resolved_template(), "irt": self.irt, "irt_data": self.irt_data,
-                    "crossfit": self.crossfit.to_dict() if self.crossfit else None, **common}
-        if self.source == "human":
-            return {"source": "human", "higher_is": self.higher_is, "human_file": self.human_file,
-                    "human_key": self.human_key, "human_key_column": self.human_key_column,
-                    "human_value_column": self.human_value_column, **common}
-        return {"source": self.source}
+        return get_difficulty_source(self.source).artifact_settings(self, common)
 
 
 def _checked(build: Callable[[Sequence[float]], Bucketing], values: Sequence[float]) -> Bucketing:
@@ -511,6 +499,46 @@ def human_difficulty(s: DifficultySettings, items: Sequence[Item], *, items_file
     return DifficultyResult(table, meta)
 
 
+def ensemble_source(s: DifficultySettings, items: Sequence[Item], inputs: SourceInputs
+                    ) -> tuple[DifficultyResult, dict[str, Any]]:
+    """Sources ``llm`` and ``irt``: the ensemble's scores (and the cross-fitted fine-tunes'), kept in
+    ``<stem>.scores/`` beside the artifact, as difficulty, buckets and the IRT ``irt_b`` column."""
+    inputs.artifact.parent.mkdir(parents=True, exist_ok=True)  # the scores stream into <stem>.scores/ beside it
+    folder = scores_dir(inputs.artifact)
+    frames, specs = ensemble_scores(s, items, folder, models=inputs.models, progress=inputs.progress, log=inputs.log)
+    extra: dict[str, Any] = {"mode": s.mode, "template": s.resolved_template(), "model_specs": specs}
+    if s.crossfit is not None:
+        base = crossfit_base(s, inputs.models)
+        frames.update(crossfit_scores(s, items, base, folder, training=inputs.training, progress=inputs.progress,
+                                      log=inputs.log))
+        extra["crossfit"] = {**s.crossfit.to_dict(), "base": base}
+    return difficulty_from_scores(frames, ids=[it.id for it in items], bucketing=s.bucketing(),
+                                  irt=None if s.irt == "none" else s.irt, irt_data=s.irt_data, extra_meta=extra), {}
+
+
+def human_source(s: DifficultySettings, items: Sequence[Item], inputs: SourceInputs
+                 ) -> tuple[DifficultyResult, dict[str, Any]]:
+    """Source ``human``: :func:`human_difficulty` of the items."""
+    return human_difficulty(s, items, items_file=inputs.items_path), {}
+
+
+def file_source(s: DifficultySettings, items: Sequence[Item], inputs: SourceInputs
+                ) -> tuple[DifficultyResult, dict[str, Any]]:
+    """Source ``file``: the table joined to the items; the summary adds what the join matched."""
+    result, report = import_difficulty(
+        Path(s.file).expanduser(), items, key_column=s.key_column, value_column=s.value_column,  # type: ignore[arg-type]
+        key=s.key, on_unmatched=s.on_unmatched, one_minus=s.one_minus, bucketing=s.bucketing())
+    return result, {"import": report.as_dict()}
+
+
+def responses_source(s: DifficultySettings, items: None, inputs: SourceInputs
+                     ) -> tuple[DifficultyResult, dict[str, Any]]:
+    """Source ``responses``: the paper's response files (they name their questions; no items are read)."""
+    result = difficulty_from_responses([Path(f) for f in s.responses], bucketing=s.bucketing(),
+                                       irt=None if s.irt == "none" else s.irt, irt_data=s.irt_data)
+    return result, {}
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The stage
 
@@ -540,7 +568,7 @@ def write_outputs(result: DifficultyResult, path: Path, plot: bool | Path = True
 
 def run_difficulty(
     settings: DifficultySettings | Mapping[str, Any],
-    items_path: Path,
+    items_path: Path | None,
     out: Path,
     *,
     models: Mapping[str, str] | None = None,
@@ -556,29 +584,21 @@ def run_difficulty(
     ``training`` is the training settings (a ``TrainConfig`` or a dict of its fields) the cross-fitted
     fine-tunes start from (default: ``TrainConfig``'s defaults). ``artifact`` names the file in ``out`` (the
     per-model scores go in ``<stem>.scores/`` beside it); ``plot`` is True (``<stem>.png``), a path, or False.
-    ``log`` receives one line per ensemble member (reused or scored).
+    ``log`` receives one line per ensemble member (reused or scored). The source's registered object computes
+    the artifact (:mod:`medtune.difficulty_sources`); ``items_path`` may be None for a source that reads no items.
     """
     s = validate_settings(DifficultySettings, settings, "difficulty")
-    items_path, out = Path(items_path), Path(out)
-    if s.source == "human":
-        result = human_difficulty(s, _read_stage_items(items_path, s.split, mcq=False), items_file=items_path)
-        out.mkdir(parents=True, exist_ok=True)
-        return write_outputs(result, out / artifact, plot)
-    items = _read_stage_items(items_path, s.split, mcq=s.source != "file")
-    out.mkdir(parents=True, exist_ok=True)
+    source = get_difficulty_source(s.source)
+    items_path = None if items_path is None else Path(items_path)
+    out = Path(out)
+    items = None
+    if source.reads_items:
+        if items_path is None:
+            raise ConfigError(f"difficulty source '{s.source}' reads an items file; give one")
+        items = _read_stage_items(items_path, s.split, mcq=source.multiple_choice)
     path = out / artifact
-    if s.source == "file":
-        result, report = import_difficulty(
-            Path(s.file).expanduser(), items, key_column=s.key_column, value_column=s.value_column,  # type: ignore[arg-type]
-            key=s.key, on_unmatched=s.on_unmatched, one_minus=s.one_minus, bucketing=s.bucketing())
-        return {**write_outputs(result, path, plot), "import": report.as_dict()}
-    folder = scores_dir(path)
-    frames, specs = ensemble_scores(s, items, folder, models=models, progress=progress, log=log)
-    extra: dict[str, Any] = {"mode": s.mode, "template": s.resolved_template(), "model_specs": specs}
-    if s.crossfit is not None:
-        base = crossfit_base(s, models)
-        frames.update(crossfit_scores(s, items, base, folder, training=training, progress=progress, log=log))
-        extra["crossfit"] = {**s.crossfit.to_dict(), "base": base}
-    result = difficulty_from_scores(frames, ids=[it.id for it in items], bucketing=s.bucketing(),
-                                    irt=None if s.irt == "none" else s.irt, irt_data=s.irt_data, extra_meta=extra)
-    return write_outputs(result, path, plot)
+    inputs = SourceInputs(artifact=path, items_path=items_path, models=models, training=training, progress=progress,
+                          log=log)
+    result, extra = source.compute(s, items, inputs)  # bad input fails here, before the output folder exists
+    out.mkdir(parents=True, exist_ok=True)
+    return {**write_outputs(result, path, plot), **extra}

@@ -10,9 +10,10 @@ Three ways in, one artifact out (docs/ARTIFACTS.md):
 - ``import``: an external difficulty table joined to the items by position, question_index or id.
 
 Each takes ``--thresholds t1,t2`` (fixed cut points, default the paper's 0.66,0.80) or ``--quantiles``
-(terciles, or ``--quantile-cuts``), and ``--plot PATH`` for a histogram with the cut points drawn. ``score`` and
-``import`` are :func:`medtune.difficulty_stage.run_difficulty` (what the experiment grid runs too); their
-options are generated from :class:`~medtune.difficulty_stage.DifficultySettings`.
+(terciles, or ``--quantile-cuts``), and ``--plot PATH`` for a histogram with the cut points drawn. Every command
+is :func:`medtune.difficulty_stage.run_difficulty` (what the experiment grid runs too) with its source; their
+options are generated from :class:`~medtune.difficulty_stage.DifficultySettings`. ``medtune difficulty compute
+--source NAME`` runs any registered source (a plugin's too) with the stage's settings.
 """
 
 from __future__ import annotations
@@ -27,13 +28,11 @@ from rich.table import Table
 
 from medtune.bucketing import DEFAULT_QUANTILES, parse_pair
 from medtune.cli.options import with_settings
-from medtune.difficulty import difficulty_from_responses
 from medtune.difficulty_stage import (
     DifficultySettings,
     model_names,
     run_difficulty,
     scores_dir,
-    write_outputs,
 )
 from medtune.errors import ConfigError, InputError
 from medtune.io import check_file_output
@@ -125,7 +124,7 @@ def _report(summary: dict[str, Any], output: Path) -> None:
     console.print(f"wrote {output}" + (f" and {plot}" if plot else ""))
 
 
-def _run(settings: dict[str, Any], items_path: Path, output: Path, plot: Path | None, *,
+def _run(settings: dict[str, Any], items_path: Path | None, output: Path, plot: Path | None, *,
          progress: bool = False) -> dict[str, Any]:
     s = validate_settings(DifficultySettings, settings, "difficulty")
     check_file_output(output, "-o")  # before scoring, not when the finished table is renamed over a folder
@@ -172,12 +171,9 @@ def from_responses_cmd(
     given: dict[str, Any] | None = None,
 ) -> None:
     """Difficulty from the paper's response files (ids lek-<question_index>, as the LEK loader assigns)."""
-    s = validate_settings(DifficultySettings, {**(given or {}), **bucketing_settings(thresholds, quantiles,
-                                                                                     quantile_cuts)}, "difficulty")
-    check_file_output(output, "-o")
-    result = difficulty_from_responses(files, bucketing=s.bucketing(), irt=None if s.irt == "none" else s.irt,
-                                       irt_data=s.irt_data)
-    _report(write_outputs(result, output, plot if plot else False), output)
+    settings = {**(given or {}), "source": "responses", "responses": [str(f) for f in files],
+                **bucketing_settings(thresholds, quantiles, quantile_cuts)}
+    _report(_run(settings, None, output, plot), output)
 
 
 @difficulty_app.command("import")
@@ -225,6 +221,27 @@ def human_cmd(
     """
     settings = {**(given or {}), "source": "human", **bucketing_settings(thresholds, quantiles, quantile_cuts)}
     _report(_run(settings, items_path, output, plot), output)
+
+
+@difficulty_app.command("compute")
+@with_settings(DifficultySettings, exclude=("thresholds", "quantiles"))
+def compute_cmd(
+    items_path: Annotated[Path, typer.Argument(metavar="ITEMS", help="Items Parquet file.")],
+    output: OutputOpt = Path("difficulty.parquet"),
+    thresholds: ThresholdsOpt = None,
+    quantiles: QuantilesOpt = False,
+    quantile_cuts: QuantileCutsOpt = None,
+    plot: PlotOpt = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    given: dict[str, Any] | None = None,
+) -> None:
+    """Difficulty of ITEMS from any registered source (--source NAME, a plugin's too) with every stage setting.
+
+    The commands above are this one with their source fixed; a source added by a plugin has no command of its
+    own, so this is where it is run from the command line, with the settings a grid's ``difficulty:`` takes.
+    """
+    settings = {**(given or {}), **bucketing_settings(thresholds, quantiles, quantile_cuts)}
+    _report(_run(settings, items_path, output, plot, progress=progress), output)
 
 
 def register_difficulty_commands(app: typer.Typer) -> None:

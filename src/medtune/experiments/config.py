@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medtune.data.stage import DataSettings
+from medtune.difficulty_sources import DifficultySource
 from medtune.errors import ConfigError
 from medtune.experiments.adaptive import AdaptiveEntry, validate_adaptive
 from medtune.experiments.yaml_errors import KEY_PATH, path_to_loc, problem_lines, validation_lines, yaml_line
@@ -90,9 +91,6 @@ class ModelConfig(BaseModelSettings):
     training: ModelTrainingConfig = Field(  # type: ignore[valid-type]
         default_factory=ModelTrainingConfig, description="training settings for this model only (override `training`)"
     )
-
-
-DifficultySource = Literal["human", "llm", "irt", "file"]
 
 
 def _difficulty_section() -> type[BaseModel]:

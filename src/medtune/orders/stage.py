@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from medtune.bucketing import DEFAULT_QUANTILES, PAPER_THRESHOLDS, Bucketing
+from medtune.difficulty_sources import NO_SOURCE, SOURCES, OrderDifficultySource, get_difficulty_source
 from medtune.errors import ConfigError, InputError
 from medtune.io import sha256_file, write_json_atomic
 from medtune.orders.inputs import Lookup, order_items, read_categories_table, read_difficulty_table
@@ -28,12 +29,19 @@ from medtune.orders.plan import build_order
 from medtune.orders.strategies import BUCKETS, OrderItem, get_strategy
 from medtune.settings import Settings, validate_settings
 
-DifficultySource = Literal["human", "llm", "irt", "file", "none"]
-DIFFICULTY_SOURCES: tuple[str, ...] = ("human", "llm", "irt", "file", "none")
-FILE_SOURCES: tuple[str, ...] = ("llm", "irt", "file")  # the sources read from a difficulty.parquet
 TRAIN_SPLIT = "train"
 ALL_SPLITS = "all"
 ORDER_NAME, ORDER_ITEMS_NAME = "order.json", "order_items.json"
+
+
+def reads_difficulty_file(source: str) -> bool:
+    """Whether the order stage reads ``source`` from a difficulty file (llm, irt, file...; not human or none)."""
+    return source != NO_SOURCE and get_difficulty_source(source).from_file
+
+
+def file_sources() -> list[str]:
+    """The sources read from a difficulty file, in registration order (for messages)."""
+    return [name for name in SOURCES.names() if SOURCES.get(name).from_file]
 
 
 class OrderSettings(Settings):
@@ -47,9 +55,10 @@ class OrderSettings(Settings):
     epochs: int = Field(1, ge=1, description="number of epochs to plan")
     epoch_policy: Literal["repeat", "reshuffle"] = Field(
         "repeat", description="same order every epoch, or within-bucket shuffles re-drawn per epoch")
-    difficulty_source: DifficultySource | None = Field(
+    difficulty_source: OrderDifficultySource | None = Field(
         None, description="human: the items' human_difficulty; llm/file: the difficulty file's difficulty and "
-        "bucket; irt: its irt_b, bucketed by terciles; none: no difficulty (difficulty-free strategies only). "
+        "bucket; irt: its irt_b, bucketed by terciles; a plugin's source: as it declares "
+        "(medtune.difficulty_sources); none: no difficulty (difficulty-free strategies only). "
         "Default: llm when a difficulty file is given, else human")
     bucketing: Literal["thresholds", "quantiles", "terciles"] | None = Field(
         None, description="re-bucket continuous difficulty by thresholds, quantiles or terciles. Default: a "
@@ -110,12 +119,12 @@ class OrderSettings(Settings):
     def source(self, difficulty_path: Path | None) -> str:
         """The difficulty source in effect, checked against whether a difficulty file is given."""
         source = self.difficulty_source or ("llm" if difficulty_path is not None else "human")
-        if source in FILE_SOURCES and difficulty_path is None:
+        if reads_difficulty_file(source) and difficulty_path is None:
             raise ConfigError(f"difficulty_source '{source}' reads a difficulty file (medtune difficulty); "
                               "give one (--difficulty FILE)")
-        if source not in FILE_SOURCES and difficulty_path is not None:
+        if not reads_difficulty_file(source) and difficulty_path is not None:
             raise ConfigError(f"difficulty_source '{source}' does not read the difficulty file {difficulty_path}; "
-                              f"choose one of {', '.join(FILE_SOURCES)} or leave the file out")
+                              f"choose one of {', '.join(file_sources())} or leave the file out")
         return source
 
     def rule(self, source: str) -> Bucketing | None:
@@ -124,7 +133,9 @@ class OrderSettings(Settings):
             return Bucketing.fixed(self.thresholds)
         if self.bucketing == "quantiles":
             return Bucketing.by_quantiles(self.quantiles)
-        if self.bucketing == "terciles" or source == "irt":  # IRT b is on a logit scale: only ranks mean anything
+        # a source's own default, e.g. irt: IRT b is on a logit scale, only ranks mean anything
+        if self.bucketing == "terciles" or (source != NO_SOURCE
+                                            and get_difficulty_source(source).order_bucketing == "terciles"):
             return Bucketing.terciles()
         return None
 
@@ -157,11 +168,11 @@ def _describe(counts: Mapping[str, int]) -> str:
 
 def read_tables(source: str, categories_path: Path | None, difficulty_path: Path | None
                 ) -> tuple[Lookup | None, Lookup | None]:
-    """The categories and difficulty tables the source reads (irt: the ``irt_b`` column)."""
+    """The categories and difficulty tables the source reads (its ``order_column``; irt: ``irt_b``)."""
     cats = read_categories_table(categories_path) if categories_path is not None else None
     diff = None
-    if difficulty_path is not None and source in FILE_SOURCES:
-        diff = read_difficulty_table(difficulty_path, "irt_b" if source == "irt" else "difficulty")
+    if difficulty_path is not None and reads_difficulty_file(source):
+        diff = read_difficulty_table(difficulty_path, get_difficulty_source(source).order_column)
     return cats, diff
 
 
@@ -273,5 +284,5 @@ def describe_split(summary: Mapping[str, Any]) -> str:
     return f"{n} items of split '{split}' (the file holds {total}: {others}; --split NAME or --split all to choose)"
 
 
-__all__ = ["ALL_SPLITS", "DIFFICULTY_SOURCES", "EPOCH_POLICIES", "OrderSettings", "category_names",
+__all__ = ["ALL_SPLITS", "EPOCH_POLICIES", "OrderSettings", "category_names",
            "describe_split", "input_hashes", "read_tables", "run_order", "select_split", "strategy_view"]
