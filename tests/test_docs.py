@@ -153,6 +153,7 @@ EXAMPLES = [
     ("medtune_norm_only", "tests/test_norm_only.py", "medtune.training.methods.base", "_REGISTRY", "norm-only"),
     ("medtune_longest_option", "tests/test_longest_option.py", "medtune.scoring.backends", "BACKENDS",
      "longest-option"),
+    ("medtune_word_count", "tests/test_word_count.py", "medtune.difficulty_sources", "SOURCES", "word-count"),
 ]
 
 
