@@ -155,19 +155,19 @@ BUGS: tuple[PlantedBug, ...] = (
         ("tests/test_stats.py",)),
     PlantedBug(
         "aa-verdict-flipped", "an A/A comparison is called null when its seed-aware p is above 0.05",
-        "src/medtune/report/write.py",
+        "src/medtune/report/inference.py",
         'verdict = "null, as it must be" if r["p_holm"] > 0.05 else',
         'verdict = "null, as it must be" if r["p_holm"] <= 0.05 else',
         ("tests/experiments/test_aa_check.py",)),
     PlantedBug(
         "aa-shows-within-run-p", "the A/A line reports the seed-aware p, not the within-run one",
-        "src/medtune/report/write.py",
+        "src/medtune/report/inference.py",
         "seed-aware p_holm {r['p_holm']:.3g}",
         "seed-aware p_holm {r['p_bootstrap']:.3g}",
         ("tests/experiments/test_aa_check.py",)),
     PlantedBug(
         "heatmap-transposed", "the heatmap's cells are the gains table's, row by row",
-        "src/medtune/report/write.py",
+        "src/medtune/report/figures.py",
         'im = ax.imshow(pivot.to_numpy(dtype=float), cmap="RdBu"',
         'im = ax.imshow(pivot.to_numpy(dtype=float)[::-1], cmap="RdBu"',
         ("tests/experiments/test_store.py::test_heatmap_rows_name_method_and_dataset_when_they_vary",)),

@@ -13,7 +13,8 @@ from tests.experiments.test_report_stats import PLAN, _run
 
 from medtune.cli import main
 from medtune.evaluation import calibration_metrics, mcnemar, qa_metrics, read_predictions
-from medtune.report.write import RunData, power_table
+from medtune.report.inference import power_table
+from medtune.report.results import RunData
 from medtune.schema import write_items
 from medtune.stats import power_of_runs
 from shared_data import shared_path

@@ -158,7 +158,7 @@ def test_a_cpu_sized_copy_of_the_protocol_runs_end_to_end(tmp_path: Path) -> Non
     """The config itself, with a tiny model for the four and synthetic items standing in for LEK, in 2 folds."""
     from medtune.experiments import run_experiment
     from medtune.report import write_report
-    from medtune.report.write import RunData
+    from medtune.report.results import RunData
     from medtune.schema import read_items
 
     data = yaml.safe_load(CONFIG.read_text())

@@ -16,7 +16,8 @@ from medtune.experiments import config_from_dict, expand, run_experiment
 from medtune.experiments.config import AA_ORDER_SEED_OFFSET
 from medtune.experiments.store import ResultStore
 from medtune.report import write_report
-from medtune.report.write import RunData, aa_check_lines, gains_table
+from medtune.report.inference import aa_check_lines, gains_table
+from medtune.report.results import RunData
 from medtune.schema import MCQItem, write_items
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from medtune.report.write import aa_check_lines
+from medtune.report.inference import aa_check_lines
 
 
 def _gains() -> pd.DataFrame:

@@ -10,7 +10,8 @@ import yaml
 
 from medtune.errors import ConfigError
 from medtune.experiments import load_config, run_experiment
-from medtune.report.write import RunData, gains_table
+from medtune.report.inference import gains_table
+from medtune.report.results import RunData
 from medtune.training.verify import verify_run
 
 REPO = Path(__file__).resolve().parents[2]

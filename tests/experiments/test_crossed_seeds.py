@@ -14,7 +14,8 @@ from medtune.experiments import config_from_dict, expand, run_experiment
 from medtune.experiments.grid import Cell, cell_key
 from medtune.experiments.store import ResultStore
 from medtune.report import write_report
-from medtune.report.write import RunData, gains_table, variance_table
+from medtune.report.inference import gains_table, variance_table
+from medtune.report.results import RunData
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -108,7 +108,9 @@ def test_a_cross_validated_run_pools_its_folds_in_the_report(tmp_path: Path) -> 
 
     from medtune.experiments import run_experiment
     from medtune.report import write_report
-    from medtune.report.write import RunData, gains_table, summary_table
+    from medtune.report.inference import gains_table
+    from medtune.report.results import RunData
+    from medtune.report.tables import summary_table
     from medtune.schema import read_items
 
     data = _cv_config(tmp_path)

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from medtune.experiments.store import ResultStore
-from medtune.report.write import RunData, _paired, gains_table
+from medtune.report.inference import _paired, gains_table
+from medtune.report.results import RunData
 from medtune.schema import MCQItem, write_items
 from medtune.stats import compare_runs, holm
 

@@ -12,7 +12,7 @@ import pytest
 
 from medtune.errors import InputError
 from medtune.orders import run_order
-from medtune.report.write import order_figures
+from medtune.report.figures import order_figures
 from medtune.schema import MCQItem, write_items
 
 

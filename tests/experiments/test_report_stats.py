@@ -18,7 +18,9 @@ from scipy import stats as sps
 from medtune.evaluation import calibration_metrics, paired_bootstrap
 from medtune.experiments.store import ResultStore
 from medtune.report import write_report
-from medtune.report.write import RunData, gains_table, heatmap_cells
+from medtune.report.figures import heatmap_cells
+from medtune.report.inference import gains_table
+from medtune.report.results import RunData
 from medtune.schema import MCQItem, write_items
 from medtune.stats import holm, power_of_runs
 

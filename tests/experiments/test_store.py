@@ -164,7 +164,7 @@ def test_heatmap_rows_name_method_and_dataset_when_they_vary(monkeypatch: pytest
     import matplotlib.image as mpimg
     import numpy as np
 
-    from medtune.report import write as report
+    from medtune.report import figures as report_figures
 
     gains = {("lora", "synthetic"): (-0.09, 0.03), ("full", "synthetic"): (0.06, -0.01),
              ("lora", "medqa"): (0.01, -0.06), ("full", "medqa"): (-0.03, 0.08)}  # every value its own colour
@@ -173,9 +173,9 @@ def test_heatmap_rows_name_method_and_dataset_when_they_vary(monkeypatch: pytest
              "p_holm": 0.01 if g > 0.05 else 0.2}
             for (method, dataset), pair in gains.items() for label, g in zip(labels, pair, strict=True)]
     figures = []
-    real = report._fig_png
-    monkeypatch.setattr(report, "_fig_png", lambda fig: figures.append(fig) or real(fig))
-    png = report.heatmap_figure(pd.DataFrame(rows))
+    real = report_figures._fig_png
+    monkeypatch.setattr(report_figures, "_fig_png", lambda fig: figures.append(fig) or real(fig))
+    png = report_figures.heatmap_figure(pd.DataFrame(rows))
     (fig,) = figures
     ax = fig.axes[0]
     ylabels = [t.get_text() for t in ax.get_yticklabels()]

@@ -7,7 +7,7 @@ the same stage the experiment grid runs. ``medtune evaluate compare A.parquet B.
 files on the same items (McNemar and a paired bootstrap of the accuracy difference); ``medtune evaluate metrics
 PREDICTIONS --items ITEMS`` recomputes the metrics of an existing predictions file; ``medtune evaluate power
 RUN_DIR`` says, for a grid run, the smallest gain over the baseline its seeds can detect and how many seeds a
-named gain needs (:func:`medtune.report.write.power_table`). Scoring streams to ``OUT_DIR``
+named gain needs (:func:`medtune.report.inference.power_table`). Scoring streams to ``OUT_DIR``
 so an interrupted run resumes. Free-text items (QAItem, e.g. MedQuAD) are evaluated in generate mode with token
 P/R/F1, ROUGE-L and BERTScore (``--bertscore-model``, ``--bertscore-layer``, ``--no-bertscore``), per item in
 ``OUT_DIR/item_metrics.parquet``; ``medtune evaluate score-file GENERATIONS.jsonl -o OUT_DIR`` computes the same
@@ -316,7 +316,8 @@ def power_cmd(
     Paired t-test on the per-seed gains (noncentral t), from the run-to-run variance the grid shows, floored by
     the test items' own (binomial) variance.
     """
-    from medtune.report.write import RunData, power_table
+    from medtune.report.inference import power_table
+    from medtune.report.results import RunData
 
     table = power_table(RunData(run_dir), gain=gain, alpha=alpha, power=power)
     if table.empty:

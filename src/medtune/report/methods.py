@@ -15,16 +15,14 @@ the evaluation's ``item_metrics.parquet`` (token F1, ROUGE-L, BERTScore, factual
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from medtune.experiments.grid import BASE_STRATEGY
+from medtune.report.results import RunData
 from medtune.stats import holm
-
-if TYPE_CHECKING:
-    from medtune.report.write import RunData
 
 ITEM_METRICS = "item_metrics.parquet"
 # The order metrics are listed in (the most specific to knowledge first); others follow alphabetically.

@@ -6,37 +6,22 @@ of the test items, with the same statistics as the per-cell table: the mean over
 correctness (on the items every seed scored), and a 95% percentile-bootstrap interval over the items of that
 seed-averaged correctness (:func:`medtune.evaluation.accuracy_with_ci`).
 
-This module does not import :mod:`medtune.report.write` (which calls it), so it keeps its own copy
-of the report's group columns; a test checks the two agree.
+The groups, their labels and the shared items are the report's own (:mod:`medtune.report.results`), so a step row
+belongs to the same group as the per-cell row it splits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from medtune.experiments.grid import NO_DIFFICULTY
+from medtune.report.results import GROUP, RunData, cell_label, common_index
 
-if TYPE_CHECKING:
-    from medtune.report.write import RunData
-
-# The report's cell groups (medtune.report.write.GROUP): one row per group and meta value.
-GROUP = ["model", "dataset", "method", "difficulty", "strategy", "test_set"]
+# One row per cell group (the report's GROUP) and meta value.
 COLUMNS = [*GROUP, "label", "key", "value", "seeds", "n_items", "accuracy", "ci_low", "ci_high"]
-
-
-def _label(strategy: str, difficulty: str) -> str:
-    return strategy if difficulty == NO_DIFFICULTY else f"{strategy} [{difficulty}]"
-
-
-def _common_index(series: Sequence[pd.Series]) -> pd.Index:
-    idx = series[0].index
-    for s in series[1:]:
-        idx = idx.intersection(s.index, sort=False)
-    return idx
 
 
 def _meta_values(run: RunData, cell_ids: Sequence[str], test_set: str, key: str,
@@ -84,7 +69,7 @@ def meta_groups_table(run: RunData, key: str = "step") -> pd.DataFrame:
         if not values:
             continue
         per_seed = [run.correct(c, test_set) for c in cells]
-        common = _common_index(per_seed)
+        common = common_index(per_seed)
         mean_item = pd.Series(np.mean([s.loc[common].to_numpy(dtype=float) for s in per_seed], axis=0),
                               index=common)
         # Typed so that True and 1 (equal in Python) stay two values.
@@ -93,7 +78,7 @@ def meta_groups_table(run: RunData, key: str = "step") -> pd.DataFrame:
             value = value_key[1]
             mask = np.asarray([t == value_key for t in typed], dtype=bool)
             ci = accuracy_with_ci(mean_item.to_numpy()[mask], n_boot=run.n_boot, seed=0)
-            rows.append({**dict(zip(GROUP, gkey, strict=True)), "label": _label(gkey[4], gkey[3]), "key": key,
+            rows.append({**dict(zip(GROUP, gkey, strict=True)), "label": cell_label(gkey[4], gkey[3]), "key": key,
                          "value": value, "seeds": len(per_seed), "n_items": int(mask.sum()),
                          "accuracy": ci["accuracy"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"]})
     return pd.DataFrame(rows, columns=COLUMNS)
