@@ -43,7 +43,8 @@ def schema_default(schema: Any, name: str) -> Any:
 
 
 # Grid keys that stand for a stage field: the grid's axes (one value per cell). On the command line the
-# difficulty source is the sub-command (score: llm/irt, import: file, human: human).
+# difficulty source is the sub-command (score: llm/irt, import: file, human: human, from-responses: responses), or
+# `difficulty compute --source NAME` for any source.
 TRAIN_AXES = {"method": "methods", "seed": "seeds", "model": "models[].spec", "epochs": "training.epochs"}
 DIFFICULTY_AXES = {"source": "sources"}
 
@@ -53,7 +54,8 @@ DIFFICULTY_AXES = {"source": "sources"}
     [
         (TrainConfig, [("train",)], TrainingConfig, TRAIN_AXES, {}),
         (EvalSettings, [("evaluate", "run")], EvaluationConfig, {}, {}),
-        (DifficultySettings, [("difficulty", "score"), ("difficulty", "import"), ("difficulty", "human")],
+        (DifficultySettings, [("difficulty", "score"), ("difficulty", "import"), ("difficulty", "human"),
+                              ("difficulty", "compute")],
          DifficultyConfig,
          DIFFICULTY_AXES, {"ensemble": "model", "file": "table"}),
     ],
