@@ -65,6 +65,8 @@ class DifficultySourceSpec:
     from_file: bool = True  # the order stage reads this source from a difficulty file
     order_column: str = "difficulty"  # the difficulty file's column the order stage orders by
     order_bucketing: str | None = None  # the order stage's default re-bucketing; None keeps the file's buckets
+    input_files: tuple[str, ...] = ()  # settings naming a file the source reads (a grid checks they exist)
+    scores_models: bool = False  # scores the `ensemble` models (a grid checks they can be found)
 
     def check(self, settings: DifficultySettings) -> None:
         """Raise ``ValueError`` naming a setting the source needs and lacks (pydantic reports it on the key)."""
@@ -92,6 +94,7 @@ class _Human(DifficultySourceSpec):
     description = "the items' own human_difficulty (or a table of it), in either direction"
     multiple_choice = False
     from_file = False
+    input_files = ("human_file",)
 
     def artifact_settings(self, s: DifficultySettings, common: dict[str, Any]) -> dict[str, Any]:
         return {"source": "human", "higher_is": s.higher_is, "human_file": s.human_file, "human_key": s.human_key,
@@ -102,6 +105,8 @@ class _Human(DifficultySourceSpec):
 
 class _Ensemble(DifficultySourceSpec):
     """``llm`` and ``irt``: one artifact from the ensemble's scores gives both columns; the order stage picks one."""
+
+    scores_models = True
 
     def __init__(self, name: str, description: str, order_column: str, order_bucketing: str | None) -> None:
         self.name, self.description = name, description
@@ -123,6 +128,7 @@ class _File(DifficultySourceSpec):
     name = "file"
     description = "an external difficulty table joined to the items"
     multiple_choice = False
+    input_files = ("file",)
 
     def check(self, s: DifficultySettings) -> None:
         if not s.file:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medtune.difficulty_sources import SOURCES, get_difficulty_source
 from medtune.errors import ConfigError, MedtuneError
 from medtune.experiments.config import ExperimentConfig
 from medtune.experiments.grid import Cell, expand
@@ -170,12 +171,13 @@ def missing_inputs(view: GridView) -> list[str]:
         if why and cells:
             problems.append(f"{describe_cells(cells)}: test set '{t.label}' ({t.source}) {why}")
     difficulty = view.cfg.difficulty
-    for source, key in (("file", "file"), ("human", "human_file")):
-        written = getattr(difficulty, key, None)
-        why = _missing(view.input_path(written), written) if written else None
-        cells = [c for c in view.cells if c.difficulty == source]
-        if why and cells:
-            problems.append(f"{describe_cells(cells)}: difficulty source '{source}': `difficulty.{key}` {why}")
+    for source in dict.fromkeys(difficulty.sources):
+        for key in get_difficulty_source(source).input_files:  # the files the source declares it reads
+            written = getattr(difficulty, key, None)
+            why = _missing(view.input_path(written), written) if written else None
+            cells = [c for c in view.cells if c.difficulty == source]
+            if why and cells:
+                problems.append(f"{describe_cells(cells)}: difficulty source '{source}': `difficulty.{key}` {why}")
     return problems
 
 
@@ -430,7 +432,7 @@ def model_inputs(view: GridView) -> list[str]:
         if why:
             problems.append(f"{describe_cells(cells)}: model '{m.name}' (models[].spec) {why}")
     names = {m.name for m in view.cfg.models}  # a grid model's name in the ensemble is reported above
-    scored = [c for c in view.cells if c.difficulty in ("llm", "irt")]
+    scored = [c for c in view.cells if c.difficulty in SOURCES and get_difficulty_source(c.difficulty).scores_models]
     for spec in view.cfg.difficulty.ensemble or []:
         why = None if spec in names or spec in BUILT_IN_MODELS or not scored else _model_missing(view, spec)
         if why:
