@@ -10,7 +10,11 @@ a grid's ``difficulty.sources``, from the CLI, a grid or Python. What a source d
 - ``check`` (the settings it needs) and ``artifact_settings`` (the settings its artifact depends on: a cache key);
 - for the order stage: whether it reads the difficulty file (``from_file``; ``human`` reads the items' own values),
   which column it orders by (``order_column``: ``irt`` orders by ``irt_b``) and how that column is bucketed by
-  default (``order_bucketing``: ``terciles`` for ``irt``'s logit scale, else the file's own buckets).
+  default (``order_bucketing``: ``terciles`` for ``irt``'s logit scale, else the file's own buckets);
+- for a grid: the settings naming files it reads (``input_files``), whether it scores the ensemble's models
+  (``scores_models``), whether these settings need the stage at all (``needs_stage``: ``human`` as the items carry
+  it does not) and what the order stage reads the stage's artifact as then (``staged_as``); for the adaptive
+  ``ability`` strategy, whether its order column is an IRT b (``irt_scale``).
 
 This module imports no model code: listing and checking a source name costs nothing. A built-in names the stage's
 function that computes it as a ``"module:function"`` reference (as the registry names lazy built-ins), imported when
@@ -67,6 +71,19 @@ class DifficultySourceSpec:
     order_bucketing: str | None = None  # the order stage's default re-bucketing; None keeps the file's buckets
     input_files: tuple[str, ...] = ()  # settings naming a file the source reads (a grid checks they exist)
     scores_models: bool = False  # scores the `ensemble` models (a grid checks they can be found)
+    # The order column is an IRT difficulty b (a logit scale): the adaptive ``ability`` strategy uses it as it is
+    # rather than z-scoring it, so it asks the source instead of comparing names.
+    irt_scale: bool = False
+    # The source the order stage reads this one's artifact as when the order stage does not read it from a file
+    # (``from_file`` False) but its settings need the stage (:meth:`needs_stage`): a grid passes it to the order
+    # stage with the artifact.
+    staged_as: str | None = None
+
+    def needs_stage(self, settings: DifficultySettings) -> bool:
+        """Whether a grid runs the difficulty stage for these settings. A source whose values the order stage reads
+        from the items themselves (``human`` as the items carry it) needs the stage only for what the stage alone
+        applies; a grid asks here rather than compare the source's name."""
+        return True
 
     def check(self, settings: DifficultySettings) -> None:
         """Raise ``ValueError`` naming a setting the source needs and lacks (pydantic reports it on the key)."""
@@ -95,6 +112,10 @@ class _Human(DifficultySourceSpec):
     multiple_choice = False
     from_file = False
     input_files = ("human_file",)
+    staged_as = "file"  # the stage's artifact is a difficulty file like an imported table's
+
+    def needs_stage(self, s: DifficultySettings) -> bool:
+        return bool(s.human_needs_stage())
 
     def artifact_settings(self, s: DifficultySettings, common: dict[str, Any]) -> dict[str, Any]:
         return {"source": "human", "higher_is": s.higher_is, "human_file": s.human_file, "human_key": s.human_key,
@@ -108,9 +129,10 @@ class _Ensemble(DifficultySourceSpec):
 
     scores_models = True
 
-    def __init__(self, name: str, description: str, order_column: str, order_bucketing: str | None) -> None:
+    def __init__(self, name: str, description: str, order_column: str, order_bucketing: str | None,
+                 irt_scale: bool = False) -> None:
         self.name, self.description = name, description
-        self.order_column, self.order_bucketing = order_column, order_bucketing
+        self.order_column, self.order_bucketing, self.irt_scale = order_column, order_bucketing, irt_scale
 
     def check(self, s: DifficultySettings) -> None:
         if not s.ensemble and s.crossfit is None:
@@ -163,7 +185,7 @@ for _source in (_Human(),
                 _Ensemble("llm", "1 − mean expected accuracy of the ensemble's models (and crossfit fine-tunes)",
                           "difficulty", None),
                 _Ensemble("irt", "the IRT difficulty b fitted to the ensemble's scores (bucketed by terciles)",
-                          "irt_b", "terciles"),
+                          "irt_b", "terciles", irt_scale=True),
                 _File(), _Responses()):
     SOURCES.register(_source.name, _source)
 

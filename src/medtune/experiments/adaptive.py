@@ -11,10 +11,10 @@ on), so the adaptive arm and random shuffle take the same steps from the same po
 
 What ``ability`` needs, derived from the grid's own stages:
 
-- item difficulty ``b``: the IRT ``irt_b`` column of the difficulty stage when the cell's source is ``irt``; for
-  any other source, the source's difficulty as a z-score over the training items (human levels easy/medium/hard
-  as 0/1/2 first). Only ``irt`` puts b on the ability scale; otherwise θ and ``delta`` are in standard deviations
-  of that difficulty.
+- item difficulty ``b``: the IRT ``irt_b`` column of the difficulty stage when the cell's source is ``irt`` (a
+  source whose ``irt_scale`` says its order column is an IRT b); for any other source, the source's difficulty as
+  a z-score over the training items (human levels easy/medium/hard as 0/1/2 first). Only ``irt`` puts b on the
+  ability scale; otherwise θ and ``delta`` are in standard deviations of that difficulty.
 - anchors: a fixed sample (``anchors.n`` items, ``anchors.seed``, the same for every cell) of the training items.
   They are never items a cell is tested on: the grid's difficulty stage estimates difficulty for training items
   only, and test items must not steer training.
@@ -32,6 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from medtune.adaptive.stage import AdaptiveSettings
+from medtune.difficulty_sources import NO_SOURCE, get_difficulty_source
 from medtune.schema import DIFFICULTY_LEVELS, Item
 
 B_COLUMN = "b"
@@ -114,10 +115,11 @@ def ability_difficulty(source: str, table: Path | None, items: Sequence[Item]) -
     from medtune.errors import InputError
     from medtune.orders.inputs import read_difficulty_table
 
-    if source == "irt":
+    spec = get_difficulty_source(source) if source != NO_SOURCE else None
+    if spec is not None and spec.irt_scale:  # irt: its order column (irt_b) is b on the ability scale already
         if table is None:
-            raise InputError("the irt difficulty source wrote no difficulty table", field="irt_b")
-        rows = read_difficulty_table(table, "irt_b").rows
+            raise InputError(f"the {source} difficulty source wrote no difficulty table", field=spec.order_column)
+        rows = read_difficulty_table(table, spec.order_column).rows
         return {it.id: rows[it.id]["difficulty"] for it in items if it.id in rows}
     raw: dict[str, float] = {}
     if table is not None:

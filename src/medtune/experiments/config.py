@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medtune.data.stage import DataSettings
-from medtune.difficulty_sources import DifficultySource
+from medtune.difficulty_sources import SOURCES, DifficultySource, get_difficulty_source
 from medtune.errors import ConfigError
 from medtune.experiments.adaptive import AdaptiveEntry, validate_adaptive
 from medtune.experiments.yaml_errors import KEY_PATH, path_to_loc, problem_lines, validation_lines, yaml_line
@@ -93,6 +93,23 @@ class ModelConfig(BaseModelSettings):
     )
 
 
+def _sources_need(section: Any) -> None:
+    """What the grid's difficulty sources need of the section, asked of each source (a plugin's too) rather than
+    of their names, so that a grid fails on its config rather than in every cell: the sources scoring the ensemble
+    (``scores_models``) need ``ensemble`` or ``crossfit``; a source reading files (``input_files``) is checked by
+    its own ``check`` (``file`` needs ``file``)."""
+    specs = [get_difficulty_source(s) for s in section.sources]
+    if any(spec.scores_models for spec in specs) and not section.ensemble and section.crossfit is None:
+        scoring = "/".join(repr(n) for n in SOURCES.names() if SOURCES.get(n).scores_models)
+        raise ValueError(f"sources: difficulty sources {scoring} need `ensemble` (model specs) or `crossfit`")
+    for spec in specs:
+        if spec.input_files:
+            try:
+                spec.check(section)
+            except ValueError as exc:
+                raise ValueError(f"sources: {exc}") from None
+
+
 def _difficulty_section() -> type[BaseModel]:
     from medtune.difficulty_stage import DifficultySettings
 
@@ -107,10 +124,7 @@ def _difficulty_section() -> type[BaseModel]:
                                                          description="difficulty sources (a grid axis)"))})
 
     def needs(self: Any) -> Any:  # checked on the section: cells resolve the stage schema only when they run
-        if ({"llm", "irt"} & set(self.sources)) and not self.ensemble and self.crossfit is None:
-            raise ValueError("sources: difficulty sources 'llm'/'irt' need `ensemble` (model specs) or `crossfit`")
-        if "file" in self.sources and not self.file:
-            raise ValueError("sources: difficulty source 'file' needs `file`")
+        _sources_need(self)
         if self.thresholds and self.quantiles:
             raise ValueError("quantiles: give `thresholds` or `quantiles`, not both")
         return self

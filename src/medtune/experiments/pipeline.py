@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medtune.difficulty_sources import get_difficulty_source
 from medtune.experiments.config import DataSetConfig, ExperimentConfig, ModelConfig, StrategyConfig, config_from_dict
 from medtune.experiments.grid import NO_DIFFICULTY, Cell
 from medtune.experiments.store import Artifact, ResultStore, Store
@@ -114,6 +115,13 @@ def difficulty_settings(cfg: ExperimentConfig, source: str) -> Any:
     return DifficultySettings.model_validate({**values, "source": source})
 
 
+def _input_fingerprint(settings: Any, keys: tuple[str, ...]) -> Any:
+    """What identifies the files a source reads (its ``input_files`` settings) in its artifact's key: one file's
+    fingerprint as it is (None when not given), several files' by setting."""
+    prints = {key: _fingerprint(Path(getattr(settings, key))) if getattr(settings, key) else None for key in keys}
+    return prints[keys[0]] if len(keys) == 1 else prints
+
+
 def difficulty_stage(ctx: Context, source: str, data: Artifact, model_specs: dict[str, str]) -> Artifact | None:
     """``difficulty.parquet`` for ``source``: ``run_difficulty``.
 
@@ -126,14 +134,13 @@ def difficulty_stage(ctx: Context, source: str, data: Artifact, model_specs: dic
     from medtune.difficulty_stage import crossfit_base, run_difficulty
 
     settings = difficulty_settings(ctx.cfg, source)
-    if source == "human" and not settings.human_needs_stage():
+    spec = get_difficulty_source(source)
+    if not spec.needs_stage(settings):
         return None
     conf: dict[str, Any] = settings.artifact_settings()
     training = None
-    if source == "human":
-        conf["input"] = _fingerprint(Path(settings.human_file)) if settings.human_file else None
-    elif source == "file":
-        conf["input"] = _fingerprint(Path(settings.file))
+    if spec.input_files:  # human, file: the content of the file it reads (none given: None)
+        conf["input"] = _input_fingerprint(settings, spec.input_files)
     else:  # llm and irt share one artifact: the ensemble's scores give both columns
         conf["ensemble_specs"] = [model_specs.get(s, s) for s in settings.ensemble]
         if settings.crossfit is not None:
@@ -168,8 +175,10 @@ def order_settings(cfg: ExperimentConfig, strategy: StrategyConfig, seed: int, s
     """The order stage's settings of one cell: a grid's training set is all of its data set (``split: all``)."""
     from medtune.orders.stage import OrderSettings
 
-    if source == "human" and difficulty_settings(cfg, source).human_needs_stage():
-        source = "file"  # a human difficulty stage wrote the file the order reads
+    spec = get_difficulty_source(source) if source != NO_DIFFICULTY else None
+    if spec is not None and not spec.from_file and spec.staged_as is not None \
+            and spec.needs_stage(difficulty_settings(cfg, source)):
+        source = spec.staged_as  # e.g. a human difficulty stage wrote the file the order reads
     values: dict[str, Any] = {"strategy": strategy.name, "options": strategy.options,
                               "seed": seed + strategy.order_seed_offset,
                               "epochs": cfg.training.epochs, "epoch_policy": cfg.training.epoch_policy,
@@ -452,8 +461,9 @@ def _prepare_shared(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
         if cats is None and ctx.cfg.categories.method != "given":
             continue  # orders need the clustering; the cells will report its error
         for c in mine:
+            # an order needs its source's difficulty file, unless the order stage reads the items' own values
             if not c.is_base and (c.difficulty == NO_DIFFICULTY or diffs.get(c.difficulty)
-                                  or c.difficulty == "human"):
+                                  or not get_difficulty_source(c.difficulty).from_file):
                 attempt(order_stage, ctx, _strategy(ctx.cfg, c.strategy), c.order_seed_value, c.difficulty, data,
                         diffs.get(c.difficulty), cats)
     return {"errors": errors}
