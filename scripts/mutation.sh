@@ -4,7 +4,8 @@
 #   scripts/mutation.sh [--fresh] [--rest] [module ...]          run, then print the score per module
 #   scripts/mutation.sh --score [module ...]                      print the scores of the last run only
 #
-# Modules: strategies orderfile data checkpoint stats report difficulty bucketing difficulty_stage (default: all).
+# Modules: strategies options orderfile data checkpoint stats report difficulty bucketing difficulty_stage (default:
+# all).
 # Each module is scoped to the functions listed below; [tool.mutmut] in pyproject.toml picks the files and the
 # tests. --fresh deletes mutants/ first (needed after a change to src/: mutmut keeps its first copy of each file);
 # --rest runs only the mutants the last run did not kill (survivors, and those it did not reach): after adding tests.
@@ -21,9 +22,9 @@ declare -A SCOPE=(
     x_interleaved_items x__bucketed x_curriculum x_anti_curriculum x__by_difficulty x__strict x_curriculum_strict
     x_anti_curriculum_strict x_blocked_curriculum x_interleaved_curriculum x__categories_by_difficulty
     x_blocked_curriculum_strict x_interleaved_curriculum_strict x_difficulty_ranking x_competence x_pool_sizes
-    x_pacing x_review_gaps x_spaced_repetition x__parse_k x__positive_int x__count x__optional_length x__float_in
-    x__choice x__strategy_name xǁStrategySpecǁresolve_options xǁStrategySpecǁreads_difficulty
-    xǁStrategySpecǁ__call__ x_get_strategy"
+    x_pacing x_review_gaps x_spaced_repetition x__strategy_name xǁStrategySpecǁresolve_options
+    xǁStrategySpecǁreads_difficulty xǁStrategySpecǁ__call__ x_register_strategy x_get_strategy"
+  [options]="medtune.orders.options:*"
   [orderfile]="medtune.orders.orderfile:*"
   [data]="medtune.training.data:x_read_order x_check_order x_planned_epochs x_plan_steps x_check_ids_known
     x_rank_slice x_pack_next_fit x_micro_batches"
@@ -32,12 +33,12 @@ declare -A SCOPE=(
     x_list_checkpoints x_latest_checkpoint x_load_checkpoint x__projectors_to_their_parameters"
   [stats]="medtune.stats:x_paired_t_test x__welch x_run_level_test x__as_runs x_hierarchical_bootstrap x_holm
     x__aligned"
-  [report]="medtune.experiments.report:x__paired x_gains_table x_aa_check_lines"
+  [report]="medtune.report.write:x__paired x_gains_table x_aa_check_lines"
   [difficulty]="medtune.difficulty:x_ensemble_difficulty x_build_difficulty x_rebucket"
   [bucketing]="medtune.bucketing:*"
   [difficulty_stage]="medtune.difficulty_stage:x_fold_of x__crossfit_repeat"
 )
-ORDER=(report stats data orderfile bucketing difficulty difficulty_stage checkpoint strategies)
+ORDER=(report stats data orderfile bucketing difficulty difficulty_stage checkpoint strategies options)
 
 fresh=0 rest=0 score_only=0 modules=()
 for arg in "$@"; do

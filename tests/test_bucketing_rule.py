@@ -45,8 +45,11 @@ def test_quantile_rule_cuts_at_the_quantiles_of_the_observed_values():
     assert Bucketing.terciles().quantiles == DEFAULT_QUANTILES == (1 / 3, 2 / 3)
     assert Bucketing.terciles().resolve(list(range(7))) == pytest.approx((2.0, 4.0))
     assert rule.labels([]) == [] and Bucketing.fixed().labels([]) == []
-    with pytest.raises(InputError, match="no difficulty values"):
+    with pytest.raises(InputError) as err:
         rule.resolve([None, float("nan")])
+    assert err.value.reason == "cannot bucket by quantiles: no difficulty values"
+    labels, _ = Bucketing.fixed().assign(np.array([0.1, 0.9]))
+    assert labels.dtype == object and labels.tolist() == ["easy", "hard"]
 
 
 @pytest.mark.parametrize("q", [(0.0, 0.5), (0.5, 1.0), (-0.1, 0.5), (0.2, 1.5)])

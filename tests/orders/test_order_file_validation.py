@@ -27,7 +27,7 @@ def _refused(change: dict, *, drop: tuple[str, ...] = ()) -> InputError:
     ({"seed": True}, "seed", "non-negative integer, got True"),
     ({"seed": -1}, "seed", "non-negative integer, got -1"),
     ({"seed": 1.0}, "seed", "non-negative integer, got 1.0"),
-    ({"n_items": -2}, "n_items", "non-negative integer"),
+    ({"n_items": -2}, "n_items", "non-negative integer, got -2"),
     ({"options": []}, "options", "expected a JSON object, got list"),
     ({"input_hashes": "abc"}, "input_hashes", "expected a JSON object, got str"),
     ({"input_hashes": {"items": "ab", "difficulty": 5}}, "input_hashes.difficulty",
@@ -49,16 +49,17 @@ def _refused(change: dict, *, drop: tuple[str, ...] = ()) -> InputError:
 def test_each_bad_field_is_refused_by_name(change, field, message):
     err = _refused(change)
     assert err.field == field
-    assert message in err.reason
+    assert err.reason.startswith(message) or err.reason.endswith(message)
 
 
 def test_the_two_required_fields_are_named_when_missing():
-    assert _refused({}, drop=("format",)).field == "format"
-    assert _refused({}, drop=("epochs",)).field == "epochs"
-    assert "missing field" in _refused({}, drop=("epochs",)).reason
-    with pytest.raises(InputError, match="an order file holds a JSON object") as err:
+    for field in ("format", "epochs"):
+        err = _refused({}, drop=(field,))
+        assert err.field == field and err.reason == "missing field"
+    with pytest.raises(InputError) as err:
         OrderFile.from_dict([MINIMAL], file="o.json")
-    assert err.value.field is None
+    assert err.value.field is None and err.value.file == "o.json"
+    assert err.value.reason == "an order file holds a JSON object"
 
 
 def test_accepted_values_come_back_and_nulls_take_the_defaults():
@@ -94,11 +95,12 @@ def test_the_object_does_not_share_its_lists_with_the_input_or_the_output():
 
 
 def test_reading_refuses_a_folder_and_what_is_not_json(tmp_path):
-    with pytest.raises(InputError, match="expected an order file, got a folder") as err:
+    with pytest.raises(InputError) as err:
         OrderFile.read(tmp_path)
-    assert err.value.file == str(tmp_path)
-    with pytest.raises(InputError, match="order file not found"):
+    assert err.value.file == str(tmp_path) and err.value.reason == "expected an order file, got a folder"
+    with pytest.raises(InputError) as err:
         OrderFile.read(tmp_path / "none.json")
+    assert err.value.reason == "order file not found"
     bad = tmp_path / "bad.json"
     bad.write_text("{not json", encoding="utf-8")
     with pytest.raises(InputError, match="not a JSON file") as err:

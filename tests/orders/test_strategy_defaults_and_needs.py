@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from medtune.errors import InputError
+from medtune.errors import ConfigError, InputError
 from medtune.orders import strategies as s
 from medtune.orders.strategies import STRATEGIES, OrderItem, get_strategy
 
@@ -59,3 +59,20 @@ def test_strict_orders_put_the_easiest_or_hardest_first():
     hard_first = s.anti_curriculum_strict(items, 3)
     assert [by[i] for i in easy_first] == sorted(by.values())
     assert [by[i] for i in hard_first] == sorted(by.values(), reverse=True)
+
+
+def test_bad_items_and_seeds_are_refused_with_the_item_and_field():
+    with pytest.raises(InputError) as err:
+        OrderItem(id="q1", bucket="trivial")
+    assert (err.value.record, err.value.field) == ("q1", "bucket")
+    assert err.value.reason == "bucket must be one of easy, medium, hard, got 'trivial'"
+    with pytest.raises(InputError) as err:
+        OrderItem(id="q2", difficulty=float("inf"))
+    assert (err.value.record, err.value.field) == ("q2", "difficulty")
+    assert err.value.reason == "difficulty must be a finite number"
+    with pytest.raises(InputError) as err:
+        get_strategy("random")([OrderItem(id="a"), OrderItem(id="b"), OrderItem(id="a")], 0)
+    assert (err.value.record, err.value.field, err.value.reason) == ("a", "id", "duplicate item id 'a'")
+    for seed in (1.5, True, -1):
+        with pytest.raises(ConfigError, match="seed must be a non-negative integer"):
+            get_strategy("random")([OrderItem(id="a")], seed)

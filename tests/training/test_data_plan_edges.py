@@ -38,7 +38,8 @@ def test_planned_epochs_read_the_policy_of_an_order_file_object():
     with pytest.raises(InputError) as err:
         planned_epochs(of, 3)
     assert err.value.field == "epochs"
-    assert "asks for 3 epochs but the order file holds 2" in str(err.value)
+    assert err.value.reason == ("the run asks for 3 epochs but the order file holds 2 and its epoch_policy is "
+                                "'reshuffle'; build the order with more epochs (medtune order ... --epochs N)")
     repeat = OrderFile(epochs=[["x", "y"]])
     assert planned_epochs(repeat, 2) == [["x", "y"], ["x", "y"]]
 
