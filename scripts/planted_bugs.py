@@ -43,7 +43,7 @@ BUGS: tuple[PlantedBug, ...] = (
     # -------------------------------------------------------------------------------------------- difficulty
     PlantedBug(
         "crossfit-trains-on-held-out", "each item's cross-fitted difficulty comes from a model that never saw it",
-        "src/medtune/difficulty_stage.py",
+        "src/medtune/difficulty_crossfit.py",
         "train_items = [it for it, k in zip(items, folds, strict=True) if k != f]",
         "train_items = list(items)",
         ("tests/test_difficulty_stage.py::test_crossfit_never_scores_an_item_with_a_model_that_trained_on_it",)),

@@ -8,7 +8,8 @@ apart.
 ``llm`` and ``irt`` produce the same artifact: the ensemble's scores give both the ``difficulty`` column and
 the ``irt_b`` column, and the orders stage picks one. Each ensemble member's scores are kept beside the
 artifact (``<stem>.scores/``, streamed while scoring) so an interrupted or widened run scores only what is
-missing.
+missing. The cross-fitted fine-tunes (folds, training settings, one repeat) are
+:mod:`medtune.difficulty_crossfit`'s; this stage caches and combines their scores.
 
 ``human`` is the items' own ``human_difficulty``, optionally supplied by a table (``human_file``, joined like an
 import) and read in either direction (``higher_is``): the paper's human difficulty is the share of examinees who
@@ -18,11 +19,8 @@ does (higher = harder), so the orders never need to know which direction the sou
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -40,6 +38,18 @@ from medtune.difficulty import (
     plot_histogram,
     write_difficulty,
 )
+from medtune.difficulty_crossfit import (  # the stage caches and combines what a repeat computes
+    CROSSFIT_FOLD_SEED,
+    CROSSFIT_FOLDS_FORMAT,
+    CrossfitSettings,
+    _crossfit_repeat,
+    _training_dict,
+    crossfit_folds_path,
+)
+
+# Re-exported: the stage's cross-fit names, importable from the stage as before the split.
+from medtune.difficulty_crossfit import crossfit_train_config as crossfit_train_config
+from medtune.difficulty_crossfit import fold_of as fold_of
 from medtune.difficulty_sources import DifficultySource, SourceInputs, get_difficulty_source
 from medtune.errors import ConfigError, InputError
 from medtune.io import sha256_file, stable_hash
@@ -59,26 +69,6 @@ if TYPE_CHECKING:
     from medtune.training.config import TrainConfig
 
 ARTIFACT = "difficulty.parquet"
-CROSSFIT_FOLD_SEED = 1000  # repeat r splits the items with seed 1000 + r
-CROSSFIT_FOLDS_FORMAT = "medtune.crossfit-folds/1"
-
-
-class CrossfitSettings(Settings):
-    """An ensemble of short fine-tunes, each scoring only the items it did not train on (cross-fitting).
-
-    For a model that knows facts but not the exam format (the demo's pretrained tiny model is at chance
-    before fine-tuning), difficulty must come from models that learned the format: each repeat splits the
-    items into ``folds``, fine-tunes the base on all folds but one and scores the held-out fold, giving one
-    ensemble member (a full column of expected accuracies) per repeat.
-    """
-
-    model: str | None = Field(None, description="Base model to fine-tune: a grid model name or a model spec "
-                              "(default: the grid's first model, else the first ensemble member).")
-    folds: int = Field(2, ge=2, description="Folds per repeat: each fine-tune trains on all folds but one.")
-    repeats: int = Field(2, ge=1, description="Repeats (one ensemble member each, its own fold split).")
-    method: str = Field("lora", description="Fine-tuning method of the short fine-tunes.")
-    max_steps: int = Field(100, ge=1, description="Optimizer steps of each short fine-tune.")
-    lr: float | None = Field(None, gt=0, description="Learning rate (default: the training settings' lr).")
 
 
 class DifficultySettings(Settings):
@@ -220,12 +210,6 @@ def scores_dir(artifact: Path) -> Path:
     return artifact.with_name(f"{artifact.stem}.scores")
 
 
-def fold_of(item_id: str, seed: int, folds: int) -> int:
-    """A stable fold per (seed, id): the same split on every machine and run, whatever the item order."""
-    digest = hashlib.sha256(f"{seed}:{item_id}".encode()).digest()
-    return int(int.from_bytes(digest[:8], "big") / 2**64 * folds)
-
-
 def _reusable(path: Path, items: Sequence[Item], mode: str) -> pd.DataFrame | None:
     """A score file's rows in the items' order, if it holds every item with the same gold answer."""
     from medtune.evaluation import read_predictions
@@ -320,28 +304,6 @@ def crossfit_base(s: DifficultySettings, models: Mapping[str, str] | None) -> st
     raise ConfigError("difficulty.crossfit.model: give the base model to fine-tune")
 
 
-def _training_dict(training: TrainConfig | Mapping[str, Any] | None) -> dict[str, Any]:
-    if training is None:
-        return {}
-    if isinstance(training, Mapping):
-        return dict(training)
-    return training.to_dict()
-
-
-def crossfit_train_config(training: TrainConfig | Mapping[str, Any] | None, cross: CrossfitSettings,
-                          base_spec: str, seed: int) -> TrainConfig:
-    """The training config of one short fine-tune: the training settings, then the crossfit's own.
-
-    The crossfit's method, steps and learning rate, the base model and the repeat's seed win over
-    ``training``, which wins over its preset (medtune.training's one precedence rule).
-    """
-    from medtune.training.config import resolve_training_settings
-
-    own = {"method": cross.method, "model": base_spec, "seed": seed, "max_steps": cross.max_steps,
-           **({"lr": cross.lr} if cross.lr else {})}
-    return resolve_training_settings(_training_dict(training), own, where="difficulty.crossfit")
-
-
 def crossfit_scores(s: DifficultySettings, items: Sequence[Item], base_spec: str, folder: Path, *,
                     training: TrainConfig | Mapping[str, Any] | None = None, progress: bool = False,
                     log: Callable[[str], None] | None = None) -> dict[str, pd.DataFrame]:
@@ -381,53 +343,6 @@ def crossfit_scores(s: DifficultySettings, items: Sequence[Item], base_spec: str
             _say(log, f"{name}: reusing {path}")
         out[name] = frame
     return out
-
-
-def crossfit_folds_path(predictions: Path) -> Path:
-    """The fold record of a repeat's score file: ``<name>.folds.json`` beside ``<name>.parquet``."""
-    return predictions.with_name(f"{predictions.name.removesuffix('.parquet')}.folds.json")
-
-
-def _crossfit_repeat(items: Sequence[Item], cross: CrossfitSettings, base_spec: str, r: int, *,
-                     training: TrainConfig | Mapping[str, Any] | None, progress: bool,
-                     **score_kwargs: Any) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-    """One repeat's scorer rows over all items, and per fold ``{fold, steps, trained_ids, scored_ids}``.
-
-    ``trained_ids`` come from the fine-tune's run log (the ids its optimizer steps saw), not from the split, so
-    the record shows what the model really learned from.
-    """
-    from medtune.orders import build_order, order_items
-    from medtune.scoring import score_items
-    from medtune.training import train
-    from medtune.training.export import load_trained
-    from medtune.training.runlog import read_log
-
-    folds = [fold_of(it.id, CROSSFIT_FOLD_SEED + r, cross.folds) for it in items]
-    frames = []
-    record: list[dict[str, Any]] = []
-    for f in range(cross.folds):
-        train_items = [it for it, k in zip(items, folds, strict=True) if k != f]
-        held = [it for it, k in zip(items, folds, strict=True) if k == f]
-        if not held:
-            continue
-        if not train_items:
-            raise InputError(f"crossfit: fold {f} of repeat {r} leaves no training item")
-        config = crossfit_train_config(training, cross, base_spec, seed=r)
-        order = build_order(order_items(train_items), "random", r, epochs=config.epochs or 1)
-        tmp = Path(tempfile.mkdtemp(prefix="medtune-crossfit-"))
-        try:
-            train(config, train_items, order, tmp / "run", progress=progress)
-            steps = read_log(tmp / "run")
-            loaded = load_trained(tmp / "run", dtype="auto")  # on the GPU in bf16 where there is one; fp32 on a CPU
-            frame = score_items(loaded, held, progress=progress, **score_kwargs)
-            del loaded
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        frames.append(frame)
-        record.append({"fold": f, "steps": len(steps), "trained_ids": sorted({i for s in steps for i in s["ids"]}),
-                       "scored_ids": [str(i) for i in frame["id"]]})
-    by_id = pd.concat(frames, ignore_index=True).set_index("id")
-    return by_id.loc[[it.id for it in items]].reset_index(), record
 
 
 # ----------------------------------------------------------------------------------------------------------
