@@ -28,6 +28,7 @@ from torch import nn
 from medtune.errors import ConfigError
 from medtune.schema import Item
 from medtune.training import checkpoint as ckpt
+from medtune.training.anchor_check import AnchorCheck
 from medtune.training.config import TrainConfig
 from medtune.training.loop import AnswerLoss, FinetuneRecipe, answer_loss_sum, model_parts
 from medtune.training.methods import MethodSpec, StandardLoop, method_of
@@ -149,12 +150,7 @@ def train(
     """
     config.validate()
     run_dir = Path(run_dir)
-    staged_method = type(method_of(config)).train_run is not MethodSpec.train_run
-    if planner is not None and staged_method:
-        raise ConfigError(f"method '{config.method}' runs its own stages and cannot take a step planner")
-    if config.eval_anchors is not None and staged_method:
-        raise ConfigError(f"method '{config.method}' runs its own stages and cannot take the anchor check "
-                          "(eval_anchors)")
+    _check_staged_method(config, planner)
     # A multi-stage method (e.g. knowtuning) runs its own stages, each through this entry; the rest use the loop.
     staged = method_of(config).train_run(
         config, items, order, run_dir, loop=StandardLoop(train, load_base_model, TrainResult),
@@ -162,11 +158,7 @@ def train(
         items_path=items_path, order_path=order_path)
     if staged is not None:
         return staged
-    if resume and planner is None and ckpt.latest_checkpoint(run_dir) is not None \
-            and "adaptive" in read_run_config(run_dir):
-        raise ConfigError("this run decided its items adaptively: resume it with the same --adaptive settings")
-    from medtune.training.anchor_check import AnchorCheck
-
+    _check_resume(run_dir, resume=resume, planner=planner)
     # Read and checked before the model loads (a bad anchors file fails on every rank at once).
     anchor_check = AnchorCheck.from_config(config, training_ids={it.id for it in items})
     recipe = FinetuneRecipe(config, items, order, run_dir, load_base_model, model=model, tokenizer=tokenizer,
@@ -174,6 +166,26 @@ def train(
                             order_path=order_path, planner=planner,
                             hooks=[anchor_check] if anchor_check is not None else [])
     return recipe.run()
+
+
+def _check_staged_method(config: TrainConfig, planner: StepPlanner | None) -> None:
+    """Refuse what a method running its own stages cannot take, before any of them runs: a step planner and the
+    anchor check both hook into the one standard loop, which such a method does not run as a whole."""
+    if type(method_of(config)).train_run is MethodSpec.train_run:
+        return
+    if planner is not None:
+        raise ConfigError(f"method '{config.method}' runs its own stages and cannot take a step planner")
+    if config.eval_anchors is not None:
+        raise ConfigError(f"method '{config.method}' runs its own stages and cannot take the anchor check "
+                          "(eval_anchors)")
+
+
+def _check_resume(run_dir: Path, *, resume: bool, planner: StepPlanner | None) -> None:
+    """Refuse to resume without a planner a run whose items were decided adaptively: its order file is only the
+    candidate pool, so training on it would not continue the run it resumes."""
+    if resume and planner is None and ckpt.latest_checkpoint(run_dir) is not None \
+            and "adaptive" in read_run_config(run_dir):
+        raise ConfigError("this run decided its items adaptively: resume it with the same --adaptive settings")
 
 
 def save_trained(model: nn.Module, tokenizer: Any, run_dir: Path, config: TrainConfig) -> Path:
