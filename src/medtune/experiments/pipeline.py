@@ -362,29 +362,53 @@ def _model_specs(ctx: Context, data: Artifact) -> dict[str, str]:
     return {m.name: base_model_stage(ctx, m, data)[0] for m in ctx.cfg.models if m.name in wanted}
 
 
-def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
-    """All stages of one cell; returns the parts of its result record (raises on failure)."""
-    from medtune.evaluation_stage import ModelRef
+@dataclass
+class CellInputs:
+    """The artifacts a cell's training and evaluation start from (``diff``, ``cats`` and ``order`` stay None for
+    a base cell, which trains nothing)."""
 
+    data: Artifact
+    tests: dict[str, Artifact]
+    base_spec: str
+    base: Artifact | None
+    diff: Artifact | None = None
+    cats: Artifact | None = None
+    order: Artifact | None = None
+
+
+def cell_inputs(ctx: Context, cell: Cell) -> CellInputs:
+    """The stages of one cell before training, in their one order: data (training and test sets) → base model →
+    difficulty → categories → order. A cell runs them (:func:`run_cell`) and so does the shared phase for every
+    cell first (:func:`prepare_shared`), so the order is written here only; the store computes each artifact once."""
     cfg = ctx.cfg
     data = data_stage(ctx, cfg.training_set(cell.dataset, cell.fold))
     tests = {t.label: data_stage(ctx, t) for t in cfg.test_sets_for(cell.dataset, cell.fold, base=cell.is_base)}
-    model = cfg.model(cell.model)
     # One base per model and training set, built from the whole set: every fold starts from the same weights.
     whole = data if cell.fold is None else data_stage(ctx, cfg.dataset(cell.dataset))
-    base_spec, base = base_model_stage(ctx, model, whole)
+    base_spec, base = base_model_stage(ctx, cfg.model(cell.model), whole)
     if cell.is_base:
-        return {"tests": eval_stages(ctx, ModelRef(spec=base_spec), base.key if base else stable_hash(base_spec),
-                                     tests)}
+        return CellInputs(data, tests, base_spec, base)
     diff = None
     if cell.difficulty != NO_DIFFICULTY:
         diff = difficulty_stage(ctx, cell.difficulty, data, _model_specs(ctx, whole))
     cats = categories_stage(ctx, data)
-    strategy = _strategy(cfg, cell.strategy)
-    order = order_stage(ctx, strategy, cell.order_seed_value, cell.difficulty, data, diff, cats)
-    trained = train_stage(ctx, cell, base_spec, base, data, order, diff)
+    order = order_stage(ctx, _strategy(cfg, cell.strategy), cell.order_seed_value, cell.difficulty, data, diff, cats)
+    return CellInputs(data, tests, base_spec, base, diff, cats, order)
+
+
+def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
+    """All stages of one cell; returns the parts of its result record (raises on failure)."""
+    from medtune.evaluation_stage import ModelRef
+
+    got = cell_inputs(ctx, cell)
+    if cell.is_base:
+        return {"tests": eval_stages(ctx, ModelRef(spec=got.base_spec),
+                                     got.base.key if got.base else stable_hash(got.base_spec), got.tests)}
+    order = got.order
+    assert order is not None
+    trained = train_stage(ctx, cell, got.base_spec, got.base, got.data, order, got.diff)
     man = trained.manifest
-    tests_out = eval_stages(ctx, ModelRef.from_run(trained.path / TRAIN_RUN), trained.key, tests)
+    tests_out = eval_stages(ctx, ModelRef.from_run(trained.path / TRAIN_RUN), trained.key, got.tests)
     return {
         "order": str(order.path / "order.json"),
         "order_items": str(order.path / "order_items.json"),
@@ -433,37 +457,13 @@ def prepare_shared(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _prepare_shared(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+    """Each cell's stages before training (:func:`cell_inputs`), cell after cell: what cells share is computed by
+    the first and reused by the others; a cell's first failing stage is recorded and ends its part here."""
     errors: list[str] = []
-    cells = [Cell(**{k: v for k, v in c.items() if k != "cell_id"}) for c in payload["cells"]]
-
-    def attempt(fn: Any, *args: Any) -> Any:
+    for c in payload["cells"]:
+        cell = Cell(**{k: v for k, v in c.items() if k != "cell_id"})
         try:
-            return fn(*args)
+            cell_inputs(ctx, cell)
         except Exception as exc:
-            errors.append(f"{getattr(fn, '__name__', fn)}: {type(exc).__name__}: {exc}")
-            return None
-
-    for c in cells:
-        for t in ctx.cfg.test_sets_for(c.dataset, c.fold, base=c.is_base):
-            attempt(data_stage, ctx, t)
-    for ds_label, fold in dict.fromkeys((c.dataset, c.fold) for c in cells):
-        data = attempt(data_stage, ctx, ctx.cfg.training_set(ds_label, fold))
-        whole = data if fold is None else attempt(data_stage, ctx, ctx.cfg.dataset(ds_label))
-        if data is None or whole is None:
-            continue
-        mine = [c for c in cells if c.dataset == ds_label and c.fold == fold]
-        for m_name in dict.fromkeys(c.model for c in mine):
-            attempt(base_model_stage, ctx, ctx.cfg.model(m_name), whole)
-        sources = dict.fromkeys(c.difficulty for c in mine if c.difficulty != NO_DIFFICULTY)
-        specs = attempt(_model_specs, ctx, whole) if sources else {}
-        diffs = {s: attempt(difficulty_stage, ctx, s, data, specs or {}) for s in sources}
-        cats = attempt(categories_stage, ctx, data)
-        if cats is None and ctx.cfg.categories.method != "given":
-            continue  # orders need the clustering; the cells will report its error
-        for c in mine:
-            # an order needs its source's difficulty file, unless the order stage reads the items' own values
-            if not c.is_base and (c.difficulty == NO_DIFFICULTY or diffs.get(c.difficulty)
-                                  or not get_difficulty_source(c.difficulty).from_file):
-                attempt(order_stage, ctx, _strategy(ctx.cfg, c.strategy), c.order_seed_value, c.difficulty, data,
-                        diffs.get(c.difficulty), cats)
+            errors.append(f"{cell.id}: {type(exc).__name__}: {exc}")
     return {"errors": errors}
