@@ -4,8 +4,7 @@
 #   scripts/mutation.sh [--fresh] [--rest] [module ...]          run, then print the score per module
 #   scripts/mutation.sh --score [module ...]                      print the scores of the last run only
 #
-# Modules: strategies options orderfile data checkpoint stats report difficulty bucketing difficulty_stage (default:
-# all).
+# Modules: strategies options orderfile data checkpoint stats report difficulty bucketing crossfit (default: all).
 # Each module is scoped to the functions listed below; [tool.mutmut] in pyproject.toml picks the files and the
 # tests. --fresh deletes mutants/ first (needed after a change to src/: mutmut keeps its first copy of each file);
 # --rest runs only the mutants the last run did not kill (survivors, and those it did not reach): after adding tests.
@@ -36,9 +35,9 @@ declare -A SCOPE=(
   [report]="medtune.report.write:x__paired x_gains_table x_aa_check_lines"
   [difficulty]="medtune.difficulty:x_ensemble_difficulty x_build_difficulty x_rebucket"
   [bucketing]="medtune.bucketing:*"
-  [difficulty_stage]="medtune.difficulty_stage:x_fold_of x__crossfit_repeat"
+  [crossfit]="medtune.difficulty_crossfit:x_fold_of x__crossfit_repeat"
 )
-ORDER=(report stats data orderfile bucketing difficulty difficulty_stage checkpoint strategies options)
+ORDER=(report stats data orderfile bucketing difficulty crossfit checkpoint strategies options)
 
 fresh=0 rest=0 score_only=0 modules=()
 for arg in "$@"; do

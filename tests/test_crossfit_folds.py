@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from medtune.difficulty_stage import CROSSFIT_FOLD_SEED, CrossfitSettings, _crossfit_repeat, fold_of
+from medtune.difficulty_crossfit import CROSSFIT_FOLD_SEED, CrossfitSettings, _crossfit_repeat, fold_of
 from medtune.errors import InputError
 from medtune.schema import MCQItem
 

@@ -189,6 +189,9 @@ def test_the_hierarchical_bootstrap_draws_are_the_ones_recorded():
     assert unpaired["p_value"] == pytest.approx(25 / 401)
     as_bool = hierarchical_bootstrap(A_RUNS.astype(bool), B_RUNS.astype(bool), n_boot=400, seed=5, confidence=0.9)
     assert as_bool == paired
+    fewer_a = hierarchical_bootstrap(A_RUNS[:2], B_RUNS, paired=False, n_boot=300, seed=4)  # the first arm smaller
+    assert (fewer_a["ci_low"], fewer_a["ci_high"]) == pytest.approx((-0.01093749999999988, 0.5625))
+    assert fewer_a["p_value"] == pytest.approx(27 / 301)
 
 
 def test_the_hierarchical_bootstrap_in_small_chunks_and_with_its_defaults(monkeypatch):
@@ -199,6 +202,10 @@ def test_the_hierarchical_bootstrap_in_small_chunks_and_with_its_defaults(monkey
     res = hierarchical_bootstrap(A_RUNS, B_RUNS, n_boot=50, seed=2)
     assert (res["ci_low"], res["ci_high"]) == pytest.approx((0.05104166666666671, 0.44895833333333324))
     assert res["p_value"] == pytest.approx(3 / 51)
+    monkeypatch.setattr(stats, "_BOOT_CELLS", 48)  # two replicates per chunk: the last chunk holds one
+    res = hierarchical_bootstrap(A_RUNS, B_RUNS, n_boot=51, seed=2)
+    assert (res["ci_low"], res["ci_high"]) == pytest.approx((0.0, 0.4791666666666667))
+    assert res["p_value"] == pytest.approx(6 / 52)
 
 
 def test_the_hierarchical_bootstrap_names_the_bad_arm_and_the_sizes():
