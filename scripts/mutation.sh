@@ -32,7 +32,7 @@ declare -A SCOPE=(
     x_list_checkpoints x_latest_checkpoint x_load_checkpoint x__projectors_to_their_parameters"
   [stats]="medtune.stats:x_paired_t_test x__welch x_run_level_test x__as_runs x_hierarchical_bootstrap x_holm
     x__aligned"
-  [report]="medtune.report.write:x__paired x_gains_table x_aa_check_lines"
+  [report]="medtune.report.inference:x__paired x_gains_table x_aa_check_lines"
   [difficulty]="medtune.difficulty:x_ensemble_difficulty x_build_difficulty x_rebucket"
   [bucketing]="medtune.bucketing:*"
   [crossfit]="medtune.difficulty_crossfit:x_fold_of x__crossfit_repeat"
