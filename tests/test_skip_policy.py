@@ -34,8 +34,8 @@ def _pytest(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "test_sample.py").write_text(SAMPLE, encoding="utf-8")
     clean = {k: v for k, v in os.environ.items() if k not in ("MEDTUNE_NO_SKIPS", "MEDTUNE_ALLOWED_SKIPS")}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "skip_policy", "--rootdir", str(tmp_path),
-         "-c", os.devnull, str(tmp_path)],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "skip_policy",
+         "--rootdir", str(tmp_path), "-c", os.devnull, str(tmp_path)],
         cwd=tmp_path, capture_output=True, text=True, env={**clean, "PYTHONPATH": str(TESTS), **env})
 
 
