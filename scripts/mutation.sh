@@ -26,7 +26,7 @@ declare -A SCOPE=(
     xǁStrategySpecǁreads_difficulty xǁStrategySpecǁ__call__ x_register_strategy x_get_strategy"
   [options]="medtune.orders.options:*"
   [orderfile]="medtune.orders.orderfile:*"
-  [data]="medtune.training.data:x_read_order x_check_order x_planned_epochs x_plan_steps x_check_ids_known
+  [data]="medtune.training.data:x_check_order x_planned_epochs x_plan_steps x_check_ids_known
     x_rank_slice x_pack_next_fit x_micro_batches"
   [checkpoint]="medtune.training.checkpoint:x__flatten_state x__restore_state x_trainable_state x_checkpoint_dir
     x__sharded x__inner_optimizer x__weights_to_save x__optimizer_to_save x__rng_file x_save_checkpoint

@@ -16,8 +16,8 @@ from medtune.orders.inputs import (
     read_difficulty_table,
     tercile_thresholds,
 )
-from medtune.orders.orderfile import EPOCH_POLICIES, FORMAT, OrderFile
-from medtune.orders.plan import build_order, items_hash, read_order, write_order
+from medtune.orders.orderfile import EPOCH_POLICIES, FORMAT, OrderFile, read_order
+from medtune.orders.plan import build_order, items_hash, write_order
 from medtune.orders.stage import OrderSettings, run_order
 from medtune.orders.strategies import (
     BUCKETS,

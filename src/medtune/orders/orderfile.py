@@ -97,6 +97,12 @@ class OrderFile:
         return path
 
 
+def read_order(path: str | Path) -> dict[str, Any]:
+    """Read and check an order file; raises :class:`InputError` naming the file and the bad field. Returns its JSON
+    object with the optional fields filled in."""
+    return OrderFile.read(path).to_dict()
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The validation
 

@@ -71,8 +71,3 @@ def write_order(order: Mapping[str, Any] | OrderFile, path: str | Path) -> Path:
     """Validate and write an order.json atomically (see :meth:`OrderFile.write`)."""
     of = order if isinstance(order, OrderFile) else OrderFile.from_dict(order, file=path)
     return of.write(path)
-
-
-def read_order(path: str | Path) -> dict[str, Any]:
-    """Read and check an order.json (see :class:`OrderFile`); returns its JSON object with defaults filled in."""
-    return OrderFile.read(path).to_dict()

@@ -3,10 +3,10 @@
 Three jobs, each a pure function so the order guarantees can be tested without a model:
 
 1. :func:`read_order` / :func:`planned_epochs` / :func:`plan_steps`: the order file (``medtune.order/1``,
-   read and checked by :class:`medtune.orders.orderfile.OrderFile`) becomes a list of optimizer steps;
-   step ``s`` holds the next ``B`` ids of the planned sequence (``B`` = global batch), epochs are chunked
-   separately (the last step of an epoch may be short), and ``max_steps`` truncates. The same function is
-   used by the trainer and by ``verify-order``, so the check compares the realised log against an
+   read and checked by :mod:`medtune.orders.orderfile`, whose ``read_order`` this module re-exports) becomes a
+   list of optimizer steps; step ``s`` holds the next ``B`` ids of the planned sequence (``B`` = global batch),
+   epochs are chunked separately (the last step of an epoch may be short), and ``max_steps`` truncates. The same
+   function is used by the trainer and by ``verify-order``, so the check compares the realised log against an
    independent re-plan of the file.
 2. :func:`encode_item`: prompt and completion come from :mod:`medtune.prompts` (exactly what the scorer
    renders, split into prompt/completion ids by :mod:`medtune.tokenization`, the scorer's own split); the
@@ -30,7 +30,7 @@ from typing import Any
 
 from medtune.errors import InputError
 from medtune.orders.orderfile import FORMAT as ORDER_FORMAT
-from medtune.orders.orderfile import OrderFile
+from medtune.orders.orderfile import OrderFile, read_order
 from medtune.prompts import mcq_completion, mcq_prompt, qa_prompt
 from medtune.schema import Item, MCQItem
 from medtune.tokenization import split_prompt_completion
@@ -44,12 +44,6 @@ IGNORE = -100
 
 # ----------------------------------------------------------------------------------------------------------
 # Order file → steps
-
-
-def read_order(path: str | Path) -> dict[str, Any]:
-    """Read and check an order file (:class:`medtune.orders.orderfile.OrderFile`); raises :class:`InputError`
-    naming the file and the bad field. Returns its JSON object with the optional fields filled in."""
-    return OrderFile.read(path).to_dict()
 
 
 def check_order(order: Any, file: str | Path | None = None) -> dict[str, Any]:
