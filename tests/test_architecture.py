@@ -4,7 +4,8 @@ Imports run one way, down the flow: the CLI, the demo, the report and the experi
 stages import ``schema``/``prompts``/``tokenization``/``models`` as they need, training and scoring share
 ``tokenization`` and never import each other, and ``orders`` imports no model code. Imports inside functions count
 (a lazy import is still a dependency); imports under ``if TYPE_CHECKING:`` do not count for the direction of the
-layers (they never run), but they do for circles: no two modules import each other in any way.
+layers (they never run), but they do for circles: no two modules import each other in any way. And a public
+function or class is defined in one module only.
 """
 
 from __future__ import annotations
@@ -169,3 +170,30 @@ def test_the_training_loop_knows_its_hooks_only_as_protocols() -> None:
         for implementation in ("medtune.adaptive", "medtune.anchors", "medtune.training.anchor_check",
                                "medtune.training.trainer"):
             assert _reaches(graph, module, implementation) == [], (module, implementation)
+
+
+def _defined(body: list[ast.stmt]) -> set[str]:
+    """The functions and classes a module defines at its top level (inside top-level ``if``/``try``/``with`` too)."""
+    out: set[str] = set()
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(node.name)
+        elif isinstance(node, (ast.If, ast.Try, ast.With)):
+            for block in (node.body, getattr(node, "orelse", []), getattr(node, "finalbody", [])):
+                out |= _defined(block)
+            for handler in getattr(node, "handlers", []):
+                out |= _defined(handler.body)
+    return out
+
+
+def test_no_public_name_is_defined_in_two_modules() -> None:
+    """A public function or class is defined in one module: another module that needs it imports it (a re-export is
+    fine), and two different things have two names, so a name tells a reader and a grep which one is meant."""
+    where: dict[str, list[str]] = {}
+    for module, path in sorted(_modules().items()):
+        for name in _defined(ast.parse(path.read_text(encoding="utf-8")).body):
+            if not name.startswith("_"):
+                where.setdefault(name, []).append(module)
+    shared = {name: modules for name, modules in sorted(where.items()) if len(modules) > 1}
+    assert not shared, "defined in more than one module: " + "; ".join(
+        f"{name} ({', '.join(modules)})" for name, modules in shared.items())
