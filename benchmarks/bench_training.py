@@ -95,12 +95,12 @@ def _real_tokens(items, tokenizer, max_length: int) -> int:
 
 
 def _run_medtune(args, items, out: Path, packing: bool, checkpointing: bool) -> dict:
-    from medtune.training import TrainConfig, train
+    from medtune.training import TrainSettings, train
 
     ids = [it.id for it in items]
     order = {"format": "medtune.order/1", "strategy": "file", "seed": 0, "epoch_policy": "repeat",
              "epochs": [ids], "n_items": len(ids), "segments": []}
-    cfg = TrainConfig(method="lora", model=str(args.model_dir), batch_size=args.batch, max_length=args.max_length,
+    cfg = TrainSettings(method="lora", model=str(args.model_dir), batch_size=args.batch, max_length=args.max_length,
                       lr=2e-4, dtype=args.dtype, packing=packing, gradient_checkpointing=checkpointing,
                       target="letter", template="paper",
                       lora={"r": 16, "alpha": 32, "dropout": 0.05}, max_grad_norm=1.0)

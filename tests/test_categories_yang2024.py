@@ -18,7 +18,7 @@ from medtune.categories.cluster import cluster_categories
 from medtune.categories.search import SearchSpace, cost_of, hyperopt_gamma, make_sampler
 from medtune.categories.stage import CATEGORY_PRESETS, CategorySettings, clustering_options, run_categories
 from medtune.errors import ConfigError, InputError
-from medtune.experiments.config import CategoriesConfig
+from medtune.experiments.config import GridCategoriesSettings
 from medtune.schema import MCQItem, write_items
 from medtune.settings import validate_settings
 
@@ -117,7 +117,7 @@ def test_explicit_settings_win_over_the_preset(explicit):
 def test_none_means_not_given_and_the_grid_section_takes_the_preset():
     s = CategorySettings(preset="yang2024", embedding_model=None, trials=None, noise="nearest")
     assert s.embedding_model == "pritamdeka/S-PubMedBert-MS-MARCO" and s.trials == 100 and s.noise == "nearest"
-    grid = validate_settings(CategoriesConfig, {"preset": "yang2024", "trials": 7}, "categories")
+    grid = validate_settings(GridCategoriesSettings, {"preset": "yang2024", "trials": 7}, "categories")
     assert grid.trials == 7 and grid.n_neighbors == (5, 19) and grid.method == "cluster"
 
 

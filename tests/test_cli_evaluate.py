@@ -237,12 +237,12 @@ def test_evaluate_power_prints_each_comparison(tmp_path, capsys):
 
 def _train_run(root, method: str, items) -> object:
     from medtune.training import train
-    from medtune.training.config import TrainConfig
+    from medtune.training.config import TrainSettings
 
     ids = [it.id for it in items]
     order = {"format": "medtune.order/1", "strategy": "hand", "seed": 0, "options": {}, "epoch_policy": "repeat",
              "epochs": [ids], "n_items": len(ids), "segments": [{"start": 0, "label": "all"}], "input_hashes": {}}
-    config = TrainConfig(method=method, model="tiny", tiny={"hidden_size": 64, "num_hidden_layers": 1,
+    config = TrainSettings(method=method, model="tiny", tiny={"hidden_size": 64, "num_hidden_layers": 1,
                          "num_attention_heads": 2, "intermediate_size": 128}, tiny_vocab_size=400, batch_size=4,
                          max_steps=2, max_length=256, template="mmlu").validate()
     return train(config, items, order, root / method).run_dir

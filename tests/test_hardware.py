@@ -194,7 +194,7 @@ def test_a_bf16_training_run_on_a_cpu_without_native_bf16_computes_in_fp32(
 
     from medtune.orders import build_order, order_items
     from medtune.schema import MCQItem
-    from medtune.training import TrainConfig, train
+    from medtune.training import TrainSettings, train
     from medtune.training.placement import Placement
 
     items = [MCQItem(id=f"q{i}", question=f"Which drug treats disease {i}?", options=["alpha", "beta", "gamma"],
@@ -205,7 +205,7 @@ def test_a_bf16_training_run_on_a_cpu_without_native_bf16_computes_in_fp32(
     monkeypatch.setattr(Placement, "create",
                         classmethod(lambda cls, precision, strategy: seen.append(precision) or real(cls, precision,
                                                                                                    strategy)))
-    config = TrainConfig(method="lora", model="tiny", dtype="bf16", max_steps=2, batch_size=4,
+    config = TrainSettings(method="lora", model="tiny", dtype="bf16", max_steps=2, batch_size=4,
                          tiny={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
                                "num_attention_heads": 2}, tiny_vocab_size=300)
     with pytest.warns(RuntimeWarning, match="no native bf16"):

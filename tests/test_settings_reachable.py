@@ -16,9 +16,14 @@ import typer
 from medtune.cli import app
 from medtune.difficulty_stage import DifficultySettings
 from medtune.evaluation_stage import EvalSettings
-from medtune.experiments.config import DifficultyConfig, EvaluationConfig, ModelConfig, TrainingConfig
+from medtune.experiments.config import (
+    GridDifficultySettings,
+    GridEvaluationSettings,
+    GridModelSettings,
+    GridTrainingSettings,
+)
 from medtune.settings import settings_group_class
-from medtune.training.config import CELL_FIELDS, TrainConfig, resolve_training_settings
+from medtune.training.config import CELL_FIELDS, TrainSettings, resolve_training_settings
 
 
 def _command(*path: str) -> click.Command:
@@ -52,11 +57,11 @@ DIFFICULTY_AXES = {"source": "sources"}
 @pytest.mark.parametrize(
     ("schema", "commands", "section", "axes", "cli_alias"),
     [
-        (TrainConfig, [("train",)], TrainingConfig, TRAIN_AXES, {}),
-        (EvalSettings, [("evaluate", "run")], EvaluationConfig, {}, {}),
+        (TrainSettings, [("train",)], GridTrainingSettings, TRAIN_AXES, {}),
+        (EvalSettings, [("evaluate", "run")], GridEvaluationSettings, {}, {}),
         (DifficultySettings, [("difficulty", "score"), ("difficulty", "import"), ("difficulty", "human"),
                               ("difficulty", "compute")],
-         DifficultyConfig,
+         GridDifficultySettings,
          DIFFICULTY_AXES, {"ensemble": "model", "file": "table"}),
     ],
     ids=["training", "evaluation", "difficulty-scoring"],
@@ -68,7 +73,7 @@ def test_every_setting_has_a_cli_option_and_a_grid_key(schema, commands, section
     grid_keys = set(section.model_fields)
     missing_cli, missing_grid, own_default = [], [], []
     for name in schema.model_fields:
-        group = settings_group_class(schema.model_fields[name].annotation) if schema is TrainConfig else None
+        group = settings_group_class(schema.model_fields[name].annotation) if schema is TrainSettings else None
         if group is not None:  # a method's settings group: one option per setting, a nested grid section
             nested = section.model_fields[name].annotation.__args__[0] if name in grid_keys else None
             for sub in group.model_fields:
@@ -107,7 +112,7 @@ def test_unset_cli_options_and_an_empty_grid_section_resolve_to_the_same_trainin
     cfg = config_from_dict({"name": "x", "output_dir": "/tmp/x", "models": [{"name": "m", "spec": "tiny"}],
                             "datasets": [{"source": "synthetic"}], "test_sets": [{"source": "synthetic"}],
                             "strategies": ["random"], "seeds": [3]})
-    assert cfg.training_settings("m", "lora", 3) == cli == TrainConfig(seed=3)
+    assert cfg.training_settings("m", "lora", 3) == cli == TrainSettings(seed=3)
     # A model's own training section holds every field too (and wins over the grid's).
-    assert set(ModelConfig.model_fields["training"].annotation.model_fields) == set(TrainConfig.model_fields) - {
-        *CELL_FIELDS, "epochs"}
+    model_training = GridModelSettings.model_fields["training"].annotation
+    assert set(model_training.model_fields) == set(TrainSettings.model_fields) - {*CELL_FIELDS, "epochs"}

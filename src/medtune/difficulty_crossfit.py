@@ -26,7 +26,7 @@ from medtune.settings import Settings
 
 if TYPE_CHECKING:
     from medtune.schema import Item
-    from medtune.training.config import TrainConfig
+    from medtune.training.config import TrainSettings
 
 CROSSFIT_FOLD_SEED = 1000  # repeat r splits the items with seed 1000 + r
 CROSSFIT_FOLDS_FORMAT = "medtune.crossfit-folds/1"
@@ -56,7 +56,7 @@ def fold_of(item_id: str, seed: int, folds: int) -> int:
     return int(int.from_bytes(digest[:8], "big") / 2**64 * folds)
 
 
-def _training_dict(training: TrainConfig | Mapping[str, Any] | None) -> dict[str, Any]:
+def _training_dict(training: TrainSettings | Mapping[str, Any] | None) -> dict[str, Any]:
     if training is None:
         return {}
     if isinstance(training, Mapping):
@@ -64,8 +64,8 @@ def _training_dict(training: TrainConfig | Mapping[str, Any] | None) -> dict[str
     return training.to_dict()
 
 
-def crossfit_train_config(training: TrainConfig | Mapping[str, Any] | None, cross: CrossfitSettings,
-                          base_spec: str, seed: int) -> TrainConfig:
+def crossfit_train_config(training: TrainSettings | Mapping[str, Any] | None, cross: CrossfitSettings,
+                          base_spec: str, seed: int) -> TrainSettings:
     """The training config of one short fine-tune: the training settings, then the crossfit's own.
 
     The crossfit's method, steps and learning rate, the base model and the repeat's seed win over
@@ -84,7 +84,7 @@ def crossfit_folds_path(predictions: Path) -> Path:
 
 
 def _crossfit_repeat(items: Sequence[Item], cross: CrossfitSettings, base_spec: str, r: int, *,
-                     training: TrainConfig | Mapping[str, Any] | None, progress: bool,
+                     training: TrainSettings | Mapping[str, Any] | None, progress: bool,
                      **score_kwargs: Any) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """One repeat's scorer rows over all items, and per fold ``{fold, steps, trained_ids, scored_ids}``.
 

@@ -52,7 +52,7 @@ class SourceInputs:
     artifact: Path
     items_path: Path | None = None
     models: Mapping[str, str] | None = None
-    training: Any = None  # a TrainConfig or a dict of its fields
+    training: Any = None  # a TrainSettings or a dict of its fields
     progress: bool = False
     log: Callable[[str], None] | None = None
 

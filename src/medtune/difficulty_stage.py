@@ -66,7 +66,7 @@ from medtune.settings import Settings, validate_settings
 
 if TYPE_CHECKING:
     from medtune.schema import Item
-    from medtune.training.config import TrainConfig
+    from medtune.training.config import TrainSettings
 
 ARTIFACT = "difficulty.parquet"
 
@@ -305,7 +305,7 @@ def crossfit_base(s: DifficultySettings, models: Mapping[str, str] | None) -> st
 
 
 def crossfit_scores(s: DifficultySettings, items: Sequence[Item], base_spec: str, folder: Path, *,
-                    training: TrainConfig | Mapping[str, Any] | None = None, progress: bool = False,
+                    training: TrainSettings | Mapping[str, Any] | None = None, progress: bool = False,
                     log: Callable[[str], None] | None = None) -> dict[str, pd.DataFrame]:
     """Scores of cross-fitted short fine-tunes: per repeat, every item scored by a model that did not train on it.
 
@@ -487,7 +487,7 @@ def run_difficulty(
     out: Path,
     *,
     models: Mapping[str, str] | None = None,
-    training: TrainConfig | Mapping[str, Any] | None = None,
+    training: TrainSettings | Mapping[str, Any] | None = None,
     progress: bool = False,
     artifact: str = ARTIFACT,
     plot: bool | Path = True,
@@ -496,8 +496,8 @@ def run_difficulty(
     """Compute ``out/difficulty.parquet`` (+ histogram) from the items at ``items_path``; returns a summary.
 
     ``models`` maps grid model names to base specs (ensemble entries and ``crossfit.model`` may name them);
-    ``training`` is the training settings (a ``TrainConfig`` or a dict of its fields) the cross-fitted
-    fine-tunes start from (default: ``TrainConfig``'s defaults). ``artifact`` names the file in ``out`` (the
+    ``training`` is the training settings (a ``TrainSettings`` or a dict of its fields) the cross-fitted
+    fine-tunes start from (default: ``TrainSettings``'s defaults). ``artifact`` names the file in ``out`` (the
     per-model scores go in ``<stem>.scores/`` beside it); ``plot`` is True (``<stem>.png``), a path, or False.
     ``log`` receives one line per ensemble member (reused or scored). The source's registered object computes
     the artifact (:mod:`medtune.difficulty_sources`); ``items_path`` may be None for a source that reads no items.

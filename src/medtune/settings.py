@@ -9,6 +9,7 @@ Unknown keys are rejected everywhere (``extra="forbid"``), so a typo fails befor
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
@@ -155,3 +156,17 @@ class GridSection(BaseModel):
             if value is not None:
                 out[k] = value
         return {**out, **self._groups}
+
+
+def renamed_names(module: str, renames: Mapping[str, str], names: Mapping[str, Any]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that still hands out a schema under the name it had before every schema was named
+    ``*Settings`` (``TrainConfig`` is ``TrainSettings``), with a DeprecationWarning, so code written against the
+    earlier release keeps importing for one more release."""
+    def __getattr__(name: str) -> Any:
+        if name in renames:
+            warnings.warn(f"{module}.{name} is now {renames[name]}; the old name is removed in the next release",
+                          DeprecationWarning, stacklevel=2)
+            return names[renames[name]]
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__

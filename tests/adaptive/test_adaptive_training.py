@@ -113,8 +113,8 @@ def test_ability_without_anchors_or_difficulty_is_a_config_error(runs, tmp_path)
             *micro_cli_options(), "--adaptive", "ability"]
     with pytest.raises(ConfigError, match="difficulty"):
         from medtune.adaptive.stage import AdaptiveSettings, run_adaptive_training
-        from medtune.training.config import TrainConfig
+        from medtune.training.config import TrainSettings
 
-        run_adaptive_training(TrainConfig(model="tiny"), paths["items"], AdaptiveSettings(strategy="ability"),
+        run_adaptive_training(TrainSettings(model="tiny"), paths["items"], AdaptiveSettings(strategy="ability"),
                               tmp_path / "x", order_path=paths["order"])
     assert main([*base, "-o", str(tmp_path / "y"), "--difficulty", str(paths["difficulty"])]) == 2

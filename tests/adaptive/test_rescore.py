@@ -18,7 +18,7 @@ from medtune.adaptive.decisions import read_decisions
 from medtune.adaptive.stage import AdaptiveSettings, run_adaptive_training
 from medtune.adaptive.strategies import rescore_positions
 from medtune.training import verify_run
-from medtune.training.config import TrainConfig
+from medtune.training.config import TrainSettings
 
 RESCORE = 0.5  # items re-scored per item a decision trains: 4 of the pool's 24 per decision of 2 × 4
 
@@ -42,8 +42,8 @@ def test_rescore_positions_takes_the_never_scored_then_the_available_oldest(data
         assert max(key[i] for i in picked) <= min(key[i] for i in rest)
 
 
-def _config(**extra) -> TrainConfig:
-    return TrainConfig.model_validate({"model": "tiny", "tiny": MICRO, "tiny_vocab_size": 400, "target": "option",
+def _config(**extra) -> TrainSettings:
+    return TrainSettings.model_validate({"model": "tiny", "tiny": MICRO, "tiny_vocab_size": 400, "target": "option",
                                        "max_length": 128, "batch_size": 4, "lr": 1e-3, "save_every": 3,
                                        "keep_checkpoints": None, **extra})
 

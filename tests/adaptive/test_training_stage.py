@@ -9,19 +9,19 @@ import pytest
 from medtune.adaptive.stage import AdaptiveSettings, paths_read_from
 from medtune.cli.train import adaptive_from_options
 from medtune.errors import ConfigError
-from medtune.experiments.adaptive import GRID_FIELDS, AdaptiveEntry
+from medtune.experiments.adaptive import GRID_FIELDS, GridAdaptiveSettings
 
 
 def test_the_grid_entry_is_made_of_the_schema_fields_with_their_defaults() -> None:
-    assert set(AdaptiveEntry.model_fields) == {*GRID_FIELDS, "anchors"}
-    entry = AdaptiveEntry()
+    assert set(GridAdaptiveSettings.model_fields) == {*GRID_FIELDS, "anchors"}
+    entry = GridAdaptiveSettings()
     for name in GRID_FIELDS:
         assert getattr(entry, name) == AdaptiveSettings.model_fields[name].get_default(call_default_factory=True)
-    settings = AdaptiveEntry(every=3, options={"start_quantile": 0.5}, rescore="all").settings("self-paced")
+    settings = GridAdaptiveSettings(every=3, options={"start_quantile": 0.5}, rescore="all").settings("self-paced")
     assert settings == AdaptiveSettings(strategy="self-paced", every=3, options={"start_quantile": 0.5},
                                         rescore="all")
     with pytest.raises(ConfigError, match=r"adaptive\.rescore"):
-        AdaptiveEntry(rescore=-1).settings("rho")
+        GridAdaptiveSettings(rescore=-1).settings("rho")
 
 
 def test_relative_paths_are_read_from_the_given_folder(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from medtune.data import load
 from medtune.data.prepare import (
     ANS_IE,
-    PrepareConfig,
+    PrepareSettings,
     clean_explanation,
     deduplicate,
     filter_items,
@@ -56,7 +56,7 @@ def test_single_answer_on_a_loaded_medmcqa_file(tmp_path):
     path = tmp_path / "train.json"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     items = load("medmcqa", path).items
-    out, report = prepare_items(items, PrepareConfig(dedup=False))
+    out, report = prepare_items(items, PrepareSettings(dedup=False))
     assert len(out) == 6
     assert report.removed_ids["single answer"] == [it.id for it in items if it.meta["choice_type"] == "multi"]
 
@@ -131,7 +131,7 @@ def test_clean_explanation(text, answer, expected):
 def test_prepare_cleans_explanations_and_counts_changes():
     items = [mcq("a", explanation="Ans. is 'a' i.e., Axillary  Axillary nerve (C5, C6)."),
              mcq("b", explanation="Plain.")]
-    out, report = prepare_items(items, PrepareConfig(dedup=False))
+    out, report = prepare_items(items, PrepareSettings(dedup=False))
     assert [it.explanation for it in out] == ["Axillary nerve (C5, C6).", "Plain."]
     assert items[0].explanation.startswith("Ans.")  # inputs are not mutated
     assert report.steps[-1].detail == "1 explanations changed"
@@ -239,7 +239,7 @@ def test_prepare_pipeline_order_and_report():
                  explanation="E" * (10 * i + 5), meta={"choice_type": "single"}) for i in range(6)]
     items += [mcq("dup", question="unique question 3 on renal physiology and sodium handling",
                   explanation="E" * 500), mcq("multi", meta={"choice_type": "multi"}, explanation="E" * 900)]
-    out, rep = prepare_items(items, PrepareConfig(select=3, select_by="longest", where="split == 'train'"))
+    out, rep = prepare_items(items, PrepareSettings(select=3, select_by="longest", where="split == 'train'"))
     assert [it.id for it in out] == ["u3", "u4", "u5"]  # "dup" removed before selection, "multi" dropped first
     assert [s.name for s in rep.steps] == ["single answer", "filter", "clean explanations", "deduplicate", "select"]
     assert rep.removed_ids["deduplicate"] == ["dup"] and rep.removed_ids["single answer"] == ["multi"]

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from medtune.errors import ConfigError
 from medtune.experiments import config_from_dict, executors
-from medtune.experiments.config import ExecutorConfig
+from medtune.experiments.config import ExecutorSettings
 from medtune.experiments.executors import CELL_GPUS_ENV, gpu_slots, pool_plan, ray_task_options, visible_gpus
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -56,7 +56,7 @@ def _payloads(n: int, **extra: Any) -> list[dict[str, Any]]:
     return [{"cell": {"cell_id": f"c{i}"}, "key": f"k{i}", **extra} for i in range(n)]
 
 
-def _collect(payloads: list[dict[str, Any]], fn, cfg: ExecutorConfig) -> dict[str, dict[str, Any]]:
+def _collect(payloads: list[dict[str, Any]], fn, cfg: ExecutorSettings) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
 
     def on_done(p: dict[str, Any], rec: dict[str, Any]) -> None:
@@ -151,31 +151,31 @@ def test_slots_give_each_gpu_to_one_cell_at_a_time(devices: list[str], per_cell:
 
 
 def test_pool_plan_on_a_cpu_machine_is_unchanged() -> None:
-    assert pool_plan(ExecutorConfig(kind="pool"), {}, 0) == executors.PoolPlan(2, None)
-    assert pool_plan(ExecutorConfig(kind="pool", workers=5, gpus_per_cell=2), {}, 0) == executors.PoolPlan(5, None)
-    assert pool_plan(ExecutorConfig(kind="pool"), {"CUDA_VISIBLE_DEVICES": ""}, 8) == executors.PoolPlan(2, None)
+    assert pool_plan(ExecutorSettings(kind="pool"), {}, 0) == executors.PoolPlan(2, None)
+    assert pool_plan(ExecutorSettings(kind="pool", workers=5, gpus_per_cell=2), {}, 0) == executors.PoolPlan(5, None)
+    assert pool_plan(ExecutorSettings(kind="pool"), {"CUDA_VISIBLE_DEVICES": ""}, 8) == executors.PoolPlan(2, None)
 
 
 def test_pool_plan_gives_one_worker_per_gpu_slot() -> None:
     four = {"CUDA_VISIBLE_DEVICES": "0,1,2,3"}
-    assert pool_plan(ExecutorConfig(kind="pool"), four, 0).devices == ["0", "1", "2", "3"]
-    assert pool_plan(ExecutorConfig(kind="pool", gpus_per_cell=2), four, 0).devices == ["0,1", "2,3"]
-    assert pool_plan(ExecutorConfig(kind="pool", workers=3), four, 0) == executors.PoolPlan(3, ["0", "1", "2"])
-    assert pool_plan(ExecutorConfig(kind="pool", num_gpus=2), four, 0).devices == ["0,1", "2,3"]  # an old config
-    assert pool_plan(ExecutorConfig(kind="pool"), {}, 2).devices == ["0", "1"]  # no variable: torch's count
+    assert pool_plan(ExecutorSettings(kind="pool"), four, 0).devices == ["0", "1", "2", "3"]
+    assert pool_plan(ExecutorSettings(kind="pool", gpus_per_cell=2), four, 0).devices == ["0,1", "2,3"]
+    assert pool_plan(ExecutorSettings(kind="pool", workers=3), four, 0) == executors.PoolPlan(3, ["0", "1", "2"])
+    assert pool_plan(ExecutorSettings(kind="pool", num_gpus=2), four, 0).devices == ["0,1", "2,3"]  # an old config
+    assert pool_plan(ExecutorSettings(kind="pool"), {}, 2).devices == ["0", "1"]  # no variable: torch's count
     # Cells on the CPU of a GPU machine: the GPUs are hidden, or every worker would use cuda:0.
-    assert pool_plan(ExecutorConfig(kind="pool", gpus_per_cell=0), four, 0) == executors.PoolPlan(2, ["", ""])
+    assert pool_plan(ExecutorSettings(kind="pool", gpus_per_cell=0), four, 0) == executors.PoolPlan(2, ["", ""])
 
 
 @pytest.mark.parametrize(
     ("cfg", "key"),
     [
-        (ExecutorConfig(kind="pool", workers=5), "executor.workers"),
-        (ExecutorConfig(kind="pool", workers=3, gpus_per_cell=2), "executor.workers"),
-        (ExecutorConfig(kind="pool", gpus_per_cell=8), "executor.gpus_per_cell"),
+        (ExecutorSettings(kind="pool", workers=5), "executor.workers"),
+        (ExecutorSettings(kind="pool", workers=3, gpus_per_cell=2), "executor.workers"),
+        (ExecutorSettings(kind="pool", gpus_per_cell=8), "executor.gpus_per_cell"),
     ],
 )
-def test_pool_plan_refuses_more_than_the_gpus_hold(cfg: ExecutorConfig, key: str) -> None:
+def test_pool_plan_refuses_more_than_the_gpus_hold(cfg: ExecutorSettings, key: str) -> None:
     with pytest.raises(ConfigError, match=rf"^{key}: ") as exc:
         pool_plan(cfg, {"CUDA_VISIBLE_DEVICES": "0,1,2,3"}, 0)
     assert "\n" not in str(exc.value)
@@ -183,7 +183,7 @@ def test_pool_plan_refuses_more_than_the_gpus_hold(cfg: ExecutorConfig, key: str
 
 def test_session_refuses_an_impossible_pool_before_anything_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
-    cfg = ExecutorConfig(kind="pool", workers=2)
+    cfg = ExecutorSettings(kind="pool", workers=2)
     with pytest.raises(ConfigError, match=r"^executor\.workers: 2 workers, but 1 visible GPU"), executors.session(cfg):
         pytest.fail("the session must not start")
 
@@ -229,26 +229,26 @@ def test_a_fraction_of_a_gpu_per_ray_task_agrees_with_one_gpu_per_cell() -> None
 
 
 def test_ray_requests_follow_the_instance() -> None:
-    paper = ExecutorConfig(kind="ray", num_cpus=4, gpus_per_cell=1)
+    paper = ExecutorSettings(kind="ray", num_cpus=4, gpus_per_cell=1)
     assert ray_task_options(paper, {"CPU": 32, "GPU": 4}, local=True) == {"num_cpus": 4, "num_gpus": 1}
     # A laptop: no GPU, so none asked for; 2 CPUs, so a 4-CPU cell gets both instead of waiting forever.
     assert ray_task_options(paper, {"CPU": 2}, local=True) == {"num_cpus": 2, "num_gpus": 0}
-    assert ray_task_options(ExecutorConfig(kind="ray"), {"CPU": 8, "GPU": 2}, local=True)["num_gpus"] == 1
-    two = ExecutorConfig(kind="ray", gpus_per_cell=2)
+    assert ray_task_options(ExecutorSettings(kind="ray"), {"CPU": 8, "GPU": 2}, local=True)["num_gpus"] == 1
+    two = ExecutorSettings(kind="ray", gpus_per_cell=2)
     assert ray_task_options(two, {"CPU": 8, "GPU": 4}, local=True)["num_gpus"] == 2
     # A cluster may add nodes: its requests stay as written.
-    assert ray_task_options(ExecutorConfig(kind="ray", num_cpus=4, num_gpus=1), {"CPU": 2}, local=False) == {
+    assert ray_task_options(ExecutorSettings(kind="ray", num_cpus=4, num_gpus=1), {"CPU": 2}, local=False) == {
         "num_cpus": 4, "num_gpus": 1}
 
 
 @pytest.mark.parametrize(
     ("cfg", "key"),
     [
-        (ExecutorConfig(kind="ray", num_gpus=1), "executor.num_gpus"),  # an old GPU config on a CPU machine
-        (ExecutorConfig(kind="ray", gpus_per_cell=4), "executor.gpus_per_cell"),
+        (ExecutorSettings(kind="ray", num_gpus=1), "executor.num_gpus"),  # an old GPU config on a CPU machine
+        (ExecutorSettings(kind="ray", gpus_per_cell=4), "executor.gpus_per_cell"),
     ],
 )
-def test_ray_refuses_a_cell_the_local_instance_cannot_hold(cfg: ExecutorConfig, key: str) -> None:
+def test_ray_refuses_a_cell_the_local_instance_cannot_hold(cfg: ExecutorSettings, key: str) -> None:
     gpus = 0 if cfg.num_gpus else 2
     with pytest.raises(ConfigError, match=rf"^{key}: each cell asks for"):
         ray_task_options(cfg, {"CPU": 8, "GPU": gpus}, local=True)
@@ -263,7 +263,7 @@ def test_pool_workers_each_keep_their_own_gpus(monkeypatch: pytest.MonkeyPatch, 
                                                slots: set[str]) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
     monkeypatch.delenv(CELL_GPUS_ENV, raising=False)
-    recs = _collect(_payloads(8, sleep=0.2), _where, ExecutorConfig(kind="pool", gpus_per_cell=per_cell))
+    recs = _collect(_payloads(8, sleep=0.2), _where, ExecutorSettings(kind="pool", gpus_per_cell=per_cell))
     by_pid: dict[int, set[str]] = {}
     for r in recs.values():
         by_pid.setdefault(r["pid"], set()).add(r["devices"])
@@ -282,7 +282,7 @@ def test_a_crashed_worker_fails_its_cell_and_is_replaced_on_its_gpu(monkeypatch:
     payloads[0]["raise"] = True
     payloads[2]["exit"] = True
     got: list[tuple[str, dict[str, Any]]] = []
-    executors.run_cells(payloads, _where, lambda p, r: got.append((p["key"], r)), ExecutorConfig(kind="pool"))
+    executors.run_cells(payloads, _where, lambda p, r: got.append((p["key"], r)), ExecutorSettings(kind="pool"))
     recs = dict(got)
     assert [k for k, _ in got] == ["k0", "k1", "k2", "k3"]  # one worker: in order
     assert recs["k0"]["status"] == "failed" and recs["k0"]["error"] == "worker crashed: ValueError: boom"
@@ -313,8 +313,8 @@ def test_ray_runs_as_many_cells_as_the_gpus_hold(tmp_path: Path) -> None:
     # only): the cell functions travel by value.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     fake_node = {"num_cpus": 8, "num_gpus": 2}  # resources Ray counts; no device is touched
-    paper = ExecutorConfig(kind="ray", num_cpus=4, gpus_per_cell=1, ray_init=fake_node)
-    pairs = ExecutorConfig(kind="ray", num_cpus=1, gpus_per_cell=2, ray_init=fake_node)
+    paper = ExecutorSettings(kind="ray", num_cpus=4, gpus_per_cell=1, ray_init=fake_node)
+    pairs = ExecutorSettings(kind="ray", num_cpus=1, gpus_per_cell=2, ray_init=fake_node)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     try:

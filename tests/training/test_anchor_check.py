@@ -1,4 +1,4 @@
-"""The in-training anchor check (``TrainConfig.eval_anchors``): a tiny model trained on synthetic items answers the
+"""The in-training anchor check (``TrainSettings.eval_anchors``): a tiny model trained on synthetic items answers the
 anchors of a real anchors.json (chosen from simulated known models' responses to the test items) every few steps;
 the log holds an estimate inside its interval at the right steps, the check leaves the trained weights exactly as
 they are without it, a resume cuts the log back to its checkpoint, and bad inputs fail before training."""
@@ -23,7 +23,7 @@ from medtune.irt import simulate_responses
 from medtune.schema import write_items
 from medtune.training import train
 from medtune.training.anchor_check import ANCHOR_EVAL_NAME, AnchorCheck, keep_anchor_evals_through, read_anchor_evals
-from medtune.training.config import TrainConfig
+from medtune.training.config import TrainSettings
 from medtune.training.runlog import read_log
 
 N_STEPS = 6  # 24 training items at batch 4
@@ -50,12 +50,12 @@ def inputs(tmp_path_factory) -> dict:
             "anchors": write_anchors(anchors, folder / "anchors.json"), "anchor_set": anchors}
 
 
-def _config(inputs: dict, **kw) -> TrainConfig:
+def _config(inputs: dict, **kw) -> TrainSettings:
     # LoRA with dropout: a check that left dropout on (train mode) or drew random numbers would change the weights.
     return micro_config(lora_dropout=0.1, **kw)
 
 
-def _checked(inputs: dict, **kw) -> TrainConfig:
+def _checked(inputs: dict, **kw) -> TrainSettings:
     return _config(inputs, eval_anchors=str(inputs["anchors"]), eval_items=str(inputs["items"]), eval_split="test",
                    **kw)
 
@@ -190,7 +190,7 @@ def test_anchor_ids_missing_from_the_items_file_are_named(inputs, tmp_path):
 def test_bad_check_settings_are_refused_by_the_schema(inputs, settings, match):
     base = {"eval_anchors": str(inputs["anchors"]), "eval_items": str(inputs["items"])}
     with pytest.raises(ConfigError, match=match):
-        TrainConfig.from_dict({**base, **settings})
+        TrainSettings.from_dict({**base, **settings})
 
 
 def test_the_command_line_refuses_eval_every_zero(inputs, tmp_path, capsys):
@@ -205,8 +205,8 @@ def test_the_command_line_refuses_eval_every_zero(inputs, tmp_path, capsys):
 def test_the_estimators_of_the_schema_are_the_anchors_estimators():
     from typing import get_args
 
-    assert get_args(TrainConfig.model_fields["eval_estimator"].annotation) == ESTIMATORS
-    assert TrainConfig().eval_estimator == DEFAULT_ESTIMATOR
+    assert get_args(TrainSettings.model_fields["eval_estimator"].annotation) == ESTIMATORS
+    assert TrainSettings().eval_estimator == DEFAULT_ESTIMATOR
 
 
 def test_a_method_that_runs_its_own_stages_refuses_the_check(inputs, tmp_path):

@@ -21,7 +21,7 @@ from training_helpers import make_items, make_order, micro_cli_options, micro_co
 from medtune.errors import ConfigError, InputError
 from medtune.schema import QAItem, write_items
 from medtune.scoring.backends import load_backend
-from medtune.training.config import PRESETS, TrainConfig, resolve_training_settings
+from medtune.training.config import PRESETS, TrainSettings, resolve_training_settings
 from medtune.training.methods import get_method, method_names
 from medtune.training.methods.knowtuning.augmentation import n_kept
 from medtune.training.methods.knowtuning.corruption import build_triples, entities
@@ -329,7 +329,7 @@ def test_the_registry_and_the_preset_know_knowtuning():
 ])
 def test_bad_settings_are_refused_naming_the_field(field, value, words):
     with pytest.raises(ConfigError, match=rf"training\.knowtuning\.{field}.*{words}"):
-        TrainConfig.from_dict({"method": "knowtuning", "knowtuning": {field: value}})
+        TrainSettings.from_dict({"method": "knowtuning", "knowtuning": {field: value}})
 
 
 def test_lora_targets_that_match_no_layer_are_refused_with_the_layer_names():

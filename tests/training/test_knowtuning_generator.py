@@ -23,7 +23,7 @@ from training_helpers import make_order, micro_config
 
 from medtune.errors import ConfigError
 from medtune.schema import QAItem
-from medtune.training.config import TrainConfig
+from medtune.training.config import TrainSettings
 from medtune.training.methods.knowtuning.facts import Fact, split_facts
 from medtune.training.methods.knowtuning.generator import (
     FALLBACK,
@@ -106,7 +106,7 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _config(**kw: Any) -> TrainConfig:
+def _config(**kw: Any) -> TrainSettings:
     return micro_config(method="knowtuning", knowtuning={"lora_targets": ["q_proj", "v_proj"], **kw.pop("kt", {})},
                         max_steps=2, **kw)
 
@@ -301,19 +301,19 @@ def test_only_the_named_steps_go_to_the_generator_and_structured_items_never_do(
 
 def test_generator_settings_are_checked_and_reachable_from_the_cli():
     with pytest.raises(ConfigError, match=r"training\.knowtuning\.generator_steps.*unknown step"):
-        TrainConfig.from_dict({"knowtuning": {"generator_steps": ["split"]}})
+        TrainSettings.from_dict({"knowtuning": {"generator_steps": ["split"]}})
     with pytest.raises(ConfigError, match=r"training\.knowtuning\.generator_steps.*at least one step"):
-        TrainConfig.from_dict({"knowtuning": {"generator_steps": []}})
+        TrainSettings.from_dict({"knowtuning": {"generator_steps": []}})
     with pytest.raises(ConfigError, match=r"training\.knowtuning\.generator.*model spec"):
-        TrainConfig.from_dict({"knowtuning": {"generator": " "}})
-    assert TrainConfig().knowtuning.generator_steps == ["facts", "rewrite", "revise"]
+        TrainSettings.from_dict({"knowtuning": {"generator": " "}})
+    assert TrainSettings().knowtuning.generator_steps == ["facts", "rewrite", "revise"]
     with pytest.raises(ConfigError, match=r"knowtuning\.generator.*unknown scoring backend 'nope'"):
-        load_generator(TrainConfig(knowtuning={"generator": "nope:thing"}))
+        load_generator(TrainSettings(knowtuning={"generator": "nope:thing"}))
     with pytest.raises(ConfigError, match=r"knowtuning\.generator.*cannot reach endpoint"):
-        load_generator(TrainConfig(knowtuning={"generator": "openai:http://127.0.0.1:9/v1"}))
+        load_generator(TrainSettings(knowtuning={"generator": "openai:http://127.0.0.1:9/v1"}))
     from medtune.cli.options import settings_parameters
 
-    _, info = settings_parameters(TrainConfig)
+    _, info = settings_parameters(TrainSettings)
     assert {"knowtuning.generator:plain", "knowtuning.generator_steps:list"} <= set(info.values())
 
 

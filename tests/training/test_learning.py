@@ -24,7 +24,7 @@ import torch
 from medtune.data import load
 from medtune.models import LoadedModel, build_tiny_model
 from medtune.scoring import score_items
-from medtune.training import TrainConfig, train
+from medtune.training import TrainSettings, train
 from medtune.training.base_model import tokenizer_texts
 from medtune.training.pretrain import pretrain_causal_lm
 
@@ -51,8 +51,8 @@ def _accuracy(model, tokenizer, test_items):
     return float(correct.mean()), float(correct[~held].mean())
 
 
-def _config(method: str, steps: int, lr: float, **kw) -> TrainConfig:
-    return TrainConfig(method=method, model="tiny", batch_size=16, max_steps=steps, epochs=20, lr=lr,
+def _config(method: str, steps: int, lr: float, **kw) -> TrainSettings:
+    return TrainSettings(method=method, model="tiny", batch_size=16, max_steps=steps, epochs=20, lr=lr,
                        target="option", template="options", **kw).validate()
 
 

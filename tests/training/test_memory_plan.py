@@ -18,7 +18,7 @@ from transformers import LlamaConfig
 from medtune.cli import main
 from medtune.errors import ConfigError
 from medtune.training import memory_estimate
-from medtune.training.config import TrainConfig
+from medtune.training.config import TrainSettings
 from medtune.training.memory import check_fits, gpu_memory_bytes, plan_memory, plan_run
 from medtune.training.memory_estimate import NF4_BYTES
 from medtune.training.memory_plan import GIB, MemoryPlan
@@ -39,7 +39,7 @@ def shapes() -> dict[str, ModelShape]:
             for name, sizes in (("7b", LLAMA2_7B), ("13b", LLAMA2_13B), ("8b", LLAMA31_8B))}
 
 
-def _plan(config: TrainConfig, shape: ModelShape, **kw: Any) -> MemoryPlan:
+def _plan(config: TrainSettings, shape: ModelShape, **kw: Any) -> MemoryPlan:
     return plan_memory(config, shape, precision=kw.pop("precision", "bf16"), **kw)
 
 
@@ -71,7 +71,7 @@ def test_tiny_model_counts_equal_the_built_model_and_its_adapters() -> None:
     sizes = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 96}
     texts = ["the heart pumps blood", "the lung takes air"] * 20
     model, tok = build_tiny_model(texts, vocab_size=300, **sizes)
-    config = TrainConfig(tiny=sizes, tiny_vocab_size=len(tok), lora_r=4)  # the vocabulary is the tokenizer's
+    config = TrainSettings(tiny=sizes, tiny_vocab_size=len(tok), lora_r=4)  # the vocabulary is the tokenizer's
     built = sum(p.numel() for p in model.parameters())
     assert model_shape("tiny", config).n_params == built == model_shape(model).n_params
     for method in ("lora", "dora"):
@@ -99,13 +99,13 @@ def test_a_hub_id_in_the_local_cache_is_read_offline(tmp_path: Path, monkeypatch
     (snapshot.parents[1] / "refs" / "main").write_text("abc123")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    plan = plan_run(TrainConfig(model="org/llama-7b", gpu_memory=80))
+    plan = plan_run(TrainSettings(model="org/llama-7b", gpu_memory=80))
     assert plan.note is None and plan.n_params == shapes["7b"].n_params and plan.fits
 
 
 def test_a_model_that_cannot_be_read_gives_a_plan_that_says_so(tmp_path: Path) -> None:
     for spec in (str(tmp_path / "absent"), "some-org/not-in-the-cache"):
-        plan = plan_run(TrainConfig(model=spec, gpu_memory=24))
+        plan = plan_run(TrainSettings(model=spec, gpu_memory=24))
         assert plan.fits is None and plan.note is not None and "cannot read the model's config" in plan.note
         check_fits(plan, "here")  # nothing to refuse
         assert "no estimate" in plan.describe()
@@ -118,7 +118,7 @@ def test_a_model_that_cannot_be_read_gives_a_plan_that_says_so(tmp_path: Path) -
 def test_llama2_7b_lora_bf16_by_hand(shapes: dict[str, ModelShape]) -> None:
     n, h, f, layers = 6_738_415_616, 4096, 11008, 32
     adapters = layers * 16 * (4 * (h + h) + 2 * (h + f) + (f + h))  # r (in + out) for q, k, v, o, gate, up, down
-    config = TrainConfig(method="lora", batch_size=1, max_length=512, lora_r=16, lora_dropout=0.05)
+    config = TrainSettings(method="lora", batch_size=1, max_length=512, lora_r=16, lora_dropout=0.05)
     plan = _plan(config, shapes["7b"])
     assert plan.trainable == adapters == 39_976_960
     assert plan.weights == 2 * n + 4 * adapters  # bf16 base, fp32 adapters
@@ -141,7 +141,7 @@ def test_llama2_13b_qlora_by_hand(shapes: dict[str, ModelShape]) -> None:
     shape = shapes["13b"]
     linear = 40 * (4 * 5120 * 5120 + 3 * 5120 * 13824)
     adapters = 40 * 16 * (4 * 2 * 5120 + 3 * (5120 + 13824))
-    config = TrainConfig(preset="paper-qlora", method="qlora", batch_size=4)
+    config = TrainSettings(preset="paper-qlora", method="qlora", batch_size=4)
     plan = _plan(config, shape)
     # NF4 linears, the rest (embeddings, head, norms) in fp32 as PEFT's k-bit preparation leaves them, one
     # dequantised weight (the largest) at a time, fp32 adapters
@@ -155,7 +155,7 @@ def test_llama2_13b_qlora_by_hand(shapes: dict[str, ModelShape]) -> None:
 
 
 def test_llama31_8b_full_fits_eight_80gb_gpus_with_fsdp_but_not_one(shapes: dict[str, ModelShape]) -> None:
-    shape, config = shapes["8b"], TrainConfig(method="full", batch_size=4, max_length=512)
+    shape, config = shapes["8b"], TrainSettings(method="full", batch_size=4, max_length=512)
     eight = _plan(config, shape, world_size=8, gpu_bytes=80 * GIB)
     assert eight.sharded and eight.fits and eight.master == 4 * shape.n_params // 8
     assert eight.optimizer == 8 * shape.n_params // 8
@@ -175,29 +175,29 @@ def test_llama31_8b_full_fits_eight_80gb_gpus_with_fsdp_but_not_one(shapes: dict
 
 def test_galore_keeps_low_rank_moments_by_hand(shapes: dict[str, ModelShape]) -> None:
     shape, r = shapes["7b"], 64
-    plan = _plan(TrainConfig(method="galore", galore_rank=r), shape)
+    plan = _plan(TrainSettings(method="galore", galore_rank=r), shape)
     per_layer = 4 * (2 * 4 * r * 4096 + 4 * r * 4096) + 3 * (2 * 4 * r * 11008 + 4 * r * 4096)
     rest = shape.n_params - shape.linear_params  # embeddings, head, norms: plain AdamW
     assert plan.optimizer == 32 * per_layer + 8 * rest
-    assert plan.optimizer < _plan(TrainConfig(method="full"), shape).optimizer / 8
+    assert plan.optimizer < _plan(TrainSettings(method="full"), shape).optimizer / 8
 
 
 def test_8bit_adamw_and_ddp(shapes: dict[str, ModelShape]) -> None:
     shape = shapes["7b"]
-    adamw = _plan(TrainConfig(method="lora"), shape)
-    eight_bit = _plan(TrainConfig(method="lora", optim="adamw_8bit"), shape)
+    adamw = _plan(TrainSettings(method="lora"), shape)
+    eight_bit = _plan(TrainSettings(method="lora", optim="adamw_8bit"), shape)
     assert eight_bit.optimizer * 4 == adamw.optimizer and eight_bit.scratch == 0
-    ddp = _plan(TrainConfig(method="lora"), shape, world_size=4)  # auto: adapters train under DDP, unsharded
+    ddp = _plan(TrainSettings(method="lora"), shape, world_size=4)  # auto: adapters train under DDP, unsharded
     assert not ddp.sharded and ddp.weights == adamw.weights and ddp.gradients == 2 * adamw.gradients
 
 
 def test_knowtuning_plans_its_larger_stage(shapes: dict[str, ModelShape]) -> None:
     shape = shapes["7b"]
-    kt = _plan(TrainConfig(method="knowtuning", knowtuning_lora_targets=["q_proj", "v_proj"]), shape)
+    kt = _plan(TrainSettings(method="knowtuning", knowtuning_lora_targets=["q_proj", "v_proj"]), shape)
     assert kt.trainable == 32 * 16 * 2 * (4096 + 4096)  # LoRA on q_proj and v_proj only
     # the KC stage (TRL's DPO as medtune configures it) holds fp32 weights and chosen + rejected rows
     assert kt.stage == "the KC (DPO) stage" and kt.precision == "fp32" and kt.weights >= 4 * shape.n_params
-    full = _plan(TrainConfig(method="knowtuning", knowtuning_inner_method="full"), shape, gpu_bytes=80 * GIB)
+    full = _plan(TrainSettings(method="knowtuning", knowtuning_inner_method="full"), shape, gpu_bytes=80 * GIB)
     assert full.weights >= 8 * shape.n_params  # the policy and its fp32 reference copy
     assert full.fits is False and "--knowtuning-inner-method lora" in " ".join(full.suggestions)
 
@@ -208,7 +208,7 @@ def test_knowtuning_plans_its_larger_stage(shapes: dict[str, ModelShape]) -> Non
 
 def test_gradient_checkpointing_reduces_activations(shapes: dict[str, ModelShape]) -> None:
     for method in ("full", "lora", "dora", "qlora", "galore"):
-        config = TrainConfig(method=method, batch_size=4, max_length=512)
+        config = TrainSettings(method=method, batch_size=4, max_length=512)
         plain = _plan(config, shapes["7b"]).activations
         checkpointed = _plan(config.model_copy(update={"gradient_checkpointing": True}), shapes["7b"]).activations
         assert checkpointed < plain / 4, method
@@ -228,7 +228,7 @@ def test_activations_are_linear_in_tokens_without_a_mask(method: str, hidden: in
                                          intermediate_size=hidden * 3, vocab_size=1000))
 
     def act(n: int, attn: str) -> int:
-        c = TrainConfig(method=method, batch_size=batch, max_length=n, gradient_checkpointing=checkpointing,
+        c = TrainSettings(method=method, batch_size=batch, max_length=n, gradient_checkpointing=checkpointing,
                         packing=packing, attn_implementation=attn)
         return plan_memory(c, shape, precision=precision).activations
 
@@ -297,7 +297,7 @@ def test_the_per_layer_activations_are_what_autograd_keeps(method: str, precisio
         for layers in (1, 2):
             model, cfg = _regime_model(layers, method, precision, dropout)
             measured.append(_measured_per_layer(model, tokens, items, autocast=precision == "bf16"))
-            config = TrainConfig(method=method, batch_size=items, max_length=tokens // items, lora_r=8,
+            config = TrainSettings(method=method, batch_size=items, max_length=tokens // items, lora_r=8,
                                  lora_dropout=dropout)
             planned.append(plan_memory(config, model_shape(cfg), precision=precision).activations)
         layer_measured, layer_planned = measured[1] - measured[0], planned[1] - planned[0]
@@ -319,7 +319,7 @@ def test_every_suggestion_fits_when_applied(method: str, hidden: int, layers: in
     shape = shape_from_sizes(LlamaConfig(hidden_size=hidden, num_hidden_layers=layers, num_key_value_heads=kv,
                                          num_attention_heads=hidden // 128, intermediate_size=hidden * 3,
                                          vocab_size=32000))
-    config = TrainConfig(method=method, batch_size=batch, max_length=length, grad_accum=accum,
+    config = TrainSettings(method=method, batch_size=batch, max_length=length, grad_accum=accum,
                          gradient_checkpointing=checkpointing)
     gpu = gpu_gib * GIB
     plan = plan_memory(config, shape, world_size=world, gpu_bytes=gpu, precision="bf16")
@@ -344,7 +344,7 @@ def test_every_suggestion_fits_when_applied(method: str, hidden: int, layers: in
 
 
 def test_check_fits_refuses_naming_the_estimate_the_gpu_and_what_fits(shapes: dict[str, ModelShape]) -> None:
-    config = TrainConfig(method="lora", model="llama-2-7b", batch_size=4, max_length=512)
+    config = TrainSettings(method="lora", model="llama-2-7b", batch_size=4, max_length=512)
     plan = _plan(config, shapes["7b"], gpu_bytes=24 * GIB)
     with pytest.raises(ConfigError) as err:
         check_fits(plan, "cell x")
@@ -360,7 +360,7 @@ def test_check_fits_refuses_naming_the_estimate_the_gpu_and_what_fits(shapes: di
 
 
 def test_describe_and_to_dict(shapes: dict[str, ModelShape]) -> None:
-    plan = _plan(TrainConfig(method="lora", model="llama-2-7b"), shapes["7b"], gpu_bytes=24 * GIB)
+    plan = _plan(TrainSettings(method="lora", model="llama-2-7b"), shapes["7b"], gpu_bytes=24 * GIB)
     text = plan.describe()
     assert f"{plan.weights / GIB:.1f} GiB" in text and "the GPU has 24.0 GiB: does not fit" in text
     assert "would fit: --gradient-checkpointing" in text
@@ -369,10 +369,10 @@ def test_describe_and_to_dict(shapes: dict[str, ModelShape]) -> None:
 
 
 def test_gpu_memory_comes_from_the_setting() -> None:
-    assert gpu_memory_bytes(TrainConfig(gpu_memory=24)) == 24 * GIB
+    assert gpu_memory_bytes(TrainSettings(gpu_memory=24)) == 24 * GIB
     if not torch.cuda.is_available():
-        assert gpu_memory_bytes(TrainConfig()) is None
-        assert plan_run(TrainConfig()).fits is None
+        assert gpu_memory_bytes(TrainSettings()) is None
+        assert plan_run(TrainSettings()).fits is None
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from medtune.errors import ConfigError
 from medtune.experiments.config import config_from_dict, load_config
 from medtune.settings import Settings
 from medtune.training import method_settings
-from medtune.training.config import TrainConfig, resolve_training_settings
+from medtune.training.config import TrainSettings, resolve_training_settings
 from medtune.training.method_settings import METHODS, GaloreSettings, KnowTuningSettings, LoraSettings
 from medtune.training.methods import get_method, register_method
 
@@ -64,8 +64,8 @@ def test_the_built_in_methods_name_their_settings_class():
         dict.fromkeys(("lora", "dora", "qlora", "knowtuning-lora"), LoraSettings)
     assert get_method("galore").settings_class is GaloreSettings and get_method("galore").group == "galore"
     assert get_method("knowtuning").settings_class is KnowTuningSettings
-    assert get_method("full").settings_class is None and TrainConfig(method="full").method_settings() is None
-    cfg = TrainConfig(method="qlora", lora={"r": 4})
+    assert get_method("full").settings_class is None and TrainSettings(method="full").method_settings() is None
+    cfg = TrainSettings(method="qlora", lora={"r": 4})
     assert cfg.lora.r == 4 and cfg.method_settings() is cfg.lora and cfg.settings_group("galore") == GaloreSettings()
     assert all(issubclass(c, Settings) and c.__name__.endswith("Settings")
                for c in method_settings.settings_groups().values())
@@ -73,17 +73,17 @@ def test_the_built_in_methods_name_their_settings_class():
 
 def test_a_group_rejects_an_unknown_key_or_group_naming_it():
     with pytest.raises(ConfigError, match=r"^training\.lora\.rank: unknown key$"):
-        TrainConfig.from_dict({"lora": {"rank": 8}})
+        TrainSettings.from_dict({"lora": {"rank": 8}})
     with pytest.raises(ConfigError, match=r"^training\.galore\.rank: Input should be greater than or equal to 1"):
-        TrainConfig.from_dict({"galore": {"rank": 0}})
+        TrainSettings.from_dict({"galore": {"rank": 0}})
     with pytest.raises(ConfigError, match=r"^training\.lorra: unknown key$"):
-        TrainConfig.from_dict({"lorra": {"r": 8}})
+        TrainSettings.from_dict({"lorra": {"r": 8}})
 
 
 def test_new_records_are_nested_and_groups_merge_key_by_key():
-    data = TrainConfig(lora={"r": 8}).to_dict()
+    data = TrainSettings(lora={"r": 8}).to_dict()
     assert data["lora"] == {"r": 8, "alpha": 32, "dropout": 0.05} and "lora_r" not in data
-    assert TrainConfig.from_run_record(data) == TrainConfig(lora={"r": 8})
+    assert TrainSettings.from_run_record(data) == TrainSettings(lora={"r": 8})
     # A preset's other keys of a group stay under an explicit one (as they did with the flat keys).
     cfg = resolve_training_settings({"lora": {"r": 8}}, {"lora": {"dropout": 0.0}}, preset="paper-qlora")
     assert (cfg.method, cfg.lora) == ("qlora", LoraSettings(r=8, alpha=64, dropout=0.0))
@@ -97,16 +97,16 @@ def test_new_records_are_nested_and_groups_merge_key_by_key():
 
 def test_flat_keys_map_into_their_group_with_a_deprecation_warning():
     with pytest.warns(DeprecationWarning, match=r"training\.lora_r is deprecated: use training\.lora\.r"):
-        cfg = TrainConfig(method="lora", lora_r=4, lora_alpha=8)
+        cfg = TrainSettings(method="lora", lora_r=4, lora_alpha=8)
     assert cfg.lora == LoraSettings(r=4, alpha=8)
     with pytest.warns(DeprecationWarning, match=r"knowtuning\.generator_steps"):
-        cfg = TrainConfig.from_dict({"galore_rank": 8, "galore_optim": "galore_adafactor", "knowtuning_beta": 0.3,
+        cfg = TrainSettings.from_dict({"galore_rank": 8, "galore_optim": "galore_adafactor", "knowtuning_beta": 0.3,
                                      "knowtuning_generator_steps": ["facts"]})
     assert (cfg.galore.rank, cfg.galore.optim, cfg.knowtuning.beta) == (8, "galore_adafactor", 0.3)
     assert cfg.knowtuning.generator_steps == ["facts"]
     with pytest.warns(DeprecationWarning), pytest.raises(ConfigError, match=r"lora_r: given as 4 and as"):
-        TrainConfig.from_dict({"lora_r": 4, "lora": {"r": 8}})
-    with pytest.warns(DeprecationWarning, match=r"TrainConfig\.lora_r is deprecated"):
+        TrainSettings.from_dict({"lora_r": 4, "lora": {"r": 8}})
+    with pytest.warns(DeprecationWarning, match=r"TrainSettings\.lora_r is deprecated"):
         assert cfg.lora_r == 16
 
 
@@ -115,7 +115,7 @@ def test_a_run_record_of_an_earlier_version_reads_into_the_groups(tmp_path):
                      "knowtuning_lora_targets": ["q_proj"], "seed": 3}}
     (tmp_path / "config.json").write_text(json.dumps(old))
     with pytest.warns(DeprecationWarning):
-        cfg = TrainConfig.load(tmp_path / "config.json")
+        cfg = TrainSettings.load(tmp_path / "config.json")
     assert (cfg.lora, cfg.galore.rank, cfg.knowtuning.lora_targets, cfg.seed) == (
         LoraSettings(r=4, alpha=8, dropout=0.0), 32, ["q_proj"], 3)
 
@@ -140,7 +140,7 @@ def test_a_grid_takes_flat_and_nested_keys_and_names_a_wrong_one_at_its_line(tmp
 def test_the_flat_command_line_options_set_the_groups():
     given: dict = {}
     app = typer.Typer()
-    app.command()(with_settings(TrainConfig, rename={"tiny": "--tiny-option"}, param="seen")(
+    app.command()(with_settings(TrainSettings, rename={"tiny": "--tiny-option"}, param="seen")(
         lambda seen=None: given.update(seen or {})))
     result = CliRunner().invoke(app, ["--lora-r", "4", "--lora-dropout", "0", "--galore-rank", "8",
                                       "--galore-optim", "galore_adafactor", "--knowtuning-beta", "0.3",
@@ -160,13 +160,13 @@ def test_the_flat_command_line_options_set_the_groups():
 def test_a_plugin_group_is_registered_with_its_method_and_checked_like_a_built_in(norm_subset):
     plugins.load_plugins()
     assert get_method("norm-subset").group == "norm_subset"
-    cfg = TrainConfig(method="norm-subset", norm_subset={"scale": 0.5})
+    cfg = TrainSettings(method="norm-subset", norm_subset={"scale": 0.5})
     assert cfg.method_settings() == sys.modules[PLUGIN].NormSubsetSettings(scale=0.5)
-    assert TrainConfig.from_run_record(cfg.to_dict()) == cfg and cfg.to_dict()["norm_subset"]["scale"] == 0.5
+    assert TrainSettings.from_run_record(cfg.to_dict()) == cfg and cfg.to_dict()["norm_subset"]["scale"] == 0.5
     with pytest.raises(ConfigError, match=r"^training\.norm_subset\.scales: unknown key$"):
-        TrainConfig.from_dict({"method": "norm-subset", "norm_subset": {"scales": 2}})
+        TrainSettings.from_dict({"method": "norm-subset", "norm_subset": {"scales": 2}})
     # Another method's record holds no plugin group unless one was given (it reads without the plugin).
-    assert "norm_subset" not in TrainConfig(method="lora").to_dict()
+    assert "norm_subset" not in TrainSettings(method="lora").to_dict()
     module = sys.modules[PLUGIN]
     with pytest.raises(ConfigError, match="has the name of a training setting"):
         register_method(module.NormSubset(name="lr", summary="x", is_adapter=False, settings_class=LoraSettings))

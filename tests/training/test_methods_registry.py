@@ -15,7 +15,7 @@ from training_helpers import make_items, make_order, micro_cli_options, micro_co
 from medtune import plugins
 from medtune.errors import ConfigError, InputError
 from medtune.models import build_tiny_model
-from medtune.training import TrainConfig, method_settings, train, verify_run
+from medtune.training import TrainSettings, method_settings, train, verify_run
 from medtune.training.export import export_run, load_trained, run_method
 from medtune.training.method_settings import METHODS, LoraSettings
 from medtune.training.methods import (
@@ -62,7 +62,7 @@ def test_built_ins_are_registered_and_describe_themselves():
     assert [n for n in BUILT_INS if get_method(n).base_quantization] == ["qlora"]
     assert get_method("qlora").default_optim == "paged_adamw_8bit"
     assert get_method("dora").use_dora and not get_method("lora").use_dora
-    fields = set(TrainConfig.model_fields)
+    fields = set(TrainSettings.model_fields)
     for name in method_names():
         spec = get_method(name)
         assert spec.summary and set(spec.settings) <= fields, name
@@ -76,7 +76,7 @@ def test_unknown_method_lists_the_available_names():
     assert "unknown method 'nope'" in str(err.value)
     assert all(name in str(err.value) for name in (*BUILT_INS, "norm-only"))
     with pytest.raises(ConfigError, match=r"training\.method: unknown method 'nope'"):
-        TrainConfig.from_dict({"method": "nope"})
+        TrainSettings.from_dict({"method": "nope"})
 
 
 def test_a_taken_name_needs_replace(registry):
@@ -99,12 +99,12 @@ def test_a_spec_reading_a_setting_the_config_lacks_fails_before_training(registr
                                                  settings=("lora_rank",)))
     model, _ = build_tiny_model(["a b c"], vocab_size=300, num_hidden_layers=1)
     with pytest.raises(ConfigError, match=r"reads setting.*lora_rank"):
-        prepare_model(model, TrainConfig(method="typo"))
+        prepare_model(model, TrainSettings(method="typo"))
 
 
 def test_the_spec_chooses_trainable_parameters_and_optimizer():
     model, _ = build_tiny_model(["a b c"], vocab_size=300, num_hidden_layers=1)
-    cfg = TrainConfig(method="norm-only")
+    cfg = TrainSettings(method="norm-only")
     prepared = prepare_model(model, cfg)
     trainable = {n for n, p in prepared.named_parameters() if p.requires_grad}
     assert trainable == medtune_test_method.norm_parameter_names(model)

@@ -10,7 +10,7 @@ import pytest
 
 from medtune.data import load
 from medtune.training import train
-from medtune.training.config import TrainConfig, apply_preset
+from medtune.training.config import TrainSettings, apply_preset
 from shared_data import shared_path
 
 
@@ -25,7 +25,7 @@ def test_qlora_on_smollm2_reduces_the_loss(tmp_path):
     ids = [it.id for it in short]
     order = {"format": "medtune.order/1", "strategy": "hand", "seed": 0, "epoch_policy": "repeat",
              "epochs": [ids], "n_items": 2, "segments": []}
-    cfg = apply_preset(TrainConfig(), "paper-qlora", explicit={"lr"})
+    cfg = apply_preset(TrainSettings(), "paper-qlora", explicit={"lr"})
     cfg.model, cfg.epochs, cfg.batch_size, cfg.lr, cfg.dtype, cfg.lora_dropout = "smollm2", 5, 2, 2e-3, "bf16", 0.0
     res = train(cfg.validate(), short, order, tmp_path / "run")
     assert res.steps == 5

@@ -14,7 +14,7 @@ from medtune.cli import main
 from medtune.errors import UnsupportedOnThisMachine
 from medtune.models import build_tiny_model
 from medtune.training import train, verify_run
-from medtune.training.config import TrainConfig, apply_preset
+from medtune.training.config import TrainSettings, apply_preset
 from medtune.training.methods import build_optimizer, find_target_modules, prepare_model
 from medtune.training.runlog import read_log
 
@@ -37,7 +37,7 @@ def test_untied_head_is_never_adapted():
     model, _ = build_tiny_model(["a b c"], vocab_size=300, num_hidden_layers=1)
     model.config.tie_word_embeddings = False
     model.lm_head = torch.nn.Linear(128, model.config.vocab_size, bias=False)
-    peft_model = prepare_model(model, TrainConfig(method="lora"))
+    peft_model = prepare_model(model, TrainSettings(method="lora"))
     assert not any("lm_head" in n for n, p in peft_model.named_parameters() if p.requires_grad)
     assert any("down_proj.lora_A" in n for n, _ in peft_model.named_parameters())
 
@@ -77,13 +77,13 @@ def test_loss_decreases_on_repeated_items(tmp_path):
 @pytest.mark.cpu_only
 def test_galore_8bit_is_refused_on_cpu_with_the_alternative_named():
     model, _ = build_tiny_model(["a b"], vocab_size=300, num_hidden_layers=1)
-    cfg = TrainConfig(method="galore", galore={"optim": "galore_adamw_8bit"})
+    cfg = TrainSettings(method="galore", galore={"optim": "galore_adamw_8bit"})
     with pytest.raises(UnsupportedOnThisMachine, match="galore_adamw or galore_adafactor"):
         build_optimizer(prepare_model(model, cfg), cfg)
 
 
 def test_paper_preset_and_explicit_options():
-    cfg = apply_preset(TrainConfig(lora={"r": 8}), "paper-qlora", explicit={"lora.r"})
+    cfg = apply_preset(TrainSettings(lora={"r": 8}), "paper-qlora", explicit={"lora.r"})
     assert (cfg.method, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.max_length) == ("qlora", 8, 64, 0.1, 512)
     assert cfg.target == "letter" and cfg.optim == "paged_adamw_8bit"
 

@@ -43,12 +43,12 @@ MICRO = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "i
 
 
 def micro_config(**kw):
-    from medtune.training.config import TrainConfig
+    from medtune.training.config import TrainSettings
 
     base = {"model": "tiny", "tiny": dict(MICRO), "tiny_vocab_size": 400, "batch_size": 4, "lr": 1e-3,
             "target": "option", "max_length": 128}
     base.update(kw)
-    return TrainConfig(**base).validate()
+    return TrainSettings(**base).validate()
 
 
 def micro_cli_options() -> list[str]:

@@ -26,7 +26,7 @@ from medtune.adaptive.strategies import EVERY_DEFAULT, RESCORE_DEFAULT, check_re
 from medtune.errors import ConfigError, InputError
 from medtune.schema import Item
 from medtune.settings import Settings
-from medtune.training.config import TrainConfig
+from medtune.training.config import TrainSettings
 
 
 class AdaptiveSettings(Settings):
@@ -65,7 +65,7 @@ class AdaptiveSettings(Settings):
         return check_rescore(v)
 
 
-def pool_and_steps(order: dict[str, Any], config: TrainConfig) -> tuple[list[str], int]:
+def pool_and_steps(order: dict[str, Any], config: TrainSettings) -> tuple[list[str], int]:
     """The candidate pool (the order's ids, first appearance first) and the number of steps its plan trains."""
     from medtune.training.data import plan_steps, planned_epochs
 
@@ -134,7 +134,7 @@ def paths_read_from(adaptive: AdaptiveSettings, folder: str | Path | None) -> Ad
     return adaptive.model_copy(update=update)
 
 
-def build_planner(config: TrainConfig, adaptive: AdaptiveSettings, items: list[Item], all_items: list[Item],
+def build_planner(config: TrainSettings, adaptive: AdaptiveSettings, items: list[Item], all_items: list[Item],
                   order: dict[str, Any], items_path: Path, *, record: AdaptiveSettings | None = None
                   ) -> AdaptivePlanner:
     """The planner of ``adaptive`` for a run of ``config`` on ``items`` (the training split) and ``order``.
@@ -215,7 +215,7 @@ def build_planner(config: TrainConfig, adaptive: AdaptiveSettings, items: list[I
                            settings={"settings": (record or adaptive).to_dict()})
 
 
-def reference_item_losses(reference: str, items: list[Item], config: TrainConfig, batch: int) -> list[float]:
+def reference_item_losses(reference: str, items: list[Item], config: TrainSettings, batch: int) -> list[float]:
     """Each item's loss under the reference model of ``rho`` (a run folder or a model spec), as training scores it.
 
     The model is loaded as the evaluation loads it (a run folder's adapter on its base, or its full model), scored
@@ -230,7 +230,7 @@ def reference_item_losses(reference: str, items: list[Item], config: TrainConfig
                        batch=batch)
 
 
-def run_training_stage(settings: TrainConfig, items_path: str | Path, order_path: str | Path, out: str | Path, *,
+def run_training_stage(settings: TrainSettings, items_path: str | Path, order_path: str | Path, out: str | Path, *,
                        adaptive: AdaptiveSettings | None = None, paths_from: str | Path | None = None,
                        split: str | None = None, resume: bool = False, progress: bool = False) -> dict[str, Any]:
     """Train ``settings.model`` on the items of ``items_path`` into the run folder ``out``: the training stage.
@@ -252,7 +252,7 @@ def run_training_stage(settings: TrainConfig, items_path: str | Path, order_path
                                  split=split, resume=resume, progress=progress)
 
 
-def run_adaptive_training(settings: TrainConfig, items_path: str | Path, adaptive_settings: AdaptiveSettings,
+def run_adaptive_training(settings: TrainSettings, items_path: str | Path, adaptive_settings: AdaptiveSettings,
                           out: str | Path, *, order_path: str | Path, paths_from: str | Path | None = None,
                           split: str | None = None, resume: bool = False, progress: bool = False) -> dict[str, Any]:
     """Train like :func:`medtune.training.stage.run_training`, the steps decided by ``adaptive_settings``.

@@ -69,7 +69,7 @@ class DecisionInputs:
         return values
 
 
-class StrategyOptions(Settings):
+class AdaptiveOptionSettings(Settings):
     """Options every adaptive strategy shares."""
 
     replacement: bool = Field(False, description="draw items already used in this pass again (False: each item "
@@ -131,7 +131,7 @@ class AdaptiveStrategy:
     """Base class: ``options`` validated by ``Options``; subclasses implement :meth:`pick`."""
 
     name: ClassVar[str] = ""
-    Options: ClassVar[type[StrategyOptions]] = StrategyOptions
+    Options: ClassVar[type[AdaptiveOptionSettings]] = AdaptiveOptionSettings
     needs: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
 
@@ -155,7 +155,7 @@ class AdaptiveStrategy:
 # ability
 
 
-class AbilityOptions(StrategyOptions):
+class AbilityOptionSettings(AdaptiveOptionSettings):
     delta: float = Field(0.0, description="margin: items with b <= theta + delta qualify (at the end of the "
                                           "pacing)")
     delta_start: float | None = Field(None, description="delta at step 0 (default: delta); paced to delta")
@@ -164,7 +164,7 @@ class AbilityOptions(StrategyOptions):
     prior_sd: float = Field(1.0, gt=0, description="sd of the N(0, sd) prior of the theta estimate")
 
 
-def delta_at(opts: AbilityOptions, t: float) -> float:
+def delta_at(opts: AbilityOptionSettings, t: float) -> float:
     start = opts.delta if opts.delta_start is None else opts.delta_start
     if opts.pacing == "constant":
         return opts.delta
@@ -173,7 +173,7 @@ def delta_at(opts: AbilityOptions, t: float) -> float:
 
 class Ability(AdaptiveStrategy):
     name = "ability"
-    Options = AbilityOptions
+    Options = AbilityOptionSettings
     needs = ("theta", "b")
     description = "items with IRT difficulty b <= theta + delta, theta estimated from anchor answers (DDaCLAE)"
 
@@ -284,20 +284,20 @@ def scored_at_after(records: Sequence[Mapping[str, Any]], pool: Sequence[str]) -
 # self-paced
 
 
-class SelfPacedOptions(StrategyOptions):
+class SelfPacedOptionSettings(AdaptiveOptionSettings):
     start_quantile: float = Field(0.3, gt=0, le=1, description="loss quantile admitted at step 0")
     end_quantile: float = Field(1.0, gt=0, le=1, description="loss quantile admitted at the last step")
 
 
 class SelfPaced(AdaptiveStrategy):
     name = "self-paced"
-    Options = SelfPacedOptions
+    Options = SelfPacedOptionSettings
     needs = ("loss",)
     description = "items whose current loss is under a quantile threshold that grows over training"
 
     def pick(self, inputs: DecisionInputs, available: np.ndarray, seed: int) -> list[int]:
         loss = inputs.score("loss")
-        o: SelfPacedOptions = self.options  # type: ignore[assignment]
+        o: SelfPacedOptionSettings = self.options  # type: ignore[assignment]
         q = o.start_quantile + (o.end_quantile - o.start_quantile) * progress(inputs)
         threshold = float(np.quantile(loss[available], q))
         return choose(loss <= threshold, loss, available, inputs.n, seed)

@@ -19,7 +19,7 @@ from rich.table import Table
 from medtune.cli.options import COUNT, SEED, SHOWN, bounded, schema_bounded, with_settings
 from medtune.data import DataSettings, available_loaders, get_loader, load_data
 from medtune.data.describe import summary_tables
-from medtune.data.prepare import PrepareConfig, leakage_report, run_prepare
+from medtune.data.prepare import PrepareSettings, leakage_report, run_prepare
 from medtune.data.stage import write_data
 from medtune.io import check_file_output, write_json_atomic
 from medtune.schema import Item, read_items
@@ -162,7 +162,7 @@ def describe_cmd(
 
 
 @data_app.command("prepare")
-@with_settings(PrepareConfig, rename={"clean_explanations": "--clean", "near_duplicates": "--near"})
+@with_settings(PrepareSettings, rename={"clean_explanations": "--clean", "near_duplicates": "--near"})
 def prepare_cmd(
     file: Annotated[Path, typer.Argument(help="Items Parquet file to prepare.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Prepared items Parquet file.")],
@@ -174,7 +174,7 @@ def prepare_cmd(
     given: dict[str, Any] | None = None,
 ) -> None:
     """Filter, clean, de-duplicate and select items (single-answer questions only by default)."""
-    settings = validate_settings(PrepareConfig, {**(given or {}), **({"single_answer": False} if keep_multi else {})},
+    settings = validate_settings(PrepareSettings, {**(given or {}), **({"single_answer": False} if keep_multi else {})},
                                  "options")
     check_file_output(output, "-o")
     if report is not None:
@@ -210,7 +210,7 @@ def leakage_cmd(
     train: Annotated[Path, typer.Argument(help="Training items Parquet file.")],
     test: Annotated[Path, typer.Argument(help="Test items Parquet file (may be the same file with --*-split).")],
     threshold: Annotated[float, typer.Option(help="Jaccard similarity of word 3-grams for near duplicates.",
-                                             callback=schema_bounded(PrepareConfig, "near_threshold"))] = 0.8,
+                                             callback=schema_bounded(PrepareSettings, "near_threshold"))] = 0.8,
     train_split: Annotated[str | None, typer.Option(help="Use only this split of TRAIN.")] = None,
     test_split: Annotated[str | None, typer.Option(help="Use only this split of TEST.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full report (JSON) here.")] = None,

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from medtune.experiments import ExperimentConfig, RunSummary
+    from medtune.experiments import ExperimentSettings, RunSummary
     from medtune.experiments.grid import Cell
 
 console = Console()
@@ -75,7 +75,7 @@ def _precision(dtype: str | None, quantization: str | None) -> str:
     return f"{dtype or 'server'}" + (f" + {quantization}" if quantization else "")
 
 
-def _schedule(cfg: ExperimentConfig, cell: Cell) -> str:
+def _schedule(cfg: ExperimentSettings, cell: Cell) -> str:
     """What a reviewer checks first: learning rate, batch × accumulation, schedule (empty for a base cell)."""
     if cell.is_base:
         return "-"
@@ -84,7 +84,7 @@ def _schedule(cfg: ExperimentConfig, cell: Cell) -> str:
     return f"lr {t.lr:g}, batch {t.batch_size}×{t.grad_accum}, {t.scheduler}{warm}"
 
 
-def _print_grid(summary: RunSummary, cfg: ExperimentConfig) -> None:
+def _print_grid(summary: RunSummary, cfg: ExperimentSettings) -> None:
     from rich import box
 
     from medtune.experiments.runner import cell_precision, stored_artifacts
@@ -122,7 +122,7 @@ def _print_grid(summary: RunSummary, cfg: ExperimentConfig) -> None:
                       highlight=False)
 
 
-def _print_memory(cfg: ExperimentConfig) -> None:
+def _print_memory(cfg: ExperimentSettings) -> None:
     """The memory plan per model × method against the GPU its cells get (nothing on a CPU machine that states
     no `training.gpu_memory`)."""
     from medtune.experiments.checks import memory_plans

@@ -1,6 +1,6 @@
 """``medtune train`` (fine-tune in the planned order), ``medtune verify-order`` and ``medtune export``.
 
-The training options are generated from :class:`medtune.training.TrainConfig` (one per field, same defaults; a
+The training options are generated from :class:`medtune.training.TrainSettings` (one per field, same defaults; a
 method's settings group flattened: ``--lora-r``, ``--galore-rank``, ``--knowtuning-beta``, and a plugin method's
 ``--<group>-<setting>`` once the plugin is loaded);
 options left unset keep the schema's defaults or those of ``--preset``; options given explicitly always win over
@@ -23,7 +23,7 @@ from medtune.adaptive.stage import AdaptiveSettings
 from medtune.cli.options import COUNT, bounded, option_name, with_settings
 from medtune.errors import ConfigError
 from medtune.hardware import set_threads
-from medtune.training.config import TrainConfig, resolve_training_settings
+from medtune.training.config import TrainSettings, resolve_training_settings
 from medtune.training.method_settings import plugin_settings_groups
 
 console = Console(highlight=False)
@@ -33,7 +33,7 @@ err_console = Console(stderr=True, highlight=False)
 ADAPTIVE_RENAME = {"options": "--adaptive-option"}
 
 
-@with_settings(TrainConfig, rename={"tiny": "--tiny-option"}, groups=plugin_settings_groups)
+@with_settings(TrainSettings, rename={"tiny": "--tiny-option"}, groups=plugin_settings_groups)
 @with_settings(AdaptiveSettings, exclude=("strategy",), rename=ADAPTIVE_RENAME, param="adaptive_given")
 def train_command(
     items: Annotated[Path | None, typer.Option(
@@ -75,7 +75,7 @@ def train_command(
         check_folder_output(output, "-o")
     saved = output / "config.json" if output is not None else None
     # Resume with the saved settings, and what the command line says explicitly.
-    layers = [TrainConfig.load(saved).model_dump()] if resume and saved is not None and saved.exists() else []
+    layers = [TrainSettings.load(saved).model_dump()] if resume and saved is not None and saved.exists() else []
     settings = resolve_training_settings(*layers, given, where="options")
     if dry_run:
         print_memory_plan(settings, world_size)
@@ -114,7 +114,7 @@ def adaptive_from_options(strategy: str | None, given: dict[str, Any]) -> Adapti
     return validate_settings(AdaptiveSettings, {"strategy": strategy, **given}, "options")
 
 
-def print_memory_plan(settings: TrainConfig, world_size: int | None) -> None:
+def print_memory_plan(settings: TrainSettings, world_size: int | None) -> None:
     """The dry run: the plan of the run these settings describe, refused (exit 2) when it does not fit the GPU."""
     from medtune.hardware import world_size_from_env
     from medtune.training.memory import check_fits, plan_run

@@ -37,7 +37,7 @@ from pydantic import Field
 
 from medtune.errors import InputError
 from medtune.schema import Item, MCQItem, QAItem
-from medtune.settings import Settings
+from medtune.settings import Settings, renamed_names
 
 SelectMode = Literal["longest", "shortest", "median"]
 
@@ -392,7 +392,7 @@ def select_by_explanation_length(items: Sequence[Item], n: int, mode: SelectMode
 # The whole preparation
 
 
-class PrepareConfig(Settings):
+class PrepareSettings(Settings):
     """The data-preparation stage's settings: which questions to keep, how to clean them, which to select."""
 
     single_answer: bool = Field(True, description="keep single-answer questions only (meta.choice_type != 'multi')")
@@ -433,9 +433,9 @@ class PrepareReport:
         }
 
 
-def prepare_items(items: Sequence[Item], config: PrepareConfig | None = None) -> tuple[list[Item], PrepareReport]:
+def prepare_items(items: Sequence[Item], config: PrepareSettings | None = None) -> tuple[list[Item], PrepareReport]:
     """Apply the preparation steps in order (single answer, filter, clean, dedup, select) with a report."""
-    cfg = config or PrepareConfig()
+    cfg = config or PrepareSettings()
     report = PrepareReport(config=cfg.to_dict())
     cur = list(items)
     if cfg.single_answer:
@@ -524,7 +524,7 @@ def leakage_report(
     return LeakageReport(len(train), len(test), threshold, pairs)
 
 
-def run_prepare(settings: PrepareConfig, items_path: Path, out: Path) -> tuple[list[Item], PrepareReport]:
+def run_prepare(settings: PrepareSettings, items_path: Path, out: Path) -> tuple[list[Item], PrepareReport]:
     """The preparation stage: read ``items_path``, prepare, write ``out`` (items Parquet); nothing when all go.
 
     Returns the kept items and the report (``medtune data prepare`` prints and optionally saves it).
@@ -538,3 +538,6 @@ def run_prepare(settings: PrepareConfig, items_path: Path, out: Path) -> tuple[l
     write_items(kept, out)
     return kept, report
 
+
+# Names of the previous release, kept with a DeprecationWarning for one more.
+__getattr__ = renamed_names(__name__, {'PrepareConfig': 'PrepareSettings'}, globals())

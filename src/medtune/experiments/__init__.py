@@ -14,13 +14,14 @@ process pool, Ray), ``pipeline`` (each stage's own function wired per cell, with
 ``runner`` (resume logic).
 """
 
-from medtune.experiments.config import ExperimentConfig, config_from_dict, dump_config, load_config
+from medtune.experiments.config import ExperimentSettings, config_from_dict, dump_config, load_config
 from medtune.experiments.grid import Cell, cell_key, expand
 from medtune.experiments.runner import GridStatus, RunSummary, grid_status, run_experiment
+from medtune.settings import renamed_names
 
 __all__ = [
     "Cell",
-    "ExperimentConfig",
+    "ExperimentSettings",
     "GridStatus",
     "RunSummary",
     "cell_key",
@@ -31,3 +32,6 @@ __all__ = [
     "load_config",
     "run_experiment",
 ]
+
+# The previous release's name, kept with a DeprecationWarning for one more.
+__getattr__ = renamed_names(__name__, {"ExperimentConfig": "ExperimentSettings"}, globals())

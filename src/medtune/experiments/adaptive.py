@@ -5,7 +5,7 @@ chosen during training by :mod:`medtune.adaptive` instead of a fixed order. The 
 the fields of the adaptive stage's schema (:class:`medtune.adaptive.AdaptiveSettings`: ``options``, ``every``,
 ``anchor_mode``, ``score_batch``, ``rescore``) and is validated by it; what the schema takes as files or ids is
 derived per cell: ``strategy`` is the entry's ``name``, ``anchors`` a sample the entry sizes
-(:class:`AnchorConfig`), ``difficulty`` the cell's difficulty source. Its order stage writes the random
+(:class:`GridAnchorSettings`), ``difficulty`` the cell's difficulty source. Its order stage writes the random
 shuffle of the cell's seed (the candidate pool and the number of steps, the very artifact the random arm trains
 on), so the adaptive arm and random shuffle take the same steps from the same pool and initialisation.
 
@@ -39,7 +39,7 @@ B_COLUMN = "b"
 B_FILE = "ability_b.parquet"
 
 
-class AnchorConfig(BaseModel):
+class GridAnchorSettings(BaseModel):
     """The ability estimate's anchor items: a fixed sample of the training items."""
 
     model_config = ConfigDict(extra="forbid")
@@ -62,13 +62,13 @@ class _AdaptiveSection(BaseModel):
         return validate_settings(AdaptiveSettings, values, "adaptive")
 
 
-AdaptiveEntry = create_model(
-    "AdaptiveEntry", __base__=_AdaptiveSection,
+GridAdaptiveSettings = create_model(
+    "GridAdaptiveSettings", __base__=_AdaptiveSection,
     __doc__="A grid strategy's ``adaptive`` section: the fields of medtune.adaptive.AdaptiveSettings the grid sets "
             "(GRID_FIELDS, their defaults and ranges the schema's), and the size of the anchor sample.",
     **{name: (info.annotation, copy(info)) for name, info in AdaptiveSettings.model_fields.items()
        if name in GRID_FIELDS},
-    anchors=(AnchorConfig, Field(default_factory=AnchorConfig, description="anchors (strategies estimating "
+    anchors=(GridAnchorSettings, Field(default_factory=GridAnchorSettings, description="anchors (strategies estimating "
                                  "ability)")),
 )
 
@@ -98,7 +98,7 @@ def strategy_needs(name: str) -> tuple[str, ...]:
     return tuple(get_adaptive(name).needs)
 
 
-def anchor_ids(items: Sequence[Item], anchors: AnchorConfig) -> list[str]:
+def anchor_ids(items: Sequence[Item], anchors: GridAnchorSettings) -> list[str]:
     """The fixed anchor sample: ``anchors.n`` training ids drawn with ``anchors.seed`` from the sorted ids."""
     ids = sorted(it.id for it in items)
     return sorted(random.Random(anchors.seed).sample(ids, min(anchors.n, len(ids))))

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from medtune.difficulty_sources import SOURCES, get_difficulty_source
 from medtune.errors import ConfigError, MedtuneError
-from medtune.experiments.config import ExperimentConfig
+from medtune.experiments.config import ExperimentSettings
 from medtune.experiments.grid import Cell, expand
 from medtune.registry import Registry
 
@@ -41,7 +41,7 @@ SHOWN_CELLS = 6  # cell ids written out in a message; the rest are counted
 class GridView:
     """What a check looks at: the config, its cells, and the items of each data set (loaded on demand, once)."""
 
-    cfg: ExperimentConfig
+    cfg: ExperimentSettings
     cells: list[Cell]
     _raw: dict[str, Any] = field(default_factory=dict)
 
@@ -101,7 +101,7 @@ def register_check(check: Check, *, name: str | None = None, replace: bool = Fal
     return CHECKS.register(name or getattr(check, "__name__", ""), check, replace=replace)
 
 
-def cell_problems(cfg: ExperimentConfig, checks: Sequence[Check] | None = None) -> list[str]:
+def cell_problems(cfg: ExperimentSettings, checks: Sequence[Check] | None = None) -> list[str]:
     """Every problem that stops a cell of ``cfg`` from running, one message each (empty: all can run)."""
     view = GridView(cfg, expand(cfg))
     problems: list[str] = []
@@ -110,7 +110,7 @@ def cell_problems(cfg: ExperimentConfig, checks: Sequence[Check] | None = None) 
     return problems
 
 
-def check_cells(cfg: ExperimentConfig) -> None:
+def check_cells(cfg: ExperimentSettings) -> None:
     """Raise :class:`ConfigError` listing every cell of ``cfg`` that cannot run."""
     problems = cell_problems(cfg)
     if problems:
@@ -331,14 +331,14 @@ class CellPlan:
     cells: list[Cell]
 
 
-def executor_gpus(cfg: ExperimentConfig) -> tuple[int, float]:
+def executor_gpus(cfg: ExperimentSettings) -> tuple[int, float]:
     """(processes a cell trains with, share of one GPU it gets): ``executor.num_gpus`` above 1 is a multi-GPU
     cell, below 1 a cell that shares its GPU with others (Ray's fractional GPUs)."""
     n = float(getattr(cfg.executor, "num_gpus", 0) or 0)
     return (int(n), 1.0) if n >= 1 else (1, n if n > 0 else 1.0)
 
 
-def memory_plans(cfg: ExperimentConfig, cells: Sequence[Cell] | None = None) -> list[CellPlan]:
+def memory_plans(cfg: ExperimentSettings, cells: Sequence[Cell] | None = None) -> list[CellPlan]:
     """The plan of every model × method the grid trains, against the GPU memory its cells get: the cell's
     ``gpu_memory`` setting, else this machine's GPU; none (no plan) on a CPU machine without that setting, or
     for a model whose config cannot be read here (the cell's own loading reports that)."""

@@ -23,9 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from medtune.data.stage import DataSettings
 from medtune.difficulty_sources import SOURCES, DifficultySource, get_difficulty_source
 from medtune.errors import ConfigError
-from medtune.experiments.adaptive import AdaptiveEntry, validate_adaptive
+from medtune.experiments.adaptive import GridAdaptiveSettings, validate_adaptive
 from medtune.experiments.yaml_errors import KEY_PATH, path_to_loc, problem_lines, validation_lines, yaml_line
-from medtune.settings import section_model
+from medtune.settings import renamed_names, section_model
 from medtune.training.base_model import BaseModelSettings, PretrainSettings
 
 
@@ -33,10 +33,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-DataSetConfig = DataSettings  # a grid's `datasets:` entry is the data stage's own schema
+GridDataSetSettings = DataSettings  # a grid's `datasets:` entry is the data stage's own schema
 
 
-class TestSetConfig(DataSettings):
+class GridTestSetSettings(DataSettings):
     """A grid's `test_sets:` entry: the data stage's schema, or the held-out folds of a cross-validated training set.
 
     ``{name: lek-test, folds_of: lek}`` tests each fold's cells on the fold they did not train on (the data set
@@ -48,17 +48,17 @@ class TestSetConfig(DataSettings):
                                  "held-out fold, per fold cell")
 
 
-PretrainConfig = PretrainSettings  # the grid's `models[].pretrain` is the base-model stage's own schema
+GridPretrainSettings = PretrainSettings  # the grid's `models[].pretrain` is the base-model stage's own schema
 
 
 def _training_section() -> type[BaseModel]:
-    from medtune.training.config import CELL_FIELDS, TrainConfig
+    from medtune.training.config import CELL_FIELDS, TrainSettings
     from medtune.training.method_settings import nest_flat_keys, plugin_settings_groups
 
     return section_model(
-        "TrainingConfig", TrainConfig, exclude=(*CELL_FIELDS, "epochs"), groups=plugin_settings_groups,
+        "GridTrainingSettings", TrainSettings, exclude=(*CELL_FIELDS, "epochs"), groups=plugin_settings_groups,
         normalize=nest_flat_keys, nest_groups=True,
-        doc="The grid's shared training settings: every field of medtune.training.TrainConfig (unset: its "
+        doc="The grid's shared training settings: every field of medtune.training.TrainSettings (unset: its "
             "default, or the preset's), plus the grid's axes. ``methods`` is a grid axis; ``epochs`` and "
             "``epoch_policy`` shape the order files (training then takes as many epochs as the order holds).",
         extra={
@@ -72,25 +72,25 @@ def _training_section() -> type[BaseModel]:
 
 
 def _model_training_section() -> type[BaseModel]:
-    from medtune.training.config import CELL_FIELDS, TrainConfig
+    from medtune.training.config import CELL_FIELDS, TrainSettings
     from medtune.training.method_settings import nest_flat_keys, plugin_settings_groups
 
-    return section_model("ModelTrainingConfig", TrainConfig, exclude=(*CELL_FIELDS, "epochs"),
+    return section_model("GridModelTrainingSettings", TrainSettings, exclude=(*CELL_FIELDS, "epochs"),
                          groups=plugin_settings_groups, normalize=nest_flat_keys, nest_groups=True,
                          doc="Training settings for one model only (they win over the grid's `training`).")
 
 
-TrainingConfig = _training_section()
-ModelTrainingConfig = _model_training_section()
+GridTrainingSettings = _training_section()
+GridModelTrainingSettings = _model_training_section()
 
 
-class ModelConfig(BaseModelSettings):
+class GridModelSettings(BaseModelSettings):
     """One model of the grid: the base-model stage's settings, a name, and training settings of its own."""
 
     name: str
-    training: ModelTrainingConfig = Field(  # type: ignore[valid-type]
-        default_factory=ModelTrainingConfig, description="training settings for this model only (override `training`)"
-    )
+    training: GridModelTrainingSettings = Field(  # type: ignore[valid-type]
+        default_factory=GridModelTrainingSettings,
+        description="training settings for this model only (override `training`)")
 
 
 def _sources_need(section: Any) -> None:
@@ -114,7 +114,7 @@ def _difficulty_section() -> type[BaseModel]:
     from medtune.difficulty_stage import DifficultySettings
 
     section = section_model(
-        "DifficultyConfig", DifficultySettings, exclude=("source",),
+        "GridDifficultySettings", DifficultySettings, exclude=("source",),
         doc="Where difficulty comes from: the difficulty stage's settings (medtune.difficulty_stage."
             "DifficultySettings) plus the grid axis ``sources`` — each listed source gives its own cells. "
             "``human``: the items' ``human_difficulty``; ``llm``: 1 − mean expected accuracy of the ``ensemble`` "
@@ -129,11 +129,11 @@ def _difficulty_section() -> type[BaseModel]:
             raise ValueError("quantiles: give `thresholds` or `quantiles`, not both")
         return self
 
-    return type("DifficultyConfig", (section,), {"_needs": model_validator(mode="after")(needs),
+    return type("GridDifficultySettings", (section,), {"_needs": model_validator(mode="after")(needs),
                                                  "__doc__": section.__doc__})
 
 
-DifficultyConfig = _difficulty_section()
+GridDifficultySettings = _difficulty_section()
 
 
 def _categories_section() -> type[BaseModel]:
@@ -142,25 +142,25 @@ def _categories_section() -> type[BaseModel]:
     return CategorySettings
 
 
-CategoriesConfig = _categories_section()  # no grid axis: the categories stage's own schema
+GridCategoriesSettings = _categories_section()  # no grid axis: the categories stage's own schema
 
 
 AA_SUFFIX = "-aa"  # the label suffix of the A/A arm: the baseline strategy again, with orders of its own
 AA_ORDER_SEED_OFFSET = 100_000
 
 
-class StrategyConfig(_Strict):
+class GridStrategySettings(_Strict):
     name: str = Field(description="a medtune.orders strategy name (with `adaptive`: a medtune.adaptive one)")
     label: str | None = Field(None, description="name in results when one strategy appears with several options")
     options: dict[str, Any] = Field(default_factory=dict)
     order_seed_offset: int = Field(0, ge=0, description="added to the cell's seed for the order only (the "
                                    "initialisation keeps the cell's seed): the A/A arm's own orders")
-    adaptive: AdaptiveEntry | None = Field(None, description="train with an adaptive strategy of medtune.adaptive "
-                                           "(``name`` is then its registered name; the order is random shuffle's, "
-                                           "the candidate pool)")
+    adaptive: GridAdaptiveSettings | None = Field(
+        None, description="train with an adaptive strategy of medtune.adaptive (``name`` is then its registered "
+                          "name; the order is random shuffle's, the candidate pool)")
 
     @model_validator(mode="after")
-    def _adaptive_entry(self) -> StrategyConfig:
+    def _adaptive_entry(self) -> GridStrategySettings:
         if self.adaptive is not None:
             if self.options:
                 raise ValueError("options: an adaptive strategy takes its options under `adaptive.options`, "
@@ -191,7 +191,7 @@ def _evaluation_section() -> type[BaseModel]:
     from medtune.evaluation_stage import EvalSettings
 
     return section_model(
-        "EvaluationConfig", EvalSettings,
+        "GridEvaluationSettings", EvalSettings,
         doc="The evaluation stage's settings (medtune.evaluation_stage.EvalSettings; unset: its defaults) plus "
             "``baseline``. By default a fine-tuned model is scored on the weights it was trained with: the "
             "same dtype, and a QLoRA adapter on its 4-bit base.",
@@ -202,10 +202,10 @@ def _evaluation_section() -> type[BaseModel]:
                                         "of the comparison"))})
 
 
-EvaluationConfig = _evaluation_section()
+GridEvaluationSettings = _evaluation_section()
 
 
-class ExecutorConfig(_Strict):
+class ExecutorSettings(_Strict):
     """Where cells run, and what each cell gets of the machine (see :mod:`medtune.experiments.executors`).
 
     GPU settings default to what the machine has, so one config runs on a laptop and on a GPU node: a cell gets
@@ -250,7 +250,7 @@ class ExecutorConfig(_Strict):
         return v
 
 
-class ExperimentConfig(_Strict):
+class ExperimentSettings(_Strict):
     """A whole grid: models × datasets × methods × strategies × difficulty sources × seeds."""
 
     name: str
@@ -265,19 +265,19 @@ class ExperimentConfig(_Strict):
                                           "from every initialisation seed")
     init_seeds: list[int] | None = Field(None, min_length=1, description="crossed seeds (with `order_seeds`): "
                                          "the training initialisation (and dropout) seeds")
-    models: list[ModelConfig] = Field(min_length=1)
-    datasets: list[DataSetConfig] = Field(min_length=1, description="training sets (a grid axis)")
-    test_sets: list[TestSetConfig] = Field(min_length=1, description="every cell is evaluated on each (a "
+    models: list[GridModelSettings] = Field(min_length=1)
+    datasets: list[GridDataSetSettings] = Field(min_length=1, description="training sets (a grid axis)")
+    test_sets: list[GridTestSetSettings] = Field(min_length=1, description="every cell is evaluated on each (a "
                                            "`folds_of` test set: each fold cell on its own held-out fold)")
-    strategies: list[StrategyConfig] = Field(min_length=1)
+    strategies: list[GridStrategySettings] = Field(min_length=1)
     baseline_strategy: str = "random"
     baseline_method: str | None = Field(None, description="the method the report compares the other methods with "
                                         "(default: full when the grid trains it, else the first method)")
-    difficulty: DifficultyConfig = Field(default_factory=DifficultyConfig)
-    categories: CategoriesConfig = Field(default_factory=CategoriesConfig)
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    difficulty: GridDifficultySettings = Field(default_factory=GridDifficultySettings)
+    categories: GridCategoriesSettings = Field(default_factory=GridCategoriesSettings)
+    training: GridTrainingSettings = Field(default_factory=GridTrainingSettings)
+    evaluation: GridEvaluationSettings = Field(default_factory=GridEvaluationSettings)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     base_dir: str | None = Field(None, description="set by the loader: the folder relative paths start from")
 
     @model_validator(mode="before")
@@ -322,26 +322,26 @@ class ExperimentConfig(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _known_baseline_method(self) -> ExperimentConfig:
+    def _known_baseline_method(self) -> ExperimentSettings:
         if self.baseline_method is not None and self.baseline_method not in self.training.methods:
             raise ValueError(f"baseline_method: '{self.baseline_method}' is not one of training.methods "
                              f"({', '.join(self.training.methods)})")
         return self
 
     @model_validator(mode="after")
-    def _aa_arm(self) -> ExperimentConfig:
+    def _aa_arm(self) -> ExperimentSettings:
         """With ``evaluation.aa_check`` the baseline strategy appears a second time, with its own order seeds."""
         if not self.evaluation.aa_check:
             return self
         label = f"{self.baseline_strategy}{AA_SUFFIX}"
         base = next((s for s in self.strategies if s.id == self.baseline_strategy), None)
         if base is not None and all(s.id != label for s in self.strategies):
-            self.strategies.append(StrategyConfig(name=base.name, label=label, options=dict(base.options),
+            self.strategies.append(GridStrategySettings(name=base.name, label=label, options=dict(base.options),
                                                   order_seed_offset=AA_ORDER_SEED_OFFSET))
         return self
 
     @model_validator(mode="after")
-    def _seed_design(self) -> ExperimentConfig:
+    def _seed_design(self) -> ExperimentSettings:
         crossed = (self.order_seeds is not None, self.init_seeds is not None)
         if any(crossed) and not all(crossed):
             key = "order_seeds" if self.order_seeds is not None else "init_seeds"
@@ -365,7 +365,7 @@ class ExperimentConfig(_Strict):
         return [(i, o) for i in self.init_seeds for o in self.order_seeds]
 
     @model_validator(mode="after")
-    def _unique_labels(self) -> ExperimentConfig:
+    def _unique_labels(self) -> ExperimentSettings:
         for what, labels in (
             ("models", [m.name for m in self.models]),
             ("datasets", [d.label for d in self.datasets]),
@@ -390,7 +390,7 @@ class ExperimentConfig(_Strict):
             p = Path(self.base_dir) / p
         return p
 
-    def model(self, name: str) -> ModelConfig:
+    def model(self, name: str) -> GridModelSettings:
         return next(m for m in self.models if m.name == name)
 
     def dataset(self, label: str) -> DataSettings:
@@ -435,7 +435,7 @@ class ExperimentConfig(_Strict):
         return out
 
     def training_settings(self, model_name: str, method: str, seed: int, base_spec: str | None = None) -> Any:
-        """The training settings of one cell (a :class:`medtune.training.TrainConfig`), resolved once.
+        """The training settings of one cell (a :class:`medtune.training.TrainSettings`), resolved once.
 
         Defaults < the preset < the grid's ``training`` < the model's own ``training`` < the cell's axes
         (method, seed, base model). Raises :class:`ConfigError` naming the config section that is wrong.
@@ -463,7 +463,7 @@ class ExperimentConfig(_Strict):
 # Loading with located errors (the locations: medtune.experiments.yaml_errors)
 
 
-def value_problems(cfg: ExperimentConfig) -> list[tuple[tuple[Any, ...], str]]:
+def value_problems(cfg: ExperimentSettings) -> list[tuple[tuple[Any, ...], str]]:
     """Values the config's schema admits but a stage refuses, as (place in the config, ``key.path: message``).
 
     The grid's sections hold the stages' fields unconstrained (a stage default must exist only once), and
@@ -538,7 +538,7 @@ def value_problems(cfg: ExperimentConfig) -> list[tuple[tuple[Any, ...], str]]:
     return problems
 
 
-def config_from_dict(data: Any, *, source: str = "<config>", node: yaml.Node | None = None) -> ExperimentConfig:
+def config_from_dict(data: Any, *, source: str = "<config>", node: yaml.Node | None = None) -> ExperimentSettings:
     """Validate a config mapping; errors name the key path (and YAML line when ``node`` is given)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a config must be a mapping of keys, got {type(data).__name__}")
@@ -552,7 +552,7 @@ def config_from_dict(data: Any, *, source: str = "<config>", node: yaml.Node | N
             line = yaml_line(node, ("plugins",)) if node is not None else None
             raise ConfigError(f"{source}:{line}: plugins: {exc}" if line else f"{source}: plugins: {exc}") from None
     try:
-        cfg = ExperimentConfig.model_validate(data)
+        cfg = ExperimentSettings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError("; ".join(validation_lines(exc, data, source, node))) from None
     problems = value_problems(cfg)
@@ -561,7 +561,7 @@ def config_from_dict(data: Any, *, source: str = "<config>", node: yaml.Node | N
     return cfg
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentSettings:
     """Read and validate a YAML experiment config.
 
     Relative paths in it are taken from the current directory (as with any command-line tool) and fixed at
@@ -588,7 +588,11 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     return config_from_dict(data, source=str(path), node=node)
 
 
-def dump_config(config: ExperimentConfig) -> str:
+def dump_config(config: ExperimentSettings) -> str:
     """The resolved config as YAML (written into the run directory beside the results)."""
     data = config.model_dump(mode="json", exclude={"base_dir"})
     return yaml.safe_dump(data, sort_keys=False)
+
+
+# Names of the previous release, kept with a DeprecationWarning for one more.
+__getattr__ = renamed_names(__name__, {'ExperimentConfig': 'ExperimentSettings'}, globals())

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from medtune.errors import ConfigError
-from medtune.experiments.config import ExecutorConfig
+from medtune.experiments.config import ExecutorSettings
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -100,7 +100,7 @@ class PoolPlan:
     devices: list[str] | None
 
 
-def cell_gpus(cfg: ExecutorConfig) -> int | None:
+def cell_gpus(cfg: ExecutorSettings) -> int | None:
     """GPUs per cell: ``gpus_per_cell``, else a config's Ray-only ``num_gpus`` rounded up; None: the default."""
     if cfg.gpus_per_cell is not None:
         return cfg.gpus_per_cell
@@ -109,7 +109,7 @@ def cell_gpus(cfg: ExecutorConfig) -> int | None:
     return None
 
 
-def pool_plan(cfg: ExecutorConfig, env: Mapping[str, str] | None = None,
+def pool_plan(cfg: ExecutorSettings, env: Mapping[str, str] | None = None,
               device_count: int | Callable[[], int] | None = None) -> PoolPlan:
     """The pool's workers and their devices: one worker per slot of ``gpus_per_cell`` (default 1) visible GPUs.
 
@@ -334,7 +334,7 @@ def run_pool(payloads: Sequence[Payload], fn: CellFn, on_done: OnDone, workers: 
 _RAY = {"local": False}  # whether ray_session started the instance in use: its resources are this machine's
 
 
-def ray_task_options(cfg: ExecutorConfig, resources: Mapping[str, float], *, local: bool) -> dict[str, float]:
+def ray_task_options(cfg: ExecutorSettings, resources: Mapping[str, float], *, local: bool) -> dict[str, float]:
     """``num_cpus`` and ``num_gpus`` of each cell's Ray task, given the instance's total ``resources``.
 
     GPUs: ``num_gpus``, else ``gpus_per_cell`` (default 1) where the cluster has GPUs and none where it has
@@ -373,7 +373,7 @@ def _ray_cell(fn: CellFn, payload: Payload) -> dict[str, Any]:
     return fn(payload)
 
 
-def run_ray(payloads: Sequence[Payload], fn: CellFn, on_done: OnDone, cfg: ExecutorConfig) -> None:
+def run_ray(payloads: Sequence[Payload], fn: CellFn, on_done: OnDone, cfg: ExecutorSettings) -> None:
     """One Ray task per cell, each asking for :func:`ray_task_options` (inside :func:`ray_session`)."""
     import ray
 
@@ -393,7 +393,7 @@ def run_ray(payloads: Sequence[Payload], fn: CellFn, on_done: OnDone, cfg: Execu
 
 
 @contextlib.contextmanager
-def ray_session(cfg: ExecutorConfig) -> Iterator[None]:
+def ray_session(cfg: ExecutorSettings) -> Iterator[None]:
     """Connect to ``cfg.address`` (or ``RAY_ADDRESS``), or start a local instance; stop it on exit only if started here.
 
     A local instance has this machine's CPUs and GPUs (``cfg.ray_init`` may set others, e.g. in tests), and is
@@ -422,7 +422,7 @@ def ray_session(cfg: ExecutorConfig) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def session(cfg: ExecutorConfig) -> Iterator[None]:
+def session(cfg: ExecutorSettings) -> Iterator[None]:
     """Keep the executor's resources (a Ray instance) alive across several :func:`run` calls.
 
     It also checks what the machine can give, so a config it cannot serve (more pool workers than GPU slots,
@@ -440,7 +440,7 @@ def session(cfg: ExecutorConfig) -> Iterator[None]:
         yield
 
 
-def run_cells(payloads: Sequence[Payload], fn: CellFn, on_done: OnDone, cfg: ExecutorConfig) -> None:
+def run_cells(payloads: Sequence[Payload], fn: CellFn, on_done: OnDone, cfg: ExecutorSettings) -> None:
     """Run every payload with the configured executor, calling ``on_done`` as each cell finishes."""
     if not payloads:
         return

@@ -17,7 +17,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from medtune.experiments.config import ExperimentConfig
+from medtune.experiments.config import ExperimentSettings
 from medtune.io import stable_hash
 
 AXES = ("model", "dataset", "method", "strategy", "difficulty", "seed", "order_seed", "fold")
@@ -82,11 +82,11 @@ def uses_difficulty(name: str, options: dict[str, Any] | None = None) -> bool:
     return get_strategy(name).reads_difficulty(options)
 
 
-def expand(config: ExperimentConfig) -> list[Cell]:
+def expand(config: ExperimentSettings) -> list[Cell]:
     """All cells of the grid, in a deterministic order (the YAML's list order, seeds innermost).
 
     Crossed seeds give one cell per (initialisation seed, order seed) pair; a cross-validated training set one
-    cell per fold (and whole-set cells where other test sets need them, see ``ExperimentConfig.folds_for``).
+    cell per fold (and whole-set cells where other test sets need them, see ``ExperimentSettings.folds_for``).
 
     Strategies that ignore difficulty (random, blocked, interleaved) get one cell per seed under the
     difficulty source ``none``, instead of identical copies per difficulty source.
@@ -118,7 +118,7 @@ def expand(config: ExperimentConfig) -> list[Cell]:
     return cells
 
 
-def cell_key(config: ExperimentConfig, cell: Cell) -> str:
+def cell_key(config: ExperimentSettings, cell: Cell) -> str:
     """Hash of the config parts that determine this cell's result (its axis values included)."""
     model = next(m for m in config.models if m.name == cell.model)
     data = next(d for d in config.datasets if d.label == cell.dataset)

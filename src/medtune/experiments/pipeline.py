@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from medtune.difficulty_sources import get_difficulty_source
-from medtune.experiments.config import DataSetConfig, ExperimentConfig, ModelConfig, StrategyConfig, config_from_dict
+from medtune.experiments.config import (
+    ExperimentSettings,
+    GridDataSetSettings,
+    GridModelSettings,
+    GridStrategySettings,
+    config_from_dict,
+)
 from medtune.experiments.grid import NO_DIFFICULTY, Cell
 from medtune.experiments.store import Artifact, ResultStore, Store
 from medtune.hardware import torch_threads
@@ -39,7 +45,7 @@ TRAIN_RUN = "run"  # the training run folder inside the train stage's folder
 class Context:
     """What the stages of one process share: the config, the store, and a log of stage timings."""
 
-    cfg: ExperimentConfig
+    cfg: ExperimentSettings
     store: Store
     progress: bool = False
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -67,7 +73,7 @@ def _fingerprint(path: Path | None) -> Any:
 # Stages
 
 
-def data_stage(ctx: Context, ds: DataSetConfig) -> Artifact:
+def data_stage(ctx: Context, ds: GridDataSetSettings) -> Artifact:
     """``items.parquet`` (+ textbook) of one data set: :func:`medtune.data.run_data`."""
     from medtune.data import run_data
 
@@ -83,7 +89,7 @@ def data_stage(ctx: Context, ds: DataSetConfig) -> Artifact:
     return ctx.note(f"data:{ds.label}{fold}", art)
 
 
-def base_model_stage(ctx: Context, model: ModelConfig, data: Artifact) -> tuple[str, Artifact | None]:
+def base_model_stage(ctx: Context, model: GridModelSettings, data: Artifact) -> tuple[str, Artifact | None]:
     """The model spec fine-tuning starts from: the spec itself, or a stored folder for built models.
 
     ``tiny`` (and any pretrained model) is built once by :func:`medtune.training.base_model.run_base_model` and
@@ -104,7 +110,7 @@ def base_model_stage(ctx: Context, model: ModelConfig, data: Artifact) -> tuple[
     return str(art.path / "model"), art
 
 
-def difficulty_settings(cfg: ExperimentConfig, source: str) -> Any:
+def difficulty_settings(cfg: ExperimentSettings, source: str) -> Any:
     """The difficulty stage's settings for one source of the grid's difficulty axis (paths resolved)."""
     from medtune.difficulty_stage import DifficultySettings
 
@@ -171,7 +177,7 @@ def categories_stage(ctx: Context, data: Artifact) -> Artifact | None:
     return ctx.note("categories", art)
 
 
-def order_settings(cfg: ExperimentConfig, strategy: StrategyConfig, seed: int, source: str) -> Any:
+def order_settings(cfg: ExperimentSettings, strategy: GridStrategySettings, seed: int, source: str) -> Any:
     """The order stage's settings of one cell: a grid's training set is all of its data set (``split: all``)."""
     from medtune.orders.stage import OrderSettings
 
@@ -188,7 +194,7 @@ def order_settings(cfg: ExperimentConfig, strategy: StrategyConfig, seed: int, s
     return OrderSettings.model_validate(values)
 
 
-def order_stage(ctx: Context, strategy: StrategyConfig, seed: int, source: str, data: Artifact,
+def order_stage(ctx: Context, strategy: GridStrategySettings, seed: int, source: str, data: Artifact,
                 diff: Artifact | None, cats: Artifact | None) -> Artifact:
     """``order.json`` (+ ``order_items.json``) for one strategy, seed and difficulty source: ``run_order``.
 
@@ -198,7 +204,7 @@ def order_stage(ctx: Context, strategy: StrategyConfig, seed: int, source: str, 
     from medtune.orders.stage import run_order
 
     if strategy.is_adaptive:
-        strategy = StrategyConfig(name="random", order_seed_offset=strategy.order_seed_offset)
+        strategy = GridStrategySettings(name="random", order_seed_offset=strategy.order_seed_offset)
         source, diff = NO_DIFFICULTY, None
     settings = order_settings(ctx.cfg, strategy, seed, source)
     inputs = {"data": data.key}
@@ -257,7 +263,7 @@ def train_stage(ctx: Context, cell: Cell, base_spec: str, base: Artifact | None,
     return ctx.note("train", ctx.store.get_or_compute("train", conf, inputs, compute))
 
 
-def eval_settings(cfg: ExperimentConfig) -> Any:
+def eval_settings(cfg: ExperimentSettings) -> Any:
     from medtune.evaluation_stage import EvalSettings
 
     return EvalSettings.model_validate(cfg.evaluation.stage_values())
@@ -314,7 +320,7 @@ def summarize_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
             "n_correct": round(acc["accuracy"] * n) if n is not None and acc.get("accuracy") is not None else None}
 
 
-def _strategy(cfg: ExperimentConfig, name: str) -> StrategyConfig:
+def _strategy(cfg: ExperimentSettings, name: str) -> GridStrategySettings:
     return next(s for s in cfg.strategies if s.id == name)
 
 
@@ -322,7 +328,7 @@ def _strategy(cfg: ExperimentConfig, name: str) -> StrategyConfig:
 # Precision, as the dry run shows it
 
 
-def cell_precision(cfg: ExperimentConfig, cell: Cell) -> dict[str, Any]:
+def cell_precision(cfg: ExperimentSettings, cell: Cell) -> dict[str, Any]:
     """The dtype and quantization a cell trains in and is evaluated in, resolved for this machine."""
     from medtune.evaluation_stage import ModelRef, describe_precision
     from medtune.training.methods import get_method
@@ -441,7 +447,7 @@ def execute_cell(payload: dict[str, Any]) -> dict[str, Any]:
     record["stages"] = ctx.stages if ctx else {}
     record["seconds"] = round(time.time() - t0, 3)
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    cfg_run_dir = ctx.cfg.run_dir if ctx else Path(ExperimentConfig.model_validate(payload["config"]).run_dir)
+    cfg_run_dir = ctx.cfg.run_dir if ctx else Path(ExperimentSettings.model_validate(payload["config"]).run_dir)
     ResultStore(cfg_run_dir).write(record)
     return record
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from medtune.experiments import executors, pipeline
-from medtune.experiments.config import ExperimentConfig, dump_config, load_config
+from medtune.experiments.config import ExperimentSettings, dump_config, load_config
 from medtune.experiments.grid import Cell, cell_key, expand
 from medtune.experiments.pipeline import cell_precision as cell_precision  # re-exported: `medtune run --dry-run`
 from medtune.experiments.store import ResultStore, Store
@@ -55,14 +55,14 @@ class RunSummary:
         return [s.cell.id for s in self.statuses if s.status == "failed"]
 
 
-def _as_config(config: ExperimentConfig | str | Path) -> ExperimentConfig:
-    cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
+def _as_config(config: ExperimentSettings | str | Path) -> ExperimentSettings:
+    cfg = config if isinstance(config, ExperimentSettings) else load_config(config)
     if cfg.base_dir is None:  # built in Python: relative paths start at the working directory
         cfg = cfg.model_copy(update={"base_dir": os.getcwd()})
     return cfg
 
 
-def check_config(config: ExperimentConfig) -> None:
+def check_config(config: ExperimentSettings) -> None:
     """Checks that need the stages' registries: strategy names and options, training options and preset.
 
     Done before any cell runs (and in a dry run), so a typo fails in seconds, naming its place in the config.
@@ -95,12 +95,12 @@ def check_config(config: ExperimentConfig) -> None:
     check_cells(config)  # every cell's inputs are there and hold what it reads (files, human difficulty, tables)
 
 
-def stored_artifacts(config: ExperimentConfig) -> dict[str, int]:
+def stored_artifacts(config: ExperimentSettings) -> dict[str, int]:
     """Finished artifacts per stage in the config's store (empty when nothing ran yet; creates nothing)."""
     return Store(config.store_path).stages() if config.store_path.exists() else {}
 
 
-def grid_status(config: ExperimentConfig) -> list[GridStatus]:
+def grid_status(config: ExperimentSettings) -> list[GridStatus]:
     """Every cell with its key and whether it is already done (read from the run directory)."""
     results = ResultStore(config.run_dir)
     out = []
@@ -111,7 +111,7 @@ def grid_status(config: ExperimentConfig) -> list[GridStatus]:
 
 
 def run_experiment(
-    config: ExperimentConfig | str | Path,
+    config: ExperimentSettings | str | Path,
     *,
     executor: str | None = None,
     dry_run: bool = False,
@@ -155,7 +155,7 @@ def run_experiment(
     return RunSummary(run_dir, table, grid_status(cfg), ran=[s.cell.id for s in todo], skipped=skipped)
 
 
-def _run_todo(cfg: ExperimentConfig, todo: list[GridStatus], statuses: list[GridStatus], results: ResultStore,
+def _run_todo(cfg: ExperimentSettings, todo: list[GridStatus], statuses: list[GridStatus], results: ResultStore,
               progress: bool, say: Callable[[str], None], cell_progress: bool) -> None:
     cfg_json = cfg.model_dump(mode="json")
     test_names = [t.label for t in cfg.test_sets]

@@ -1,7 +1,7 @@
 """Fine-tuning in exactly the planned order (full, LoRA/DoRA, QLoRA, GaLore, plugins), with a verifiable run log.
 
 Public API: :func:`run_training` (the stage: items + order → run folder), :func:`train` (Python, items in
-memory), :class:`TrainConfig` (the settings schema), :func:`verify_run`, :func:`get_method` /
+memory), :class:`TrainSettings` (the settings schema), :func:`verify_run`, :func:`get_method` /
 :func:`register_method` (the method registry). Modules: ``config`` (settings, presets), ``stage`` (the stage
 function), ``data`` (order → steps → micro-batches, completion-only labels), ``methods`` (one spec per method),
 ``trainer`` (the loop), ``checkpoint``, ``runlog``, ``verify``, ``export``, ``pretrain``, ``plots``.
@@ -17,7 +17,8 @@ from typing import Any
 
 _EXPORTS = {
     "PRESETS": "medtune.training.config",
-    "TrainConfig": "medtune.training.config",
+    "TrainSettings": "medtune.training.config",
+    "TrainConfig": "medtune.training.config",  # the previous release's name (a DeprecationWarning)
     "apply_preset": "medtune.training.config",
     "resolve_training_settings": "medtune.training.config",
     "run_training": "medtune.training.stage",
@@ -30,7 +31,7 @@ _EXPORTS = {
     "method_names": "medtune.training.methods",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(set(_EXPORTS) - {"TrainConfig"})
 
 
 def __getattr__(name: str) -> Any:

@@ -5,7 +5,7 @@ Why anchors: scoring a full test set every few hundred steps costs as much as th
 ``k`` anchor items chosen by IRT from known models' responses (``anchors.json``) give the full-test accuracy with
 a 95 % interval for the cost of ``k`` items.
 
-What a check does (``TrainConfig.eval_anchors``, every ``eval_every`` optimizer steps and after the last one):
+What a check does (``TrainSettings.eval_anchors``, every ``eval_every`` optimizer steps and after the last one):
 
 - the anchor items are scored the way :mod:`medtune.adaptive.scores` scores the model being trained (the model
   wrapped as a scoring backend, option text for an ``option`` target, the letter otherwise, the run's prompt

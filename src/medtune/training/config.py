@@ -32,7 +32,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_serializer, model_validator
 
 from medtune.errors import ConfigError
-from medtune.settings import Settings, format_validation_error, validate_settings
+from medtune.settings import Settings, format_validation_error, renamed_names, validate_settings
 from medtune.training.method_settings import (
     BUILTIN_GROUPS,
     FLAT_KEYS,
@@ -59,7 +59,7 @@ Estimator = Literal["weighted", "pirt", "gpirt"]
 CELL_FIELDS: tuple[str, ...] = ("method", "model", "seed")
 
 
-class TrainConfig(Settings):
+class TrainSettings(Settings):
     """Everything that determines a training run. Defaults suit the tiny model; presets adjust them for real models."""
 
     method: str = Field("lora", description="fine-tuning method (a registered name: full, lora, dora, qlora, "
@@ -143,7 +143,7 @@ class TrainConfig(Settings):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _settings_groups(cls, data: Any, handler: Any) -> TrainConfig:
+    def _settings_groups(cls, data: Any, handler: Any) -> TrainSettings:
         """Flat keys of earlier versions into their groups, and the groups of plugin methods validated by their
         own schemas (the fields of this class cannot list them: plugins register them at run time)."""
         if not isinstance(data, Mapping):
@@ -203,7 +203,7 @@ class TrainConfig(Settings):
         return v
 
     @model_validator(mode="after")
-    def _anchor_check_settings(self) -> TrainConfig:
+    def _anchor_check_settings(self) -> TrainSettings:
         """The anchor check's settings come together: items without anchors (or anchors without items) would
         silently check nothing, or fail only after the model has been loaded."""
         if self.eval_anchors is None:
@@ -237,16 +237,16 @@ class TrainConfig(Settings):
     def global_batch(self) -> int:
         return self.batch_size * self.grad_accum
 
-    def validate(self) -> TrainConfig:
+    def validate(self) -> TrainSettings:
         """Kept for callers of the former dataclass: a pydantic model is validated on creation and assignment."""
         return self
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = "training") -> TrainConfig:
+    def from_dict(cls, data: Mapping[str, Any], where: str = "training") -> TrainSettings:
         return validate_settings(cls, dict(data), where)
 
     @classmethod
-    def from_run_record(cls, data: Mapping[str, Any]) -> TrainConfig:
+    def from_run_record(cls, data: Mapping[str, Any]) -> TrainSettings:
         """The settings stored in a run folder's ``config.json``, also from runs written by earlier versions
         (their flat ``lora_r``-style keys are read into the groups)."""
         data = dict(data)
@@ -255,7 +255,7 @@ class TrainConfig(Settings):
         return cls.from_dict(data, where="config.json: train")
 
     @classmethod
-    def load(cls, path: str | Path) -> TrainConfig:
+    def load(cls, path: str | Path) -> TrainSettings:
         from medtune.training.run_record import read_json_object
 
         data = read_json_object(path)
@@ -273,14 +273,14 @@ def _flat_alias(key: str, group: str, field: str) -> property:
     import warnings
 
     def warn() -> None:
-        warnings.warn(f"TrainConfig.{key} is deprecated: use TrainConfig.{group}.{field}", DeprecationWarning,
+        warnings.warn(f"TrainSettings.{key} is deprecated: use TrainSettings.{group}.{field}", DeprecationWarning,
                       stacklevel=3)
 
-    def get(self: TrainConfig) -> Any:
+    def get(self: TrainSettings) -> Any:
         warn()
         return getattr(getattr(self, group), field)
 
-    def set_(self: TrainConfig, value: Any) -> None:
+    def set_(self: TrainSettings, value: Any) -> None:
         warn()
         old = getattr(self, group)  # a new group object: a copy of this config may share the old one
         setattr(self, group, type(old).model_validate({**old.model_dump(), field: value}))
@@ -289,7 +289,7 @@ def _flat_alias(key: str, group: str, field: str) -> property:
 
 
 for _key, (_group, _field) in FLAT_KEYS.items():  # for one release, like the flat keys in configs
-    setattr(TrainConfig, _key, _flat_alias(_key, _group, _field))
+    setattr(TrainSettings, _key, _flat_alias(_key, _group, _field))
 
 
 # The orders study (Yang et al. 2024): QLoRA r 16, alpha 64, dropout 0.1, all linear layers but the head,
@@ -323,7 +323,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def resolve_training_settings(*layers: Mapping[str, Any] | None, preset: str | None = None,
-                              where: str = "training") -> TrainConfig:
+                              where: str = "training") -> TrainSettings:
     """The one precedence rule: defaults < preset < each layer in turn (later wins), validated once.
 
     A preset fills only what no layer sets explicitly, so ``--lr`` on the command line or ``lr:`` in a grid always
@@ -335,10 +335,10 @@ def resolve_training_settings(*layers: Mapping[str, Any] | None, preset: str | N
         if name not in PRESETS:
             raise ConfigError(f"{where}.preset: unknown preset '{name}' (available: {', '.join(PRESETS)})")
         merged = {**merge_settings_layers(PRESETS[name], merged), "preset": name}
-    return TrainConfig.from_dict(merged, where)
+    return TrainSettings.from_dict(merged, where)
 
 
-def apply_preset(config: TrainConfig, name: str | None, explicit: Iterable[str] | None = None) -> TrainConfig:
+def apply_preset(config: TrainSettings, name: str | None, explicit: Iterable[str] | None = None) -> TrainSettings:
     """Overlay preset ``name`` on ``config``, leaving the fields named in ``explicit`` as they are."""
     if not name:
         return config
@@ -352,4 +352,8 @@ def apply_preset(config: TrainConfig, name: str | None, explicit: Iterable[str] 
             keep.setdefault(group, {})[field] = dumped[group][field]
         else:
             keep[key] = dumped[key]
-    return TrainConfig.from_dict({**merge_settings_layers(dumped, PRESETS[name], keep), "preset": name})
+    return TrainSettings.from_dict({**merge_settings_layers(dumped, PRESETS[name], keep), "preset": name})
+
+
+# Names of the previous release, kept with a DeprecationWarning for one more.
+__getattr__ = renamed_names(__name__, {'TrainConfig': 'TrainSettings'}, globals())

@@ -16,7 +16,7 @@ from typing import Any
 
 from medtune.errors import ConfigError, InputError, MedtuneError
 from medtune.io import atomic_folder, check_folder_output
-from medtune.training.config import TrainConfig
+from medtune.training.config import TrainSettings
 from medtune.training.methods import MethodSpec, get_method, save_pretrained_atomic
 from medtune.training.run_record import read_config_json, read_run_record
 
@@ -36,7 +36,7 @@ def run_method(run_dir: str | Path) -> MethodSpec | None:
     if not isinstance(train, dict) or "method" not in train:
         return None  # a model's own config.json
     try:  # read as the config reads it, so records of earlier versions keep working
-        return get_method(TrainConfig.from_run_record(train).method)
+        return get_method(TrainSettings.from_run_record(train).method)
     except ConfigError as exc:
         raise InputError(f"the run's training settings cannot be used here: {exc}", file=cfg) from None
 

@@ -45,7 +45,7 @@ from medtune.hardware import world_size_from_env
 from medtune.io import write_json_atomic
 from medtune.schema import Item
 from medtune.training import checkpoint as ckpt
-from medtune.training.config import TrainConfig
+from medtune.training.config import TrainSettings
 from medtune.training.data import (
     IGNORE,
     Encoded,
@@ -162,7 +162,7 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
 class FinetuneRecipe:
     """One training run of the standard loop; see the module docstring for what each step guarantees."""
 
-    config: TrainConfig
+    config: TrainSettings
     items: Sequence[Item]
     order: dict[str, Any]
     run_dir: Path

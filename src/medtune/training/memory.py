@@ -20,12 +20,12 @@ from medtune.training.model_shape import ModelShape, model_shape
 
 if TYPE_CHECKING:
 
-    from medtune.training.config import TrainConfig
+    from medtune.training.config import TrainSettings
 
 FSDP_SIZES = (2, 4, 8)  # GPU counts a suggestion tries
 
 
-def plan_memory(config: TrainConfig, shape: ModelShape, *, world_size: int = 1, gpu_bytes: int | None = None,
+def plan_memory(config: TrainSettings, shape: ModelShape, *, world_size: int = 1, gpu_bytes: int | None = None,
                 precision: str | None = None) -> MemoryPlan:
     """The memory plan of ``config`` on a model of ``shape``, per GPU of ``world_size``, against ``gpu_bytes``.
 
@@ -91,7 +91,7 @@ def _combined_fix(candidates: list[dict[str, Any]], world_size: int, fits: Any) 
     return []
 
 
-def _candidate_fixes(config: TrainConfig, plan: MemoryPlan, world_size: int) -> list[dict[str, Any]]:
+def _candidate_fixes(config: TrainSettings, plan: MemoryPlan, world_size: int) -> list[dict[str, Any]]:
     """Changes to try, in order of preference (``group``: alternatives of which the first that fits is kept)."""
     fixes: list[dict[str, Any]] = []
     one = {"world_size": world_size}
@@ -144,7 +144,7 @@ def fix_text(fix: dict[str, Any], *, style: str = "cli") -> str:
 # The run's plan and its check
 
 
-def gpu_memory_bytes(config: TrainConfig) -> int | None:
+def gpu_memory_bytes(config: TrainSettings) -> int | None:
     """Bytes per GPU to plan against: ``config.gpu_memory`` (GiB) when set, else this machine's current CUDA
     device, else None (a CPU machine without a stated GPU checks nothing)."""
     if config.gpu_memory is not None:
@@ -158,7 +158,7 @@ def gpu_memory_bytes(config: TrainConfig) -> int | None:
 
 
 
-def plan_run(config: TrainConfig, *, model: Any = None, world_size: int = 1) -> MemoryPlan:
+def plan_run(config: TrainSettings, *, model: Any = None, world_size: int = 1) -> MemoryPlan:
     """The plan of a run before its model loads: the shape from ``model`` when it is in memory, else from
     ``config.model``'s config; a model whose config cannot be read gives a plan that says so (``fits`` None)."""
     gpu = gpu_memory_bytes(config)

@@ -47,7 +47,7 @@ from medtune.training.model_shape import LinearGroup, ModelShape
 
 if TYPE_CHECKING:
 
-    from medtune.training.config import TrainConfig
+    from medtune.training.config import TrainSettings
 
 OVERHEAD_FIXED = GIB  # CUDA context + cuBLAS/cuDNN workspaces (≈0.5-1 GiB on recent GPUs), unseen by the allocator
 OVERHEAD_SHARE = 0.05  # reserved but unused blocks of PyTorch's caching allocator
@@ -68,7 +68,7 @@ class MemoryMethod:
     label: str = ""
 
 
-def memory_method(config: TrainConfig) -> MemoryMethod:
+def memory_method(config: TrainSettings) -> MemoryMethod:
     """How ``config``'s method holds the model, for the formulas (and for the fit check's suggestions)."""
     name = config.method
     if name == "knowtuning":
@@ -92,7 +92,7 @@ def memory_method(config: TrainConfig) -> MemoryMethod:
     return MemoryMethod("lora" if spec.is_adapter else "full", label=name)
 
 
-def planned_precision(config: TrainConfig) -> str:
+def planned_precision(config: TrainSettings) -> str:
     """The precision to plan for: the run's own on a GPU machine; on a CPU machine the GPU run being planned
     (``auto`` → bf16), since a CPU run has no GPU memory to plan."""
     from medtune.hardware import on_gpu
@@ -108,7 +108,7 @@ def _adapters(shape: ModelShape, m: MemoryMethod) -> list[LinearGroup]:
     return [g for g in shape.linears if g.name in set(m.targets)]
 
 
-def _label_tokens(config: TrainConfig, items: int, tokens: int) -> int:
+def _label_tokens(config: TrainSettings, items: int, tokens: int) -> int:
     """Answer tokens the head runs on: the letter and EOS; an option's text ~32 tokens; with the explanation up
     to half the item."""
     if config.target == "letter":
@@ -205,7 +205,7 @@ def activation_bytes(shape: ModelShape, p: _Pass) -> int:
     return int(layers + outside)
 
 
-def _optimizer_state(config: TrainConfig, m: MemoryMethod) -> tuple[float, bool]:
+def _optimizer_state(config: TrainSettings, m: MemoryMethod) -> tuple[float, bool]:
     """(bytes of state per trained parameter, whether the step allocates a full-size fp32 buffer)."""
     from medtune.training.methods import get_method
 
@@ -217,7 +217,7 @@ def _optimizer_state(config: TrainConfig, m: MemoryMethod) -> tuple[float, bool]
     return ADAMW_STATE, True  # torch's foreach AdamW: a copy of the second moment's root in the step
 
 
-def _galore_state(shape: ModelShape, config: TrainConfig) -> tuple[int, int]:
+def _galore_state(shape: ModelShape, config: TrainSettings) -> tuple[int, int]:
     """(optimizer bytes, step buffer bytes) of GaLore: projected moments and projectors for the target matrices,
     full moments for everything else; the step's SVD and back-projection of the largest matrix."""
     moment = 1 if config.galore.optim == "galore_adamw_8bit" else 4
@@ -235,7 +235,7 @@ def _galore_state(shape: ModelShape, config: TrainConfig) -> tuple[int, int]:
     return state, 3 * 4 * shape.largest_linear
 
 
-def _stage_plan(config: TrainConfig, shape: ModelShape, m: MemoryMethod, *, world_size: int, precision: str,
+def _stage_plan(config: TrainSettings, shape: ModelShape, m: MemoryMethod, *, world_size: int, precision: str,
                 rows: tuple[int, ...], items: int, full_logits: bool = False, reference: bool = False,
                 optimizer: tuple[float, bool] | None = None, shard: bool | None = None,
                 attn: str | None = None) -> MemoryPlan:
@@ -333,18 +333,18 @@ def _stage_plan(config: TrainConfig, shape: ModelShape, m: MemoryMethod, *, worl
                       n_params=n, trainable=trainable, notes=notes, memory_check=config.memory_check)
 
 
-def _attn(config: TrainConfig) -> str:
+def _attn(config: TrainSettings) -> str:
     return "flash" if config.attn_implementation.startswith("flash") else config.attn_implementation
 
 
-def _rows(config: TrainConfig, rows_per_item: int = 1) -> tuple[int, ...]:
+def _rows(config: TrainSettings, rows_per_item: int = 1) -> tuple[int, ...]:
     """Tokens per row of the largest micro-batch: one packed row, or ``batch_size`` padded rows."""
     if config.packing and rows_per_item == 1:
         return (config.batch_size * config.max_length,)
     return (config.max_length,) * (config.batch_size * rows_per_item)
 
 
-def estimate_memory(config: TrainConfig, shape: ModelShape, *, world_size: int, precision: str) -> MemoryPlan:
+def estimate_memory(config: TrainSettings, shape: ModelShape, *, world_size: int, precision: str) -> MemoryPlan:
     """The plan of ``config`` on ``shape`` per GPU of ``world_size`` at ``precision``, without a verdict: for a method
     with stages of its own (``knowtuning``) the larger of its stages."""
     m = memory_method(config)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
 
-    from medtune.training.config import TrainConfig
+    from medtune.training.config import TrainSettings
 
 GIB = 2**30
 
@@ -55,7 +55,7 @@ class MemoryPlan:
         return self.total - self.overhead
 
     @classmethod
-    def unknown(cls, config: TrainConfig, why: str, gpu_bytes: int | None, world_size: int = 1) -> MemoryPlan:
+    def unknown(cls, config: TrainSettings, why: str, gpu_bytes: int | None, world_size: int = 1) -> MemoryPlan:
         return cls(model=config.model, method=config.method, precision="?", world_size=world_size,
                    gpu_bytes=gpu_bytes, fits=None, note=why, memory_check=config.memory_check)
 

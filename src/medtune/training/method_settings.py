@@ -2,7 +2,7 @@
 
 A method with settings of its own declares them as one :class:`~medtune.settings.Settings` class (as TRL has one
 config class per algorithm) and names it in its spec (``MethodSpec.settings_class``). The training settings hold
-each group under its name — ``training: {lora: {r: 16}}`` in a grid, ``TrainConfig(lora={"r": 16})`` in Python,
+each group under its name — ``training: {lora: {r: 16}}`` in a grid, ``TrainSettings(lora={"r": 16})`` in Python,
 ``--lora-r 16`` on the command line — so a method's settings are declared in one place, and a plugin's method gets
 a group, options and YAML keys exactly like a built-in.
 
@@ -10,7 +10,7 @@ This module imports no torch and nothing of :mod:`medtune.training.methods`: the
 (:mod:`medtune.training.config`) and the method specs both import it, so neither imports the other. It holds the
 method registry itself (:data:`METHODS`, a :class:`medtune.registry.Registry` whose built-ins are named by
 reference and imported on first use), so the schema checks a method name without importing any method. The
-built-in groups (``lora``, ``galore``, ``knowtuning``) are declared here and are typed fields of ``TrainConfig``;
+built-in groups (``lora``, ``galore``, ``knowtuning``) are declared here and are typed fields of ``TrainSettings``;
 a plugin's group is added by ``register_method`` through :func:`register_settings_group`.
 
 Until the flat keys of earlier versions (``lora_r``, ``galore_rank``, ``knowtuning_beta``, ...) are removed,
@@ -111,7 +111,7 @@ class KnowTuningSettings(Settings):
         return list(dict.fromkeys(v))
 
 
-# The groups that are typed fields of TrainConfig (cfg.lora, cfg.galore, cfg.knowtuning).
+# The groups that are typed fields of TrainSettings (cfg.lora, cfg.galore, cfg.knowtuning).
 BUILTIN_GROUPS: dict[str, type[Settings]] = {
     "lora": LoraSettings, "galore": GaloreSettings, "knowtuning": KnowTuningSettings,
 }
@@ -187,7 +187,7 @@ def forget_method(method: str) -> None:
 
 
 def plugin_settings_groups() -> dict[str, type[Settings]]:
-    """The groups registered by plugin methods (not fields of ``TrainConfig``), by name."""
+    """The groups registered by plugin methods (not fields of ``TrainSettings``), by name."""
     return dict(_PLUGIN_GROUPS)
 
 

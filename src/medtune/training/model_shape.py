@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import nn
 
-    from medtune.training.config import TrainConfig
+    from medtune.training.config import TrainSettings
 
 
 
@@ -75,7 +75,7 @@ class ModelShape:
 _SHAPES: dict[str, ModelShape] = {}
 
 
-def model_shape(source: Any, config: TrainConfig | None = None) -> ModelShape:
+def model_shape(source: Any, config: TrainSettings | None = None) -> ModelShape:
     """The shape of ``source``: a ``PretrainedConfig``, a loaded ``nn.Module`` (also PEFT-wrapped or 4-bit), a
     model spec (a local folder's ``config.json``, a hub name in the local cache, ``smollm2``, a ``.gguf``), or
     ``"tiny"`` sized by ``config.tiny`` / ``config.tiny_vocab_size``. No weights are read; raises
@@ -93,7 +93,7 @@ def model_shape(source: Any, config: TrainConfig | None = None) -> ModelShape:
     return _shape_from_config(read_model_config(spec), source=spec)
 
 
-def tiny_config(config: TrainConfig | None = None) -> Any:
+def tiny_config(config: TrainSettings | None = None) -> Any:
     """The ``LlamaConfig`` of ``--model tiny`` as :func:`medtune.models.build_tiny_model` makes it (its vocabulary
     is the tokenizer's, at most ``tiny_vocab_size``)."""
     from transformers import LlamaConfig

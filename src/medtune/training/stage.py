@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from medtune.errors import InputError, MedtuneError
-from medtune.training.config import TrainConfig
+from medtune.training.config import TrainSettings
 from medtune.training.run_record import read_run_record
 
 TRAIN_SPLIT = "train"
@@ -51,7 +51,7 @@ def select_training_items(items: list[Any], split: str | None, *, file: Path | N
     return kept, note
 
 
-def run_training(settings: TrainConfig, items_path: Path, order_path: Path, out: Path, *, split: str | None = None,
+def run_training(settings: TrainSettings, items_path: Path, order_path: Path, out: Path, *, split: str | None = None,
                  resume: bool = False, progress: bool = False, planner: Any = None) -> dict[str, Any]:
     """Fine-tune ``settings.model`` on the items of ``items_path`` in the order of ``order_path``; writes ``out``.
 
@@ -97,7 +97,7 @@ def run_training(settings: TrainConfig, items_path: Path, order_path: Path, out:
             "train_config": settings.to_dict()}
 
 
-def cell_processes(settings: TrainConfig, planner: Any = None) -> int:
+def cell_processes(settings: TrainSettings, planner: Any = None) -> int:
     """How many processes this training runs as: one per GPU the grid gave the cell (``MEDTUNE_CELL_GPUS``), or
     one when already launched by ``torchrun``, for a staged method (KnowTuning) or an adaptive planner (both
     decide on one process)."""
@@ -111,7 +111,7 @@ def cell_processes(settings: TrainConfig, planner: Any = None) -> int:
     return wanted
 
 
-def launch_processes(settings: TrainConfig, items_path: Path, order_path: Path, out: Path, *, nproc: int,
+def launch_processes(settings: TrainSettings, items_path: Path, order_path: Path, out: Path, *, nproc: int,
                      split: str | None, resume: bool) -> Any:
     """Run this stage as ``nproc`` processes under ``torchrun`` (each on its own GPU: DDP or FSDP, see
     :mod:`medtune.training.placement`) and return what one process would: the run's steps, losses and weights.
@@ -153,7 +153,7 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default=None)
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
-    settings = TrainConfig.from_dict(json.loads(Path(args.settings).read_text(encoding="utf-8")), where=args.settings)
+    settings = TrainSettings.from_dict(json.loads(Path(args.settings).read_text(encoding="utf-8")), where=args.settings)
     run_training(settings, Path(args.items), Path(args.order), Path(args.out), split=args.split, resume=args.resume)
 
 

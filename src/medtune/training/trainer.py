@@ -29,7 +29,7 @@ from medtune.errors import ConfigError
 from medtune.schema import Item
 from medtune.training import checkpoint as ckpt
 from medtune.training.anchor_check import AnchorCheck
-from medtune.training.config import TrainConfig
+from medtune.training.config import TrainSettings
 from medtune.training.loop import AnswerLoss, FinetuneRecipe, answer_loss_sum, model_parts
 from medtune.training.methods import MethodSpec, StandardLoop, method_of
 from medtune.training.placement import Placement
@@ -46,7 +46,7 @@ __all__ = ["AnswerLoss", "Progress", "Reporters", "TrainResult", "answer_loss_su
 # Model loading
 
 
-def base_dtype(config: TrainConfig, precision: str) -> str:
+def base_dtype(config: TrainSettings, precision: str) -> str:
     """The dtype a run keeps its base weights in: half precision for a frozen adapter base, fp32 master
     weights for methods that train every weight (autocast computes in half precision either way)."""
     spec = method_of(config)
@@ -61,7 +61,7 @@ def _save_base(model: nn.Module, tokenizer: Any, path: Path) -> None:
     tokenizer.save_pretrained(path)
 
 
-def load_base_model(config: TrainConfig, items: Sequence[Item], run_dir: Path, *,
+def load_base_model(config: TrainSettings, items: Sequence[Item], run_dir: Path, *,
                     model: nn.Module | None = None, tokenizer: Any = None,
                     textbook: Sequence[str] | None = None,
                     placement: Placement | None = None) -> tuple[nn.Module, Any, str]:
@@ -123,7 +123,7 @@ def _with_attention(model: nn.Module, implementation: str) -> nn.Module:
 
 
 def train(
-    config: TrainConfig,
+    config: TrainSettings,
     items: Sequence[Item],
     order: dict[str, Any],
     run_dir: str | Path,
@@ -168,7 +168,7 @@ def train(
     return recipe.run()
 
 
-def _check_staged_method(config: TrainConfig, planner: StepPlanner | None) -> None:
+def _check_staged_method(config: TrainSettings, planner: StepPlanner | None) -> None:
     """Refuse what a method running its own stages cannot take, before any of them runs: a step planner and the
     anchor check both hook into the one standard loop, which such a method does not run as a whole."""
     if type(method_of(config)).train_run is MethodSpec.train_run:
@@ -188,7 +188,7 @@ def _check_resume(run_dir: Path, *, resume: bool, planner: StepPlanner | None) -
         raise ConfigError("this run decided its items adaptively: resume it with the same --adaptive settings")
 
 
-def save_trained(model: nn.Module, tokenizer: Any, run_dir: Path, config: TrainConfig) -> Path:
+def save_trained(model: nn.Module, tokenizer: Any, run_dir: Path, config: TrainSettings) -> Path:
     """The trained weights, where and how the run's method keeps them (``adapter/`` or ``model/``)."""
     return method_of(config).save(model, tokenizer, run_dir)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medtune.orders.orderfile import OrderFile
-from medtune.training.config import TrainConfig
+from medtune.training.config import TrainSettings
 from medtune.training.data import PlannedStep, plan_steps, planned_epochs
 from medtune.training.run_record import read_config_json, read_run_record
 from medtune.training.runlog import read_log
@@ -36,7 +36,7 @@ class VerifyResult:
 
 def planned_for_run(run_dir: str | Path, order_path: str | Path | None = None) -> list[PlannedStep]:
     run_dir = Path(run_dir)
-    config = TrainConfig.from_run_record(read_run_record(run_dir)["train"])
+    config = TrainSettings.from_run_record(read_run_record(run_dir)["train"])
     order = OrderFile.read(order_path or run_dir / "order.json")
     return plan_steps(planned_epochs(order, config.epochs), config.global_batch, config.max_steps)
 

@@ -29,7 +29,7 @@ from medtune.training.method_settings import METHODS
 
 if TYPE_CHECKING:
     from medtune.settings import Settings
-    from medtune.training.config import TrainConfig
+    from medtune.training.config import TrainSettings
     from medtune.training.result import TrainResult
 
 # The optimizers :func:`standard_optimizer` builds (a method with its own, like GaLore, overrides the builder).
@@ -46,7 +46,7 @@ class MethodSpec(ABC):
     ``-``): ``training: {<group>: {...}}`` in a grid, ``--<group>-<setting>`` on the command line, and
     ``config.settings_group(<group>)`` / ``config.method_settings()`` in the method's code. Methods of one family
     share a group (``lora``, ``dora`` and ``qlora`` read ``lora``). ``settings`` names the other
-    :class:`~medtune.training.config.TrainConfig` fields the method reads (for help texts and to catch a spec
+    :class:`~medtune.training.config.TrainSettings` fields the method reads (for help texts and to catch a spec
     that reads a field the config does not have).
     """
 
@@ -78,10 +78,10 @@ class MethodSpec(ABC):
         return self.is_adapter or self.base_quantization is not None
 
     @abstractmethod
-    def prepare(self, model: nn.Module, config: TrainConfig) -> nn.Module:
+    def prepare(self, model: nn.Module, config: TrainSettings) -> nn.Module:
         """Decide which parameters train (wrap the model if needed); returns the model to train."""
 
-    def build_optimizer(self, model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    def build_optimizer(self, model: nn.Module, config: TrainSettings) -> torch.optim.Optimizer:
         """The optimizer over the trainable parameters: ``config.optim``, else this method's default."""
         params = [p for _, p in trainable_parameters(model)]
         return standard_optimizer(params, config.optim or self.default_optim, config)
@@ -99,7 +99,7 @@ class MethodSpec(ABC):
         """Fold an adapter into its base weights (a full model is returned as it is)."""
         return model.merge_and_unload() if self.is_adapter else model
 
-    def train_run(self, config: TrainConfig, items: Any, order: dict[str, Any], run_dir: Path, *,
+    def train_run(self, config: TrainSettings, items: Any, order: dict[str, Any], run_dir: Path, *,
                   loop: StandardLoop, **options: Any) -> TrainResult | None:
         """Run the whole training of a method that is more than one pass of the standard loop; ``None`` (the
         default) lets :func:`medtune.training.train` run its loop with :meth:`prepare` and :meth:`build_optimizer`.
@@ -144,13 +144,13 @@ def register_method(spec: MethodSpec, *, replace: bool = False) -> MethodSpec:
     # A built-in is named by its spec class (imported on first use): its own module registering it is no clash.
     builtin = method_settings.BUILTIN_METHODS.get(spec.name) == f"{cls.__module__}:{cls.__qualname__}"
     if spec.settings_class is not None:
-        from medtune.training.config import TrainConfig
+        from medtune.training.config import TrainSettings
 
         if not replace and spec.name in METHODS and not builtin:
             METHODS.register(spec.name, spec, origin=spec)  # a clash is the registry's error, before the group
         assert spec.group is not None
         method_settings.register_settings_group(spec.group, spec.settings_class, method=spec.name,
-                                                reserved=tuple(TrainConfig.model_fields), replace=replace)
+                                                reserved=tuple(TrainSettings.model_fields), replace=replace)
     else:
         method_settings.forget_method(spec.name)
     METHODS.register(spec.name, spec, replace=replace, origin=cls if builtin else spec)
@@ -216,7 +216,7 @@ def train_every_parameter(model: nn.Module) -> nn.Module:
     return model
 
 
-def standard_optimizer(params: list[nn.Parameter], optim: str, config: TrainConfig) -> torch.optim.Optimizer:
+def standard_optimizer(params: list[nn.Parameter], optim: str, config: TrainSettings) -> torch.optim.Optimizer:
     """AdamW, or bitsandbytes' 8-bit AdamW (paged where a GPU makes paging meaningful).
 
     bitsandbytes falls back to the non-paged optimizer on CPU anyway, with a warning, so it is picked directly.

@@ -16,10 +16,10 @@ from medtune.errors import ConfigError
 from medtune.training.methods.base import MethodSpec, get_method, trainable_parameters
 
 if TYPE_CHECKING:
-    from medtune.training.config import TrainConfig
+    from medtune.training.config import TrainSettings
 
 
-def method_of(config: TrainConfig) -> MethodSpec:
+def method_of(config: TrainSettings) -> MethodSpec:
     """The spec of ``config.method``, checked to read only settings the config has (a plugin's typo fails here)."""
     spec = get_method(config.method)
     missing = [s for s in spec.settings if not hasattr(config, s)]
@@ -40,7 +40,7 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def prepare_model(model: nn.Module, config: TrainConfig) -> nn.Module:
+def prepare_model(model: nn.Module, config: TrainSettings) -> nn.Module:
     """Set which parameters train for ``config.method`` (the model is already loaded as the method needs)."""
     spec = method_of(config)
     if config.gradient_checkpointing:
@@ -48,14 +48,14 @@ def prepare_model(model: nn.Module, config: TrainConfig) -> nn.Module:
     return spec.prepare(model, config)
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, config: TrainSettings) -> torch.optim.Optimizer:
     """The optimizer of ``config.method`` over the model's trainable parameters."""
     if not trainable_parameters(model):
         raise ConfigError("no parameter is trainable")
     return method_of(config).build_optimizer(model, config)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int):
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainSettings, total_steps: int):
     """Linear warm-up, then constant / linear / cosine decay to zero at ``total_steps``."""
     warm = max(0, config.warmup_steps)
 

@@ -9,13 +9,13 @@ from torch import nn
 from medtune.training.methods.base import MethodSpec, register_method, train_every_parameter
 
 if TYPE_CHECKING:
-    from medtune.training.config import TrainConfig
+    from medtune.training.config import TrainSettings
 
 
 class FullMethod(MethodSpec):
     """Full-parameter fine-tuning."""
 
-    def prepare(self, model: nn.Module, config: TrainConfig) -> nn.Module:
+    def prepare(self, model: nn.Module, config: TrainSettings) -> nn.Module:
         return train_every_parameter(model)
 
 

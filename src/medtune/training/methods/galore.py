@@ -24,12 +24,12 @@ from medtune.training.methods.base import (
 )
 
 if TYPE_CHECKING:
-    from medtune.training.config import TrainConfig
+    from medtune.training.config import TrainSettings
 
 GALORE_OPTIMS: tuple[str, ...] = ("galore_adamw", "galore_adafactor", "galore_adamw_8bit")
 
 
-def galore_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+def galore_groups(model: nn.Module, config: TrainSettings) -> list[dict[str, Any]]:
     """Parameter groups: the target matrices (projected) and everything else that trains (plain update)."""
     targets = set(find_target_modules(model))
     galore, regular = [], []
@@ -49,10 +49,10 @@ def galore_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]
 class GaloreMethod(MethodSpec):
     """GaLore: the optimizer is the method (``config.optim`` does not apply; ``galore.optim`` chooses)."""
 
-    def prepare(self, model: nn.Module, config: TrainConfig) -> nn.Module:
+    def prepare(self, model: nn.Module, config: TrainSettings) -> nn.Module:
         return train_every_parameter(model)
 
-    def build_optimizer(self, model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    def build_optimizer(self, model: nn.Module, config: TrainSettings) -> torch.optim.Optimizer:
         wd = config.weight_decay
         optim = config.galore.optim
         if optim == "galore_adamw_8bit":

@@ -16,13 +16,13 @@ from medtune.training.method_settings import LoraSettings
 from medtune.training.methods.base import MethodSpec, find_target_modules, register_method
 
 if TYPE_CHECKING:
-    from medtune.training.config import TrainConfig
+    from medtune.training.config import TrainSettings
 
-# The TrainConfig fields the LoRA family reads besides its own group (``lora``: LoraSettings).
+# The TrainSettings fields the LoRA family reads besides its own group (``lora``: LoraSettings).
 LORA_SETTINGS: tuple[str, ...] = ("optim",)
 
 
-def apply_lora(model: nn.Module, config: TrainConfig, *, use_dora: bool = False) -> nn.Module:
+def apply_lora(model: nn.Module, config: TrainSettings, *, use_dora: bool = False) -> nn.Module:
     """Wrap ``model`` in a PEFT LoRA (DoRA with ``use_dora``) model; only the adapter weights train."""
     from peft import LoraConfig, get_peft_model
 
@@ -47,7 +47,7 @@ class LoraMethod(MethodSpec):
 
     use_dora: bool = False
 
-    def prepare(self, model: nn.Module, config: TrainConfig) -> nn.Module:
+    def prepare(self, model: nn.Module, config: TrainSettings) -> nn.Module:
         return apply_lora(model, config, use_dora=self.use_dora)
 
 

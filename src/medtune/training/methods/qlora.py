@@ -17,14 +17,14 @@ from medtune.training.methods.base import register_method
 from medtune.training.methods.lora import LORA_SETTINGS, LoraMethod
 
 if TYPE_CHECKING:
-    from medtune.training.config import TrainConfig
+    from medtune.training.config import TrainSettings
 
 
 @dataclass(frozen=True)
 class QLoraMethod(LoraMethod):
     """LoRA over a quantised base: the base is made trainable-through (peft's k-bit preparation) first."""
 
-    def prepare(self, model: nn.Module, config: TrainConfig) -> nn.Module:
+    def prepare(self, model: nn.Module, config: TrainSettings) -> nn.Module:
         from peft import prepare_model_for_kbit_training
 
         if not (getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)):

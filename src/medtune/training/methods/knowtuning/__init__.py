@@ -29,10 +29,10 @@ from medtune.training.methods.base import MethodSpec, StandardLoop, register_met
 from medtune.training.methods.knowtuning.inner import KNOWTUNING_LORA
 
 if TYPE_CHECKING:
-    from medtune.training.config import TrainConfig
+    from medtune.training.config import TrainSettings
     from medtune.training.result import TrainResult
 
-# The TrainConfig fields KnowTuning reads besides its own group (``knowtuning``: KnowTuningSettings): the
+# The TrainSettings fields KnowTuning reads besides its own group (``knowtuning``: KnowTuningSettings): the
 # adapter its stages train (``lora``).
 KNOWTUNING_SETTINGS: tuple[str, ...] = ("lora",)
 
@@ -41,11 +41,11 @@ KNOWTUNING_SETTINGS: tuple[str, ...] = ("lora",)
 class KnowTuningMethod(MethodSpec):
     """Two stages of training behind one method name; the inner method trains in each."""
 
-    def prepare(self, model: nn.Module, config: TrainConfig) -> nn.Module:
+    def prepare(self, model: nn.Module, config: TrainSettings) -> nn.Module:
         raise ConfigError("knowtuning trains in stages of its own (MethodSpec.train_run): its KA stage runs "
                           f"'{KNOWTUNING_LORA.name}' or 'full', its KC stage TRL's DPOTrainer")
 
-    def train_run(self, config: TrainConfig, items: Any, order: dict[str, Any], run_dir: Path, *,
+    def train_run(self, config: TrainSettings, items: Any, order: dict[str, Any], run_dir: Path, *,
                   loop: StandardLoop, **options: Any) -> TrainResult:
         from medtune.training.methods.knowtuning.stages import run_knowtuning
 

@@ -34,9 +34,9 @@ from medtune.training.methods.knowtuning.corruption import Revision, revision_ta
 from medtune.training.methods.knowtuning.facts import Fact, item_facts, split_facts, structured_facts
 
 if TYPE_CHECKING:
-    from medtune.training.config import TrainConfig
+    from medtune.training.config import TrainSettings
 
-# The steps a generator can take over (``TrainConfig.knowtuning.generator_steps`` names them).
+# The steps a generator can take over (``TrainSettings.knowtuning.generator_steps`` names them).
 STEPS: tuple[str, ...] = GENERATOR_STEPS
 FALLBACK = "rule (generator reply unparseable)"
 BATCH = 16
@@ -295,7 +295,7 @@ class Generator:
                 "batch_size": self.batch_size, "decoding": "greedy (temperature 0)"}
 
 
-def load_generator(config: TrainConfig) -> Generator | None:
+def load_generator(config: TrainSettings) -> Generator | None:
     """The generator ``config.knowtuning.generator`` names, or ``None`` (the offline rules: nothing is loaded
     and nothing is contacted)."""
     if config.knowtuning.generator is None:

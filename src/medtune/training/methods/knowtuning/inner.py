@@ -20,7 +20,7 @@ from medtune.training.methods.base import MethodSpec, find_target_modules, regis
 from medtune.training.methods.lora import LORA_SETTINGS
 
 if TYPE_CHECKING:
-    from medtune.training.config import TrainConfig
+    from medtune.training.config import TrainSettings
 
 INNER_LORA = "knowtuning-lora"
 
@@ -38,7 +38,7 @@ def lora_target_names(model: nn.Module, targets: list[str] | None) -> list[str]:
     return chosen
 
 
-def lora_config(model: nn.Module, config: TrainConfig) -> Any:
+def lora_config(model: nn.Module, config: TrainSettings) -> Any:
     """The PEFT ``LoraConfig`` of both stages: the run's rank, alpha and dropout on :func:`lora_target_names`."""
     from peft import LoraConfig
 
@@ -55,7 +55,7 @@ def lora_config(model: nn.Module, config: TrainConfig) -> Any:
 class KnowTuningLora(MethodSpec):
     """LoRA on ``knowtuning.lora_targets``: the adapter both KnowTuning stages train."""
 
-    def prepare(self, model: nn.Module, config: TrainConfig) -> nn.Module:
+    def prepare(self, model: nn.Module, config: TrainSettings) -> nn.Module:
         from peft import get_peft_model
 
         return get_peft_model(model, lora_config(model, config))

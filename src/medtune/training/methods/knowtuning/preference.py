@@ -34,13 +34,13 @@ import torch
 from medtune.training.methods.knowtuning.corruption import Triple
 
 if TYPE_CHECKING:
-    from medtune.training.config import TrainConfig
+    from medtune.training.config import TrainSettings
 
 LOG_NAME = "train_log.jsonl"
 METRICS_NAME = "metrics.json"
 
 
-def dpo_arguments(config: TrainConfig, out: Path, *, progress: bool = False) -> Any:
+def dpo_arguments(config: TrainSettings, out: Path, *, progress: bool = False) -> Any:
     """The ``DPOConfig`` of the KC stage, from the run's settings (module docstring)."""
     from trl import DPOConfig
 
@@ -50,7 +50,7 @@ def dpo_arguments(config: TrainConfig, out: Path, *, progress: bool = False) -> 
         return _dpo_config(DPOConfig, config, out, epochs, progress)
 
 
-def _dpo_config(cls: Any, config: TrainConfig, out: Path, epochs: int, progress: bool) -> Any:
+def _dpo_config(cls: Any, config: TrainSettings, out: Path, epochs: int, progress: bool) -> Any:
     return cls(
         output_dir=str(out), learning_rate=config.knowtuning.kc_lr or config.lr, num_train_epochs=float(epochs),
         max_steps=config.max_steps or -1, per_device_train_batch_size=config.batch_size,
@@ -94,7 +94,7 @@ class _LogCallback:
         return LogCallback()
 
 
-def build_kc_trainer(config: TrainConfig, triples: Sequence[Triple], ka_model_dir: Path, out: Path, *,
+def build_kc_trainer(config: TrainSettings, triples: Sequence[Triple], ka_model_dir: Path, out: Path, *,
                      progress: bool = False) -> Any:
     """A ``DPOTrainer`` whose policy starts from, and whose reference is, the merged KA model in ``ka_model_dir``."""
     from datasets import Dataset
@@ -169,7 +169,7 @@ def reference_logprobs(trainer: Any, triples: Sequence[Triple]) -> list[dict[str
             for k, t in enumerate(triples)]
 
 
-def run_kc(config: TrainConfig, triples: Sequence[Triple], ka_model_dir: Path, out: Path, *,
+def run_kc(config: TrainSettings, triples: Sequence[Triple], ka_model_dir: Path, out: Path, *,
            progress: bool = False, check_pairs: int = 4) -> tuple[Any, Any, dict[str, Any]]:
     """Train KC; returns the merged KC model, its tokenizer, and a summary (also written to ``out/metrics.json``).
 

@@ -45,7 +45,7 @@ from medtune.training.methods.knowtuning.facts import Fact, item_facts
 from medtune.training.methods.knowtuning.inner import INNER_LORA
 
 if TYPE_CHECKING:
-    from medtune.training.config import TrainConfig
+    from medtune.training.config import TrainSettings
     from medtune.training.methods.base import StandardLoop
     from medtune.training.methods.knowtuning.generator import Generator
 
@@ -54,7 +54,7 @@ def _jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def stage_config(config: TrainConfig) -> TrainConfig:
+def stage_config(config: TrainSettings) -> TrainSettings:
     """The KA stage's settings: the run's, with the inner method and the KA learning rate and epochs."""
     data = {**config.model_dump(), "preset": None,
             "method": INNER_LORA if config.knowtuning.inner_method == "lora" else "full",
@@ -83,7 +83,7 @@ def _facts(items: Sequence[QAItem], items_path: Any, generator: Generator | None
     return {it.id: item_facts(it, file=items_path) for it in items}
 
 
-def run_ka(config: TrainConfig, items: list[QAItem], facts: dict[str, list[Fact]], order: dict[str, Any],
+def run_ka(config: TrainSettings, items: list[QAItem], facts: dict[str, list[Fact]], order: dict[str, Any],
            run_dir: Path, *, loop: StandardLoop, model: Any, tokenizer: Any, textbook: Any, resume: bool,
            progress: bool, generator: Generator | None = None) -> dict[str, Any]:
     """The KA stage (module docstring); returns its summary (also ``ka/stage.json``)."""
@@ -132,7 +132,7 @@ def run_ka(config: TrainConfig, items: list[QAItem], facts: dict[str, list[Fact]
     return summary
 
 
-def run_knowtuning(config: TrainConfig, items: Sequence[Any], order: dict[str, Any], run_dir: Path, *,
+def run_knowtuning(config: TrainSettings, items: Sequence[Any], order: dict[str, Any], run_dir: Path, *,
                    loop: StandardLoop, model: Any = None, tokenizer: Any = None, textbook: Any = None,
                    resume: bool = False, progress: bool = False, items_path: Any = None,
                    order_path: Any = None) -> Any:
