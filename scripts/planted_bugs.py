@@ -1,6 +1,6 @@
 """Plant known bugs, one at a time, in a copy of the checkout and check that the test suite catches each.
 
-    .venv/bin/python scripts/planted_bugs.py              # every bug (about 10 minutes on 2 cores)
+    .venv/bin/python scripts/planted_bugs.py              # every bug (about 3 minutes on 2 cores)
     .venv/bin/python scripts/planted_bugs.py -k resume    # the bugs whose name contains "resume"
     .venv/bin/python scripts/planted_bugs.py --list       # what each bug breaks, and the tests that should see it
 
@@ -58,7 +58,7 @@ BUGS: tuple[PlantedBug, ...] = (
         "src/medtune/bucketing.py",
         "out.append(EASY if v <= t1 else MEDIUM if v <= t2 else HARD)",
         "out.append(EASY if v < t1 else MEDIUM if v <= t2 else HARD)",
-        ("tests/test_difficulty.py", "tests/test_human_difficulty.py")),
+        ("tests/test_bucketing_rule.py", "tests/test_difficulty.py", "tests/test_human_difficulty.py")),
     # ------------------------------------------------------------------------------------------------ orders
     PlantedBug(
         "curriculum-reversed", "curriculum goes easy → medium → hard",
