@@ -29,7 +29,7 @@ Models (random weights, seeded, fp32): *tiny*, a Llama with hidden 64 and 1 laye
 the questions; *smollm2-sized*, a Llama with SmolLM2-135M's shape (hidden 576, 30 layers, 9 heads, 3 KV heads,
 intermediate 1536, vocab 49152, tied embeddings) on the same tokenizer. The larger model scores an eighth of the
 pairs and questions, to keep the run short. The call sizes are the adaptive curricula's
-(:mod:`medtune.adaptive.scores`: 16 items per call for losses, 64 pairs for options), set by ``--call-items``.
+(:mod:`medtune.training.scores`: 16 items per call for losses, 64 pairs for options), set by ``--call-items``.
 """
 
 from __future__ import annotations

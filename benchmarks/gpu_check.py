@@ -392,7 +392,7 @@ def part_models(ctx: Ctx, report: Report) -> dict[str, Any]:
 
     from medtune.data.synthetic_questions import generate_synthetic
     from medtune.models import train_tokenizer
-    from medtune.training.base_model import tokenizer_texts
+    from medtune.training.tiny import tokenizer_texts
 
     ds = generate_synthetic(seed=0)
     need_train = max(ctx.steps * ctx.batch, ctx.resume_steps * 2, ctx.packing_steps * 4)

@@ -91,7 +91,8 @@ def _crossfit_repeat(items: Sequence[Item], cross: CrossfitSettings, base_spec: 
     ``trained_ids`` come from the fine-tune's run log (the ids its optimizer steps saw), not from the split, so
     the record shows what the model really learned from.
     """
-    from medtune.orders import build_order, order_items
+    from medtune.orders.inputs import order_items
+    from medtune.orders.plan import build_order
     from medtune.scoring import score_items
     from medtune.training import train
     from medtune.training.export import load_trained

@@ -23,11 +23,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from medtune.anchors.artifact import AnchorSet, anchor_items, read_anchors
+from medtune.anchors.estimate import DEFAULT_ESTIMATOR, ESTIMATORS, estimate_all
 from medtune.bertscore import BertScoreSettings, resolve_bertscore_model
-from medtune.errors import InputError
-from medtune.evaluation import DEFAULT_N_BOOT, compute_metrics, qa_item_scores
+from medtune.errors import ConfigError, InputError
+from medtune.evaluation import DEFAULT_N_BOOT, compute_metrics, per_item_scores, qa_item_scores, read_predictions
 from medtune.io import atomic_path, require_file, write_json_atomic
-from medtune.schema import Item, QAItem, read_items
+from medtune.schema import Item, QAItem, read_items, write_items
 from medtune.scoring.engine import DEFAULT_MAX_NEW_TOKENS, BatchTokens
 from medtune.scoring.vllm_backend import (
     VllmEnforceEager,
@@ -123,16 +125,23 @@ class ModelRef:
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> ModelRef:
-        """The model a training run folder holds (``config.json``: ``train`` and ``base_model``; docs/ARTIFACTS.md)."""
-        from medtune.training.export import run_method
-        from medtune.training.run_record import read_run_record
+        """The model a training run folder holds (``config.json``: ``train`` and ``base_model``; docs/ARTIFACTS.md),
+        read through the run-record reader; training's schema and method registry only say what its settings mean."""
+        from medtune.run_record import RUN_RECORD, read_config_json
+        from medtune.training.config import TrainSettings
+        from medtune.training.methods import get_method
 
         run_dir = Path(run_dir)
-        spec = run_method(run_dir)
-        if spec is None:
+        meta = read_config_json(run_dir)
+        record = meta.get("train") if meta is not None else None
+        if not isinstance(record, dict) or "method" not in record:
             raise InputError("not a training run folder (no config.json with training settings); "
                              "evaluate a model folder with --model", file=run_dir)
-        meta = read_run_record(run_dir)
+        try:  # read as the training schema reads it, so records of earlier versions keep working
+            spec = get_method(TrainSettings.from_run_record(record).method)
+        except ConfigError as exc:
+            raise InputError(f"the run's training settings cannot be used here: {exc}",
+                             file=run_dir / RUN_RECORD) from None
         train = meta["train"]
         weights = run_dir / spec.output_name
         if not (weights.is_dir() and any(weights.iterdir())):
@@ -394,3 +403,53 @@ def score_generations(path: Path, settings: EvalSettings | dict[str, Any], out: 
     write_item_metrics(scores, out / ITEM_METRICS)
     write_json_atomic(out / "metrics.json", metrics)
     return metrics
+
+
+# Scoring the anchors of a test set only (``medtune evaluate run --anchors``): the evaluation above on the anchor
+# items, written beside the outputs as ``anchor_items.parquet`` so that predictions, resumption and precision handling
+# are a full evaluation's, then the full-test accuracy the anchors estimate (medtune.anchors).
+ANCHOR_ITEMS = "anchor_items.parquet"
+
+
+def run_anchor_evaluation(settings: Any, items_path: Path, model: Any, out: Path, anchors: AnchorSet | Path, *,
+                          estimator: str = DEFAULT_ESTIMATOR, split: str | None = None, progress: bool = False,
+                          loaded: Any = None) -> dict[str, Any]:
+    """Score only the anchors of ``items_path`` with ``model`` and write ``out/predictions.parquet`` (the anchors)
+    and ``out/metrics.json`` with the full-test estimate (``estimator``: weighted, pirt or gpirt).
+
+    ``settings``, ``model`` and ``loaded`` are :func:`medtune.evaluation_stage.run_evaluation`'s. The model must
+    not be one of the models the anchors were chosen from. The p-IRT/gp-IRT bootstrap takes the settings'
+    ``seed`` and ``bootstrap`` draws, at most 2,000 (its intervals settle well before the 10,000 the item
+    bootstrap of the anchors' own accuracy uses). Returns run_evaluation's summary plus ``estimate``.
+    """
+    if estimator not in ESTIMATORS:
+        raise ConfigError(f"unknown anchor estimator {estimator!r} (use one of {', '.join(ESTIMATORS)})")
+    anchors_path = None
+    if not isinstance(anchors, AnchorSet):
+        anchors_path = Path(anchors)
+        anchors = read_anchors(anchors_path)
+    settings = validate_settings(EvalSettings, settings, "evaluation")
+    items_path, out = Path(items_path), Path(out)
+    subset = anchor_items(items_path, anchors, split=split)
+    subset_path = write_items(subset, out / ANCHOR_ITEMS)
+    summary = run_evaluation(settings, subset_path, model, out, progress=progress, loaded=loaded)
+    frame = read_predictions(out / "predictions.parquet")
+    correct = dict(zip(frame["id"].astype(str), per_item_scores(frame), strict=True))  # unanswered = wrong
+    try:
+        results = estimate_all(anchors, correct, n_boot=max(2, min(settings.bootstrap, 2000)), seed=settings.seed)
+    except InputError as exc:
+        raise exc.located(file=out / "predictions.parquet") from None
+    chosen = results[estimator]
+    estimate = {"is_estimate": True, "metric": "accuracy", "of": "all items the anchors were chosen on",
+                "estimator": estimator, "estimate": chosen["estimate"], "ci_low": chosen["ci_low"],
+                "ci_high": chosen["ci_high"], "se": chosen["se"], "k": anchors.k, "n_items": anchors.n_items}
+    metrics_path = out / "metrics.json"
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    metrics["scored"] = "anchor items only"
+    metrics["estimate"] = estimate
+    metrics["anchors"] = {"file": str(anchors_path) if anchors_path else None, "method": anchors.method,
+                          "k": anchors.k, "n_items": anchors.n_items, "items": str(items_path), "split": split,
+                          "theta": chosen["theta"], "theta_se": chosen["theta_se"],
+                          "known_models": len(anchors.models), "estimates": results}
+    write_json_atomic(metrics_path, json.loads(json.dumps(metrics, default=str)))
+    return {**summary, "estimate": estimate}

@@ -15,6 +15,7 @@ import torch
 from training_helpers import micro_cli_options, micro_config
 
 from medtune.anchors import choose_anchors, write_anchors
+from medtune.anchors.check import ANCHOR_EVAL_NAME, AnchorCheck, keep_anchor_evals_through, read_anchor_evals
 from medtune.anchors.estimate import DEFAULT_ESTIMATOR, ESTIMATORS
 from medtune.cli import main
 from medtune.data import load
@@ -22,7 +23,6 @@ from medtune.errors import ConfigError, InputError
 from medtune.irt import simulate_responses
 from medtune.schema import write_items
 from medtune.training import train
-from medtune.training.anchor_check import ANCHOR_EVAL_NAME, AnchorCheck, keep_anchor_evals_through, read_anchor_evals
 from medtune.training.config import TrainSettings
 from medtune.training.runlog import read_log
 

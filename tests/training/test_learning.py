@@ -25,8 +25,8 @@ from medtune.data import load
 from medtune.models import LoadedModel, build_tiny_model
 from medtune.scoring import score_items
 from medtune.training import TrainSettings, train
-from medtune.training.base_model import tokenizer_texts
 from medtune.training.pretrain import pretrain_causal_lm
+from medtune.training.tiny import tokenizer_texts
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
 """:class:`AdaptivePlanner`: the :class:`medtune.training.planner.StepPlanner` of the adaptive strategies.
 
 Every ``every`` optimizer steps (and at step 0) it scores what its strategy needs on the model being trained
-(:mod:`medtune.adaptive.scores`), builds the :class:`~medtune.adaptive.strategies.DecisionInputs`, lets the
+(:mod:`medtune.training.scores`), builds the :class:`~medtune.adaptive.strategies.DecisionInputs`, lets the
 strategy's pure ``decide`` choose ``every × B`` ids, appends the decision to ``decisions.jsonl`` and hands the
 loop the next ``every`` steps. Its state between decisions — the ids used in the current pass, the reference
 losses of ``rho``, each item's last score and when it was taken — is derived from the logged decisions only, so
@@ -21,7 +21,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from medtune.adaptive import scores as sc
 from medtune.adaptive.decisions import DECISIONS_NAME, append_decision, keep_decisions_before
 from medtune.adaptive.replay import steps_of
 from medtune.adaptive.strategies import (
@@ -38,6 +37,7 @@ from medtune.adaptive.strategies import (
 from medtune.errors import ConfigError, InputError
 from medtune.io import write_text_atomic
 from medtune.schema import Item
+from medtune.training import scores as sc
 from medtune.training.data import PlannedStep
 
 

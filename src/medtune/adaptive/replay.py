@@ -27,8 +27,8 @@ from medtune.adaptive.strategies import (
     pass_state,
     scored_at_after,
 )
+from medtune.run_record import read_run_record
 from medtune.training.data import PlannedStep
-from medtune.training.run_record import read_run_record
 
 
 def inputs_of(record: Mapping[str, Any], total_steps: int) -> DecisionInputs:

@@ -21,12 +21,12 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from medtune.adaptive.planner import AdaptivePlanner
-from medtune.adaptive.scores import scoring_mode
 from medtune.adaptive.strategies import EVERY_DEFAULT, RESCORE_DEFAULT, check_rescore, get_adaptive
 from medtune.errors import ConfigError, InputError
 from medtune.schema import Item
 from medtune.settings import Settings
 from medtune.training.config import TrainSettings
+from medtune.training.scores import scoring_mode
 
 
 class AdaptiveSettings(Settings):
@@ -221,8 +221,8 @@ def reference_item_losses(reference: str, items: list[Item], config: TrainSettin
     The model is loaded as the evaluation loads it (a run folder's adapter on its base, or its full model), scored
     once before training and released; ``trust_remote_code`` stays off.
     """
-    from medtune.adaptive.scores import item_losses
     from medtune.evaluation_stage import EvalSettings, ModelRef, load_model
+    from medtune.training.scores import item_losses
 
     path = Path(reference).expanduser()
     ref = ModelRef.from_run(path) if (path / "config.json").is_file() else ModelRef(spec=reference)

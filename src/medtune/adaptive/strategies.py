@@ -7,7 +7,7 @@ ability estimate) and the seed. That is what makes a run checkable after the fac
 logged decision's inputs back through ``decide`` (:mod:`medtune.adaptive.replay`) and must get the logged choice.
 
 What each strategy needs scored at a decision point is declared by :attr:`AdaptiveStrategy.needs` and computed by
-:mod:`medtune.adaptive.scores`; this module imports neither torch nor the scorer, so the replay is cheap and
+:mod:`medtune.training.scores`; this module imports neither torch nor the scorer, so the replay is cheap and
 the training package may use it.
 
 - ``ability`` (DDaCLAE, Lalor & Yu 2020): the model's ability θ is estimated from its 0/1 answers on a fixed

@@ -1,4 +1,5 @@
-"""The :class:`AnchorSet` and its file, ``anchors.json``.
+"""The :class:`AnchorSet`, its file ``anchors.json``, and the anchor items it names in an items file (what both the
+anchor stage and the in-training check score).
 
 The file holds everything an estimate needs without the known models' responses: the anchors with their
 weights, and every item's IRT parameters and cluster (p-IRT predicts the items that were not scored; the
@@ -18,6 +19,7 @@ import numpy as np
 
 from medtune.errors import InputError
 from medtune.io import require_file, write_json_atomic
+from medtune.schema import QAItem, read_items
 
 ANCHORS_FORMAT = "medtune.anchors"
 ANCHORS_VERSION = 1
@@ -195,3 +197,21 @@ def read_anchors(path: str | Path) -> AnchorSet:
     except UnicodeDecodeError:
         raise InputError("not a UTF-8 text file", file=path) from None
     return AnchorSet.from_dict(data, file=path)
+
+
+def anchor_items(items_path: Path, anchor_set: AnchorSet, *, split: str | None = None) -> list:
+    """The anchor items of ``items_path`` (``split`` only, if given), in the anchor set's order."""
+    items = read_items(items_path)
+    if split is not None:
+        items = [it for it in items if it.split == split]
+    by_id = {it.id: it for it in items}
+    missing = [i for i in anchor_set.anchor_ids if i not in by_id]
+    if missing:
+        raise InputError(f"{len(missing)} of the {anchor_set.k} anchor items are not among these items "
+                         f"{f'(split {split!r}) ' if split else ''}(first: {missing[0]!r}); were the anchors chosen "
+                         "on another test set?", file=items_path, field="id")
+    chosen = [by_id[i] for i in anchor_set.anchor_ids]
+    if isinstance(chosen[0], QAItem):
+        raise InputError("anchor estimates are of multiple-choice accuracy; these are free-text items",
+                         file=items_path)
+    return chosen

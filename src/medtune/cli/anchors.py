@@ -4,7 +4,7 @@
 (:func:`medtune.anchors.stage.run_anchor_choice`) from the predictions files of several models on the same items;
 ``medtune evaluate anchors estimate PREDICTIONS --anchors anchors.json`` estimates a model's full-test accuracy
 from a predictions file holding (at least) its anchor answers. ``medtune evaluate run ITEMS ... --anchors
-anchors.json`` scores a model on the anchors only (:mod:`medtune.anchors.stage`).
+anchors.json`` scores a model on the anchors only (:func:`medtune.evaluation_stage.run_anchor_evaluation`).
 """
 
 from __future__ import annotations

@@ -189,7 +189,7 @@ def run_cmd(
     from medtune.io import atomic_folder
 
     if anchors is not None:  # built beside OUT and swapped in whole, like a full evaluation
-        from medtune.anchors.stage import run_anchor_evaluation
+        from medtune.evaluation_stage import run_anchor_evaluation
 
         owns = ("anchor_items.parquet", "predictions.parquet", "metrics.json")
         with atomic_folder(output, "-o", resumable=True, owns=owns) as tmp:

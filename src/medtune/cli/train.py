@@ -128,7 +128,7 @@ def print_memory_plan(settings: TrainSettings, world_size: int | None) -> None:
 
 def print_anchor_estimate(run_dir: Path) -> None:
     """The last anchor check of a run: its estimate of the test accuracy, with the interval and what it cost."""
-    from medtune.training.anchor_check import read_anchor_evals
+    from medtune.anchors.check import read_anchor_evals
 
     checks = read_anchor_evals(run_dir)
     if not checks:

@@ -4,7 +4,8 @@ Public API: :func:`run_training` (the stage: items + order → run folder), :fun
 memory), :class:`TrainSettings` (the settings schema), :func:`verify_run`, :func:`get_method` /
 :func:`register_method` (the method registry). Modules: ``config`` (settings, presets), ``stage`` (the stage
 function), ``data`` (order → steps → micro-batches, completion-only labels), ``methods`` (one spec per method),
-``trainer`` (the loop), ``checkpoint``, ``runlog``, ``verify``, ``export``, ``pretrain``, ``plots``.
+``trainer`` (the loop), ``hooks`` (what it calls back into), ``scores`` (the model scored while it trains),
+``tiny``, ``checkpoint``, ``runlog``, ``verify``, ``export``, ``pretrain``, ``plots``.
 
 Names are imported on first use, so reading the settings schema (e.g. to validate a grid config in a driver
 process) does not import torch.

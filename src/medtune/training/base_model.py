@@ -4,12 +4,12 @@
 items' own text (and the textbook beside them), so tests and the demo need no download. With ``pretrain`` it
 then reads the textbook (causal LM) so that it knows the facts before it is fine-tuned on questions.
 :func:`run_base_model` saves the result, so every fine-tune of a grid — and the baseline evaluation — starts from
-the very same weights. The training stage builds a tiny model with the same function when it is given ``tiny``.
+the very same weights. The training stage builds a tiny model with the same function (:mod:`medtune.training.tiny`)
+when it is given ``tiny``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from pydantic import Field
 
 from medtune.errors import InputError
 from medtune.settings import Settings
+from medtune.training.tiny import build_tiny_for
 
 
 class PretrainSettings(Settings):
@@ -44,34 +45,10 @@ class BaseModelSettings(Settings):
         return self.spec == "tiny" or self.pretrain is not None
 
 
-def tokenizer_texts(items: Sequence[Any], textbook: Sequence[str] | None = None) -> list[str]:
-    """Texts the tiny model's tokenizer is trained on: every prompt and every option/answer (+ textbook)."""
-    from medtune.schema import MCQItem
-    from medtune.training.data import prompt_and_completion
-
-    texts: list[str] = list(textbook or [])
-    for it in items:
-        prompt, completion = prompt_and_completion(it, "letter")
-        texts += [prompt, completion]
-        if isinstance(it, MCQItem):
-            texts += list(it.options)
-            if it.explanation:
-                texts.append(it.explanation)
-    return texts
-
-
-def build_tiny_for(items: Sequence[Any], textbook: Sequence[str] | None, *, vocab_size: int, seed: int,
-                   sizes: dict[str, int] | None = None) -> tuple[Any, Any]:
-    """The tiny Llama and a tokenizer trained on ``items`` (and ``textbook``), initialised with ``seed``."""
-    from medtune.models import build_tiny_model
-
-    return build_tiny_model(tokenizer_texts(items, textbook), vocab_size=vocab_size, seed=seed, **(sizes or {}))
-
-
 def run_base_model(settings: BaseModelSettings, items_path: Path, out: Path) -> dict[str, Any]:
     """Materialise the base model in ``out/model`` (safetensors + tokenizer); returns its parameter count.
 
-    ``tiny``: built for the items of ``items_path`` (see :func:`build_tiny_for`); another spec is loaded in fp32.
+    ``tiny``: built for the items of ``items_path`` (see :func:`medtune.training.tiny.build_tiny_for`); another spec is loaded in fp32.
     With ``pretrain``, the model then reads the textbook beside the items.
     """
     from medtune.models import resolve_model

@@ -105,7 +105,7 @@ class TrainSettings(Settings):
     save_every: int | None = Field(None, ge=1, description="checkpoint every N steps")
     keep_checkpoints: Annotated[int, Field(ge=1)] | Literal["all"] | None = Field(
         2, description="checkpoints kept on disk (all, or None: every one)")
-    # In-training accuracy check on anchor items (medtune.training.anchor_check): every eval_every steps and at
+    # In-training accuracy check on anchor items (medtune.anchors.check): every eval_every steps and at
     # the end, the model being trained answers the anchors of an anchors.json and the full-test accuracy they
     # estimate is appended to RUN_DIR/anchor_eval.jsonl. Scoring consumes no random numbers: training is unchanged.
     eval_anchors: str | None = Field(None, description="anchors.json (medtune evaluate anchors choose): estimate "
@@ -256,7 +256,7 @@ class TrainSettings(Settings):
 
     @classmethod
     def load(cls, path: str | Path) -> TrainSettings:
-        from medtune.training.run_record import read_json_object
+        from medtune.run_record import read_json_object
 
         data = read_json_object(path)
         return cls.from_run_record(data.get("train", data))

@@ -16,9 +16,9 @@ from typing import Any
 
 from medtune.errors import ConfigError, InputError, MedtuneError
 from medtune.io import atomic_folder, check_folder_output
+from medtune.run_record import read_config_json, read_run_record
 from medtune.training.config import TrainSettings
 from medtune.training.methods import MethodSpec, get_method, save_pretrained_atomic
-from medtune.training.run_record import read_config_json, read_run_record
 
 
 def _run_meta(run_dir: Path) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from medtune.io import atomic_path
-from medtune.training.run_record import read_run_record
+from medtune.run_record import read_run_record
 from medtune.training.runlog import read_log
 
 

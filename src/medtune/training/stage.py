@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from medtune.errors import InputError, MedtuneError
+from medtune.run_record import read_run_record
 from medtune.training.config import TrainSettings
-from medtune.training.run_record import read_run_record
 
 TRAIN_SPLIT = "train"
 ALL_SPLITS = "all"

@@ -26,17 +26,17 @@ import torch
 from torch import nn
 
 from medtune.errors import ConfigError
+from medtune.run_record import read_config_json
 from medtune.schema import Item
 from medtune.training import checkpoint as ckpt
-from medtune.training.anchor_check import AnchorCheck
 from medtune.training.config import TrainSettings
+from medtune.training.hooks import settings_hooks
 from medtune.training.loop import AnswerLoss, FinetuneRecipe, answer_loss_sum, model_parts
 from medtune.training.methods import MethodSpec, StandardLoop, method_of
 from medtune.training.placement import Placement
 from medtune.training.planner import StepPlanner
 from medtune.training.reporting import Progress, Reporters
 from medtune.training.result import TrainResult
-from medtune.training.run_record import read_config_json
 
 __all__ = ["AnswerLoss", "Progress", "Reporters", "TrainResult", "answer_loss_sum", "base_dtype",
            "load_base_model", "model_parts", "save_trained", "train"]
@@ -73,7 +73,7 @@ def load_base_model(config: TrainSettings, items: Sequence[Item], run_dir: Path,
     machine's first device and the run's resolved precision).
     """
     from medtune.models import load_pretrained, local_model_path
-    from medtune.training.base_model import build_tiny_for
+    from medtune.training.tiny import build_tiny_for
 
     spec = method_of(config)
     precision = placement.precision if placement is not None else config.resolved_dtype()
@@ -159,12 +159,12 @@ def train(
     if staged is not None:
         return staged
     _check_resume(run_dir, resume=resume, planner=planner)
-    # Read and checked before the model loads (a bad anchors file fails on every rank at once).
-    anchor_check = AnchorCheck.from_config(config, training_ids={it.id for it in items})
+    # The hooks the settings ask for (the anchor check), read and checked before the model loads (a bad anchors
+    # file fails on every rank at once).
+    hooks = settings_hooks(config, training_ids={it.id for it in items})
     recipe = FinetuneRecipe(config, items, order, run_dir, load_base_model, model=model, tokenizer=tokenizer,
                             textbook=textbook, resume=resume, progress=progress, items_path=items_path,
-                            order_path=order_path, planner=planner,
-                            hooks=[anchor_check] if anchor_check is not None else [])
+                            order_path=order_path, planner=planner, hooks=hooks)
     return recipe.run()
 
 

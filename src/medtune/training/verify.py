@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medtune.orders.orderfile import OrderFile
+from medtune.run_record import read_config_json, read_run_record
 from medtune.training.config import TrainSettings
 from medtune.training.data import PlannedStep, plan_steps, planned_epochs
-from medtune.training.run_record import read_config_json, read_run_record
 from medtune.training.runlog import read_log
 
 

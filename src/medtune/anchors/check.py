@@ -7,7 +7,7 @@ a 95 % interval for the cost of ``k`` items.
 
 What a check does (``TrainSettings.eval_anchors``, every ``eval_every`` optimizer steps and after the last one):
 
-- the anchor items are scored the way :mod:`medtune.adaptive.scores` scores the model being trained (the model
+- the anchor items are scored the way :mod:`medtune.training.scores` scores the model being trained (the model
   wrapped as a scoring backend, option text for an ``option`` target, the letter otherwise, the run's prompt
   template), under ``torch.inference_mode``;
 - training is unchanged by it: no gradients, every module's train/eval mode put back as it was, torch's random
@@ -66,9 +66,8 @@ class AnchorCheck:
         file (and the id) before any model is loaded. Anchors that are also training items (``training_ids``)
         are counted and warned about: their answers say how well the model learnt them, not its test accuracy.
         """
-        from medtune.adaptive.scores import scoring_mode
-        from medtune.anchors import read_anchors
-        from medtune.anchors.stage import anchor_items
+        from medtune.anchors.artifact import anchor_items, read_anchors
+        from medtune.training.scores import scoring_mode
 
         if config.eval_anchors is None:
             return None
@@ -110,8 +109,8 @@ class AnchorCheck:
         """Score the anchors with ``model`` as it is now, estimate, append the record and return it."""
         import torch
 
-        from medtune.adaptive.scores import anchor_answers, backend_for
         from medtune.anchors.estimate import estimate_all
+        from medtune.training.scores import anchor_answers, backend_for
 
         if self.path is None:
             raise RuntimeError("AnchorCheck.resume(run_dir, step) must be called before run")
@@ -133,6 +132,12 @@ class AnchorCheck:
                   "wall": time.time()}
         append_anchor_eval(self.path, record)
         return record
+
+
+def anchor_check_hook(config: Any, *, training_ids: set[str] | None = None) -> AnchorCheck | None:
+    """The step hook :func:`medtune.training.train` finds by name (``training.hooks.SETTINGS_HOOKS``): the check a
+    run's settings ask for, so training reaches it without importing this module."""
+    return AnchorCheck.from_config(config, training_ids=training_ids)
 
 
 @contextmanager

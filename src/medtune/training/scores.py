@@ -1,4 +1,6 @@
-"""What a decision point scores, through the scorer's public interface (:mod:`medtune.scoring.backends`).
+"""The model being trained, scored while it trains (an adaptive decision point, the in-training anchor check),
+through the scorer's public interface (:mod:`medtune.scoring.backends`). It sits in training, below both users, so
+neither the adaptive curricula nor the anchor check imports the other.
 
 The model being trained is wrapped as a :class:`~medtune.scoring.backends.ScoringBackend` (the transformers
 backend, via :func:`~medtune.scoring.backends.as_backend`) and asked for log-likelihoods only, in batches of
