@@ -7,11 +7,12 @@ import random
 from collections import Counter
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from medtune.errors import ConfigError, InputError
 from medtune.orders import BUCKETS, STRATEGIES, OrderItem, available_strategies, get_strategy
+from order_item_lists import category_labels
 
 RANK = {b: i for i, b in enumerate(BUCKETS)}
 PERMUTATIONS = [n for n, s in STRATEGIES.items() if s.permutation]
@@ -21,14 +22,8 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 @st.composite
 def item_lists(draw, min_size: int = 1, max_size: int = 40, n_categories: int = 5):
     """Items with a category, a distinct continuous difficulty and a bucket consistent with it."""
-    # The number of categories first: one in about one list in eight, else 2 to n_categories, each on at least one item
-    # (the rest drawn freely, so sizes are uneven); the lists are long enough to hold them all.
-    k = 1 if draw(st.integers(0, 7)) == 0 else draw(st.integers(2, n_categories))
-    n = draw(st.integers(max(min_size, k), max(max_size, k)))
-    cats = [f"cat{c}" for c in range(k)]
-    carrier = {item: c for c, item in enumerate(draw(st.permutations(range(n)))[:k])}
-    labels = [cats[carrier[i]] if i in carrier else draw(st.sampled_from(cats)) for i in range(n)]
-    event("categories: " + ("one" if k == 1 else "several"))  # --hypothesis-show-statistics shows the split
+    labels = draw(category_labels(min_size, max_size, n_categories))
+    n = len(labels)
     diffs = draw(st.lists(st.floats(0, 1, allow_nan=False), min_size=n, max_size=n, unique=True))
     items = []
     for i, d in enumerate(diffs):

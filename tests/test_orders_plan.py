@@ -9,7 +9,7 @@ import random
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from medtune.errors import ConfigError, InputError
@@ -28,20 +28,15 @@ from medtune.orders import (
     write_order,
 )
 from medtune.schema import MCQItem
+from order_item_lists import category_labels
 
-# The generators below mirror those of test_orders.py (test modules do not import each other).
+# The item generator below is test_orders.py's with a smaller default size (category labels: order_item_lists.py).
 
 
 @st.composite
 def item_lists(draw, min_size: int = 1, max_size: int = 30, n_categories: int = 4):
-    # The number of categories first: one in about one list in eight, else 2 to n_categories, each on at least one item
-    # (the rest drawn freely, so sizes are uneven); the lists are long enough to hold them all.
-    k = 1 if draw(st.integers(0, 7)) == 0 else draw(st.integers(2, n_categories))
-    n = draw(st.integers(max(min_size, k), max(max_size, k)))
-    cats = [f"cat{c}" for c in range(k)]
-    carrier = {item: c for c, item in enumerate(draw(st.permutations(range(n)))[:k])}
-    labels = [cats[carrier[i]] if i in carrier else draw(st.sampled_from(cats)) for i in range(n)]
-    event("categories: " + ("one" if k == 1 else "several"))  # --hypothesis-show-statistics shows the split
+    labels = draw(category_labels(min_size, max_size, n_categories))
+    n = len(labels)
     diffs = draw(st.lists(st.floats(0, 1, allow_nan=False), min_size=n, max_size=n, unique=True))
     return [OrderItem(f"q{i:03d}", labels[i], d, bucket_by_thresholds([d])[0])
             for i, d in enumerate(diffs)]

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from medtune.cli import main
 from medtune.errors import ConfigError, InputError
 from medtune.orders import BUCKETS, STRATEGIES, OrderItem, get_strategy, read_order
 from medtune.orders.strategies import CATEGORY_ORDERS
+from order_item_lists import category_labels
 from shared_data import REPO, shared_path
 
 TABLE = REPO / "configs" / "yang2024-orders.yaml"
@@ -78,14 +79,8 @@ def test_the_table_follows_the_reference_variant_numbering():
 @st.composite
 def item_lists(draw, min_size: int = 1, max_size: int = 40, n_categories: int = 5):
     """Items with a category, a continuous difficulty (ties possible) and the bucket it falls in."""
-    # The number of categories first: one in about one list in eight, else 2 to n_categories, each on at least one item
-    # (the rest drawn freely, so sizes are uneven); the lists are long enough to hold them all.
-    k = 1 if draw(st.integers(0, 7)) == 0 else draw(st.integers(2, n_categories))
-    n = draw(st.integers(max(min_size, k), max(max_size, k)))
-    cats = [f"cat{c}" for c in range(k)]
-    carrier = {item: c for c, item in enumerate(draw(st.permutations(range(n)))[:k])}
-    labels = [cats[carrier[i]] if i in carrier else draw(st.sampled_from(cats)) for i in range(n)]
-    event("categories: " + ("one" if k == 1 else "several"))  # --hypothesis-show-statistics shows the split
+    labels = draw(category_labels(min_size, max_size, n_categories))
+    n = len(labels)
     diffs = draw(st.lists(st.sampled_from([i / 20 for i in range(21)]), min_size=n, max_size=n))
     return [OrderItem(f"q{i:03d}", labels[i], d, paper_bucket(d)) for i, d in enumerate(diffs)]
 
