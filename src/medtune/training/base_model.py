@@ -48,8 +48,8 @@ class BaseModelSettings(Settings):
 def run_base_model(settings: BaseModelSettings, items_path: Path, out: Path) -> dict[str, Any]:
     """Materialise the base model in ``out/model`` (safetensors + tokenizer); returns its parameter count.
 
-    ``tiny``: built for the items of ``items_path`` (see :func:`medtune.training.tiny.build_tiny_for`); another spec is loaded in fp32.
-    With ``pretrain``, the model then reads the textbook beside the items.
+    ``tiny``: built for the items of ``items_path`` (see :func:`medtune.training.tiny.build_tiny_for`); another spec
+    is loaded in fp32. With ``pretrain``, the model then reads the textbook beside the items.
     """
     from medtune.models import resolve_model
     from medtune.schema import read_items
