@@ -14,11 +14,10 @@ from scipy import stats as sps
 
 from medtune.experiments import config_from_dict, expand, run_experiment
 from medtune.experiments.config import AA_ORDER_SEED_OFFSET
-from medtune.experiments.store import ResultStore
 from medtune.report import write_report
 from medtune.report.inference import aa_check_lines, gains_table
 from medtune.report.results import RunData
-from medtune.schema import MCQItem, write_items
+from planned_runs import planned_run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,38 +56,8 @@ N_ITEMS = 240
 
 
 def _aa_run(root: Path, plan: dict[str, dict[int, float]]) -> tuple[Path, dict[tuple[str, int], np.ndarray]]:
-    """A run folder with one cell per strategy and seed; each cell's correctness is drawn around ``plan``'s
-    accuracy from one shared item difficulty (runs agree on most items, as real runs do)."""
-    run = root / "run"
-    items = write_items([MCQItem(id=f"t{i}", question=f"Q{i}?", options=["a", "b", "c", "d"], answer=i % 4,
-                                 source="t", split="test") for i in range(N_ITEMS)], root / "test.parquet")
-    rng = np.random.default_rng(7)
-    easy = rng.random(N_ITEMS)
-    answers = np.arange(N_ITEMS) % 4
-    store = ResultStore(run)
-    correct: dict[tuple[str, int], np.ndarray] = {}
-    for strategy, per_seed in plan.items():
-        for s, acc in per_seed.items():
-            c = (easy < acc).astype(int)
-            flip = rng.choice(N_ITEMS, 10, replace=False)
-            c[flip] = 1 - c[flip]
-            pred = np.where(c == 1, answers, (answers + 1) % 4)
-            probs = [[0.7 if k == p else 0.1 for k in range(4)] for p in pred]
-            cell = f"m__d__lora__{strategy}__none__s{s}"
-            pred_path = root / "preds" / f"{cell}.parquet"
-            pred_path.parent.mkdir(parents=True, exist_ok=True)
-            pd.DataFrame({"id": [f"t{i}" for i in range(N_ITEMS)], "mode": "option", "answer": answers,
-                          "pred": pred, "correct": c.astype(bool), "scores": probs, "probs": probs,
-                          "permutation": None, "generated": None}).to_parquet(pred_path)
-            correct[(strategy, s)] = c
-            store.write({"cell_id": cell, "model": "m", "dataset": "d", "method": "lora", "strategy": strategy,
-                         "difficulty": "none", "seed": s, "key": "k", "status": "done", "test_sets": ["t"],
-                         "tests": {"t": {"accuracy": float(c.mean()), "ci_low": 0.0, "ci_high": 1.0,
-                                         "n_items": N_ITEMS, "n_correct": int(c.sum()), "metric": "accuracy",
-                                         "predictions": str(pred_path), "items": str(items)}},
-                         "train": {"steps": 3, "final_loss": 1.0, "seconds": 0.1, "dir": str(root / "none")}})
-    store.build_tables()
-    return run, correct
+    """A run folder with one cell per strategy and seed, each around ``plan``'s accuracy (tests/planned_runs.py)."""
+    return planned_run(root, plan, n_items=N_ITEMS, rng_seed=7, flips=10)
 
 
 RANDOM = {0: 0.50, 1: 0.56, 2: 0.44, 3: 0.53, 4: 0.47}

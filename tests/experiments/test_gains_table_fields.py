@@ -8,14 +8,12 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from medtune.experiments.store import ResultStore
 from medtune.report.inference import _paired, gains_table
 from medtune.report.results import RunData
-from medtune.schema import MCQItem, write_items
 from medtune.stats import compare_runs, holm
+from planned_runs import planned_run
 
 N_ITEMS = 60
 PLAN = {"random": {0: 0.50, 1: 0.55, 2: 0.45}, "disjoint": {0: 0.5, 1: 0.5, 2: 0.5},
@@ -25,37 +23,7 @@ PLAN = {"random": {0: 0.50, 1: 0.55, 2: 0.45}, "disjoint": {0: 0.5, 1: 0.5, 2: 0
 
 
 def _run(root: Path) -> tuple[Path, dict[tuple[str, int], np.ndarray]]:
-    run = root / "run"
-    items = write_items([MCQItem(id=f"t{i}", question=f"Q{i}?", options=["a", "b", "c", "d"], answer=i % 4,
-                                 source="t", split="test") for i in range(N_ITEMS)], root / "test.parquet")
-    rng = np.random.default_rng(3)
-    easy = rng.random(N_ITEMS)
-    answers = np.arange(N_ITEMS) % 4
-    store = ResultStore(run)
-    correct: dict[tuple[str, int], np.ndarray] = {}
-    for strategy, per_seed in PLAN.items():
-        for s, acc in per_seed.items():
-            c = (easy < acc).astype(int)
-            flip = rng.choice(N_ITEMS, 4, replace=False)
-            c[flip] = 1 - c[flip]
-            pred = np.where(c == 1, answers, (answers + 1) % 4)
-            probs = [[0.7 if k == p else 0.1 for k in range(4)] for p in pred]
-            cell = f"m__d__lora__{strategy}__none__s{s}"
-            path = root / "preds" / f"{cell}.parquet"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            ids = [f"{'u' if strategy == 'disjoint' else 't'}{i}" for i in range(N_ITEMS)]
-            pd.DataFrame({"id": ids, "mode": "option", "answer": answers,
-                          "pred": pred, "correct": c.astype(bool), "scores": probs, "probs": probs,
-                          "permutation": None, "generated": None}).to_parquet(path)
-            correct[(strategy, s)] = c
-            store.write({"cell_id": cell, "model": "m", "dataset": "d", "method": "lora", "strategy": strategy,
-                         "difficulty": "none", "seed": s, "key": "k", "status": "done", "test_sets": ["t"],
-                         "tests": {"t": {"accuracy": float(c.mean()), "ci_low": 0.0, "ci_high": 1.0,
-                                         "n_items": N_ITEMS, "n_correct": int(c.sum()), "metric": "accuracy",
-                                         "predictions": str(path), "items": str(items)}},
-                         "train": {"steps": 3, "final_loss": 1.0, "seconds": 0.1, "dir": str(root / "none")}})
-    store.build_tables()
-    return run, correct
+    return planned_run(root, PLAN, n_items=N_ITEMS, rng_seed=3, flips=4, other_ids=("disjoint",))
 
 
 @pytest.fixture(scope="module")
