@@ -745,8 +745,8 @@ while time.monotonic() < deadline:
 
 
 def part_resume(ctx: Ctx, report: Report) -> dict[str, Any]:
+    from medtune.adaptive.verify import verify_run
     from medtune.hardware import torch_threads
-    from medtune.training import verify_run
     from medtune.training.runlog import read_log
     from medtune.training.stage import run_training
 

@@ -17,8 +17,8 @@ from adaptive_helpers import micro_cli_options, strategy_args, write_inputs
 from safetensors.torch import load_file
 
 from medtune.adaptive.decisions import read_decisions
+from medtune.adaptive.verify import verify_run
 from medtune.cli import main
-from medtune.training import verify_run
 from medtune.training.runlog import read_log
 
 MEDTUNE = [sys.executable, "-c", "import sys; from medtune.cli import main; sys.exit(main(sys.argv[1:]))"]

@@ -9,9 +9,9 @@ import pytest
 from adaptive_helpers import micro_cli_options, strategy_args, tamper, write_inputs
 
 from medtune.adaptive.decisions import read_decisions
+from medtune.adaptive.verify import verify_run
 from medtune.cli import main
 from medtune.errors import ConfigError
-from medtune.training import verify_run
 from medtune.training.runlog import read_log
 
 STRATEGIES = ["ability", "self-paced", "learnability", "rho"]

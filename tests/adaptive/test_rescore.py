@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from medtune.adaptive.decisions import read_decisions
 from medtune.adaptive.stage import AdaptiveSettings, run_adaptive_training
 from medtune.adaptive.strategies import rescore_positions
-from medtune.training import verify_run
+from medtune.adaptive.verify import verify_run
 from medtune.training.config import TrainSettings
 
 RESCORE = 0.5  # items re-scored per item a decision trains: 4 of the pool's 24 per decision of 2 × 4

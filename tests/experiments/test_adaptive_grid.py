@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from medtune.adaptive.verify import verify_run
 from medtune.errors import ConfigError
 from medtune.experiments import load_config, run_experiment
 from medtune.report.inference import gains_table
 from medtune.report.results import RunData
-from medtune.training.verify import verify_run
 
 REPO = Path(__file__).resolve().parents[2]
 ABILITY = {"name": "ability", "adaptive": {"every": 2, "anchors": {"n": 6}, "options": {"delta": 0.5}}}

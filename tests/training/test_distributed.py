@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file
 from training_helpers import make_items, make_order, micro_cli_options
 
+from medtune.adaptive.verify import verify_run
 from medtune.schema import write_items
-from medtune.training import verify_run
 from medtune.training.runlog import read_log
 
 MEDTUNE = shutil.which("medtune") or os.path.join(os.path.dirname(sys.executable), "medtune")

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from training_helpers import make_items, make_order, micro_cli_options, micro_config
 
+from medtune.adaptive.verify import verify_run
 from medtune.errors import ConfigError, InputError
 from medtune.schema import QAItem, write_items
 from medtune.scoring.backends import load_backend
@@ -27,7 +28,6 @@ from medtune.training.methods.knowtuning.augmentation import n_kept
 from medtune.training.methods.knowtuning.corruption import build_triples, entities
 from medtune.training.methods.knowtuning.facts import Fact, item_facts, split_facts
 from medtune.training.methods.knowtuning.inner import lora_target_names
-from medtune.training.verify import verify_run
 
 SUBJECTS = {"cardiac": ["Varnel syndrome", "Ostrik disease", "Pellow fever", "Quorin heart", "Tamsel block"],
             "renal": ["Brevin nephritis", "Caldor stones", "Dunmar kidney", "Eskel syndrome", "Fallow uremia"],

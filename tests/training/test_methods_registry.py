@@ -13,9 +13,10 @@ from safetensors.torch import load_file
 from training_helpers import make_items, make_order, micro_cli_options, micro_config
 
 from medtune import plugins
+from medtune.adaptive.verify import verify_run
 from medtune.errors import ConfigError, InputError
 from medtune.models import build_tiny_model
-from medtune.training import TrainSettings, method_settings, train, verify_run
+from medtune.training import TrainSettings, method_settings, train
 from medtune.training.export import export_run, load_trained, run_method
 from medtune.training.method_settings import METHODS, LoraSettings
 from medtune.training.methods import (

@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import load_file
 from training_helpers import make_items, make_order, micro_cli_options, micro_config
 
+from medtune.adaptive.verify import verify_run
 from medtune.schema import write_items
-from medtune.training import verify_run
 from medtune.training.checkpoint import list_checkpoints
 from medtune.training.runlog import read_log
 

@@ -10,10 +10,11 @@ import pytest
 import torch
 from training_helpers import make_items, make_order, micro_cli_options, micro_config
 
+from medtune.adaptive.verify import verify_run
 from medtune.cli import main
 from medtune.errors import UnsupportedOnThisMachine
 from medtune.models import build_tiny_model
-from medtune.training import train, verify_run
+from medtune.training import train
 from medtune.training.config import TrainSettings, apply_preset
 from medtune.training.methods import build_optimizer, find_target_modules, prepare_model
 from medtune.training.runlog import read_log

@@ -5,9 +5,10 @@ Public API: :func:`run_training_stage` (the training stage, plain or adaptive: i
 :func:`run_adaptive_training` (its adaptive half),
 :class:`AdaptivePlanner` (the :class:`medtune.training.planner.StepPlanner` it hands the loop), the strategy
 registry (:func:`register_adaptive`, :func:`get_adaptive`, :func:`adaptive_names`, :class:`AdaptiveStrategy`,
-:class:`DecisionInputs`) and :func:`replay_run` (what ``verify-order`` checks an adaptive run with). Modules:
-``strategies`` (pure decisions), ``decisions`` (the log), ``replay`` (pure), ``scores`` (scoring at decision
-points through :mod:`medtune.scoring.backends`), ``planner``, ``stage``.
+:class:`DecisionInputs`), :func:`replay_run` (what ``verify-order`` checks an adaptive run with) and
+:func:`verify_run` (``verify-order``: a run's log against its plan, fixed or replayed). Modules:
+``strategies`` (pure decisions), ``decisions`` (the log), ``replay`` (pure), ``verify``, ``scores`` (scoring at
+decision points through :mod:`medtune.scoring.backends`), ``planner``, ``stage``.
 
 Names are imported on first use, so the replay (which ``verify-order`` imports) loads neither torch nor the scorer.
 """
@@ -24,6 +25,8 @@ _EXPORTS = {
     "get_adaptive": "medtune.adaptive.strategies",
     "register_adaptive": "medtune.adaptive.strategies",
     "replay_run": "medtune.adaptive.replay",
+    "VerifyResult": "medtune.adaptive.verify",
+    "verify_run": "medtune.adaptive.verify",
     "AdaptivePlanner": "medtune.adaptive.planner",
     "AdaptiveSettings": "medtune.adaptive.stage",
     "run_adaptive_training": "medtune.adaptive.stage",

@@ -5,7 +5,7 @@
 the seed derived from the run's seed, the candidate pool, the decision points every ``N`` steps), its pass
 bookkeeping and ability estimate are recomputed, and its logged inputs are fed back through the strategy's pure
 ``decide``, which must return the logged choice. The replayed steps are then compared with ``train_log.jsonl`` by
-:mod:`medtune.training.verify` like a fixed plan. This module imports neither torch nor the scorer.
+:mod:`medtune.adaptive.verify` like a fixed plan. This module imports neither torch nor the scorer.
 """
 
 from __future__ import annotations

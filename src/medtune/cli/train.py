@@ -147,7 +147,7 @@ def verify_order_command(
     = None,
 ) -> None:
     """Check that the run trained in exactly the planned order; exit 1 naming the first differing step."""
-    from medtune.training.verify import verify_run
+    from medtune.adaptive.verify import verify_run
 
     result = verify_run(run_dir, order)
     if result.ok:

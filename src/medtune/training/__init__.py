@@ -1,11 +1,11 @@
 """Fine-tuning in exactly the planned order (full, LoRA/DoRA, QLoRA, GaLore, plugins), with a verifiable run log.
 
 Public API: :func:`run_training` (the stage: items + order → run folder), :func:`train` (Python, items in
-memory), :class:`TrainSettings` (the settings schema), :func:`verify_run`, :func:`get_method` /
+memory), :class:`TrainSettings` (the settings schema), :func:`get_method` /
 :func:`register_method` (the method registry). Modules: ``config`` (settings, presets), ``stage`` (the stage
 function), ``data`` (order → steps → micro-batches, completion-only labels), ``methods`` (one spec per method),
 ``trainer`` (the loop), ``hooks`` (what it calls back into), ``scores`` (the model scored while it trains),
-``tiny``, ``checkpoint``, ``runlog``, ``verify``, ``export``, ``pretrain``, ``plots``.
+``tiny``, ``checkpoint``, ``runlog``, ``export``, ``pretrain``, ``plots``.
 
 Names are imported on first use, so reading the settings schema (e.g. to validate a grid config in a driver
 process) does not import torch.
@@ -25,8 +25,6 @@ _EXPORTS = {
     "run_training": "medtune.training.stage",
     "TrainResult": "medtune.training.trainer",
     "train": "medtune.training.trainer",
-    "VerifyResult": "medtune.training.verify",
-    "verify_run": "medtune.training.verify",
     "get_method": "medtune.training.methods",
     "register_method": "medtune.training.methods",
     "method_names": "medtune.training.methods",

@@ -9,7 +9,9 @@ is reported with the first step where it occurs.
 An adaptive run (``config.json`` has an ``adaptive`` section, written by :mod:`medtune.adaptive`) has no fixed
 plan: its plan is the replay of ``decisions.jsonl`` (:func:`medtune.adaptive.replay.replay_run`, pure: it
 re-runs each strategy's ``decide`` on the logged inputs and imports neither torch nor the scorer), and the log is
-compared with the replayed steps the same way.
+compared with the replayed steps the same way. The check lives with the adaptive curricula, above training,
+because it reads both a fixed plan (training's) and a replayed one (the adaptive package's); training itself
+never imports an adaptive module.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medtune.adaptive.replay import replay_run
 from medtune.orders.orderfile import OrderFile
 from medtune.run_record import read_config_json, read_run_record
 from medtune.training.config import TrainSettings
@@ -49,8 +52,6 @@ def _adaptive_meta(run_dir: Path) -> dict | None:
 def verify_run(run_dir: str | Path, order_path: str | Path | None = None) -> VerifyResult:
     adaptive = _adaptive_meta(Path(run_dir))
     if adaptive is not None:
-        from medtune.adaptive.replay import replay_run
-
         replay = replay_run(run_dir)
         planned, n_total = replay.steps, int(adaptive["total_steps"])
         logged = read_log(Path(run_dir))
