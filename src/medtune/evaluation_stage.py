@@ -5,8 +5,10 @@ Free-text items also get ``item_metrics.parquet`` (one row of scores per item, :
 
 :class:`EvalSettings` holds every evaluation setting with its one default; :func:`run_evaluation` is the stage,
 called by ``medtune evaluate run`` and by the experiment grid alike, so both score the same way. What is scored
-is a :class:`ModelRef`: a base model spec (possibly with a backend prefix, see
-:mod:`medtune.scoring.backends`), plus a fine-tuned adapter or a fine-tuned full model, and how it was trained.
+is a :class:`medtune.model_ref.ModelRef`: a base model spec (possibly with a backend prefix, see
+:mod:`medtune.scoring.backends`), plus a fine-tuned adapter or a fine-tuned full model, and how it was trained,
+loaded by :func:`medtune.model_ref.load_model` (below the stages, so the adaptive stage loads ``rho``'s reference
+model the same way).
 
 Precision follows the model, not a fixed choice: ``dtype: auto`` is bf16 on a GPU that has it and fp32 on a CPU,
 and ``quantization: auto`` loads the base the way the run trained on it (4-bit for QLoRA), because an adapter
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,35 +30,32 @@ from medtune.bertscore import BertScoreSettings, resolve_bertscore_model
 from medtune.errors import ConfigError, InputError
 from medtune.evaluation import DEFAULT_N_BOOT, compute_metrics, per_item_scores, qa_item_scores, read_predictions
 from medtune.io import atomic_path, require_file, write_json_atomic
+from medtune.model_ref import (
+    ModelLoadSettings,
+    ModelRef,
+    as_model_ref,
+    load_model,
+    resolve_dtype_for,
+    resolve_quantization,
+)
 from medtune.schema import Item, QAItem, read_items, write_items
 from medtune.scoring.engine import DEFAULT_MAX_NEW_TOKENS, BatchTokens
-from medtune.scoring.vllm_backend import (
-    VllmEnforceEager,
-    VllmGpuMemoryUtilization,
-    VllmMaxModelLen,
-    VllmTensorParallelSize,
-    vllm_options,
-)
-from medtune.settings import Settings, validate_settings
+from medtune.settings import validate_settings
 
 EvalMode = Literal["auto", "letter", "option", "generate"]
 _TORCH_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
-class EvalSettings(Settings):
-    """How a model is evaluated: scoring mode, prompt, backend, precision, batching and the statistics."""
+class EvalSettings(ModelLoadSettings):
+    """How a model is evaluated: scoring mode, prompt, backend, precision, batching and the statistics.
+
+    The loading settings (backend, precision, device, vLLM's options) are :class:`ModelLoadSettings`'s, shared with
+    every stage that loads a model to score it; their keys and options are the evaluation's as well.
+    """
 
     mode: EvalMode = Field("auto", description="scoring mode; auto: letter for MCQ, generate for free text")
     template: str | None = Field(None, description="prompt template (medtune.prompts); default: the one the "
                                  "model was trained with, else 'options' in option mode and 'paper' otherwise")
-    backend: str | None = Field(None, description="scoring backend (hf, openai, vllm or a plugin's); default: "
-                                "the model spec's prefix, else hf")
-    dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="weights' precision; auto: bf16 on a GPU that has it, fp32 on a CPU")
-    quantization: Literal["auto", "none", "4bit", "8bit"] = Field(
-        "auto", description="base weights' quantization (bitsandbytes); auto: as the model was trained (4bit for "
-        "qlora), else none")
-    device: str = Field("auto", description="auto, cpu or cuda[:N]")
     batch_tokens: BatchTokens = Field(
         "auto", description="padded tokens per batch (rows x longest); auto: 1024 on a CPU, on a GPU estimated from "
         "its free memory and lowered when a batch runs out of memory (values never depend on it)")
@@ -74,124 +72,10 @@ class EvalSettings(Settings):
         default_factory=BertScoreSettings,
         description="BERTScore of free-text answers (medtune.bertscore): a preset (minilm, study), a model, none "
         "(off), or a mapping of model, num_layers, idf, rescale, lang, baseline_path, batch_size, device")
-    vllm_gpu_memory_utilization: VllmGpuMemoryUtilization = None
-    vllm_max_model_len: VllmMaxModelLen = None
-    vllm_tensor_parallel_size: VllmTensorParallelSize = None
-    vllm_enforce_eager: VllmEnforceEager = False
-
-
-# ----------------------------------------------------------------------------------------------------------
-# What is scored
-
-
-def _trained_quantization(method: str | None) -> str | None:
-    """How ``method`` loads its base to train (e.g. ``"4bit"`` for qlora), from the method registry."""
-    if method is None:
-        return None
-    from medtune.training.methods import get_method
-
-    return get_method(method).base_quantization
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """The weights to score: a base ``spec`` alone, with an ``adapter``, or a fine-tuned full model (``model_dir``).
-
-    ``method``, ``train_dtype`` and ``train_template`` record how it was trained; ``base_quantization`` is how
-    the base was loaded to train (``None`` with a ``method``: looked up in the method registry).
-    """
-
-    spec: str
-    adapter: Path | None = None
-    model_dir: Path | None = None
-    method: str | None = None
-    train_dtype: str | None = None
-    base_quantization: str | None = None
-    train_template: str | None = None
-
-    @property
-    def weights(self) -> str:
-        """The spec the backend loads: the fine-tuned model's folder, or the base."""
-        return str(self.model_dir) if self.model_dir is not None else self.spec
-
-    @property
-    def trained_quantization(self) -> str | None:
-        """How the scored base was quantized in training (only an adapter's base was; a full model is saved whole)."""
-        if self.model_dir is not None:
-            return None
-        if self.base_quantization is not None:
-            return self.base_quantization
-        return _trained_quantization(self.method) if self.adapter is not None else None
-
-    @classmethod
-    def from_run(cls, run_dir: str | Path) -> ModelRef:
-        """The model a training run folder holds (``config.json``: ``train`` and ``base_model``; docs/ARTIFACTS.md),
-        read through the run-record reader; training's schema and method registry only say what its settings mean."""
-        from medtune.run_record import RUN_RECORD, read_config_json
-        from medtune.training.config import TrainSettings
-        from medtune.training.methods import get_method
-
-        run_dir = Path(run_dir)
-        meta = read_config_json(run_dir)
-        record = meta.get("train") if meta is not None else None
-        if not isinstance(record, dict) or "method" not in record:
-            raise InputError("not a training run folder (no config.json with training settings); "
-                             "evaluate a model folder with --model", file=run_dir)
-        try:  # read as the training schema reads it, so records of earlier versions keep working
-            spec = get_method(TrainSettings.from_run_record(record).method)
-        except ConfigError as exc:
-            raise InputError(f"the run's training settings cannot be used here: {exc}",
-                             file=run_dir / RUN_RECORD) from None
-        train = meta["train"]
-        weights = run_dir / spec.output_name
-        if not (weights.is_dir() and any(weights.iterdir())):
-            raise InputError(f"the run has no {spec.output_name}/ (did training finish?)", file=run_dir)
-        # The precision the run really computed in (recorded since runs resolve ``auto``), else what it asked for.
-        trained_in = (meta.get("precision") or {}).get("dtype") or train.get("dtype")
-        common = {"method": spec.name, "train_dtype": trained_in, "train_template": train.get("template")}
-        if not spec.is_adapter:
-            return cls(spec=str(weights), model_dir=weights, **common)
-        base = run_dir / "base"
-        if (base / "config.json").exists():
-            base_spec = str(base)
-        else:
-            base_spec = str(meta.get("base_model") or "")
-            if base_spec in ("", "memory"):
-                raise InputError("cannot find the base model of this run (no base/ folder and no base_model)",
-                                 file=run_dir / "config.json", field="base_model")
-        return cls(spec=base_spec, adapter=weights, base_quantization=spec.base_quantization, **common)
-
-    def describe(self) -> dict[str, Any]:
-        return {"model": self.spec, "adapter": str(self.adapter) if self.adapter else None,
-                "model_dir": str(self.model_dir) if self.model_dir else None, "method": self.method,
-                "train_dtype": self.train_dtype}
-
-
-def as_model_ref(model: ModelRef | str | Path) -> ModelRef:
-    return model if isinstance(model, ModelRef) else ModelRef(spec=str(model))
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Resolving the settings for one model and one test set
-
-
-def resolve_dtype_for(settings: EvalSettings, ref: ModelRef) -> str:
-    """``auto`` scores a fine-tuned model in the precision it was trained in; a base model by the machine's rule.
-
-    The training precision is resolved again here (bf16 only where native, :mod:`medtune.hardware`), so a model
-    trained in bf16 on a GPU and scored on a CPU without bf16 is scored in fp32 rather than emulated.
-    """
-    if settings.dtype != "auto" or ref.train_dtype in (None, "auto"):
-        return settings.dtype
-    from medtune.hardware import training_dtype
-
-    return training_dtype(ref.train_dtype)
-
-
-def resolve_quantization(settings: EvalSettings, ref: ModelRef) -> str | None:
-    if settings.quantization == "auto":
-        return ref.trained_quantization
-    return None if settings.quantization == "none" else settings.quantization
 
 
 def resolve_mode(settings: EvalSettings, items: list[Item], items_path: Path | None = None) -> str:
@@ -236,18 +120,6 @@ def describe_precision(settings: EvalSettings | dict[str, Any], ref: ModelRef | 
     requested = auto_dtype(device) if requested == "auto" else requested  # as the backends load it
     dtype = str(resolve_dtype(requested, device)).removeprefix("torch.")
     return {"backend": name, "dtype": _TORCH_NAMES.get(dtype, dtype), "quantization": quantization}
-
-
-def load_model(model: ModelRef | str | Path, settings: EvalSettings | dict[str, Any]) -> Any:
-    """The backend that scores ``model`` under ``settings`` (reusable across test sets: pass it as ``loaded``)."""
-    from medtune.scoring.backends import load_backend
-
-    settings = validate_settings(EvalSettings, settings, "evaluation")
-    ref = as_model_ref(model)
-    return load_backend(ref.weights, backend=settings.backend, dtype=resolve_dtype_for(settings, ref),
-                        device=settings.device,
-                        quantization=resolve_quantization(settings, ref), adapter=ref.adapter,
-                        vllm=vllm_options(settings))
 
 
 # ----------------------------------------------------------------------------------------------------------

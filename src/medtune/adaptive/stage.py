@@ -221,12 +221,12 @@ def reference_item_losses(reference: str, items: list[Item], config: TrainSettin
     The model is loaded as the evaluation loads it (a run folder's adapter on its base, or its full model), scored
     once before training and released; ``trust_remote_code`` stays off.
     """
-    from medtune.evaluation_stage import EvalSettings, ModelRef, load_model
+    from medtune.model_ref import ModelLoadSettings, ModelRef, load_model
     from medtune.training.scores import item_losses
 
     path = Path(reference).expanduser()
     ref = ModelRef.from_run(path) if (path / "config.json").is_file() else ModelRef(spec=reference)
-    return item_losses(load_model(ref, EvalSettings()), items, target=config.target, template=config.template,
+    return item_losses(load_model(ref, ModelLoadSettings()), items, target=config.target, template=config.template,
                        batch=batch)
 
 
