@@ -128,13 +128,14 @@ class Registry(Generic[T]):
         origin = obj if origin is None else origin
         taken = self._slots.get(name)
         if taken is not None and not replace:
+            # One message whether or not a built-in has been imported yet: its reference names what it will be.
             if isinstance(taken, _Builtin):
-                if taken.ref != _reference(origin):  # the built-in's own module registering it is no collision
-                    raise ConfigError(f"{self.kind} '{name}' is a built-in ({taken.ref}); {registrant(origin)} "
-                                      "registers it again (pass replace=True to override it)")
-            elif not same_definition(taken.origin, origin):
-                raise ConfigError(f"{self.kind} '{name}' is already registered by {registrant(taken.origin)}; "
-                                  f"{registrant(origin)} registers it again (pass replace=True to override it)")
+                holder = taken.ref.replace(":", ".") if taken.ref != _reference(origin) else None
+            else:
+                holder = None if same_definition(taken.origin, origin) else registrant(taken.origin)
+            if holder is not None:  # the built-in's own module registering it, or the same definition, is no collision
+                raise ConfigError(f"{self.kind} '{name}' is already registered by {holder}; {registrant(origin)} "
+                                  "registers it again (pass replace=True to override it)")
         self._slots[name] = _Entry(obj, origin)
         return obj
 
