@@ -261,6 +261,7 @@ LAYERS: dict[str, str] = {
     "medtune.factcheck": "libraries",
     "medtune.evaluation": "libraries",
     "medtune.stats": "libraries",
+    "medtune.foreign_predictions": "libraries",
     # training: the entry, the loop, its methods (KnowTuning included) and their settings
     "medtune.training": "training",
     "medtune.training.*": "training",
