@@ -65,11 +65,14 @@ def made(tiny):
     with_ids = _write_jsonl(root / "docs.jsonl", DOCS)
     without_ids = _write_jsonl(root / "docs_noid.jsonl", [{k: v for k, v in d.items() if k != "id"} for d in DOCS])
     text = "Question: {{question}}\nAnswer:"
-    mc = {"task": "tiny_mc", "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(with_ids)}},
+    cache = str(root / "datasets_cache")  # the json datasets' Arrow cache stays in the test's folder
+    mc = {"task": "tiny_mc", "dataset_path": "json",
+          "dataset_kwargs": {"data_files": {"test": str(with_ids)}, "cache_dir": cache},
           "test_split": "test", "output_type": "multiple_choice", "doc_to_text": text,
           "doc_to_choice": "{{choices}}", "doc_to_target": "gold",
           "metric_list": [{"metric": "acc"}, {"metric": "acc_norm"}]}
-    gen = {"task": "tiny_gen", "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(without_ids)}},
+    gen = {"task": "tiny_gen", "dataset_path": "json",
+           "dataset_kwargs": {"data_files": {"test": str(without_ids)}, "cache_dir": cache},
            "test_split": "test", "output_type": "generate_until", "doc_to_text": text, "doc_to_target": "answer",
            "generation_kwargs": {"until": ["\n"], "max_gen_toks": 6, "do_sample": False},
            "metric_list": [{"metric": "exact_match"}]}

@@ -34,7 +34,8 @@ from medtune.cli.anchors import anchors_app, print_estimates
 from medtune.cli.options import bounded, schema_bounded, with_settings
 from medtune.errors import ConfigError, InputError
 from medtune.evaluation import DEFAULT_N_BOOT, compare_predictions, compute_metrics, read_predictions
-from medtune.evaluation_stage import EvalSettings, ModelRef
+from medtune.evaluation_stage import PREDICTIONS_NORM, EvalSettings, ModelRef, score_file
+from medtune.foreign_predictions import FORMATS, parse_fields
 from medtune.io import check_file_output, check_folder_output, write_json_atomic
 from medtune.schema import read_items
 from medtune.settings import validate_settings
@@ -267,9 +268,6 @@ def score_file_cmd(
 ) -> None:
     """Score another tool's predictions: free text gets token P/R/F1, exact match, ROUGE-L and BERTScore; MCQ
     (letters, lm-eval multiple choice) a predictions.parquet and accuracy with CI, for `evaluate compare`."""
-    from medtune.evaluation_stage import PREDICTIONS_NORM, score_file
-    from medtune.foreign_predictions import FORMATS, parse_fields
-
     if file_format not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got '{file_format}'")
     mapping = parse_fields(fields)
