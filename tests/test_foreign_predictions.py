@@ -336,3 +336,20 @@ def test_letters_accuracy_is_the_share_of_matching_letters(tmp_path_factory, pai
 def test_parse_fields_reads_roles():
     assert parse_fields(" id = doc.qid , pred=choice") == {"id": "doc.qid", "pred": "choice"}
     assert parse_fields(None) == {} and parse_fields("") == {}
+
+
+def test_a_letters_table_in_csv_is_read_like_json_lines(tmp_path, capsys):
+    src = tmp_path / "answers.csv"
+    src.write_text("question_id,answer,pred,notes\nq1,A,A,\nq2,B,,skipped\n\nq3,C,\"(D)\",\"two\nlines\"\n",
+                   encoding="utf-8")
+    code, _, err = _score(capsys, src, "-o", tmp_path / "o")
+    assert code == 0, err
+    pred = read_predictions(tmp_path / "o" / "predictions.parquet")
+    assert list(pred["id"]) == ["q1", "q2", "q3"] and list(pred["correct"]) == [True, False, False]
+    assert pd.isna(pred["pred"].iloc[1]) and pred["pred"].iloc[2] == 3
+    src.write_text("question_id,answer,pred\nq1,A,A\nq2,B,B\nq3,C,maybe\n", encoding="utf-8")
+    code, _, err = _score(capsys, src, "-o", tmp_path / "o2")
+    assert code == 2 and "answers.csv, line 4, field 'pred'" in err and len(err.splitlines()) == 1
+    src.write_text("question_id,answer,pred\nq1,A,A,extra\n", encoding="utf-8")
+    code, _, err = _score(capsys, src, "-o", tmp_path / "o2")
+    assert code == 2 and "answers.csv, line 2: 4 cells for 3 columns" in err

@@ -18,6 +18,9 @@ their field names (or takes ``--format``) and returns :class:`ForeignPredictions
 - ``mcq``: one chosen letter per item (``id``, the gold ``answer`` letter, the predicted ``pred`` letter, null or
   empty when unanswered).
 
+Every format is JSON lines; a ``.csv`` or ``.tsv`` file (a header line, then one row per record) is read as the
+same records, for the tools that write tables.
+
 ``--fields role=field,...`` maps medtune's names to the file's (``prompt``/``reference``/``prediction`` for free
 text, ``answer``/``pred`` for letters, ``id`` for all); a field may be a dotted path into nested objects and lists
 (``doc.qid``, ``filtered_resps.0``). A bad record is an :class:`InputError` naming the file, the line and the
@@ -126,6 +129,29 @@ def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield lineno, obj
 
 
+def _table_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, row) of a CSV or TSV file with a header line (line 1); an empty cell is an empty string, and a
+    row whose quoted cell spans lines is named by its last line."""
+    import csv
+
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=path) from None
+    reader = csv.DictReader(text.splitlines(keepends=True), delimiter="\t" if path.suffix == ".tsv" else ",")
+    for row in reader:
+        if None in row:
+            raise InputError(f"{len(row) + len(row[None]) - 1} cells for {len(reader.fieldnames or [])} columns",
+                             file=path, record=reader.line_num, record_kind="line")
+        if any(v not in ("", None) for v in row.values()):
+            yield reader.line_num, {k: v for k, v in row.items() if v is not None}
+
+
+def _records(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """A file's records: JSON lines, or CSV/TSV rows for a ``.csv``/``.tsv`` file (a letters table, say)."""
+    return list(_table_rows(path) if path.suffix in (".csv", ".tsv") else _json_lines(path))
+
+
 _MISSING = object()
 
 
@@ -203,7 +229,7 @@ def read_foreign_predictions(path: str | Path, *, format: str = "auto", fields: 
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got '{format}'")
     path = require_file(path)
     fields = dict(fields or {})
-    records = list(_json_lines(path))
+    records = _records(path)
     if not records:
         raise InputError("no predictions (the file has no records)", file=path)
     if format == "auto":
