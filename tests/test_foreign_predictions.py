@@ -76,16 +76,17 @@ def made(tiny):
            "test_split": "test", "output_type": "generate_until", "doc_to_text": text, "doc_to_target": "answer",
            "generation_kwargs": {"until": ["\n"], "max_gen_toks": 6, "do_sample": False},
            "metric_list": [{"metric": "exact_match"}]}
+    mutual = {**mc, "task": "tiny_mi", "metric_list": [{"metric": "acc"}, {"metric": "acc_mutual_info"}]}
     tracker = EvaluationTracker(output_path=str(root / "lm_eval"))
     lm = HFLM(pretrained=tiny["model"], tokenizer=tiny["tokenizer"], batch_size=8, max_length=128)
-    results = simple_evaluate(model=lm, tasks=[mc, gen], log_samples=True, bootstrap_iters=0,
+    results = simple_evaluate(model=lm, tasks=[mc, gen, mutual], log_samples=True, bootstrap_iters=0,
                               evaluation_tracker=tracker, task_manager=TaskManager(include_defaults=False))
     samples = results.pop("samples")
     tracker.save_results_aggregated(results=results, samples=samples)  # as lm_eval's CLI: names the files
     for task, task_samples in samples.items():
         tracker.save_results_samples(task_name=task, samples=task_samples)
     logs = {p.name.split("_")[2]: p for p in (root / "lm_eval").rglob("samples_*.jsonl")}
-    return {"mc": logs["mc"], "gen": logs["gen"]}
+    return {"mc": logs["mc"], "gen": logs["gen"], "mi": logs["mi"]}
 
 
 def _score(capsys, *args):
@@ -121,6 +122,16 @@ def test_an_lm_eval_multiple_choice_log_becomes_predictions_with_acc_and_acc_nor
     assert main(["evaluate", "compare", str(tiny["medtune"]), str(out / "predictions.parquet"),
                  "--n-boot", "200", "-o", str(tmp_path / "cmp.json")]) == 0
     assert json.loads((tmp_path / "cmp.json").read_text())["B"] == metrics["accuracy"]["accuracy"]
+
+
+def test_an_lm_eval_log_with_acc_mutual_info_keeps_the_choices_only(made):
+    samples = _lines(made["mi"])
+    assert len(samples[0]["arguments"]) == 2 * len(CHOICES)  # lm-eval adds ("", choice) per choice
+    read = read_foreign_predictions(made["mi"])
+    assert all(it.options == CHOICES for it in read.items)
+    assert read.predictions["correct"].tolist() == [bool(s["acc"]) for s in samples]
+    assert [list(r) for r in read.predictions["scores"]] == [
+        [float(r[0]) for r in s["filtered_resps"][:len(CHOICES)]] for s in samples]
 
 
 def test_an_lm_eval_generate_until_log_is_scored_as_free_text(made, tmp_path, capsys):

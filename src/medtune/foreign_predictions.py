@@ -13,7 +13,8 @@ their field names (or takes ``--format``) and returns :class:`ForeignPredictions
   ``filtered_resps[0]``, the answer lm-eval scored); a ``multiple_choice`` task (one loglikelihood request per
   choice) is MCQ: ``scores`` the choices' log-likelihoods, ``pred`` their argmax (lm-eval's ``acc``) and
   ``scores_norm`` the log-likelihoods divided by the choices' character counts, whose argmax is lm-eval's
-  ``acc_norm``; the gold is ``target`` (an index, or the text of a choice). The item id is the doc's own ``id``
+  ``acc_norm``; the gold is ``target`` (an index, or the text of a choice; with ``acc_mutual_info`` the
+  unconditional requests after the choices are left out). The item id is the doc's own ``id``
   field when every doc has one, else ``doc_id``. A file with samples of several filters needs one chosen.
 - ``mcq``: one chosen letter per item (``id``, the gold ``answer`` letter, the predicted ``pred`` letter, null or
   empty when unanswered).
@@ -457,10 +458,16 @@ def _lm_eval_choices(path: Path, records: list[tuple[int, dict[str, Any]]], ids:
     for (lineno, obj), rid in zip(records, ids, strict=True):
         bad = functools.partial(InputError, file=path, record=lineno, record_kind="line")
         reqs = _requests(obj, bad)
+        half = len(reqs) // 2
+        if "acc_mutual_info" in obj and len(reqs) % 2 == 0 and all(ctx == "" for ctx, _ in reqs[half:]) and \
+                [c for _, c in reqs[:half]] == [c for _, c in reqs[half:]]:
+            reqs = reqs[:half]  # acc_mutual_info's unconditional ("", choice) requests follow the choices
         if not MIN_OPTIONS <= len(reqs) <= MAX_OPTIONS:
             raise bad(f"{len(reqs)} choices; medtune's items hold {MIN_OPTIONS}-{MAX_OPTIONS}", field="arguments")
         continuations = [c for _, c in reqs]
         resps = obj["filtered_resps"]
+        if isinstance(resps, list) and len(resps) == 2 * len(reqs) and len(reqs) < len(_requests(obj, bad)):
+            resps = resps[: len(reqs)]
         if not isinstance(resps, list) or len(resps) != len(reqs):
             raise bad(f"expected one (log-likelihood, is-greedy) pair per choice ({len(reqs)})",
                       field="filtered_resps")
