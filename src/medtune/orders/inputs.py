@@ -25,9 +25,10 @@ import numpy as np
 from medtune.bucketing import PAPER_THRESHOLDS, Bucketing
 from medtune.errors import ConfigError, InputError
 from medtune.orders.strategies import BUCKETS, OrderItem
+from medtune.schema import item_source
 
 __all__ = ["BUCKETINGS", "PAPER_THRESHOLDS", "Lookup", "bucket_by_thresholds", "bucket_values", "check_ids",
-           "item_source", "make_bucketing", "order_items", "read_categories_table", "read_difficulty_table",
+           "make_bucketing", "order_items", "read_categories_table", "read_difficulty_table",
            "tercile_thresholds"]
 
 BUCKETINGS: tuple[str, ...] = ("thresholds", "terciles")
@@ -204,9 +205,3 @@ def order_items(
     return [OrderItem(it.id, c, d, b, src)
             for it, c, d, b, src in zip(items, cats, diffs, buckets, sources, strict=True)]
 
-
-def item_source(item: Any) -> str | None:
-    """The source an item is grouped by: its mixture part (``meta.source``), else its own ``source`` field."""
-    meta = getattr(item, "meta", None) or {}
-    value = meta.get("source") if isinstance(meta, Mapping) else None
-    return str(value) if value is not None else getattr(item, "source", None)
