@@ -472,8 +472,9 @@ def compute_metrics(
 
     MCQ: accuracy with CI, macro and weighted F1 over answer positions, accuracy per category,
     subcategory, human difficulty level and meta key (auto: scalar meta fields with 2–20 values, e.g. the
-    USMLE step), gold/predicted answer-position distributions and the unanswered rate; in letter and
-    option mode also ``calibration`` (ECE and Brier score of the option probabilities, see
+    USMLE step), per source where the items come from several (``per_source``: a mixture's parts),
+    gold/predicted answer-position distributions and the unanswered rate; in letter and option mode also
+    ``calibration`` (ECE and Brier score of the option probabilities, see
     :func:`calibration_metrics`). Free text: the means of :func:`qa_item_scores` (token P/R/F1,
     exact match, ROUGE-L; BERTScore with ``bertscore`` settings, see :mod:`medtune.bertscore`), computed here
     unless the caller passes them as ``item_scores`` (the stage writes the same frame). Items without a

@@ -256,6 +256,7 @@ def mix_files(settings: MixSettings, *, root: Path | None = None) -> MixResult:
     pools: list[list[Item]] = []
     files: list[Path] = []
     textbook: list[str] = []
+    seen: set[str] = set()
     has_textbook = False
     for part in settings.parts:
         path = Path(part.items).expanduser()
@@ -266,9 +267,9 @@ def mix_files(settings: MixSettings, *, root: Path | None = None) -> MixResult:
         pools.append(part_pool(read_items(path), settings.split, path))
         files.append(path)
         sentences = read_textbook(path)
-        if sentences is not None:
+        if sentences is not None:  # the parts' background text, joined (a sentence once)
             has_textbook = True
-            textbook += [s for s in sentences if s not in textbook]
+            textbook += [s for s in sentences if not (s in seen or seen.add(s))]  # type: ignore[func-returns-value]
     items, counts = mix_items(settings.parts, pools, seed=settings.seed, replace=settings.replace,
                               total=settings.total)
     provenance = {
