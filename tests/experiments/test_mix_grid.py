@@ -52,6 +52,7 @@ def grid(sources: Path, out: Path) -> dict:
     }
 
 
+@pytest.mark.slow  # an end-to-end run (about 20 s): the whole suite has it, the fast subset does not
 def test_a_grid_trains_a_mixture_blocked_by_source(sources: Path, tmp_path: Path) -> None:
     cfg = config_from_dict(grid(sources, tmp_path / "run"))
     summary = run_experiment(cfg, progress=False)
