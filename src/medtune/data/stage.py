@@ -158,13 +158,6 @@ class DataSettings(Settings):
     def label(self) -> str:
         return self.name or (f"{self.source}-{self.split}" if self.split else self.source)
 
-    @property
-    def input_paths(self) -> list[str]:
-        """The files the data set reads as written in its settings: its path, or its mix's items files."""
-        if self.mix is not None:
-            return [p.items for p in self.mix]
-        return [self.path] if self.path is not None else []
-
 
 def id_fraction(item_id: str, seed: int) -> float:
     """A stable pseudo-random number in [0, 1) per (seed, id): portions of one file never overlap."""
@@ -280,7 +273,6 @@ def write_data(data: LoadedData, items_path: Path) -> dict[str, Any]:
     then. So a kill at any point leaves the old set or the new one, and :func:`~medtune.textbook.read_textbook` /
     :func:`~medtune.factsheet.read_factsheet` never read a side file with items it does not belong to.
     """
-
     import pyarrow.parquet as pq
 
     from medtune.io import SIDE_RECORD_KEY, atomic_file_set, sha256_file

@@ -60,15 +60,16 @@ class GridView:
 
         path = self.input_path(ds.path)
         key = json.dumps([ds.source, str(path), ds.options, ds.on_error], sort_keys=True, default=str)
-        if ds.mix is not None:  # a mixture: the items the data stage mixes (paths as the stage resolves them)
-            key = json.dumps([ds.to_dict(), str(self.input_path(".")), ds.split], sort_keys=True, default=str)
+        if ds.mix is not None:  # a mixture: what the data stage mixes, its parts' paths resolved as the stage does
+            ds = ds.model_copy(update={"mix": [p.model_copy(update={"items": str(self.input_path(p.items))})
+                                               for p in ds.mix]})
+            key = json.dumps(ds.to_dict(), sort_keys=True, default=str)
         if key not in self._raw:
             try:
                 if ds.mix is not None:
                     from medtune.data.mix import mix_files
 
-                    parts = [p.model_copy(update={"items": str(self.input_path(p.items))}) for p in ds.mix]
-                    self._raw[key] = mix_files(ds.model_copy(update={"mix": parts}).mix_settings()).items
+                    self._raw[key] = mix_files(ds.mix_settings()).items
                 else:
                     self._raw[key] = load(ds.source, path, on_error=ds.on_error, **ds.options).items
             except MedtuneError as exc:
