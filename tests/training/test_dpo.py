@@ -22,7 +22,7 @@ from medtune.schema import write_items
 from medtune.scoring.backends import load_backend
 from medtune.training.data import plan_steps, planned_epochs
 
-SETTINGS = {"method": "dpo", "lr": 5e-3, "batch_size": 3, "epochs": 2, "dpo": {"beta": 0.5}}
+SETTINGS = {"method": "dpo", "lr": 1e-2, "batch_size": 3, "epochs": 2, "dpo": {"beta": 1.0}}
 
 
 def _pairs(n: int = 8) -> list[dict]:
@@ -97,8 +97,8 @@ def test_the_run_folder_evaluates_like_any_adapter_run(run, tmp_path):
     assert ref.method == "dpo" and ref.adapter == run["dir"] / "adapter"
     assert run["summary"]["model_ref"]["method"] == "dpo" and run["summary"]["steps"] == 6
     meta = json.loads((run["dir"] / "config.json").read_text())
-    assert meta["train"]["method"] == "dpo" and meta["train"]["dpo"]["beta"] == 0.5
-    assert meta["dpo"]["loss"] == {"type": ["sigmoid"], "weights": [1.0], "beta": 0.5}
+    assert meta["train"]["method"] == "dpo" and meta["train"]["dpo"]["beta"] == 1.0
+    assert meta["dpo"]["loss"] == {"type": ["sigmoid"], "weights": [1.0], "beta": 1.0}
     assert meta["dpo"]["mean_margin_after"] > meta["dpo"]["mean_margin_before"]
     summary = run_evaluation({"max_new_tokens": 3, "bertscore": "none", "bootstrap": 50}, run["items_path"], ref,
                              tmp_path / "eval")
