@@ -131,6 +131,8 @@ def run_dpo(config: TrainSettings, items: Any, order: dict[str, Any], run_dir: P
     base, tok, source = loop.load_base_model(config, items, run_dir, model=model, tokenizer=tokenizer,
                                              textbook=textbook)
     targets = find_target_modules(base)
+    # The precision the run computes in: that of its frozen base (half precision on a GPU, with autocast).
+    dtype = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(next(base.parameters()).dtype, "fp32")
     torch.manual_seed(config.seed)  # the adapter's initialisation
     policy = apply_lora(base, config)
     position = {p.id: k for k, p in enumerate(pairs)}
@@ -169,7 +171,7 @@ def run_dpo(config: TrainSettings, items: Any, order: dict[str, Any], run_dir: P
     device = next(trained.parameters()).device.type
     meta = {
         "train": config.to_dict(),
-        "precision": {"dtype": config.resolved_dtype() if device == "cuda" else "fp32", "base_quantization": None},
+        "precision": {"dtype": dtype, "base_quantization": None},
         "items": str(items_path) if items_path else None,
         "order": str(order_path) if order_path else None,
         "order_strategy": order.get("strategy"),
@@ -185,7 +187,7 @@ def run_dpo(config: TrainSettings, items: Any, order: dict[str, Any], run_dir: P
     }
     write_json_atomic(run_dir / "config.json", meta)
     write_json_atomic(run_dir / "order.json", order)
-    tokens = 0  # TRL counts no tokens per step; the log has its own numbers
+    tokens = int(max((h.get("num_tokens", 0) for h in history), default=0))  # TRL's running count
     return loop.result_type(run_dir, trained, tok, steps, losses, tokens, time.perf_counter() - t0, output)
 
 
