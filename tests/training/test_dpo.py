@@ -9,9 +9,13 @@ run folder is an adapter run that ``run_evaluation`` scores like any other.
 from __future__ import annotations
 
 import json
+import random
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from training_helpers import DRUGS, ORGANS, make_order, micro_cli_options, micro_config
 
 from medtune.adaptive.verify import verify_run
@@ -21,6 +25,7 @@ from medtune.prompts import qa_prompt
 from medtune.schema import write_items
 from medtune.scoring.backends import load_backend
 from medtune.training.data import plan_steps, planned_epochs
+from medtune.training.methods.dpo import planned_pairs, step_batches
 
 SETTINGS = {"method": "dpo", "lr": 1e-2, "batch_size": 3, "epochs": 2, "dpo": {"beta": 1.0}}
 
@@ -108,8 +113,39 @@ def test_the_run_folder_evaluates_like_any_adapter_run(run, tmp_path):
     assert (tmp_path / "eval" / "predictions.parquet").exists()
 
 
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 9), epochs=st.integers(1, 3), batch=st.integers(1, 4), accum=st.integers(1, 3),
+       max_steps=st.one_of(st.none(), st.integers(1, 8)), seed=st.integers(0, 10_000))
+def test_the_batches_are_the_planned_steps_whatever_the_order(n, epochs, batch, accum, max_steps, seed):
+    """Each pair once, in order of first use, and each step's batch is exactly the plan's ids of that step."""
+    rng = random.Random(seed)
+    items = load_pairs_once()[:n]
+    order = make_order([], epochs=0)
+    order["epochs"] = [rng.sample([it.id for it in items], n) for _ in range(epochs)]
+    order["n_items"] = n
+    config = micro_config(method="dpo", batch_size=batch, grad_accum=accum, epochs=epochs, max_steps=max_steps)
+    pairs, plan = planned_pairs(items, order, config)
+    assert plan == plan_steps(planned_epochs(order, epochs), batch * accum, max_steps)
+    assert len({p.id for p in pairs}) == len(pairs) == len({i for s in plan for i in s.ids})
+    assert [[pairs[k].id for k in b] for b in step_batches(pairs, plan)] == [list(s.ids) for s in plan]
+    first = list(dict.fromkeys(i for s in plan for i in s.ids))
+    assert [p.id for p in pairs] == first
+    assert all(p.prompt == qa_prompt(by) and p.rejected == by.meta["rejected"]
+               for p, by in zip(pairs, ({it.id: it for it in items}[p.id] for p in pairs), strict=True))
+
+
+_PAIRS_CACHE: list = []
+
+
+def load_pairs_once() -> list:
+    if not _PAIRS_CACHE:
+        with tempfile.TemporaryDirectory() as tmp:
+            _PAIRS_CACHE.extend(load("preference", _jsonl(Path(tmp) / "pairs.jsonl", _pairs(9))).items)
+    return _PAIRS_CACHE
+
+
 # ----------------------------------------------------------------------------------------------------------
-# Refused before any model loads
+# Refused
 
 
 def test_items_that_are_not_pairs_are_named(tmp_path, files):
@@ -119,6 +155,16 @@ def test_items_that_are_not_pairs_are_named(tmp_path, files):
         run_training(micro_config(method="dpo"), files["items"], files["order"], tmp_path / "run")
     assert "not a preference pair" in str(exc.value) and "field 'meta.rejected'" in str(exc.value)
     assert not (tmp_path / "run" / "base").exists()
+
+
+def test_a_pair_whose_prompt_fills_max_length_is_named_not_dropped(run, tmp_path):
+    from medtune.training.stage import run_training
+
+    config = micro_config(**{**SETTINGS, "max_length": 12})
+    with pytest.raises(InputError) as exc:
+        run_training(config, run["items_path"], run["order_path"], tmp_path / "short")
+    assert str(exc.value).startswith(f"{run['items_path']}, record pair07, field 'prompt': the prompt alone fills "
+                                     "max_length (12 tokens)")
 
 
 def test_resume_is_refused(run, tmp_path):

@@ -90,6 +90,12 @@ def planned_pairs(items: Any, order: dict[str, Any], config: TrainSettings, *,
     return list(pairs.values()), plan
 
 
+def step_batches(pairs: list[PreferencePair], plan: list[Any]) -> list[list[int]]:
+    """Each planned step's pairs as positions in ``pairs``: the batches the trainer runs, in order."""
+    position = {p.id: k for k, p in enumerate(pairs)}
+    return [[position[i] for i in step.ids] for step in plan]
+
+
 def _check_run(run_dir: Path, resume: bool) -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("dpo runs in one process (TRL's DPOTrainer); run it without torchrun")
@@ -135,13 +141,12 @@ def run_dpo(config: TrainSettings, items: Any, order: dict[str, Any], run_dir: P
     dtype = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(next(base.parameters()).dtype, "fp32")
     torch.manual_seed(config.seed)  # the adapter's initialisation
     policy = apply_lora(base, config)
-    position = {p.id: k for k, p in enumerate(pairs)}
     loss = dpo_loss(settings)
     # One micro-batch per planned step: the step's pairs, however many (the last step of an epoch may be short).
     schedule = PreferenceSchedule(lr=config.lr, epochs=1, max_steps=len(plan), batch_size=config.global_batch,
                                   grad_accum=1)
     trainer = build_preference_trainer(
-        config, pairs, policy, tok, run_dir, loss, schedule, batches=[[position[i] for i in s.ids] for s in plan],
+        config, pairs, policy, tok, run_dir, loss, schedule, batches=step_batches(pairs, plan),
         epochs=[s.epoch for s in plan], progress=progress, file=items_path)
     checked = pairs[: settings.check_pairs]
     before = policy_logprobs(trainer, checked)
@@ -197,4 +202,4 @@ DPO = register_method(DpoMethod(
     is_adapter=True, settings=DPO_SETTINGS, settings_class=DpoSettings, settings_group="dpo",
 ))
 
-__all__ = ["DPO", "DPO_SETTINGS", "DpoMethod", "dpo_loss", "planned_pairs", "run_dpo"]
+__all__ = ["DPO", "DPO_SETTINGS", "DpoMethod", "dpo_loss", "planned_pairs", "run_dpo", "step_batches"]
