@@ -167,11 +167,16 @@ def test_a_pair_whose_prompt_fills_max_length_is_named_not_dropped(run, tmp_path
                                      "max_length (12 tokens)")
 
 
-def test_resume_is_refused(run, tmp_path):
+def test_resume_another_optimizer_and_a_used_folder_are_refused(run, tmp_path):
     from medtune.training.stage import run_training
 
     with pytest.raises(ConfigError, match="cannot be resumed"):
         run_training(run["config"], run["items_path"], run["order_path"], tmp_path / "again", resume=True)
+    with pytest.raises(ConfigError, match="optim 'adamw_8bit' does not apply"):
+        run_training(micro_config(**SETTINGS, optim="adamw_8bit"), run["items_path"], run["order_path"],
+                     tmp_path / "again")
+    with pytest.raises(InputError, match="already holds a run"):
+        run_training(run["config"], run["items_path"], run["order_path"], run["dir"])
 
 
 def test_dpo_settings_from_the_command_line_and_their_checks(tmp_path, capsys):

@@ -96,7 +96,9 @@ def step_batches(pairs: list[PreferencePair], plan: list[Any]) -> list[list[int]
     return [[position[i] for i in step.ids] for step in plan]
 
 
-def _check_run(run_dir: Path, resume: bool) -> None:
+def _check_run(config: TrainSettings, run_dir: Path, resume: bool) -> None:
+    if config.optim not in (None, "adamw"):
+        raise ConfigError(f"dpo trains with TRL's AdamW; optim '{config.optim}' does not apply (leave it unset)")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("dpo runs in one process (TRL's DPOTrainer); run it without torchrun")
     if resume:
@@ -129,7 +131,7 @@ def run_dpo(config: TrainSettings, items: Any, order: dict[str, Any], run_dir: P
     )
 
     t0 = time.perf_counter()
-    _check_run(run_dir, resume)
+    _check_run(config, run_dir, resume)
     settings = config.settings_group("dpo")
     assert isinstance(settings, DpoSettings)
     pairs, plan = planned_pairs(items, order, config, items_path=items_path, order_path=order_path)

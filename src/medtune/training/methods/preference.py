@@ -26,6 +26,7 @@ unless asked, no checkpoints (``save_strategy="no"``), no trackers (``report_to=
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -113,6 +114,7 @@ def preference_arguments(config: TrainSettings, out: Path, loss: PreferenceLoss,
 # The trainer (classes built on first use: TRL and transformers are imported only when a stage runs)
 
 
+@functools.cache
 def _ordered_trainer_class() -> type:
     from torch.utils.data import DataLoader
     from trl import DPOTrainer
