@@ -260,3 +260,10 @@ def chat_record(tokenizer: Any, chat: ChatFormat | None) -> dict[str, Any]:
     """``{"enabled", "system_prompt", "template_sha256"}``: what a run (or an evaluation) used, for its record."""
     return {"enabled": chat is not None, "system_prompt": chat.system_prompt if chat else None,
             "template_sha256": template_sha256(tokenizer) if chat else None}
+
+
+def recorded_format(record: Any) -> ChatFormat | None:
+    """The chat format a run record's ``chat`` (:func:`chat_record`) describes; ``None`` for no chat or no record."""
+    if not isinstance(record, dict) or not record.get("enabled"):
+        return None
+    return ChatFormat(record.get("system_prompt") or None)
