@@ -7,6 +7,7 @@ must reuse the chat format the run recorded without being told, and score the ve
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -97,3 +98,25 @@ def test_an_explicit_setting_against_the_runs_chat_wins_with_a_warning(chat_run,
     assert summary["chat"] is False
     metrics = json.loads((tmp_path / "plain" / "metrics.json").read_text())
     assert metrics["run"]["chat"]["enabled"] is False
+
+
+def test_generate_asks_a_run_in_its_chat_format(chat_run):
+    from medtune.chat_format import prompt_token_ids
+    from medtune.generation import build_prompt, resolve_generation_chat, stream_answer
+    from medtune.training.export import load_trained
+
+    item = chat_run["items"][0]
+    loaded = load_trained(chat_run["run"])
+    chat = resolve_generation_chat(str(chat_run["run"]), loaded.tokenizer, None)  # no --chat: the run's format
+    assert chat == ChatFormat(SYSTEM)
+    prompt = build_prompt(item.question, item.options, "paper", loaded.tokenizer, chat)
+    trained = encode_item(item, loaded.tokenizer, target="letter", template="paper", chat=chat)
+    ids = prompt_token_ids(loaded.tokenizer, prompt)
+    assert ids == list(trained.input_ids[:sum(1 for t in trained.labels if t == IGNORE)])
+    text = stream_answer(loaded, prompt, max_new_tokens=3, out=io.StringIO())
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        ref = loaded.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=3, do_sample=False,
+                                    pad_token_id=loaded.tokenizer.pad_token_id)
+    assert text == loaded.tokenizer.decode(ref[0, len(ids):], skip_special_tokens=True)
+    assert resolve_generation_chat(str(chat_run["run"]), loaded.tokenizer, False) is None  # --no-chat
