@@ -120,3 +120,23 @@ def test_generate_asks_a_run_in_its_chat_format(chat_run):
                                     pad_token_id=loaded.tokenizer.pad_token_id)
     assert text == loaded.tokenizer.decode(ref[0, len(ids):], skip_special_tokens=True)
     assert resolve_generation_chat(str(chat_run["run"]), loaded.tokenizer, False) is None  # --no-chat
+
+
+def test_the_model_being_trained_is_scored_in_the_runs_chat_format(chat_run):
+    """What an adaptive decision point and the anchor check measure (medtune.training.scores) under chat equals the
+    evaluation's scoring under chat."""
+    from medtune.scoring import score_items
+    from medtune.training.export import load_trained
+    from medtune.training.scores import anchor_answers, backend_for, item_losses
+
+    items, chat = chat_run["items"], ChatFormat(SYSTEM)
+    loaded = load_trained(chat_run["run"])
+    backend = backend_for(loaded.model, loaded.tokenizer)
+    frame = score_items(backend, items, mode="letter", chat=chat, progress=False)
+    assert anchor_answers(backend, items, mode="letter", template="paper", chat=chat) == \
+        [int(c) for c in frame["correct"]]
+    losses = item_losses(backend, items, target="letter", template="paper", chat=chat)
+    right = [scores[it.answer] for scores, it in zip(frame["scores"], items, strict=True)]
+    assert losses == pytest.approx([-s for s in right], abs=1e-5)
+    plain = item_losses(backend, items, target="letter", template="paper")
+    assert plain != pytest.approx(losses, abs=1e-5)  # without chat the prompt, and so the loss, differ

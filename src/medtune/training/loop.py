@@ -256,6 +256,9 @@ class FinetuneRecipe:
         names = known_model_names(self.tokenizer, c.model, self.meta.get("base_model"), model=self.inner)
         self.chat = chat_format(resolve_chat(c.chat, self.tokenizer, names), c.system_prompt)
         self.meta["chat"] = chat_record(self.tokenizer, self.chat)
+        for user in (self.planner, *self.hooks):  # those that score the model do it in the run's chat format
+            if user is not None and hasattr(user, "chat"):
+                user.chat = self.chat
         self.encoded = encode_items([by_id[i] for i in sorted(needed)], self.tokenizer, target=c.target,
                                     template=c.template, max_length=c.max_length, add_eos=c.add_eos, chat=self.chat)
 
