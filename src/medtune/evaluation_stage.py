@@ -120,7 +120,7 @@ def resolve_eval_chat(settings: EvalSettings, ref: ModelRef, backend: Any) -> Ch
     """
     tokenizer = getattr(backend, "tokenizer", None)
     names = known_model_names(tokenizer, ref.spec, ref.weights, getattr(backend, "spec", None),
-                        model=getattr(backend, "model", None))
+                              model=getattr(backend, "model", None))
     recorded = ref.train_chat
     if recorded is None:
         return chat_format(resolve_chat(settings.chat, tokenizer, names), settings.system_prompt)

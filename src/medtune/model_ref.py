@@ -11,7 +11,7 @@ training, only the settings schema and the method registry are imported, to say 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -72,7 +72,7 @@ class ModelRef:
     train_dtype: str | None = None
     base_quantization: str | None = None
     train_template: str | None = None
-    train_chat: dict[str, Any] | None = None
+    train_chat: dict[str, Any] | None = field(default=None, hash=False)
 
     @property
     def weights(self) -> str:
