@@ -140,3 +140,16 @@ def test_the_model_being_trained_is_scored_in_the_runs_chat_format(chat_run):
     assert losses == pytest.approx([-s for s in right], abs=1e-5)
     plain = item_losses(backend, items, target="letter", template="paper")
     assert plain != pytest.approx(losses, abs=1e-5)  # without chat the prompt, and so the loss, differ
+
+
+def test_auto_on_a_model_folder_follows_the_models_name(chat_run, tmp_path):
+    """The run's base (a chat template, no run record) is scored without chat under its own name and with chat under
+    an instruct name."""
+    from medtune.evaluation_stage import run_evaluation
+
+    base = chat_run["run"] / "base"
+    instruct = tmp_path / "tiny-chatml-Instruct"
+    instruct.symlink_to(base, target_is_directory=True)
+    for folder, expected in ((base, False), (instruct, True)):
+        summary = run_evaluation({"bootstrap": 50}, chat_run["items_path"], str(folder), tmp_path / f"eval-{expected}")
+        assert summary["chat"] is expected
