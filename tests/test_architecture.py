@@ -235,6 +235,7 @@ LAYERS: dict[str, str] = {
     # writer of each artifact the stages pass on
     "medtune.prompts": "artifacts",
     "medtune.tokenization": "artifacts",
+    "medtune.chat_format": "artifacts",
     "medtune.textbook": "artifacts",
     "medtune.factsheet": "artifacts",
     "medtune.run_record": "artifacts",

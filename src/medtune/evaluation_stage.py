@@ -20,6 +20,7 @@ learned on a 4-bit base is a correction to *that* base. :func:`describe_precisio
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +29,17 @@ from pydantic import Field
 from medtune.anchors.artifact import AnchorSet, anchor_items, read_anchors
 from medtune.anchors.estimate import DEFAULT_ESTIMATOR, ESTIMATORS, estimate_all
 from medtune.bertscore import BertScoreSettings, resolve_bertscore_model
+from medtune.chat_format import (
+    CHAT_DESCRIPTION,
+    SYSTEM_PROMPT_DESCRIPTION,
+    ChatChoice,
+    ChatFormat,
+    chat_format,
+    chat_record,
+    known_model_names,
+    resolve_chat,
+    template_sha256,
+)
 from medtune.errors import ConfigError, InputError
 from medtune.evaluation import DEFAULT_N_BOOT, compute_metrics, per_item_scores, qa_item_scores, read_predictions
 from medtune.foreign_predictions import read_foreign_predictions, read_generations
@@ -63,7 +75,9 @@ class EvalSettings(ModelLoadSettings):
         "its free memory and lowered when a batch runs out of memory (values never depend on it)")
     max_batch_size: int = Field(64, ge=1, description="questions per batch at most")
     max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, ge=1, description="generate mode: new tokens per answer")
-    chat: bool = Field(False, description="wrap prompts in the tokenizer's chat template")
+    chat: ChatChoice = Field("auto", description=CHAT_DESCRIPTION + "; a run's evaluation: as the run trained")
+    system_prompt: str | None = Field(None, description=SYSTEM_PROMPT_DESCRIPTION + "; a run's evaluation: the "
+                                      "run's")
     permute_seed: int | None = Field(None, description="show each question's options permuted with this seed "
                                      "(position-bias check)")
     option_score: Literal["norm", "sum"] = Field(
@@ -96,6 +110,40 @@ def resolve_template(settings: EvalSettings, ref: ModelRef, mode: str) -> str:
     if ref.train_template:
         return ref.train_template
     return "options" if mode == "option" else "paper"
+
+
+def resolve_eval_chat(settings: EvalSettings, ref: ModelRef, backend: Any) -> ChatFormat | None:
+    """The chat format the evaluation scores with (``None``: no chat).
+
+    A training run's record decides what ``auto`` (and an unset ``system_prompt``) means: the run is scored as it
+    was trained. An explicit setting that contradicts the run's wins, with a warning, and so does a chat template
+    whose hash differs from the one the run trained with. Anything else resolves ``auto`` by the rule of
+    :mod:`medtune.chat_format` (a chat template and an instruct/chat model name).
+    """
+    tokenizer = getattr(backend, "tokenizer", None)
+    names = known_model_names(tokenizer, ref.spec, ref.weights, getattr(backend, "spec", None),
+                              model=getattr(backend, "model", None))
+    recorded = ref.train_chat
+    if recorded is None:
+        return chat_format(resolve_chat(settings.chat, tokenizer, names), settings.system_prompt)
+    trained = bool(recorded.get("enabled"))
+    trained_system = recorded.get("system_prompt")
+    enabled = trained if settings.chat == "auto" else bool(settings.chat)
+    if enabled != trained:
+        warnings.warn(f"chat: {str(enabled).lower()} contradicts the run, which was trained "
+                      f"{'with' if trained else 'without'} its chat template: it is scored on prompts it did not "
+                      "learn", UserWarning, stacklevel=2)
+    system = trained_system if settings.system_prompt is None else settings.system_prompt
+    if enabled and trained and system != trained_system:
+        warnings.warn(f"system_prompt {system!r} differs from the one the run was trained with ({trained_system!r})",
+                      UserWarning, stacklevel=2)
+    if enabled:
+        resolve_chat(True, tokenizer, names)  # a tokenizer without a template is an error here too
+        sha = template_sha256(tokenizer)
+        if trained and tokenizer is not None and recorded.get("template_sha256") not in (None, sha):
+            warnings.warn("the model's chat template differs from the one the run was trained with (its sha256 "
+                          "changed)", UserWarning, stacklevel=2)
+    return chat_format(enabled, system)
 
 
 def describe_precision(settings: EvalSettings | dict[str, Any], ref: ModelRef | str) -> dict[str, Any]:
@@ -168,11 +216,12 @@ def run_evaluation(settings: EvalSettings | dict[str, Any], items_path: Path, mo
     template = resolve_template(settings, ref, mode)
     precision = describe_precision(settings, ref)
     backend = loaded if loaded is not None else load_model(ref, settings)
+    chat = resolve_eval_chat(settings, ref, backend)
     predictions = out / "predictions.parquet"
     frame = score_items(backend, items, mode=mode, template=template, permute_seed=settings.permute_seed,
                         batch_tokens=settings.batch_tokens, max_batch_size=settings.max_batch_size,
                         max_new_tokens=settings.max_new_tokens, option_score=settings.option_score,
-                        chat=settings.chat, output=predictions, progress=progress)
+                        chat=chat, output=predictions, progress=progress)
     scores = None
     if isinstance(items[0], QAItem):
         from medtune.factsheet import read_factsheet
@@ -181,10 +230,12 @@ def run_evaluation(settings: EvalSettings | dict[str, Any], items_path: Path, mo
         write_item_metrics(scores, out / ITEM_METRICS)
     metrics = compute_metrics(frame, items, n_boot=settings.bootstrap, seed=settings.seed, item_scores=scores)
     metrics["run"] = {"items": str(items_path), "split": split, **ref.describe(), "template": template,
-                      "mode": mode, "permute_seed": settings.permute_seed, **precision}
+                      "mode": mode, "permute_seed": settings.permute_seed, **precision,
+                      "chat": chat_record(getattr(backend, "tokenizer", None), chat)}
     metrics = json.loads(json.dumps(metrics, default=str))  # anything not JSON-native is written as text
     write_json_atomic(out / "metrics.json", metrics)
-    return {"n": len(frame), "mode": mode, "template": template, **precision, **_headline(metrics),
+    return {"n": len(frame), "mode": mode, "template": template, "chat": chat is not None, **precision,
+            **_headline(metrics),
             "predictions": str(predictions), "metrics": str(out / "metrics.json")}
 
 

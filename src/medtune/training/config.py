@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_serializer, model_validator
 
+from medtune.chat_format import CHAT_DESCRIPTION, SYSTEM_PROMPT_DESCRIPTION, ChatChoice
 from medtune.errors import ConfigError
 from medtune.settings import Settings, format_validation_error, renamed_names, validate_settings
 from medtune.training.method_settings import (
@@ -100,6 +101,8 @@ class TrainSettings(Settings):
     target: Target = Field("letter", description="what the loss is on: the answer letter or option text "
                                                  "(+ the explanation)")
     template: str = Field("paper", description="prompt template (as for scoring)")
+    chat: ChatChoice = Field("auto", description=CHAT_DESCRIPTION + " (the run records what it used)")
+    system_prompt: str | None = Field(None, description=SYSTEM_PROMPT_DESCRIPTION)
     add_eos: bool = Field(True, description="append EOS to the completion (trained on, like the answer)")
     seed: int = Field(0, description="seed (initialisation, dropout)")
     save_every: int | None = Field(None, ge=1, description="checkpoint every N steps")
