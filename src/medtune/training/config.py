@@ -314,8 +314,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # recipe above with the Trainer's default schedule (linear decay to 0, no warm-up), their prompt, and no EOS
     # (the completion-only collator trains on what follows "Answer:", and nothing is appended). Learning rate
     # and batch are per model: set them on each model of the grid.
+    # Their chat checkpoints were trained on the raw prompt text, never under a chat template.
     "yang2024": {**_PAPER_QLORA, "template": "yang2024", "add_eos": False, "scheduler": "linear",
-                 "warmup_steps": 0},
+                 "warmup_steps": 0, "chat": False},
     # KnowTuning as its authors ran it (their LLaMA-Factory scripts for MedQuAD): LoRA on q_proj/v_proj in both
     # stages, KA lr 1e-4 for 3 epochs, KC (DPO, beta 0.1, SFT weight 0.2) lr 1e-5 for 1 epoch, cosine schedule.
     # Their batch sizes (32 for KA, 16 for KC, per device) depend on the hardware: set batch_size / grad_accum.
