@@ -142,3 +142,45 @@ def test_vllm_requests_for_samples_and_reading_them_back():
                          "stop": ["\nQuestion:"]}
     outputs = [SimpleNamespace(outputs=[SimpleNamespace(index=1, text="B"), SimpleNamespace(index=0, text="A")])]
     assert sample_texts(outputs, 2) == [["A", "B"]]
+
+
+def test_cli_evaluates_with_a_chain_of_thought_and_five_samples(tiny, five_option_items, tmp_path, capsys):
+    import json
+
+    from medtune.cli import main
+    from medtune.evaluation import read_predictions
+    from medtune.evaluation_stage import EvalSettings, resolve_max_new_tokens
+    from medtune.schema import write_items
+
+    model_dir = tmp_path / "tiny"
+    tiny.model.save_pretrained(model_dir)
+    tiny.tokenizer.save_pretrained(model_dir)
+    tests = [it for it in five_option_items if it.split == "test"][:4]
+    train = [it for it in five_option_items if it.split == "train" and it.explanation][:6]
+    items = write_items(tests + train, tmp_path / "items.parquet")
+    common = [str(items), "--model", str(model_dir), "--split", "test", "--max-new-tokens", "4", "--no-progress",
+              "--n-boot", "200"]
+    out = tmp_path / "zero"
+    assert main(["evaluate", "run", *common, "-o", str(out), "--cot", "zero-shot", "--samples", "5",
+                 "--temperature", "0.7"]) == 0
+    frame = read_predictions(out / "predictions.parquet")
+    assert list(frame["id"]) == [it.id for it in tests]
+    assert all(len(s) == 5 for s in frame["samples"]) and all(len(p) == 5 for p in frame["sample_preds"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["mode"] == "generate" and metrics["self_consistency"]["samples"] == 5
+    assert set(metrics["self_consistency"]) >= {"per_sample_accuracy", "voted_accuracy", "vote_share", "vote_margin"}
+    assert 0 <= metrics["unparsed"]["samples_share"] <= 1
+    assert metrics["run"]["cot"] == {"style": "zero-shot", "shots": []}
+    assert metrics["run"]["sampling"] == {"samples": 5, "temperature": 0.7, "top_p": 1.0, "seed": 0}
+
+    # few-shot: worked examples from the file's train split, never a test item
+    few = tmp_path / "few"
+    assert main(["evaluate", "run", *common, "-o", str(few), "--cot", "few-shot", "--cot-shots", "2"]) == 0
+    run = json.loads((few / "metrics.json").read_text())["run"]
+    assert len(run["cot"]["shots"]) == 2 and set(run["cot"]["shots"]) <= {it.id for it in train}
+    assert "sampling" not in run and "self_consistency" not in json.loads((few / "metrics.json").read_text())
+    capsys.readouterr()
+    assert main(["evaluate", "run", *common, "-o", str(tmp_path / "bad"), "--samples", "3"]) == 2
+    assert "temperature > 0" in capsys.readouterr().err
+    assert resolve_max_new_tokens(EvalSettings(cot="zero-shot")) == 512
+    assert resolve_max_new_tokens(EvalSettings()) == 32
