@@ -27,11 +27,11 @@ from medtune.scoring.vllm_backend import sample_params, sample_texts
 
 @pytest.fixture(scope="module")
 def letter_model(tiny) -> LoadedModel:
-    """The tiny model with an output head that mostly writes letters: a bias of 10 on " A" ... " E" and small random
+    """The tiny model with an output head that mostly writes letters: a bias of 10 on " A" ... " D" and small random
     rows for them (which letter then depends on the context and the draw), zero for every other token. Its random
     answers then name options, and votes have something to decide."""
     model = copy.deepcopy(tiny.model)
-    letters = letter_token_ids(tiny.tokenizer, PAPER.answer_prefix, list(LETTERS[:5]))
+    letters = letter_token_ids(tiny.tokenizer, PAPER.answer_prefix, list(LETTERS[:4]))
     vocab, hidden = model.lm_head.weight.shape
     head = torch.nn.Linear(hidden, vocab, bias=True)
     with torch.no_grad():
@@ -53,8 +53,8 @@ def _hand_vote(answers: list[int | None]) -> int | None:
     return next(a for a in answers if a is not None and counts[a] == best)
 
 
-def test_votes_are_the_majority_of_the_stored_samples_and_seeds_fix_the_samples(letter_model, five_option_items):
-    items = five_option_items[:6]
+def test_votes_are_the_majority_of_the_stored_samples_and_seeds_fix_the_samples(letter_model, four_option_items):
+    items = four_option_items[:6]
     sampling = Sampling(n=5, temperature=1.5, top_p=0.95, seed=3)
     kwargs: dict[str, Any] = {"mode": "generate", "max_new_tokens": 3, "permute_seed": 5, "progress": False,
                               "cot": ChainOfThought("zero-shot")}
@@ -76,8 +76,8 @@ def test_votes_are_the_majority_of_the_stored_samples_and_seeds_fix_the_samples(
     # one question per batch, the same seed: the same samples; another seed: other samples
     again = score_items(letter_model, items, sampling=sampling, batch_tokens=1, **kwargs)
     assert [list(s) for s in again["samples"]] == [list(s) for s in frame["samples"]]
-    other = score_items(letter_model, items, sampling=Sampling(5, 1.5, 0.95, seed=4), **kwargs)
-    assert [list(s) for s in other["samples"]] != [list(s) for s in frame["samples"]]
+    other = score_items(letter_model, items[:3], sampling=Sampling(5, 1.5, 0.95, seed=4), **kwargs)
+    assert [list(s) for s in other["samples"]] != [list(s) for s in frame["samples"][:3]]
 
     metrics = compute_metrics(frame, items, n_boot=200)
     sc = metrics["self_consistency"]
@@ -144,7 +144,7 @@ def test_vllm_requests_for_samples_and_reading_them_back():
     assert sample_texts(outputs, 2) == [["A", "B"]]
 
 
-def test_cli_evaluates_with_a_chain_of_thought_and_five_samples(tiny, five_option_items, tmp_path, capsys):
+def test_cli_evaluates_with_a_chain_of_thought_and_five_samples(tiny, four_option_items, tmp_path, capsys):
     import json
 
     from medtune.cli import main
@@ -155,8 +155,8 @@ def test_cli_evaluates_with_a_chain_of_thought_and_five_samples(tiny, five_optio
     model_dir = tmp_path / "tiny"
     tiny.model.save_pretrained(model_dir)
     tiny.tokenizer.save_pretrained(model_dir)
-    tests = [it for it in five_option_items if it.split == "test"][:4]
-    train = [it for it in five_option_items if it.split == "train" and it.explanation][:6]
+    tests = [it for it in four_option_items if it.split == "test"][:3]
+    train = [it for it in four_option_items if it.split == "train" and it.explanation][:6]
     items = write_items(tests + train, tmp_path / "items.parquet")
     common = [str(items), "--model", str(model_dir), "--split", "test", "--max-new-tokens", "4", "--no-progress",
               "--n-boot", "200"]
@@ -172,13 +172,21 @@ def test_cli_evaluates_with_a_chain_of_thought_and_five_samples(tiny, five_optio
     assert 0 <= metrics["unparsed"]["samples_share"] <= 1
     assert metrics["run"]["cot"] == {"style": "zero-shot", "shots": []}
     assert metrics["run"]["sampling"] == {"samples": 5, "temperature": 0.7, "top_p": 1.0, "seed": 0}
+    again = tmp_path / "again.json"  # recomputed from the file: the same numbers
+    assert main(["evaluate", "metrics", str(out / "predictions.parquet"), "--items", str(items), "-o", str(again),
+                 "--n-boot", "200"]) == 0
+    recomputed = json.loads(again.read_text())
+    assert recomputed["self_consistency"] == metrics["self_consistency"]
+    assert recomputed["unparsed"] == metrics["unparsed"]
 
     # few-shot: worked examples from the file's train split, never a test item
     few = tmp_path / "few"
     assert main(["evaluate", "run", *common, "-o", str(few), "--cot", "few-shot", "--cot-shots", "2"]) == 0
     run = json.loads((few / "metrics.json").read_text())["run"]
     assert len(run["cot"]["shots"]) == 2 and set(run["cot"]["shots"]) <= {it.id for it in train}
-    assert "sampling" not in run and "self_consistency" not in json.loads((few / "metrics.json").read_text())
+    few_metrics = json.loads((few / "metrics.json").read_text())
+    assert "sampling" not in run and "self_consistency" not in few_metrics
+    assert few_metrics["unparsed"]["n"] == few_metrics["unanswered"] and "samples_share" not in few_metrics["unparsed"]
     capsys.readouterr()
     assert main(["evaluate", "run", *common, "-o", str(tmp_path / "bad"), "--samples", "3"]) == 2
     assert "temperature > 0" in capsys.readouterr().err
