@@ -48,7 +48,9 @@ TABLE: list[tuple[str, int | None]] = [
     ("(A) is wrong, (B) is wrong, (C) fits.", None), ("Option A or option B, hard to say.", None),
     ("The answer is E.", None), ("The answer is not (A).", None), ("hepatitis B is the most likely cause", None),
     ("e.g. a viral infection", None), ("", None), ("   ", None), ("I don't know", None),
-    ("Vitamin B12 deficiency", None),
+    ("Vitamin B12 deficiency", None), ("The answer is B or C.", None), ("A) Nephrotic syndrome B) Nephritic", None),
+    ("The answer is: **B. Nephritic syndrome**", B), ("Answer: Nephritic syndrome (B)", B), ("ANSWER: C", C),
+    ("Correct option: (D)", D), ("The answer is B and a biopsy confirms it.", B),
 ]
 
 

@@ -6,7 +6,8 @@ A generated answer is read in this order, and the first rule that applies decide
    "option C is correct", "C is the correct answer", "I think it's C", "I'd go with C", "\\boxed{C}", "the answer
    is not A but C" (C), and the same with an option's text instead of its letter ("the answer is "Nephrotic
    syndrome""). When a text makes several statements (a chain of thought changing its mind), the **last** one
-   wins. A last statement that names a letter with no option (E of four) reads as no answer.
+   wins. A last statement that names a letter with no option (E of four) or two letters ("B or C") reads as no
+   answer.
 2. **A leading letter** — an answer that opens with a letter (" C", "(C) Fever", "C. because ...") answers with
    it, unless it goes on to label other options ("(A) is wrong, (B) is wrong" is no answer).
 3. **Letter mentions** — otherwise, letters written as labels ("(C)", "C)", "option C"; never after "not")
@@ -65,6 +66,7 @@ _LETTER_FIRST: tuple[re.Pattern[str], ...] = (
     re.compile(rf"\b{_OPTION_WORD}{_TOKEN}{_VERDICT}", re.IGNORECASE),
     re.compile(rf"(?:^|[.!?:;\n])\s*{_TOKEN}{_VERDICT}", re.IGNORECASE),
 )
+_EITHER = re.compile(rf"\s*(?:or|/|and)\s*{_OPTION_WORD}?[\(\[]?(?-i:[{LETTERS}])(?![A-Za-z0-9])", re.IGNORECASE)
 _LEADING = re.compile(rf"^\s*{_OPTION_WORD}?{_TOKEN}", re.IGNORECASE)
 # Letters written as labels, outside statements.
 _MENTIONS = re.compile(rf"(?:(?<![A-Za-z])not\s+)?(?:\((?P<p>{_LETTER})\)|\[(?P<s>{_LETTER})\]|(?:(?<=\s)|(?<=^))"
@@ -131,7 +133,8 @@ def statements(text: str, options: Sequence[str]) -> list[Statement]:
         for m in prefix.finditer(text):
             token = _TOKEN_RE.match(text, m.end())
             if token is not None and _letter_ok(text, token):
-                found[m.start()] = Statement(m.start(), _index(token.group("letter"), n))
+                hedged = _EITHER.match(text, token.end())  # "the answer is B or C" names no one option
+                found[m.start()] = Statement(m.start(), None if hedged else _index(token.group("letter"), n))
             elif (k := _option_at(text, m.end(), options)) is not None:
                 found[m.start()] = Statement(m.start(), k)
     for pattern in _LETTER_FIRST:

@@ -106,9 +106,6 @@ def resolve_mode(settings: EvalSettings, items: list[Item], items_path: Path | N
     if generating and mode != "generate":
         raise ConfigError(f"mode: a chain of thought (cot) and sampled answers (samples, temperature) need generate "
                           f"mode, not {mode}")
-    if qa and settings.cot != "none":
-        raise ConfigError(f"cot: a chain of thought is for multiple-choice items, and {items_path or 'the items'} "
-                          "holds free-text ones")
     return mode
 
 
@@ -125,8 +122,10 @@ def resolve_sampling(settings: EvalSettings) -> Sampling | None:
 def resolve_chain_of_thought(settings: EvalSettings, items_path: Path, evaluated: list[Item]
                              ) -> ChainOfThought | None:
     """The chain of thought ``settings.cot`` asks for; for ``few-shot`` its worked examples, drawn by
-    ``cot_shots_seed`` from ``cot_shots_items`` (default: the evaluated file), never an evaluated item."""
-    if settings.cot == "none":
+    ``cot_shots_seed`` from ``cot_shots_items`` (default: the evaluated file), never an evaluated item. Free-text
+    items are asked as they are (a chain of thought is for multiple-choice questions), so one grid setting serves
+    test sets of both kinds."""
+    if settings.cot == "none" or isinstance(evaluated[0], QAItem):
         return None
     if settings.cot == "zero-shot":
         return ChainOfThought("zero-shot")
