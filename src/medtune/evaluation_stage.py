@@ -140,11 +140,12 @@ def resolve_chain_of_thought(settings: EvalSettings, items_path: Path, evaluated
     return ChainOfThought("few-shot", tuple(shots))
 
 
-def resolve_max_new_tokens(settings: EvalSettings) -> int:
-    """The generation budget: the explicit one, else room for reasoning with a chain of thought, else a short answer."""
+def resolve_max_new_tokens(settings: EvalSettings, cot: ChainOfThought | None) -> int:
+    """The generation budget: the explicit one, else room for reasoning with a chain of thought (``cot``, as
+    :func:`resolve_chain_of_thought` resolved it), else a short answer."""
     if settings.max_new_tokens is not None:
         return settings.max_new_tokens
-    return COT_MAX_NEW_TOKENS if settings.cot != "none" else DEFAULT_MAX_NEW_TOKENS
+    return COT_MAX_NEW_TOKENS if cot is not None else DEFAULT_MAX_NEW_TOKENS
 
 
 def resolve_template(settings: EvalSettings, ref: ModelRef, mode: str) -> str:
@@ -226,7 +227,7 @@ def run_evaluation(settings: EvalSettings | dict[str, Any], items_path: Path, mo
     template = resolve_template(settings, ref, mode)
     sampling = resolve_sampling(settings)
     cot = resolve_chain_of_thought(settings, items_path, items)
-    max_new_tokens = resolve_max_new_tokens(settings)
+    max_new_tokens = resolve_max_new_tokens(settings, cot)
     precision = describe_precision(settings, ref)
     backend = loaded if loaded is not None else load_model(ref, settings)
     predictions = out / "predictions.parquet"

@@ -190,5 +190,6 @@ def test_cli_evaluates_with_a_chain_of_thought_and_five_samples(tiny, four_optio
     capsys.readouterr()
     assert main(["evaluate", "run", *common, "-o", str(tmp_path / "bad"), "--samples", "3"]) == 2
     assert "temperature > 0" in capsys.readouterr().err
-    assert resolve_max_new_tokens(EvalSettings(cot="zero-shot")) == 512
-    assert resolve_max_new_tokens(EvalSettings()) == 32
+    assert resolve_max_new_tokens(EvalSettings(cot="zero-shot"), ChainOfThought("zero-shot")) == 512
+    assert resolve_max_new_tokens(EvalSettings(cot="zero-shot", max_new_tokens=9), ChainOfThought("zero-shot")) == 9
+    assert resolve_max_new_tokens(EvalSettings(), None) == 32
