@@ -238,6 +238,7 @@ LAYERS: dict[str, str] = {
     "medtune.cot_prompts": "artifacts",
     "medtune.voting": "artifacts",
     "medtune.tokenization": "artifacts",
+    "medtune.chat_format": "artifacts",
     "medtune.textbook": "artifacts",
     "medtune.factsheet": "artifacts",
     "medtune.run_record": "artifacts",
@@ -264,6 +265,7 @@ LAYERS: dict[str, str] = {
     "medtune.factcheck": "libraries",
     "medtune.evaluation": "libraries",
     "medtune.stats": "libraries",
+    "medtune.foreign_predictions": "libraries",
     # training: the entry, the loop, its methods (KnowTuning included) and their settings
     "medtune.training": "training",
     "medtune.training.*": "training",

@@ -5,7 +5,11 @@ server returns the log-probability of every prompt token, and the continuation's
 tokens that start at or after the end of the context (by character offset), as lm-evaluation-harness
 does for its ``local-completions`` model. Letter mode scores the continuations " A", " B", ... that way
 (exact, not limited to the server's top-k), option mode the options' texts, generate mode asks for a
-greedy completion, or ``n`` sampled ones (``temperature``, ``top_p``, ``seed``) for self-consistency.
+greedy completion, or ``n`` sampled ones (``temperature``, ``top_p``, ``seed``) for self-consistency. Under chat
+(prompts that are :class:`~medtune.chat_format.ChatPrompt`), generate mode sends the
+conversation's messages to ``/v1/chat/completions``: the server applies the model's own chat template. The chat API
+returns no log-probabilities of a prompt, so letter and option mode under chat are refused before any request
+(:func:`medtune.scoring.engine.score_items`).
 
 Request building and response parsing are pure functions (tested without a network); :class:`Endpoint`
 only adds the HTTP calls. Spec: ``openai:http://HOST:PORT/v1#model-name``; without ``#model-name`` the
@@ -23,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from medtune.chat_format import ChatPrompt
 from medtune.errors import InputError, MedtuneError
 
 
@@ -99,6 +104,21 @@ def parse_sample_response(response: dict[str, Any], n_prompts: int, n: int) -> l
     return [texts[i * n:(i + 1) * n] for i in range(n_prompts)]
 
 
+def build_chat_request(model: str, messages: Sequence[dict[str, str]], max_tokens: int,
+                       stop: Sequence[str] | None = None) -> dict[str, Any]:
+    """One chat-completions request (greedy) answering a conversation: the server applies the chat template."""
+    req: dict[str, Any] = {"model": model, "messages": list(messages), "max_tokens": max_tokens, "temperature": 0}
+    if stop:
+        req["stop"] = list(stop)
+    return req
+
+
+def parse_chat_response(response: dict[str, Any]) -> str:
+    choices = _choices_in_order(response, 1)
+    message = choices[0].get("message") or {}
+    return str(message.get("content") or "")
+
+
 @dataclass
 class Endpoint:
     """An OpenAI-compatible server as a :class:`~medtune.scoring.backends.ScoringBackend`.
@@ -114,6 +134,7 @@ class Endpoint:
 
     name: ClassVar[str] = "openai"
     tokenizer: ClassVar[Any] = None  # the server tokenizes: batches are sized by characters
+    chat_api: ClassVar[bool] = True  # chat prompts are answered through /chat/completions (generate mode)
     MODES: ClassVar[dict[str, str]] = {
         "letter": "legacy completions with echo + logprobs: the log-probabilities of the prompt tokens that "
                   "start in the continuation ' X' (by character offset), summed (exact, not limited to top-k)",
@@ -165,12 +186,19 @@ class Endpoint:
         return str(listed[0]["id"])
 
     def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
+        if any(isinstance(c, ChatPrompt) for c, _ in pairs):
+            raise InputError("an OpenAI-compatible endpoint gives no log-likelihoods under chat (its chat API "
+                             "returns none for a prompt): use generate mode or chat: false")
         contexts = [c for c, _ in pairs]
         conts = [x for _, x in pairs]
         resp = self.post("completions", build_loglik_request(self.model, contexts, conts))
         return parse_loglik_response(resp, contexts, conts)
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] | None = None) -> list[str]:
+        if any(isinstance(p, ChatPrompt) for p in prompts):
+            return [parse_chat_response(self.post("chat/completions", build_chat_request(
+                self.model, p.messages() if isinstance(p, ChatPrompt) else [{"role": "user", "content": p}],
+                max_new_tokens, stop))) for p in prompts]
         resp = self.post("completions", build_generate_request(self.model, prompts, max_new_tokens, stop))
         return parse_generate_response(resp, len(prompts))
 
@@ -178,6 +206,14 @@ class Endpoint:
                ) -> list[list[str]]:
         """``sampling.n`` sampled answers per prompt, one request per batch carrying the run's seed (see
         :mod:`medtune.scoring.sampling` for what a server makes of it)."""
-        request = build_sample_request(self.model, prompts, max_new_tokens, stop, n=sampling.n,
-                                       temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed)
+        draw = {"n": sampling.n, "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed}
+        if any(isinstance(p, ChatPrompt) for p in prompts):  # the chat API: one conversation per request
+            out = []
+            for p in prompts:
+                messages = p.messages() if isinstance(p, ChatPrompt) else [{"role": "user", "content": p}]
+                request = {**build_chat_request(self.model, messages, max_new_tokens, stop), **draw}
+                choices = _choices_in_order(self.post("chat/completions", request), sampling.n)
+                out.append([str((c.get("message") or {}).get("content") or "") for c in choices])
+            return out
+        request = build_sample_request(self.model, prompts, max_new_tokens, stop, **draw)
         return parse_sample_response(self.post("completions", request), len(prompts), sampling.n)

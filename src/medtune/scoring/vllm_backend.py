@@ -298,15 +298,26 @@ class VLLMModel:
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] | None = None
                  ) -> list[str]:
+        from medtune.chat_format import ChatPrompt
+        from medtune.scoring.tokens import token_cache
+
         params = self._params(max_tokens=max_new_tokens, temperature=0, stop=list(stop) if stop else None)
-        return [o.outputs[0].text for o in self.llm.generate(list(prompts), params, use_tqdm=False)]
+        # A chat prompt goes as the ids its chat template gives (the same ids training and the other backends use).
+        cache = token_cache(self.tokenizer)
+        requests = [{"prompt_token_ids": cache.encode(p)} if isinstance(p, ChatPrompt) else p for p in prompts]
+        return [o.outputs[0].text for o in self.llm.generate(requests, params, use_tqdm=False)]
 
     def sample(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] | None, sampling: Any
                ) -> list[list[str]]:
         """``sampling.n`` samples per prompt: one request per prompt with ``n``, its own seed, ``temperature`` and
         ``top_p`` (:func:`sample_params`)."""
+        from medtune.chat_format import ChatPrompt
+        from medtune.scoring.tokens import token_cache
+
         params = [self._params(**p) for p in sample_params(prompts, max_new_tokens, stop, n=sampling.n,
                                                            temperature=sampling.temperature, top_p=sampling.top_p,
                                                            seed=sampling.seed)]
-        return sample_texts(self.llm.generate(list(prompts), params, use_tqdm=False), sampling.n)
+        cache = token_cache(self.tokenizer)
+        requests = [{"prompt_token_ids": cache.encode(p)} if isinstance(p, ChatPrompt) else p for p in prompts]
+        return sample_texts(self.llm.generate(requests, params, use_tqdm=False), sampling.n)
 
