@@ -193,3 +193,26 @@ def test_cli_evaluates_with_a_chain_of_thought_and_five_samples(tiny, four_optio
     assert resolve_max_new_tokens(EvalSettings(cot="zero-shot"), ChainOfThought("zero-shot")) == 512
     assert resolve_max_new_tokens(EvalSettings(cot="zero-shot", max_new_tokens=9), ChainOfThought("zero-shot")) == 9
     assert resolve_max_new_tokens(EvalSettings(), None) == 32
+
+
+def test_sampling_under_chat_goes_through_the_chat_api_with_n_and_seed(five_option_items):
+    from medtune.chat_format import ChatFormat
+
+    item = five_option_items[0]
+
+    def chat_choices(body: dict[str, Any]) -> list[dict[str, Any]]:
+        content = body["messages"][-1]["content"]
+        return [{"index": k, "message": {"role": "assistant", "content": _reply(body["seed"], content, k)}}
+                for k in reversed(range(body["n"]))]
+
+    with completions_server(chat_choices, "served-instruct") as (url, requests):
+        endpoint = load_backend(f"openai:{url}")
+        frame = score_items(endpoint, [item], mode="generate", chat=ChatFormat(), progress=False,
+                            cot=ChainOfThought("zero-shot"), sampling=Sampling(n=3, temperature=0.5, seed=9))
+    body = requests[-1]
+    assert (body["n"], body["seed"], body["temperature"], body["top_p"]) == (3, 9, 0.5, 1.0)
+    content = ChainOfThought("zero-shot").prompt(item, "paper")
+    assert body["messages"] == [{"role": "user", "content": content}]
+    assert list(frame["samples"][0]) == [_reply(9, content, k) for k in range(3)]
+    answers = [extract_answer(t, item.options) for t in frame["samples"][0]]
+    assert list(frame["sample_preds"][0]) == answers
