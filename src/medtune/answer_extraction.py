@@ -161,12 +161,13 @@ def _mentioned(text: str, n_options: int) -> set[int | None]:
             continue
         letter = next(g for g in (m.group("p"), m.group("s"), m.group("c"), m.group("o")) if g)
         if letter.islower() and letter in "ai" and m.group("o"):
-            continue  # "option a" is clear, but "choice a ..." may be the article
+            continue  # "the option a doctor would choose": the article, not a label
         out.add(_index(letter, n_options))
     return out
 
 
 def _by_option_text(text: str, options: Sequence[str]) -> int | None:
+    """The option whose text the answer names (whole words, any case): the first named, then the longest."""
     lowered = text.strip().lower()
     first: dict[int, int] = {}
     for i, opt in enumerate(options):
