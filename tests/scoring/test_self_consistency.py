@@ -163,6 +163,7 @@ def test_cli_evaluates_with_a_chain_of_thought_and_five_samples(tiny, four_optio
     out = tmp_path / "zero"
     assert main(["evaluate", "run", *common, "-o", str(out), "--cot", "zero-shot", "--samples", "5",
                  "--temperature", "0.7"]) == 0
+    assert "per-sample accuracy" in capsys.readouterr().out
     frame = read_predictions(out / "predictions.parquet")
     assert list(frame["id"]) == [it.id for it in tests]
     assert all(len(s) == 5 for s in frame["samples"]) and all(len(p) == 5 for p in frame["sample_preds"])
