@@ -234,6 +234,9 @@ LAYERS: dict[str, str] = {
     # text and artifacts: the prompt and token formats, the side files of an items file, and the one reader and
     # writer of each artifact the stages pass on
     "medtune.prompts": "artifacts",
+    "medtune.answer_extraction": "artifacts",
+    "medtune.cot_prompts": "artifacts",
+    "medtune.voting": "artifacts",
     "medtune.tokenization": "artifacts",
     "medtune.chat_format": "artifacts",
     "medtune.textbook": "artifacts",

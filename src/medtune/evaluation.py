@@ -38,6 +38,7 @@ from medtune.factsheet import FactSheet
 from medtune.io import require_file
 from medtune.prompts import LETTERS
 from medtune.schema import DIFFICULTY_LEVELS, Item, MCQItem, QAItem, item_source
+from medtune.voting import majority_vote
 
 DEFAULT_N_BOOT = 10_000
 # meta keys that identify a record or hold another model's answer, never a grouping worth reporting.
@@ -527,6 +528,10 @@ def compute_metrics(
         out["macro_f1"] = float(f1_score(gold, pred, labels=labels, average="macro", zero_division=0))
         out["weighted_f1"] = float(f1_score(gold, pred, labels=labels, average="weighted", zero_division=0))
     out["unanswered"] = int((pred == -1).sum())
+    if mode == "generate":
+        out["unparsed"] = unparsed_metrics(frame)
+        if "sample_preds" in frame.columns and frame["sample_preds"].notna().any():
+            out["self_consistency"] = self_consistency_metrics(frame, gold, n_boot=n_boot, seed=seed)
     out["answer_positions"] = {
         "gold": {LETTERS[k]: int(v) for k, v in sorted(Counter(gold.tolist()).items())},
         "pred": {(LETTERS[k] if k >= 0 else "none"): int(v) for k, v in sorted(Counter(pred.tolist()).items())},
@@ -556,6 +561,64 @@ def compute_metrics(
     if per_meta:
         out["per_meta"] = per_meta
     return out
+
+
+def _sample_answers(values: Any) -> list[int | None]:
+    """One row's ``sample_preds`` as Python values (Parquet gives floats with NaN for the unreadable ones)."""
+    if values is None or values is pd.NA or (isinstance(values, float) and values != values):
+        return []
+    return [None if v is None or v is pd.NA or v != v else int(v) for v in values]
+
+
+def unparsed_metrics(frame: pd.DataFrame) -> dict[str, Any]:
+    """How many generated answers could not be read as an option (generate mode, multiple choice).
+
+    ``share``: questions without an answer (their vote, with sampling) of all questions; with sampling also
+    ``samples_share``: sampled answers without a readable option of all sampled answers.
+    """
+    pred = _pred_vector(frame)
+    out: dict[str, Any] = {"share": float((pred == -1).mean()), "n": int((pred == -1).sum())}
+    if "sample_preds" in frame.columns:
+        answers = [a for row in frame["sample_preds"] for a in _sample_answers(row)]
+        if answers:
+            missing = sum(a is None for a in answers)
+            out.update(samples_share=missing / len(answers), samples_n=missing, n_samples=len(answers))
+    return out
+
+
+def self_consistency_metrics(frame: pd.DataFrame, gold: np.ndarray, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0
+                             ) -> dict[str, Any]:
+    """Self-consistency beside the voted accuracy (``pred`` is the vote of ``sample_preds``, checked here).
+
+    ``per_sample_accuracy``: the accuracy of a single sampled answer (per question the share of its samples that
+    are right, averaged, with a bootstrap CI over questions); ``voted_accuracy``: the accuracy of the votes;
+    ``vote_share``: the winning answer's share of a question's samples, averaged (1: every sample agrees; an
+    unreadable sample counts in the denominator); ``vote_margin``: winner minus runner-up as a share of the samples,
+    averaged (0: a tie); ``unanimous``: the share of questions whose samples all give the same readable answer.
+    """
+    per_sample, shares, margins, unanimous, sizes = [], [], [], [], set()
+    pred = _pred_vector(frame)
+    for r, (row, answer) in enumerate(zip(frame["sample_preds"], gold, strict=True)):
+        answers = _sample_answers(row)
+        if not answers:
+            raise InputError(f"no sampled answers for id '{frame['id'].iloc[r]}'", record=r + 1, field="sample_preds")
+        vote = majority_vote(answers)
+        if (-1 if vote.answer is None else vote.answer) != pred[r]:
+            raise InputError(f"'pred' is not the vote of 'sample_preds' for id '{frame['id'].iloc[r]}'",
+                             record=r + 1, field="pred")
+        sizes.add(len(answers))
+        per_sample.append(sum(a == answer for a in answers) / len(answers))
+        shares.append(vote.share)
+        margins.append(vote.margin)
+        unanimous.append(vote.count == len(answers))
+    return {
+        "samples": max(sizes) if len(sizes) == 1 else sorted(sizes),
+        "voted_accuracy": float((pred == gold).mean()),
+        "per_sample_accuracy": accuracy_with_ci(per_sample, n_boot=n_boot, seed=seed),
+        "vote_share": float(np.mean(shares)),
+        "vote_margin": float(np.mean(margins)),
+        "unanimous": float(np.mean(unanimous)),
+    }
 
 
 def per_item_scores(frame: pd.DataFrame) -> np.ndarray:

@@ -40,6 +40,7 @@ from medtune.chat_format import (
     resolve_chat,
     template_sha256,
 )
+from medtune.cot_prompts import COT_MAX_NEW_TOKENS, ChainOfThought, CotStyle, draw_shots, shot_split
 from medtune.errors import ConfigError, InputError
 from medtune.evaluation import DEFAULT_N_BOOT, compute_metrics, per_item_scores, qa_item_scores, read_predictions
 from medtune.foreign_predictions import read_foreign_predictions, read_generations
@@ -54,6 +55,7 @@ from medtune.model_ref import (
 )
 from medtune.schema import Item, QAItem, read_items, write_items
 from medtune.scoring.engine import DEFAULT_MAX_NEW_TOKENS, BatchTokens
+from medtune.scoring.sampling import Sampling
 from medtune.settings import validate_settings
 
 EvalMode = Literal["auto", "letter", "option", "generate"]
@@ -74,7 +76,9 @@ class EvalSettings(ModelLoadSettings):
         "auto", description="padded tokens per batch (rows x longest); auto: 1024 on a CPU, on a GPU estimated from "
         "its free memory and lowered when a batch runs out of memory (values never depend on it)")
     max_batch_size: int = Field(64, ge=1, description="questions per batch at most")
-    max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, ge=1, description="generate mode: new tokens per answer")
+    max_new_tokens: int | None = Field(
+        None, ge=1, description=f"generate mode: new tokens per answer (default: {DEFAULT_MAX_NEW_TOKENS}, "
+        f"{COT_MAX_NEW_TOKENS} with a chain of thought)")
     chat: ChatChoice = Field("auto", description=CHAT_DESCRIPTION + "; a run's evaluation: as the run trained")
     system_prompt: str | None = Field(None, description=SYSTEM_PROMPT_DESCRIPTION + "; a run's evaluation: the "
                                       "run's")
@@ -82,6 +86,19 @@ class EvalSettings(ModelLoadSettings):
                                      "(position-bias check)")
     option_score: Literal["norm", "sum"] = Field(
         "norm", description="option mode: rank options by per-token (norm) or summed log-likelihood")
+    cot: CotStyle = Field("none", description="chain of thought (generate mode, multiple choice): zero-shot (the cue "
+                          "\"Let's think step by step.\") or few-shot (worked examples from items' explanations)")
+    cot_shots: int = Field(3, ge=1, description="few-shot chain of thought: worked examples before each question")
+    cot_shots_items: str | None = Field(None, description="few-shot chain of thought: the items file the examples "
+                                        "are drawn from (default: the evaluated file)")
+    cot_shots_split: str | None = Field(None, description="few-shot chain of thought: the split the examples are "
+                                        "drawn from (default: dev, else validation, else train)")
+    cot_shots_seed: int = Field(0, ge=0, description="few-shot chain of thought: seed of the examples' draw")
+    samples: int = Field(1, ge=1, description="generate mode: sampled answers per question; more than one are "
+                         "voted on (self-consistency) and need temperature > 0")
+    temperature: float = Field(0.0, ge=0, description="generate mode: sampling temperature (0: greedy decoding)")
+    top_p: float = Field(1.0, gt=0, le=1, description="generate mode: nucleus sampling's probability mass")
+    sample_seed: int = Field(0, ge=0, description="generate mode: seed of the sampled answers")
     bootstrap: int = Field(DEFAULT_N_BOOT, ge=1, description="bootstrap resamples for the confidence intervals")
     seed: int = Field(0, ge=0, description="bootstrap seed")
     bertscore: BertScoreSettings = Field(
@@ -95,12 +112,56 @@ class EvalSettings(ModelLoadSettings):
 
 
 def resolve_mode(settings: EvalSettings, items: list[Item], items_path: Path | None = None) -> str:
+    """The scoring mode: the explicit one, else generate for free text, a chain of thought or sampling, else letter."""
     qa = isinstance(items[0], QAItem)
-    mode = settings.mode if settings.mode != "auto" else ("generate" if qa else "letter")
+    generating = settings.cot != "none" or resolve_sampling(settings) is not None
+    mode = settings.mode if settings.mode != "auto" else ("generate" if qa or generating else "letter")
     if qa and mode != "generate":
         raise InputError(f"free-text items can only be evaluated in generate mode, not {mode}", file=items_path,
                          field="mode")
+    if generating and mode != "generate":
+        raise ConfigError(f"mode: a chain of thought (cot) and sampled answers (samples, temperature) need generate "
+                          f"mode, not {mode}")
     return mode
+
+
+def resolve_sampling(settings: EvalSettings) -> Sampling | None:
+    """The sampling of generated answers, or ``None`` for greedy decoding (one answer at temperature 0)."""
+    if settings.samples == 1 and settings.temperature == 0:
+        return None
+    if settings.temperature == 0:
+        raise ConfigError(f"samples: {settings.samples} sampled answers need temperature > 0 (at temperature 0 every "
+                          "answer is the greedy one)")
+    return Sampling(settings.samples, settings.temperature, settings.top_p, settings.sample_seed)
+
+
+def resolve_chain_of_thought(settings: EvalSettings, items_path: Path, evaluated: list[Item]
+                             ) -> ChainOfThought | None:
+    """The chain of thought ``settings.cot`` asks for; for ``few-shot`` its worked examples, drawn by
+    ``cot_shots_seed`` from ``cot_shots_items`` (default: the evaluated file), never an evaluated item. Free-text
+    items are asked as they are (a chain of thought is for multiple-choice questions), so one grid setting serves
+    test sets of both kinds."""
+    if settings.cot == "none" or isinstance(evaluated[0], QAItem):
+        return None
+    if settings.cot == "zero-shot":
+        return ChainOfThought("zero-shot")
+    pool_path = Path(settings.cot_shots_items) if settings.cot_shots_items else items_path
+    pool = read_items(pool_path)
+    try:
+        split = shot_split(pool, settings.cot_shots_split)
+        shots = draw_shots(pool, settings.cot_shots, settings.cot_shots_seed, split=split,
+                           exclude=[it.id for it in evaluated])
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (in {pool_path})") from None
+    return ChainOfThought("few-shot", tuple(shots))
+
+
+def resolve_max_new_tokens(settings: EvalSettings, cot: ChainOfThought | None) -> int:
+    """The generation budget: the explicit one, else room for reasoning with a chain of thought (``cot``, as
+    :func:`resolve_chain_of_thought` resolved it), else a short answer."""
+    if settings.max_new_tokens is not None:
+        return settings.max_new_tokens
+    return COT_MAX_NEW_TOKENS if cot is not None else DEFAULT_MAX_NEW_TOKENS
 
 
 def resolve_template(settings: EvalSettings, ref: ModelRef, mode: str) -> str:
@@ -214,14 +275,18 @@ def run_evaluation(settings: EvalSettings | dict[str, Any], items_path: Path, mo
         # a BERTScore model that is not here fails now, not after generating
         resolve_bertscore_model(settings.bertscore)
     template = resolve_template(settings, ref, mode)
+    sampling = resolve_sampling(settings)
+    cot = resolve_chain_of_thought(settings, items_path, items)
+    max_new_tokens = resolve_max_new_tokens(settings, cot)
     precision = describe_precision(settings, ref)
     backend = loaded if loaded is not None else load_model(ref, settings)
     chat = resolve_eval_chat(settings, ref, backend)
     predictions = out / "predictions.parquet"
     frame = score_items(backend, items, mode=mode, template=template, permute_seed=settings.permute_seed,
                         batch_tokens=settings.batch_tokens, max_batch_size=settings.max_batch_size,
-                        max_new_tokens=settings.max_new_tokens, option_score=settings.option_score,
-                        chat=chat, output=predictions, progress=progress)
+                        max_new_tokens=max_new_tokens, option_score=settings.option_score,
+                        stop_strings=cot.stop_strings(template) if cot is not None else None,
+                        chat=chat, output=predictions, progress=progress, cot=cot, sampling=sampling)
     scores = None
     if isinstance(items[0], QAItem):
         from medtune.factsheet import read_factsheet
@@ -232,6 +297,12 @@ def run_evaluation(settings: EvalSettings | dict[str, Any], items_path: Path, mo
     metrics["run"] = {"items": str(items_path), "split": split, **ref.describe(), "template": template,
                       "mode": mode, "permute_seed": settings.permute_seed, **precision,
                       "chat": chat_record(getattr(backend, "tokenizer", None), chat)}
+    if mode == "generate":
+        metrics["run"]["max_new_tokens"] = max_new_tokens
+    if cot is not None:
+        metrics["run"]["cot"] = cot.describe()
+    if sampling is not None:
+        metrics["run"]["sampling"] = sampling.describe()
     metrics = json.loads(json.dumps(metrics, default=str))  # anything not JSON-native is written as text
     write_json_atomic(out / "metrics.json", metrics)
     return {"n": len(frame), "mode": mode, "template": template, "chat": chat is not None, **precision,

@@ -7,7 +7,6 @@ for training. Letters are generated here from the option count; stored items nev
 
 from __future__ import annotations
 
-import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -186,32 +185,3 @@ def mcq_completion(
 
 def qa_prompt(item: QAItem | MCQItem) -> str:
     return QA_PROMPT.format(question=item.question.strip())
-
-
-_LETTER_CLASS = f"[{LETTERS[0]}-{LETTERS[-1]}]"
-_LETTER_PATTERNS = [
-    rf"^\s*\(?({_LETTER_CLASS})\)?(?:[\s\.\):,]|$)",  # "B", "B)", "(B)", "B. text"
-    rf"answer(?: is|:)?\s*\(?({_LETTER_CLASS})\b",  # "the answer is B"
-]
-
-
-def extract_answer(text: str, options: Sequence[str]) -> int | None:
-    """Map generated text to an option index: a leading letter, "answer is X", or an option's text.
-
-    Returns None when nothing matches unambiguously; the evaluator counts that as wrong (and reports
-    the rate), which is what a grader would do.
-    """
-    n = len(options)
-    for pattern in _LETTER_PATTERNS:
-        m = re.search(pattern, text, flags=re.IGNORECASE if "answer" in pattern else 0)
-        if m:
-            idx = LETTERS.index(m.group(1).upper())
-            if idx < n:
-                return idx
-    lowered = text.strip().lower()
-    hits = [i for i, opt in enumerate(options) if opt.strip() and opt.strip().lower() in lowered]
-    if len(hits) == 1:
-        return hits[0]
-    if len(hits) > 1:  # prefer the option mentioned first, then the longest (most specific)
-        return min(hits, key=lambda i: (lowered.index(options[i].strip().lower()), -len(options[i])))
-    return None

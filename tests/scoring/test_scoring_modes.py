@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
+from medtune.answer_extraction import extract_answer
 from medtune.errors import InputError
-from medtune.prompts import LETTERS, extract_answer, mcq_prompt, permuted_options
+from medtune.prompts import LETTERS, mcq_prompt, permuted_options
 from medtune.schema import MCQItem, QAItem
 from medtune.scoring import question_permutation, score_items
 

@@ -87,6 +87,12 @@ def print_metrics(metrics: dict[str, Any], out: Console | None = None) -> None:
         head.add_row("macro F1", f"{metrics['macro_f1']:.4f}")
         head.add_row("weighted F1", f"{metrics['weighted_f1']:.4f}")
         head.add_row("unanswered", str(metrics["unanswered"]))
+        if "unparsed" in metrics and "samples_share" in metrics["unparsed"]:
+            head.add_row("unparsed samples", f"{metrics['unparsed']['samples_share']:.4f}")
+        if "self_consistency" in metrics:
+            sc = metrics["self_consistency"]
+            head.add_row("per-sample accuracy [95% CI]", _fmt_ci(sc["per_sample_accuracy"]))
+            head.add_row("vote share / margin", f"{sc['vote_share']:.4f} / {sc['vote_margin']:.4f}")
         pos = metrics["answer_positions"]
         head.add_row("gold positions", " ".join(f"{k}:{v}" for k, v in pos["gold"].items()))
         head.add_row("predicted positions", " ".join(f"{k}:{v}" for k, v in pos["pred"].items()))

@@ -5,7 +5,8 @@ server returns the log-probability of every prompt token, and the continuation's
 tokens that start at or after the end of the context (by character offset), as lm-evaluation-harness
 does for its ``local-completions`` model. Letter mode scores the continuations " A", " B", ... that way
 (exact, not limited to the server's top-k), option mode the options' texts, generate mode asks for a
-greedy completion. Under chat (prompts that are :class:`~medtune.chat_format.ChatPrompt`), generate mode sends the
+greedy completion, or ``n`` sampled ones (``temperature``, ``top_p``, ``seed``) for self-consistency. Under chat
+(prompts that are :class:`~medtune.chat_format.ChatPrompt`), generate mode sends the
 conversation's messages to ``/v1/chat/completions``: the server applies the model's own chat template. The chat API
 returns no log-probabilities of a prompt, so letter and option mode under chat are refused before any request
 (:func:`medtune.scoring.engine.score_items`).
@@ -88,6 +89,21 @@ def parse_generate_response(response: dict[str, Any], n: int) -> list[str]:
     return [str(c.get("text", "")) for c in _choices_in_order(response, n)]
 
 
+def build_sample_request(model: str, prompts: Sequence[str], max_tokens: int, stop: Sequence[str] | None, *,
+                         n: int, temperature: float, top_p: float, seed: int) -> dict[str, Any]:
+    """A completions request for ``n`` sampled answers per prompt (``n``, ``temperature``, ``top_p``, ``seed``)."""
+    req = build_generate_request(model, prompts, max_tokens, stop)
+    req.update(n=n, temperature=temperature, top_p=top_p, seed=seed)
+    return req
+
+
+def parse_sample_response(response: dict[str, Any], n_prompts: int, n: int) -> list[list[str]]:
+    """Per prompt, its ``n`` samples: choice ``index`` ``i * n + k`` is sample ``k`` of prompt ``i`` (as OpenAI and
+    vLLM number them)."""
+    texts = parse_generate_response(response, n_prompts * n)
+    return [texts[i * n:(i + 1) * n] for i in range(n_prompts)]
+
+
 def build_chat_request(model: str, messages: Sequence[dict[str, str]], max_tokens: int,
                        stop: Sequence[str] | None = None) -> dict[str, Any]:
     """One chat-completions request (greedy) answering a conversation: the server applies the chat template."""
@@ -123,7 +139,8 @@ class Endpoint:
         "letter": "legacy completions with echo + logprobs: the log-probabilities of the prompt tokens that "
                   "start in the continuation ' X' (by character offset), summed (exact, not limited to top-k)",
         "option": "the same for ' <option text>'",
-        "generate": "a greedy completion (temperature 0)",
+        "generate": "a greedy completion (temperature 0); sampling asks for n completions per prompt with the "
+                    "run's temperature, top_p and seed",
     }
 
     @classmethod
@@ -184,3 +201,19 @@ class Endpoint:
                 max_new_tokens, stop))) for p in prompts]
         resp = self.post("completions", build_generate_request(self.model, prompts, max_new_tokens, stop))
         return parse_generate_response(resp, len(prompts))
+
+    def sample(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] | None, sampling: Any
+               ) -> list[list[str]]:
+        """``sampling.n`` sampled answers per prompt, one request per batch carrying the run's seed (see
+        :mod:`medtune.scoring.sampling` for what a server makes of it)."""
+        draw = {"n": sampling.n, "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed}
+        if any(isinstance(p, ChatPrompt) for p in prompts):  # the chat API: one conversation per request
+            out = []
+            for p in prompts:
+                messages = p.messages() if isinstance(p, ChatPrompt) else [{"role": "user", "content": p}]
+                request = {**build_chat_request(self.model, messages, max_new_tokens, stop), **draw}
+                choices = _choices_in_order(self.post("chat/completions", request), sampling.n)
+                out.append([str((c.get("message") or {}).get("content") or "") for c in choices])
+            return out
+        request = build_sample_request(self.model, prompts, max_new_tokens, stop, **draw)
+        return parse_sample_response(self.post("completions", request), len(prompts), sampling.n)

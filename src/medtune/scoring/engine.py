@@ -11,9 +11,14 @@ Modes:
   ``scores_norm`` the same divided by the option's token count; ``pred`` and ``probs`` follow
   ``option_score`` (``"norm"`` by default, because summed scores favour short options; ``"sum"`` gives the
   harnesses' plain ``acc``).
-- ``generate`` — greedy generation; for MCQ items the answer is extracted from the text (a letter, "the
-  answer is X", or an option's text); for free-text items (:class:`~medtune.schema.QAItem`) the text is
-  the result (``pred``/``correct`` are null, ``answer`` is the reference text).
+- ``generate`` — greedy generation; for MCQ items the answer is extracted from the text
+  (:func:`medtune.answer_extraction.extract_answer`: the last explicit statement, a leading letter, or an option's
+  text); for free-text items (:class:`~medtune.schema.QAItem`) the text is the result (``pred``/``correct`` are
+  null, ``answer`` is the reference text). With a chain of thought (``cot``, :mod:`medtune.cot_prompts`) the
+  prompt asks for reasoning first. With ``sampling`` (:mod:`medtune.scoring.sampling`) each question gets
+  ``sampling.n`` sampled answers: the rows add ``samples`` (every text) and ``sample_preds`` (each one's extracted
+  option, original index, or null), ``pred`` is their majority vote (:func:`medtune.voting.majority_vote`) and
+  ``generated`` the earliest sample that gave the voted answer (the first sample without a vote).
 
 Batches are capped by padded tokens (``batch_tokens``). ``auto`` keeps the measured CPU value
 (:data:`DEFAULT_BATCH_TOKENS`) off a GPU; on a GPU the backend estimates a budget from the free memory
@@ -45,11 +50,12 @@ from typing import Annotated, Any, Literal
 import pandas as pd
 from pydantic import BeforeValidator
 
+from medtune.answer_extraction import extract_answer
 from medtune.chat_format import ChatFormat, as_prompt
+from medtune.cot_prompts import ChainOfThought
 from medtune.errors import ConfigError, InputError
 from medtune.prompts import (
     MCQTemplate,
-    extract_answer,
     get_template,
     letters_for,
     mcq_prompt,
@@ -65,12 +71,15 @@ from medtune.scoring.backends import (
     token_cache,
 )
 from medtune.scoring.batching import length_order, next_batch
+from medtune.scoring.sampling import Sampling, SamplingBackend, cut_at_stop
 from medtune.scoring.store import ScoredRowStore
 from medtune.scoring.tokens import letter_token_ids
+from medtune.voting import majority_vote
 
 Mode = Literal["letter", "option", "generate"]
 MODES: tuple[str, ...] = ("letter", "option", "generate")
 COLUMNS = ["id", "mode", "answer", "pred", "correct", "scores", "probs", "permutation", "generated"]
+SAMPLE_COLUMNS = ["samples", "sample_preds"]  # generate mode with sampling
 DEFAULT_BATCH_TOKENS = 1024  # measured on SmolLM2, 2 threads: 614 tok/s vs 424 at 8192 (cache effects)
 DEFAULT_MAX_NEW_TOKENS = 32
 
@@ -155,15 +164,19 @@ def _cost(tokenizer: Any, mode: str, prompt: str, shown: Sequence[str]) -> int:
 
 
 def question_prompt(item: MCQItem | QAItem, tpl: MCQTemplate | str, permutation: list[int] | None = None,
-                    chat: ChatFormat | None = None) -> str:
-    """The prompt a question is scored on: its template's text, as a :class:`~medtune.chat_format.ChatPrompt` under
-    ``chat`` (every backend then encodes it with the chat template, as training does)."""
-    text = qa_prompt(item) if isinstance(item, QAItem) else mcq_prompt(item, tpl, permutation)
+                    chat: ChatFormat | None = None, cot: ChainOfThought | None = None) -> str:
+    """The prompt a question is scored on: its template's text (for a chain of thought ``cot``'s prompt), as a
+    :class:`~medtune.chat_format.ChatPrompt` under ``chat`` (every backend then encodes it with the chat template,
+    as training does)."""
+    if isinstance(item, QAItem):
+        text = qa_prompt(item)
+    else:
+        text = mcq_prompt(item, tpl, permutation) if cot is None else cot.prompt(item, tpl, permutation)
     return as_prompt(text, chat)
 
 
-def _prepare(items, tokenizer, mode: str, tpl: MCQTemplate, seed: int | None, chat: ChatFormat | None
-             ) -> list[_Prepared]:
+def _prepare(items, tokenizer, mode: str, tpl: MCQTemplate, seed: int | None, chat: ChatFormat | None,
+             cot: ChainOfThought | None = None, rows_per_prompt: int = 1) -> list[_Prepared]:
     out = []
     for i, item in enumerate(items):
         if isinstance(item, QAItem):
@@ -171,22 +184,27 @@ def _prepare(items, tokenizer, mode: str, tpl: MCQTemplate, seed: int | None, ch
         else:
             perm = question_permutation(item.id, len(item.options), seed)
             shown, _ = permuted_options(item, perm)
-        prompt = question_prompt(item, tpl, perm, chat)
-        out.append(_Prepared(i, item, perm, shown, prompt, _cost(tokenizer, mode, prompt, shown)))
+        prompt = question_prompt(item, tpl, perm, chat, cot)
+        out.append(_Prepared(i, item, perm, shown, prompt, _cost(tokenizer, mode, prompt, shown) * rows_per_prompt))
     return out
 
 
 def make_row(p: _Prepared, mode: str, pred_shown: int | None, scores_shown: Sequence[float] | None,
              probs_shown: Sequence[float] | None, generated: str | None = None,
-             norm_shown: Sequence[float] | None = None) -> dict[str, Any]:
+             norm_shown: Sequence[float] | None = None, samples: Sequence[str] | None = None,
+             sample_preds_shown: Sequence[int | None] | None = None) -> dict[str, Any]:
     """One output row; ``*_shown`` values are indexed by shown position and mapped back to original options."""
     item = p.item
+
+    def original(shown: int | None) -> int | None:
+        return None if shown is None else (p.permutation[shown] if p.permutation else shown)
+
     if isinstance(item, QAItem):
         answer: Any = item.answer
         pred = correct = None
     else:
         answer = item.answer
-        pred = None if pred_shown is None else (p.permutation[pred_shown] if p.permutation else pred_shown)
+        pred = original(pred_shown)
         correct = pred is not None and pred == answer
     row = {
         "id": item.id, "mode": mode, "answer": answer, "pred": pred, "correct": correct,
@@ -196,6 +214,9 @@ def make_row(p: _Prepared, mode: str, pred_shown: int | None, scores_shown: Sequ
     }
     if mode == "option":
         row["scores_norm"] = None if norm_shown is None else _unpermute(norm_shown, p.permutation)
+    if samples is not None:
+        row["samples"] = list(samples)
+        row["sample_preds"] = None if sample_preds_shown is None else [original(k) for k in sample_preds_shown]
     return row
 
 
@@ -203,12 +224,13 @@ class BatchRunner:
     """Scores one batch of prepared questions on a backend: one ``loglikelihood`` (or ``generate``) call."""
 
     def __init__(self, backend: ScoringBackend, mode: str, max_new_tokens: int, option_score: str,
-                 stop_strings: Sequence[str] | None) -> None:
+                 stop_strings: Sequence[str] | None, sampling: Sampling | None = None) -> None:
         self.backend = backend
         self.mode = mode
         self.max_new_tokens = max_new_tokens
         self.option_score = option_score
         self.stop_strings = stop_strings
+        self.sampling = sampling
 
     def run(self, batch: Sequence[_Prepared]) -> list[dict[str, Any]]:
         if self.mode == "generate":
@@ -226,13 +248,47 @@ class BatchRunner:
         return rows
 
     def _generate(self, batch: Sequence[_Prepared]) -> list[dict[str, Any]]:
-        texts = self.backend.generate([p.prompt for p in batch], self.max_new_tokens, self.stop_strings)
+        prompts = [p.prompt for p in batch]
+        if self.sampling is None:
+            texts = self.backend.generate(prompts, self.max_new_tokens, self.stop_strings)
+            rows = []
+            for p, text in zip(batch, texts, strict=True):
+                text = cut_at_stop(text, self.stop_strings)
+                pred = None if isinstance(p.item, QAItem) else extract_answer(text, p.shown)
+                rows.append(make_row(p, "generate", pred, None, None, generated=text))
+            return rows
+        assert isinstance(self.backend, SamplingBackend)
+        drawn = self.backend.sample(prompts, self.max_new_tokens, self.stop_strings, self.sampling)
+        if len(drawn) != len(batch) or any(len(d) != self.sampling.n for d in drawn):
+            raise InputError(f"backend '{self.backend.name}' returned {[len(d) for d in drawn]} samples for "
+                             f"{len(batch)} prompts × {self.sampling.n}")
         rows = []
-        for p, text in zip(batch, texts, strict=True):
-            pred = None if isinstance(p.item, QAItem) else extract_answer(text, p.shown)
-            rows.append(make_row(p, "generate", pred, None, None, generated=text))
+        for p, samples in zip(batch, drawn, strict=True):
+            samples = [cut_at_stop(t, self.stop_strings) for t in samples]
+            if isinstance(p.item, QAItem):
+                rows.append(make_row(p, "generate", None, None, None, generated=samples[0], samples=samples))
+                continue
+            answers = [extract_answer(t, p.shown) for t in samples]
+            vote = majority_vote(answers)
+            chosen = answers.index(vote.answer) if vote.answer is not None else 0
+            rows.append(make_row(p, "generate", vote.answer, None, None, generated=samples[chosen], samples=samples,
+                                 sample_preds_shown=answers))
         return rows
 
+
+
+def _check_generation(backend: ScoringBackend, mode: str, items: Sequence[MCQItem | QAItem],
+                      cot: ChainOfThought | None, sampling: Sampling | None) -> None:
+    """A chain of thought and sampling are generate mode's; a chain of thought is for multiple-choice items, and
+    sampling needs a backend that samples (:class:`~medtune.scoring.sampling.SamplingBackend`)."""
+    if (cot is not None or sampling is not None) and mode != "generate":
+        what = "a chain of thought" if cot is not None else "sampling"
+        raise ConfigError(f"{what} needs generate mode, not {mode}")
+    if cot is not None and any(isinstance(it, QAItem) for it in items):
+        raise ConfigError("cot: a chain of thought is for multiple-choice items, not free-text ones")
+    if sampling is not None and not isinstance(backend, SamplingBackend):
+        raise ConfigError(f"backend '{backend.name}' cannot sample answers (it has no 'sample'): use samples 1 and "
+                          "temperature 0 with it")
 
 
 def _check_letters(backend: ScoringBackend, tpl: MCQTemplate, items: Sequence[MCQItem | QAItem],
@@ -308,8 +364,8 @@ def resolve_batch_tokens(backend: Any, batch_tokens: int | str, mode: str, costs
     return budget
 
 
-def _frame(rows: list[dict[str, Any]], mode: str) -> pd.DataFrame:
-    columns = COLUMNS + (["scores_norm"] if mode == "option" else [])
+def _frame(rows: list[dict[str, Any]], mode: str, sampled: bool = False) -> pd.DataFrame:
+    columns = COLUMNS + (["scores_norm"] if mode == "option" else []) + (SAMPLE_COLUMNS if sampled else [])
     frame = pd.DataFrame(rows, columns=columns)
     if mode == "generate":
         frame["pred"] = frame["pred"].astype("Int64")
@@ -381,6 +437,8 @@ def score_items(
     chat: bool | ChatFormat | None = False,
     output: str | Path | None = None,
     progress: bool = True,
+    cot: ChainOfThought | None = None,
+    sampling: Sampling | None = None,
 ) -> pd.DataFrame:
     """Score ``items`` with ``model`` and return one row per item, in input order.
 
@@ -394,7 +452,8 @@ def score_items(
     for ``.jsonl``) is written atomically. ``chat`` (``True`` or a :class:`~medtune.chat_format.ChatFormat` with a
     system prompt) wraps each prompt in the tokenizer's chat template exactly as training does
     (:mod:`medtune.chat_format`); a backend without a local tokenizer needs a chat API (``chat_api``) and generate
-    mode.
+    mode. ``cot`` prompts multiple-choice questions for a chain of thought and ``sampling`` draws several answers
+    per question and votes (generate mode; see the module docstring).
     """
     if mode not in MODES:
         raise InputError(f"unknown scoring mode '{mode}' (use {', '.join(MODES)})")
@@ -406,9 +465,10 @@ def score_items(
                          f"{', '.join(backend.MODES)})")
     items = list(items)
     _check_items(items, mode)
+    _check_generation(backend, mode, items, cot, sampling)
     tpl = get_template(template)
     chat_fmt = _chat_for(backend, chat, mode)
-    runner = BatchRunner(backend, mode, max_new_tokens, option_score, stop_strings)
+    runner = BatchRunner(backend, mode, max_new_tokens, option_score, stop_strings, sampling)
     if mode == "letter":
         _check_letters(backend, tpl, items, chat_fmt)
 
@@ -420,11 +480,18 @@ def score_items(
                     "model": str(backend.spec)}
         if chat_fmt is not None and chat_fmt.system_prompt:
             settings["system_prompt"] = chat_fmt.system_prompt
+        if cot is not None:
+            settings["cot"] = cot.describe()
+        if sampling is not None:
+            settings["sampling"] = sampling.describe()
+        if stop_strings:
+            settings["stop"] = list(stop_strings)
         store = ScoredRowStore(output, settings)
     done = store.done() if store else set()
     todo_items = [it for it in items if it.id not in done]
 
-    prepared = _prepare(todo_items, backend.tokenizer, mode, tpl, permute_seed, chat_fmt)
+    prepared = _prepare(todo_items, backend.tokenizer, mode, tpl, permute_seed, chat_fmt, cot,
+                        sampling.n if sampling is not None else 1)
     rows_by_id: dict[str, dict[str, Any]] = dict(store.rows) if store else {}
     if prepared:
         costs = [p.cost for p in prepared]
@@ -448,7 +515,7 @@ def score_items(
                 for r in rows:
                     rows_by_id[r["id"]] = r
                 bar.update(len(rows))
-    frame = _frame([rows_by_id[it.id] for it in items], mode)
+    frame = _frame([rows_by_id[it.id] for it in items], mode, sampled=sampling is not None)
     if store:
         store.finish(frame)
     return frame

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 
 from medtune.scoring.batching import PassMemory, estimate_batch_tokens, length_batches
 
@@ -362,8 +363,11 @@ CONTEXT_SHARING: tuple[str, ...] = ("auto", "always", "never", "per_context")
 
 @torch.inference_mode()
 def greedy_generate(model, tokenizer, rows: Sequence[Sequence[int]], max_new_tokens: int,
-                    stop_strings: Sequence[str] | None = None) -> list[str]:
-    """Greedy continuations of left-padded prompts (``generate`` derives positions from the mask)."""
+                    stop_strings: Sequence[str] | None = None, logits_processor: Any = None) -> list[str]:
+    """Greedy continuations of left-padded prompts (``generate`` derives positions from the mask).
+
+    ``logits_processor`` (transformers') runs last on each step's scores before the argmax: sampling plugs in here.
+    """
     device = _model_device(model)
     pad_id = pad_id_of(tokenizer)
     width = max(len(r) for r in rows)
@@ -378,9 +382,45 @@ def greedy_generate(model, tokenizer, rows: Sequence[Sequence[int]], max_new_tok
     }
     if stop_strings:
         kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
+    if logits_processor is not None:
+        kwargs["logits_processor"] = logits_processor
     out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
     new = out[:, width:]
     return [tokenizer.decode(row, skip_special_tokens=True) for row in new]
+
+
+class RowSeededSampler(LogitsProcessor):
+    """Samples each row's next token with a torch generator of the row's own, then leaves only that token possible.
+
+    Handed to greedy decoding as its last logits processor, it turns the argmax into a draw from the row's
+    distribution at ``temperature`` within the nucleus ``top_p``. transformers' own sampling draws every row from one
+    global generator, so a row's tokens would depend on the rows beside it; here row ``i`` uses ``seeds[i]`` only,
+    so a prompt's samples are the same in any batch (up to the float rounding of padded batches, as greedy answers).
+    """
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device: Any) -> None:
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+        self.temperature = float(temperature)
+        self.nucleus = TopPLogitsWarper(top_p) if top_p < 1 else None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        logits = scores.float() / self.temperature
+        if self.nucleus is not None:
+            logits = self.nucleus(input_ids, logits)
+        probs = torch.softmax(logits, dim=-1)
+        drawn = torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(self.generators)])
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(len(drawn), device=out.device), drawn] = 0.0
+        return out
+
+
+def sampled_generate(model, tokenizer, rows: Sequence[Sequence[int]], max_new_tokens: int,
+                     stop_strings: Sequence[str] | None, seeds: Sequence[int], temperature: float,
+                     top_p: float = 1.0) -> list[str]:
+    """One sampled continuation per row, row ``i`` drawn with ``seeds[i]`` (:class:`RowSeededSampler`)."""
+    sampler = RowSeededSampler(seeds, temperature, top_p, _model_device(model))
+    return greedy_generate(model, tokenizer, rows, max_new_tokens, stop_strings,
+                           logits_processor=LogitsProcessorList([sampler]))
 
 
 class HFBackend:
@@ -412,7 +452,8 @@ class HFBackend:
                   "(one forward pass per batch of questions)",
         "option": "summed log-probabilities of the option's tokens; the question's KV cache is shared by its "
                   "options",
-        "generate": "greedy decoding with transformers' generate (left-padded batches)",
+        "generate": "greedy decoding with transformers' generate (left-padded batches); sampling draws each row "
+                    "with a generator of its own (RowSeededSampler)",
     }
 
     def __init__(self, loaded: Any, *, context_sharing: ContextSharing = "auto", max_batch_tokens: int = 8192
@@ -521,3 +562,21 @@ class HFBackend:
 
         cache = token_cache(self.tokenizer)
         return greedy_generate(self.model, self.tokenizer, [cache.encode(p) for p in prompts], max_new_tokens, stop)
+
+    def sample(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] | None, sampling: Any
+               ) -> list[list[str]]:
+        """``sampling.n`` sampled continuations per prompt (a :class:`~medtune.scoring.sampling.Sampling`), each
+        drawn with its own seed (:func:`~medtune.scoring.sampling.sample_seed`), all rows in one ``generate``."""
+        from medtune.scoring.sampling import sample_seed
+        from medtune.scoring.tokens import token_cache
+
+        cache = token_cache(self.tokenizer)
+        rows, seeds = [], []
+        for p in prompts:
+            ids = cache.encode(p)
+            for k in range(sampling.n):
+                rows.append(ids)
+                seeds.append(sample_seed(sampling.seed, p, k))
+        texts = sampled_generate(self.model, self.tokenizer, rows, max_new_tokens, stop, seeds, sampling.temperature,
+                                 sampling.top_p)
+        return [texts[i * sampling.n:(i + 1) * sampling.n] for i in range(len(prompts))]

@@ -113,8 +113,10 @@ def predictions_table(frame: pd.DataFrame) -> pa.Table:
     for name in frame.columns:
         if name in ("scores", "probs", "scores_norm"):
             typ = pa.list_(pa.float64())
-        elif name == "permutation":
+        elif name in ("permutation", "sample_preds"):
             typ = pa.list_(pa.int64())
+        elif name == "samples":
+            typ = pa.list_(pa.string())
         elif name in ("id", "mode", "generated"):
             typ = pa.string()
         elif name == "correct":

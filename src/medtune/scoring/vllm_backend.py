@@ -106,6 +106,27 @@ def prompt_logprob_params() -> dict[str, Any]:
     return {"max_tokens": 1, "temperature": 0, "prompt_logprobs": 0}
 
 
+def sample_params(prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] | None, *, n: int,
+                  temperature: float, top_p: float, seed: int) -> list[dict[str, Any]]:
+    """``SamplingParams`` per prompt for ``n`` samples: each prompt's request seeded with its own
+    :func:`~medtune.scoring.sampling.prompt_seed`, so its samples do not depend on the batch."""
+    from medtune.scoring.sampling import prompt_seed
+
+    return [{"n": n, "temperature": temperature, "top_p": top_p, "seed": prompt_seed(seed, p),
+             "max_tokens": max_new_tokens, "stop": list(stop) if stop else None} for p in prompts]
+
+
+def sample_texts(outputs: Sequence[Any], n: int) -> list[list[str]]:
+    """The ``n`` texts of each ``RequestOutput``, in the order of their ``index``."""
+    texts = []
+    for out in outputs:
+        completions = sorted(out.outputs, key=lambda c: getattr(c, "index", 0))
+        if len(completions) != n:
+            raise MedtuneError(f"vLLM returned {len(completions)} samples for a request of {n}")
+        texts.append([c.text for c in completions])
+    return texts
+
+
 def _value(entry: Any) -> float:
     return float(getattr(entry, "logprob", entry))
 
@@ -204,7 +225,7 @@ class VLLMModel:
                   "context + ' X'",
         "option": "prompt log-probabilities of context + ' <option text>' (prompt_logprobs), summed over the "
                   "option",
-        "generate": "greedy sampling (temperature 0)",
+        "generate": "greedy sampling (temperature 0); self-consistency samples n per request, seeded per prompt",
     }
 
     def __init__(self, spec: str, *, dtype: str = "auto", quantization: str | None = None,
@@ -285,4 +306,18 @@ class VLLMModel:
         cache = token_cache(self.tokenizer)
         requests = [{"prompt_token_ids": cache.encode(p)} if isinstance(p, ChatPrompt) else p for p in prompts]
         return [o.outputs[0].text for o in self.llm.generate(requests, params, use_tqdm=False)]
+
+    def sample(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] | None, sampling: Any
+               ) -> list[list[str]]:
+        """``sampling.n`` samples per prompt: one request per prompt with ``n``, its own seed, ``temperature`` and
+        ``top_p`` (:func:`sample_params`)."""
+        from medtune.chat_format import ChatPrompt
+        from medtune.scoring.tokens import token_cache
+
+        params = [self._params(**p) for p in sample_params(prompts, max_new_tokens, stop, n=sampling.n,
+                                                           temperature=sampling.temperature, top_p=sampling.top_p,
+                                                           seed=sampling.seed)]
+        cache = token_cache(self.tokenizer)
+        requests = [{"prompt_token_ids": cache.encode(p)} if isinstance(p, ChatPrompt) else p for p in prompts]
+        return sample_texts(self.llm.generate(requests, params, use_tqdm=False), sampling.n)
 
