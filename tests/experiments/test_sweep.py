@@ -231,6 +231,7 @@ def test_the_report_chooses_per_arm_as_a_hand_computation_from_the_cells(swept: 
     table = pd.read_csv(rep.tables["sweep_chosen"])
     assert dict(zip(table["strategy"], table["chosen"], strict=True)) == hand
     assert (table["shared"] == "lr=0.001").all() and (table["seeds"] == 2).all()
+    assert all(setting in rep.sweep_text() for setting in hand.values())
     page = rep.html.read_text()
     assert "Settings chosen on validation items" in page and "sweep_validation_curves.png" in str(rep.figures)
     comparison = pd.read_csv(rep.tables["sweep_comparison"])

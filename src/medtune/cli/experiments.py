@@ -61,6 +61,9 @@ def run_command(
         from medtune.report import write_report
 
         rep = write_report(summary.run_dir)
+        if not rep.sweep.empty:
+            console.print("settings chosen per arm on validation items (scores in %):")
+            console.print(rep.sweep_text(), highlight=False, markup=False, soft_wrap=True)
         if not rep.methods.empty:
             console.print("methods against the baseline method (seed-aware 95% intervals, Holm-adjusted p):")
             console.print(rep.methods_text(), highlight=False, markup=False, soft_wrap=True)

@@ -163,6 +163,9 @@ def sweep_lines(config: ExperimentSettings, cells: list[Cell]) -> list[str]:
     for method in config.training.methods:
         settings = config.settings_of(method)
         n = sum(c.method == method for c in trained)
+        if not config.sweep_of(method):
+            lines.append(f"sweep: {method}: not swept → {n} training cells at its one setting")
+            continue
         keys = ", ".join(f"{k} {config.sweep_of(method)[k]}" for k in config.sweep_of(method))
         shared = setting_label(config.shared_of(method))
         lines.append(f"sweep: {method}: {len(settings)} settings ({keys}) → {n} training cells "

@@ -2,9 +2,9 @@
 comparison of the arms at their own best settings beside the comparison at one shared setting.
 
 The choice is :func:`medtune.experiments.selection.select_settings` (validation items only); the comparisons are the
-report's own seed-aware tables (:func:`~medtune.report.inference.gains_table` for strategies,
-:func:`~medtune.report.methods.methods_table` for methods), computed once on the chosen rows and once on the shared
-setting's rows of the same run.
+report's own seed-aware tables (the gains of strategies, the methods against the baseline method), which
+:mod:`medtune.report.write` computes once on the chosen rows and once on the shared setting's rows of the same run
+(:meth:`~medtune.report.results.RunData.at_shared_setting`) and this module lays side by side.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from typing import Any
 import pandas as pd
 
 from medtune.experiments.selection import ARM, validation_curves
-from medtune.report.inference import gains_table
-from medtune.report.methods import HEADLINE_METRICS, methods_table
 from medtune.report.results import RunData, cell_label
 
 CHOSEN_COLUMNS = [*ARM, "label", "test_set", "chosen", "val_chosen", "seeds", "test_chosen", "shared", "val_shared",
@@ -44,22 +42,19 @@ def chosen_table(run: RunData) -> pd.DataFrame:
     return out[CHOSEN_COLUMNS]
 
 
-def comparison_table(run: RunData) -> pd.DataFrame:
-    """The seed-aware comparisons of the arms (strategies against the baseline strategy, methods against the
-    baseline method), at each arm's chosen setting (``settings: tuned``) and at the shared one (``shared``)."""
+def comparison_table(gains: dict[str, pd.DataFrame], methods: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The seed-aware comparisons of the arms side by side: ``gains`` (strategies against the baseline strategy,
+    :func:`~medtune.report.inference.gains_table`) and ``methods`` (methods against the baseline method, on their
+    headline metrics) as computed at each arm's chosen setting (key ``tuned``) and at the shared one (``shared``)."""
     frames = []
-    for name, view in (("tuned", run), ("shared", run.at_shared_setting())):
-        if view.done.empty:
-            continue
-        gains = gains_table(view)
-        if not gains.empty:
-            frames.append(gains.assign(settings=name, compared="strategy", arm=gains["label"],
-                                       metric=gains.get("metric", "accuracy")))
-        methods = methods_table(view)
-        if not methods.empty:
-            main = methods[methods["metric"].isin(HEADLINE_METRICS)]
-            main = main if not main.empty else methods
-            frames.append(main.assign(settings=name, compared="method", arm=main["method"]))
+    for name in ("tuned", "shared"):
+        g = gains.get(name, pd.DataFrame())
+        if not g.empty:
+            frames.append(g.assign(settings=name, compared="strategy", arm=g["label"],
+                                   metric=g.get("metric", "accuracy")))
+        m = methods.get(name, pd.DataFrame())
+        if not m.empty:
+            frames.append(m.assign(settings=name, compared="method", arm=m["method"]))
     if not frames:
         return pd.DataFrame()
     cols = ["settings", "compared", "model", "dataset", "test_set", "arm", "metric", "seeds", "gain", "gain_ci_low",

@@ -100,6 +100,15 @@ class Report:
     headline_notes: list[str] = field(default_factory=list)
     # A grid with several methods: each against the baseline method, per metric (:mod:`medtune.report.methods`).
     methods: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # A sweep: each arm's setting chosen on validation items (:mod:`medtune.report.sweep`); empty without one.
+    sweep: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def sweep_text(self) -> str:
+        """Each arm's chosen setting with its validation and test score, as plain text (empty without a sweep)."""
+        if self.sweep.empty:
+            return ""
+        cols = ["test_set", "method", "label", "chosen", "val_chosen", "test_chosen", "shared", "test_shared"]
+        return fmt_table(self.sweep[cols], pct=("val_chosen", "test_chosen", "test_shared")).to_string(index=False)
 
     def methods_text(self) -> str:
         """The methods comparison on its main metrics as plain text (empty when the grid trains one method; the
@@ -236,12 +245,20 @@ def _sweep(w: _Writer) -> None:
     chosen = chosen_table(run)
     s.table(chosen, pct=("val_chosen", "test_chosen", "val_shared", "test_shared"))
     w.save_table("sweep_chosen", chosen)
+    w.rep.sweep = chosen
     curves = validation_curves(run.results)
     png = curve_figure(curves)
     s.image(png, w.save_fig("sweep_validation_curves", png), "validation score per setting, per arm")
     s.table(curves, pct=("val_accuracy", "val_sd"))
     w.save_table("sweep_curves", curves)
-    comparison = comparison_table(run)
+    views = {"tuned": run, "shared": run.at_shared_setting()}
+    gains = {k: gains_table(v) for k, v in views.items() if not v.done.empty}
+    methods = {}
+    for k, v in views.items():
+        table = methods_table(v) if not v.done.empty else pd.DataFrame()
+        main = table[table["metric"].isin(HEADLINE_METRICS)] if not table.empty else table
+        methods[k] = main if not main.empty else table
+    comparison = comparison_table(gains, methods)
     if not comparison.empty:
         s.text("The arms compared seed-aware (paired over seeds, Holm-adjusted as in the sections below) at their "
                "own chosen settings (tuned) and all at the shared setting (shared): a difference that exists "
