@@ -83,10 +83,12 @@ def test_a_method_sweep_adds_and_replaces_keys_and_the_shared_setting(tmp_path: 
 
 @pytest.mark.parametrize("training, extra, message", [
     ({"sweep": {"lr_rate": [0.1]}}, {}, "training.sweep.lr_rate: not a training setting"),
-    ({"sweep": {"lora.rank": [4]}}, {}, "training.sweep.lora.rank: 'rank' is not a setting of lora"),
+    ({"sweep": {"lora.rank": [4]}}, {}, "training.sweep: lora.rank: 'rank' is not a setting of lora"),
+    ({"sweep": {"lora.r": [0]}}, {}, "training.sweep: lora.r: 0: Input should be greater than or equal to 1"),
+    ({"sweep": {"epochs": [1.5]}}, {}, "training.sweep.epochs: 1.5: Input should be a valid integer"),
     ({"sweep": {"lr": []}}, {}, "training.sweep.lr: give a non-empty list"),
     ({"sweep": {"lr": [0.1, 0.1]}}, {}, "training.sweep.lr: a value is listed twice"),
-    ({"sweep": {"lr": [-1.0]}}, {}, "training.sweep: setting lr=-1.0:"),
+    ({"sweep": {"lr": [-1.0]}}, {}, "training.sweep.lr: -1.0: Input should be greater than 0"),
     ({"sweep_by_method": {"full": {"lr": [0.1]}}}, {}, "training.sweep_by_method.full: not one of training.methods"),
     ({"sweep": {"lr": LRS}, "sweep_shared": {"lr": 0.5}}, {}, "training.sweep_shared.lr: 0.5 is not among"),
     ({"sweep": {"lr": LRS}}, {"validation": {"share": 1.5}}, "validation.share"),

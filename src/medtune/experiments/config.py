@@ -372,13 +372,21 @@ class ExperimentSettings(_Strict):
     @model_validator(mode="after")
     def _sweep_values(self) -> ExperimentSettings:
         """Each sweep names training settings with lists of values; ``sweep_shared`` a value each arm sweeps."""
+        def at(where: str, exc: ValueError) -> ValueError:
+            # The message starts with the key: a group's (`lora.r`) is one YAML key, reported at its mapping's line.
+            key = str(exc).split(":", 1)[0]
+            return ValueError(f"{where}: {exc}" if "." in key else f"{where}.{exc}")
+
         t = self.training
-        for where, values in (("training.sweep", t.sweep),
-                              *((f"training.sweep_by_method.{m}", v) for m, v in t.sweep_by_method.items())):
+        try:
+            t.sweep = check_sweep(t.sweep)
+        except ValueError as exc:
+            raise at("training.sweep", exc) from None
+        for method, values in t.sweep_by_method.items():
             try:
-                check_sweep(values)
+                t.sweep_by_method[method] = check_sweep(values)
             except ValueError as exc:
-                raise ValueError(f"{where}.{exc}") from None
+                raise at(f"training.sweep_by_method.{method}", exc) from None
         for method in t.sweep_by_method:
             if method not in t.methods:
                 raise ValueError(f"training.sweep_by_method.{method}: not one of training.methods "
@@ -386,7 +394,7 @@ class ExperimentSettings(_Strict):
         try:
             check_shared(t.sweep_shared, {m: self.sweep_of(m) for m in t.methods})
         except ValueError as exc:
-            raise ValueError(f"training.sweep_shared.{exc}") from None
+            raise at("training.sweep_shared", exc) from None
         split = self.validation.split
         for test in self.test_sets if split else []:
             if test.split == split and any(d.source == test.source for d in self.datasets):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 SweepValue = bool | int | float | str
 # A key no sweep may name: the grid's axes and the sweep itself.
@@ -31,39 +31,51 @@ NOT_SWEPT = ("method", "model", "seed", "methods", "epoch_policy", "preset", "sw
              "sweep_shared")
 
 
-def known_keys() -> tuple[set[str], dict[str, set[str]]]:
-    """The training settings a sweep may name: the fields of ``TrainSettings`` and of each settings group."""
+def _field(key: str) -> Any:
+    """The pydantic field a sweep key names (a ``TrainSettings`` field or ``group.field``), or a ValueError."""
     from medtune.training.config import TrainSettings
     from medtune.training.method_settings import settings_groups
 
-    groups = {name: set(cls.model_fields) for name, cls in settings_groups().items()}
-    fields = {f for f in TrainSettings.model_fields if f not in groups} - set(NOT_SWEPT)
-    return fields, groups
+    groups = settings_groups()
+    group, dot, name = key.partition(".")
+    if dot:
+        if group not in groups:
+            raise ValueError(f"{key}: '{group}' is not a settings group ({', '.join(sorted(groups))})")
+        if name not in groups[group].model_fields:
+            raise ValueError(f"{key}: '{name}' is not a setting of {group} "
+                             f"({', '.join(sorted(groups[group].model_fields))})")
+        return groups[group].model_fields[name]
+    if key in groups:
+        raise ValueError(f"{key}: sweep one setting of the group at a time ({key}.NAME)")
+    if key not in TrainSettings.model_fields or key in NOT_SWEPT:
+        raise ValueError(f"{key}: not a training setting a sweep can vary")
+    return TrainSettings.model_fields[key]
 
 
 def check_sweep(values: Mapping[str, Any]) -> dict[str, list[SweepValue]]:
-    """``values`` as a sweep, or a ValueError whose message starts with the offending key (``lr_rate: ...``)."""
-    fields, groups = known_keys()
+    """``values`` as a sweep, each value of its setting's type (YAML reads ``1e-4`` as text: here it becomes the
+    number 0.0001), or a ValueError whose message starts with the offending key (``lr_rate: ...``)."""
+    from pydantic import TypeAdapter, ValidationError
+
     out: dict[str, list[SweepValue]] = {}
     for key, vals in values.items():
-        group, dot, field = str(key).partition(".")
-        if dot:
-            if group not in groups:
-                raise ValueError(f"{key}: '{group}' is not a settings group ({', '.join(sorted(groups))})")
-            if field not in groups[group]:
-                raise ValueError(f"{key}: '{field}' is not a setting of {group} "
-                                 f"({', '.join(sorted(groups[group]))})")
-        elif key in groups:
-            raise ValueError(f"{key}: sweep one setting of the group at a time ({key}.NAME)")
-        elif key not in fields:
-            raise ValueError(f"{key}: not a training setting a sweep can vary")
+        info = _field(str(key))
         if not isinstance(vals, list) or not vals:
             raise ValueError(f"{key}: give a non-empty list of values")
-        if any(not isinstance(v, SweepValue) for v in vals):  # type: ignore[arg-type,misc]
+        # The field's type and bounds (ge, gt ...), as its schema checks them.
+        bounded = (info.annotation, *info.metadata)
+        adapter = TypeAdapter(Annotated[bounded] if info.metadata else info.annotation)
+        typed = []
+        for v in vals:
+            try:
+                typed.append(adapter.validate_python(v))
+            except ValidationError as exc:
+                raise ValueError(f"{key}: {v!r}: {exc.errors()[0]['msg']}") from None
+        if any(isinstance(v, (dict, list, tuple)) or v is None for v in typed):
             raise ValueError(f"{key}: values must be numbers, strings or booleans")
-        if len({json.dumps(v) for v in vals}) != len(vals):
+        if len({json.dumps(v) for v in typed}) != len(typed):
             raise ValueError(f"{key}: a value is listed twice")
-        out[str(key)] = list(vals)
+        out[str(key)] = typed
     return out
 
 
