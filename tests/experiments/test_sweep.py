@@ -20,12 +20,15 @@ from medtune.data import load
 from medtune.errors import ConfigError
 from medtune.experiments import config_from_dict, expand, load_config, run_experiment
 from medtune.experiments.grid import cell_key
+from medtune.experiments.pipeline import Context, data_stage, validation_stage
 from medtune.experiments.selection import at_chosen, select_settings, validation_curves
+from medtune.experiments.store import Store
 from medtune.experiments.validation import hold_out
 from medtune.report import write_report
 from medtune.report.results import RunData
 from medtune.report.sweep import chosen_table
 from medtune.schema import read_items
+from medtune.textbook import read_textbook
 
 REPO = Path(__file__).resolve().parents[2]
 LRS = [0.001, 0.01]
@@ -115,6 +118,46 @@ def test_the_held_out_share_is_stable_and_disjoint() -> None:
     assert len(train) + len(val) == len(items) and 0.1 < len(val) / len(items) < 0.4
     assert [it.id for it in hold_out(list(reversed(items)), 0.25, seed=3)[1]] == [it.id for it in reversed(val)]
     assert {it.id for it in hold_out(items, 0.25, seed=4)[1]} != {it.id for it in val}
+
+
+def _stage_config(tmp: Path, datasets: list[dict], test_sets: list[dict], **validation: object) -> object:
+    data = _tiny(tmp / "run", sweep={"lr": LRS})
+    data.update(datasets=datasets, test_sets=test_sets, strategies=["random"], validation=validation)
+    return config_from_dict(data)
+
+
+def test_a_source_with_a_dev_split_validates_on_it(tmp_path: Path) -> None:
+    path = tmp_path / "bank.jsonl"
+    with path.open("w") as f:
+        for i in range(12):
+            split = ("train", "dev", "test")[i % 3]
+            f.write(json.dumps({"id": f"q{i}", "question": f"Question {i}?", "options": ["a", "b", "c"],
+                                "answer": i % 3, "split": split}) + "\n")
+    table = {"source": "tabular", "path": str(path),
+             "options": {"options_cols": ["options"], "answer_format": "index0", "id_col": "id", "split_col": "split"}}
+    cfg = _stage_config(tmp_path, [{**table, "name": "bank", "split": "train"}],
+                        [{**table, "name": "bank-test", "split": "test"}], limit=3)
+    ctx = Context(cfg, Store(cfg.store_path))
+    data = data_stage(ctx, cfg.datasets[0])
+    train, val = validation_stage(ctx, cfg.datasets[0], data)
+    assert train == data  # the training items stay whole
+    assert [it.id for it in read_items(val.path / "items.parquet")] == ["q1", "q4", "q7"]  # dev, first 3
+    # Without its own split (the training set is all of the source), a share of the training items is held out.
+    cfg = _stage_config(tmp_path, [{**table, "name": "bank"}], [{**table, "name": "bank-test", "split": "test"}],
+                        share=0.5)
+    ctx = Context(cfg, Store(cfg.store_path))
+    data = data_stage(ctx, cfg.datasets[0])
+    train, val = validation_stage(ctx, cfg.datasets[0], data)
+    kept, held = ({it.id for it in read_items(a.path / "items.parquet")} for a in (train, val))
+    assert kept and held and kept.isdisjoint(held) and kept | held == {f"q{i}" for i in range(12)}
+
+
+def test_held_out_training_items_keep_their_textbook(tmp_path: Path) -> None:
+    cfg = config_from_dict(_tiny(tmp_path / "run", sweep={"lr": LRS}))
+    ctx = Context(cfg, Store(cfg.store_path))
+    data = data_stage(ctx, cfg.datasets[0])
+    train, _ = validation_stage(ctx, cfg.datasets[0], data)
+    assert train != data and read_textbook(train.path / "items.parquet") == read_textbook(data.path / "items.parquet")
 
 
 # ----------------------------------------------------------------------------------------------------------

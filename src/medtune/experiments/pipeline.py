@@ -129,8 +129,9 @@ def validation_stage(ctx: Context, ds: GridDataSetSettings, data: Artifact) -> t
         found = own_split()
         if found is not None:
             name, loaded = found
-            write_data(LoadedData(loaded.items), out / "validation" / ITEMS)
-            return {"from": f"split {name}", "n_validation": len(loaded.items), "own_split": True}
+            held = loaded.items[:val.limit] if val.limit else loaded.items
+            write_data(LoadedData(held), out / "validation" / ITEMS)
+            return {"from": f"split {name}", "n_validation": len(held), "own_split": True}
         items_path = data.path / ITEMS
         train, held = hold_out(read_items(items_path), val.share, val.seed)
         if not train or not held:
@@ -139,6 +140,7 @@ def validation_stage(ctx: Context, ds: GridDataSetSettings, data: Artifact) -> t
                              "item; change validation.share", file=items_path)
         write_data(LoadedData(train, textbook=read_textbook(items_path), facts=read_factsheet(items_path)),
                    out / "train" / ITEMS)
+        held = held[:val.limit] if val.limit else held  # the rest of the share is neither trained nor scored
         write_data(LoadedData(held), out / "validation" / ITEMS)
         return {"from": f"held out {val.share:g} (seed {val.seed})", "n_train": len(train),
                 "n_validation": len(held), "own_split": False}

@@ -35,7 +35,7 @@ STORE_VERSION = 1
 # before are recomputed rather than silently reused. The package version is in every key too: an upgrade never
 # reuses artifacts of an older release.
 STAGE_VERSIONS: dict[str, int] = {"data": 1, "base_model": 1, "difficulty": 1, "categories": 1, "order": 1,
-                                  "train": 2, "eval": 3}
+                                  "train": 2, "eval": 3, "validation": 1}
 
 
 def code_version(stage: str) -> dict[str, Any]:

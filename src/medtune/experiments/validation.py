@@ -34,6 +34,8 @@ class ValidationSettings(Settings):
     share: float = Field(0.2, gt=0, lt=1, description="without such a split: the share of the training items "
                          "held out for validation (the cells train on the rest)")
     seed: int = Field(0, description="seed of the id hash that picks the held-out share")
+    limit: int | None = Field(None, ge=1, description="score at most this many validation items (the first ones; "
+                              "every cell scores them, so a large dev split costs an evaluation per cell)")
 
     @field_validator("split")
     @classmethod
