@@ -79,7 +79,8 @@ def curve_figure(curves: pd.DataFrame) -> bytes:
                 labels.append(s)
         x = [labels.index(s) for s in g["setting"]]
         arm = g.iloc[0]
-        name = f"{arm['method']} / {cell_label(arm['strategy'], arm['difficulty'])}"
+        varying = [str(arm[c]) for c in ("model", "dataset") if curves[c].nunique() > 1]
+        name = " / ".join([*varying, str(arm["method"]), cell_label(arm["strategy"], arm["difficulty"])])
         line = ax.plot(x, 100 * g["val_accuracy"], marker="o", label=name)[0]
         best = g["val_accuracy"].max()
         first = g[g["val_accuracy"] >= best - 1e-12].iloc[0]
