@@ -111,6 +111,15 @@ def test_a_wrong_sweep_fails_at_its_line(tmp_path: Path, training: dict, extra: 
     assert f"{path}:" in text and int(text.split(f"{path}:")[1].split(":")[0]) >= line
 
 
+def test_an_unknown_sweep_key_is_reported_at_its_own_line(tmp_path: Path) -> None:
+    data = _tiny(tmp_path / "run", sweep={"lr": LRS}, sweep_by_method={"lora": {"lr": LRS, "warmup_step": [0, 2]}})
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    line = next(i for i, row in enumerate(path.read_text().splitlines(), 1) if row.strip() == "warmup_step:")
+    with pytest.raises(ConfigError, match=rf"^{path}:{line}: training\.sweep_by_method\.lora\.warmup_step: not a "):
+        load_config(path)
+
+
 def test_the_held_out_share_is_stable_and_disjoint() -> None:
     items = load("synthetic", None, **WORLD).items
     train, val = hold_out(items, 0.25, seed=3)
