@@ -323,7 +323,8 @@ def test_other_test_labels_never_change_the_choice(swept: dict) -> None:
     assert all(c["stages"]["train"]["cached"] and c["stages"]["eval:(validation)"]["cached"] for c in cells)
 
 
-def test_dry_run_lists_the_sweep_cells_and_their_cost(swept: dict, capsys: pytest.CaptureFixture[str]) -> None:
+def test_dry_run_lists_the_sweep_cells_and_their_cost_and_report_their_choice(
+        swept: dict, capsys: pytest.CaptureFixture[str]) -> None:
     path = swept["tmp"] / "labels.yaml"
     assert main(["run", str(path), "--dry-run"]) == 0
     out = " ".join(capsys.readouterr().out.split())
@@ -333,3 +334,8 @@ def test_dry_run_lists_the_sweep_cells_and_their_cost(swept: dict, capsys: pytes
     assert "sweep: lora: 2 settings (lr [0.001, 0.01]) → 8 training cells (4 per setting); shared setting lr=0.001" \
         in out
     assert "sweep cost: 8 training runs instead of 4 (×2.0)" in out
+    # The report command names each arm's chosen setting.
+    assert main(["report", str(swept["labels"]["run"]), "-o", str(swept["tmp"] / "report-again")]) == 0
+    out = capsys.readouterr().out
+    assert "settings chosen per arm on validation items" in out
+    assert all(setting in out for setting in swept["labels"]["chosen"]["chosen"])

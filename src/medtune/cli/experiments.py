@@ -159,6 +159,9 @@ def report(
     if output is not None:
         check_folder_output(output, "-o")
     rep = write_report(run_dir, output)
+    if not rep.sweep.empty:
+        console.print("settings chosen per arm on validation items (scores in %):")
+        console.print(rep.sweep_text(), highlight=False, markup=False, soft_wrap=True)
     if not rep.methods.empty:
         console.print("methods against the baseline method (seed-aware 95% intervals, Holm-adjusted p):")
         console.print(rep.methods_text(), highlight=False, markup=False, soft_wrap=True)
