@@ -184,6 +184,25 @@ BUGS: tuple[PlantedBug, ...] = (
         'return "AMX" in cpu_capability().upper() or bool(NATIVE_BF16_FLAGS & _cpu_flags())',
         'return "AMX" in cpu_capability().upper()',
         ("tests/test_hardware.py",)),
+    # ------------------------------------------------------------------------------------- sweeps
+    PlantedBug(
+        "sweep-chosen-on-test", "a sweep chooses each arm's setting on validation items, never on the test set",
+        "src/medtune/experiments/selection.py",
+        'g = cells.groupby([*ARM, "setting", "setting_index"], sort=False, dropna=False)["val_accuracy"]',
+        'g = cells.groupby([*ARM, "setting", "setting_index"], sort=False, dropna=False)["accuracy"]',
+        ("tests/experiments/test_sweep.py::test_the_choice_reads_validation_only",)),
+    PlantedBug(
+        "sweep-ties-to-last", "a tie between settings goes to the first in sweep order",
+        "src/medtune/experiments/selection.py",
+        'rows.append(g[g["val_accuracy"] >= best - TIE].sort_values("setting_index", kind="stable").iloc[0])',
+        'rows.append(g[g["val_accuracy"] >= best - TIE].sort_values("setting_index", kind="stable").iloc[-1])',
+        ("tests/experiments/test_sweep.py::test_ties_go_to_the_first_setting_in_sweep_order",)),
+    PlantedBug(
+        "sweep-trains-on-validation", "a sweep's held-out validation items are never trained on",
+        "src/medtune/experiments/validation.py",
+        "train = [it for it in items if not held_out(it.id, share, seed)]",
+        "train = list(items)",
+        ("tests/experiments/test_sweep.py::test_the_held_out_share_is_stable_and_disjoint",)),
 )
 
 

@@ -61,6 +61,9 @@ def run_command(
         from medtune.report import write_report
 
         rep = write_report(summary.run_dir)
+        if not rep.sweep.empty:
+            console.print("settings chosen per arm on validation items (scores in %):")
+            console.print(rep.sweep_text(), highlight=False, markup=False, soft_wrap=True)
         if not rep.methods.empty:
             console.print("methods against the baseline method (seed-aware 95% intervals, Holm-adjusted p):")
             console.print(rep.methods_text(), highlight=False, markup=False, soft_wrap=True)
@@ -79,9 +82,11 @@ def _schedule(cfg: ExperimentSettings, cell: Cell) -> str:
     """What a reviewer checks first: learning rate, batch × accumulation, schedule (empty for a base cell)."""
     if cell.is_base:
         return "-"
-    t = cfg.training_settings(cell.model, cell.method, cell.seed)
+    setting = cfg.setting(cell.method, cell.setting)
+    t = cfg.training_settings(cell.model, cell.method, cell.seed, setting=setting)
     warm = f", warm-up {t.warmup_steps}" if t.warmup_steps else ""
-    return f"lr {t.lr:g}, batch {t.batch_size}×{t.grad_accum}, {t.scheduler}{warm}"
+    epochs = f", {setting['epochs']} epochs" if "epochs" in setting else ""
+    return f"lr {t.lr:g}, batch {t.batch_size}×{t.grad_accum}, {t.scheduler}{warm}{epochs}"
 
 
 def _print_grid(summary: RunSummary, cfg: ExperimentSettings) -> None:
@@ -90,7 +95,8 @@ def _print_grid(summary: RunSummary, cfg: ExperimentSettings) -> None:
     from medtune.experiments.runner import cell_precision, stored_artifacts
 
     table = Table(title=f"{cfg.name}: {len(summary.statuses)} cells → {summary.run_dir}", box=box.SIMPLE_HEAD,
-                  caption="cell: model__data[-fFOLD]__method__strategy__difficulty__seed; train / eval: precision")
+                  caption="cell: model__data[-fFOLD]__method__strategy__difficulty__seed[__setting]; train / eval: "
+                          "precision")
     table.add_column("#", justify="right")
     table.add_column("cell", overflow="fold")
     table.add_column("train", overflow="fold")
@@ -114,6 +120,10 @@ def _print_grid(summary: RunSummary, cfg: ExperimentSettings) -> None:
                   "auto: bf16 on a GPU with bf16, fp32 on a CPU; + 4bit: a quantized base); a fine-tuned model is "
                   "evaluated on the weights it was trained with", highlight=False)
     _print_memory(cfg)
+    from medtune.experiments.grid import sweep_lines
+
+    for line in sweep_lines(cfg, [s.cell for s in summary.statuses]):
+        console.print(line, highlight=False, markup=False)
     counts = summary.counts
     console.print("status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), highlight=False)
     stages = stored_artifacts(cfg)
@@ -131,8 +141,9 @@ def _print_memory(cfg: ExperimentSettings) -> None:
     for cp in memory_plans(cfg):
         p = cp.plan
         gpus = f" on each of {p.world_size} GPUs" if p.world_size > 1 else ""
-        console.print(f"memory: {cp.model} × {cp.method}: ~{p.total / GIB:.1f} GiB of {(p.gpu_bytes or 0) / GIB:.1f} "
-                      f"GiB per GPU{gpus} ({p.precision}, peak in the {p.peak})"
+        setting = f" [{cp.cells[0].setting}]" if cp.cells[0].setting else ""
+        console.print(f"memory: {cp.model} × {cp.method}{setting}: ~{p.total / GIB:.1f} GiB of "
+                      f"{(p.gpu_bytes or 0) / GIB:.1f} GiB per GPU{gpus} ({p.precision}, peak in the {p.peak})"
                       + ("" if p.fits else " [does not fit; memory_check is off]"), highlight=False, markup=False)
 
 
@@ -148,6 +159,9 @@ def report(
     if output is not None:
         check_folder_output(output, "-o")
     rep = write_report(run_dir, output)
+    if not rep.sweep.empty:
+        console.print("settings chosen per arm on validation items (scores in %):")
+        console.print(rep.sweep_text(), highlight=False, markup=False, soft_wrap=True)
     if not rep.methods.empty:
         console.print("methods against the baseline method (seed-aware 95% intervals, Holm-adjusted p):")
         console.print(rep.methods_text(), highlight=False, markup=False, soft_wrap=True)

@@ -370,14 +370,14 @@ def memory_plans(cfg: ExperimentSettings, cells: Sequence[Cell] | None = None) -
     from medtune.training.memory import gpu_memory_bytes, plan_memory
     from medtune.training.model_shape import model_shape
 
-    groups: dict[tuple[str, str], list[Cell]] = {}
+    groups: dict[tuple[str, str, str | None], list[Cell]] = {}
     for c in expand(cfg) if cells is None else cells:
-        if not c.is_base and c.method != BASE_METHOD:
-            groups.setdefault((c.model, c.method), []).append(c)
+        if not c.is_base and c.method != BASE_METHOD:  # a sweep's settings may differ in batch or length
+            groups.setdefault((c.model, c.method, c.setting), []).append(c)
     world, share = executor_gpus(cfg)
     out: list[CellPlan] = []
-    for (model, method), group in groups.items():
-        settings = cfg.training_settings(model, method, group[0].seed)
+    for (model, method, setting), group in groups.items():
+        settings = cfg.training_settings(model, method, group[0].seed, setting=cfg.setting(method, setting))
         gpu = gpu_memory_bytes(settings)
         if gpu is None:
             continue

@@ -24,7 +24,24 @@ from medtune.data.stage import DataSettings
 from medtune.difficulty_sources import SOURCES, DifficultySource, get_difficulty_source
 from medtune.errors import ConfigError
 from medtune.experiments.adaptive import GridAdaptiveSettings, validate_adaptive
-from medtune.experiments.yaml_errors import KEY_PATH, path_to_loc, problem_lines, validation_lines, yaml_line
+from medtune.experiments.sweep import (
+    check_shared,
+    check_sweep,
+    expand_settings,
+    method_sweep,
+    setting_label,
+    shared_setting,
+    training_layer,
+)
+from medtune.experiments.validation import ValidationSettings
+from medtune.experiments.yaml_errors import (
+    KEY_PATH,
+    loc_to_path,
+    path_to_loc,
+    problem_lines,
+    validation_lines,
+    yaml_line,
+)
 from medtune.settings import renamed_names, section_model
 from medtune.training.base_model import BaseModelSettings, PretrainSettings
 
@@ -67,6 +84,16 @@ def _training_section() -> type[BaseModel]:
             "epochs": (int, Field(1, ge=1, description="epochs planned in each order file")),
             "epoch_policy": (Literal["repeat", "reshuffle"], Field(
                 "repeat", description="later epochs repeat the first order, or reshuffle it under the seed")),
+            "sweep": (dict[str, list[Any]], Field(
+                default_factory=dict, description="settings every arm is trained at, a list of values per training "
+                "setting (`lr: [1e-4, 3e-4]`, `lora.r: [8, 16]`): one cell per combination, the best chosen per arm "
+                "on validation items (medtune.experiments.sweep)")),
+            "sweep_by_method": (dict[str, dict[str, list[Any]]], Field(
+                default_factory=dict, description="a method's own sweep values (`full: {lr: [1e-5, 3e-5]}`); its "
+                "keys win over `sweep`'s")),
+            "sweep_shared": (dict[str, Any], Field(
+                default_factory=dict, description="the one setting the arms are also compared at, a value per swept "
+                "key (default: each arm's first setting)")),
         },
     )
 
@@ -278,6 +305,8 @@ class ExperimentSettings(_Strict):
     training: GridTrainingSettings = Field(default_factory=GridTrainingSettings)
     evaluation: GridEvaluationSettings = Field(default_factory=GridEvaluationSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings, description="where a sweep's "
+                                           "validation items come from (medtune.experiments.validation)")
     base_dir: str | None = Field(None, description="set by the loader: the folder relative paths start from")
 
     @model_validator(mode="before")
@@ -341,6 +370,39 @@ class ExperimentSettings(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _sweep_values(self) -> ExperimentSettings:
+        """Each sweep names training settings with lists of values; ``sweep_shared`` a value each arm sweeps."""
+        def at(where: str, exc: ValueError) -> ValueError:
+            # The message starts with the key: a group's (`lora.r`) is one YAML key, reported at its mapping's line.
+            key = str(exc).split(":", 1)[0]
+            return ValueError(f"{where}: {exc}" if "." in key else f"{where}.{exc}")
+
+        t = self.training
+        try:
+            t.sweep = check_sweep(t.sweep)
+        except ValueError as exc:
+            raise at("training.sweep", exc) from None
+        for method, values in t.sweep_by_method.items():
+            try:
+                t.sweep_by_method[method] = check_sweep(values)
+            except ValueError as exc:
+                raise at(f"training.sweep_by_method.{method}", exc) from None
+        for method in t.sweep_by_method:
+            if method not in t.methods:
+                raise ValueError(f"training.sweep_by_method.{method}: not one of training.methods "
+                                 f"({', '.join(t.methods)})")
+        try:
+            check_shared(t.sweep_shared, {m: self.sweep_of(m) for m in t.methods})
+        except ValueError as exc:
+            raise at("training.sweep_shared", exc) from None
+        split = self.validation.split
+        for test in self.test_sets if split else []:
+            if test.split == split and any(d.source == test.source for d in self.datasets):
+                raise ValueError(f"validation.split: '{split}' is the split of test set '{test.label}'; settings "
+                                 "are never chosen on a test set")
+        return self
+
+    @model_validator(mode="after")
     def _seed_design(self) -> ExperimentSettings:
         crossed = (self.order_seeds is not None, self.init_seeds is not None)
         if any(crossed) and not all(crossed):
@@ -379,6 +441,35 @@ class ExperimentSettings(_Strict):
             if dup:
                 raise ValueError(f"{what}: duplicate names {sorted(dup)} (give each a distinct name/label)")
         return self
+
+    # ------------------------------------------------------------------------------------------------
+    # Sweeps (medtune.experiments.sweep)
+
+    @property
+    def has_sweep(self) -> bool:
+        """Whether the grid trains its arms at several settings (then cells are also scored on validation items)."""
+        return bool(self.training.sweep or self.training.sweep_by_method)
+
+    def sweep_of(self, method: str) -> dict[str, list[Any]]:
+        """The swept values of ``method``'s arms: ``training.sweep`` with its own ``sweep_by_method`` keys."""
+        return method_sweep(self.training.sweep, self.training.sweep_by_method, method)
+
+    def settings_of(self, method: str) -> list[dict[str, Any]]:
+        """``method``'s settings in sweep order (``[{}]`` without a sweep)."""
+        return expand_settings(self.sweep_of(method))
+
+    def shared_of(self, method: str) -> dict[str, Any]:
+        """``method``'s setting in the comparison of the arms at one shared setting."""
+        return shared_setting(self.sweep_of(method), self.training.sweep_shared)
+
+    def setting(self, method: str, label: str | None) -> dict[str, Any]:
+        """The swept values a cell's setting label stands for (``{}`` for none)."""
+        if label is None:
+            return {}
+        for s in self.settings_of(method):
+            if setting_label(s) == label:
+                return s
+        raise ConfigError(f"training.sweep: setting '{label}' is not swept for method '{method}'")
 
     # ------------------------------------------------------------------------------------------------
     def resolve(self, path: str | None) -> Path | None:
@@ -434,11 +525,13 @@ class ExperimentSettings(_Strict):
                 out.append(t.model_copy(update={"fold": fold, "fold_part": "test"}))
         return out
 
-    def training_settings(self, model_name: str, method: str, seed: int, base_spec: str | None = None) -> Any:
+    def training_settings(self, model_name: str, method: str, seed: int, base_spec: str | None = None,
+                          setting: dict[str, Any] | None = None) -> Any:
         """The training settings of one cell (a :class:`medtune.training.TrainSettings`), resolved once.
 
         Defaults < the preset < the grid's ``training`` < the model's own ``training`` < the cell's axes
-        (method, seed, base model). Raises :class:`ConfigError` naming the config section that is wrong.
+        (method, seed, base model, its swept ``setting``). Raises :class:`ConfigError` naming the config section
+        that is wrong.
         """
         from medtune.training.config import resolve_training_settings
 
@@ -448,7 +541,8 @@ class ExperimentSettings(_Strict):
         cell = {"method": method, "seed": seed, "model": base_spec or model.spec}
         shared = self.training.stage_values()
         shared.pop("epochs", None)  # the grid's epochs are planned into each order file; training takes them all
-        return resolve_training_settings(shared, model.training.stage_values(), cell, where=where)
+        swept = training_layer({k: v for k, v in (setting or {}).items() if k != "epochs"})  # epochs: the order's
+        return resolve_training_settings(shared, model.training.stage_values(), cell, swept, where=where)
 
     @property
     def run_dir(self) -> Path:
@@ -516,6 +610,19 @@ def value_problems(cfg: ExperimentSettings) -> list[tuple[tuple[Any, ...], str]]
                     if part not in seen:
                         seen.add(part)
                         problems.append((loc, part))
+    for model in cfg.models:  # every swept setting resolves too, reported at its sweep
+        for method in good_methods:
+            own = method in cfg.training.sweep_by_method
+            loc = ("training", "sweep_by_method", method) if own else ("training", "sweep")
+            for setting in cfg.settings_of(method) if cfg.has_sweep else []:
+                try:
+                    cfg.training_settings(model.name, method, cfg.run_seeds[0][0], setting=setting)
+                except ConfigError as exc:
+                    part = f"{loc_to_path(loc)}: setting {setting_label(setting)}: {exc}"
+                    if part not in seen:
+                        seen.add(part)
+                        problems.append((loc, part))
+                    break
     from medtune.difficulty_stage import DifficultySettings
     from medtune.evaluation_stage import EvalSettings
     from medtune.settings import validate_settings

@@ -34,10 +34,12 @@ from medtune.experiments.config import (
 )
 from medtune.experiments.grid import NO_DIFFICULTY, Cell
 from medtune.experiments.store import Artifact, ResultStore, Store
+from medtune.experiments.sweep import setting_label
 from medtune.hardware import torch_threads
 from medtune.io import sha256_file, stable_hash
 
 ITEMS = "items.parquet"
+VALIDATION_KEY = "(validation)"  # a sweep's validation items among the sets a cell is scored on
 TRAIN_RUN = "run"  # the training run folder inside the train stage's folder
 
 
@@ -91,6 +93,67 @@ def data_stage(ctx: Context, ds: GridDataSetSettings) -> Artifact:
     art = ctx.store.get_or_compute("data", conf, None, compute, record_failure=True)
     fold = f":fold{ds.fold}-{ds.fold_part}" if ds.fold is not None else ""
     return ctx.note(f"data:{ds.label}{fold}", art)
+
+
+def validation_stage(ctx: Context, ds: GridDataSetSettings, data: Artifact) -> tuple[Artifact, Artifact]:
+    """A sweep's (training items, validation items) of one training set (see :mod:`medtune.experiments.validation`).
+
+    The data set's own validation split when it is one split of a source that has one: the training items stay
+    ``data``. Otherwise a seeded share of ``data``'s items is held out: the cells train on the rest (written with
+    the textbook and fact sheet beside them, as the data stage writes them).
+    """
+    from medtune.data.stage import LoadedData, load_data, write_data
+    from medtune.errors import InputError
+    from medtune.experiments.validation import VALIDATION_SPLITS, hold_out
+    from medtune.factsheet import read_factsheet
+    from medtune.schema import read_items
+    from medtune.textbook import read_textbook
+
+    val = ctx.cfg.validation
+    path = ctx.cfg.resolve(ds.path)
+    source = ds.model_copy(update={"path": str(path) if path else None})
+    conf = {"validation": val.to_dict(), "dataset": source.to_dict(), "input": _fingerprint(path)}
+
+    def own_split() -> tuple[str, LoadedData] | None:
+        if ds.split is None:  # the training set is all of its source: a dev split is among its items
+            return None
+        tested = {t.split for t in ctx.cfg.test_sets if t.source == ds.source}  # never a test set's split
+        names = [val.split] if val.split else [n for n in VALIDATION_SPLITS if n != ds.split and n not in tested]
+        for name in names:
+            only = source.model_copy(update={"split": name, "portion": None, "folds": None, "fold": None,
+                                             "limit": None, "name": f"{ds.label}-{name}"})
+            try:
+                return name, load_data(only)
+            except InputError:
+                if val.split:  # asked for by name: its absence is the user's to fix
+                    raise
+        return None
+
+    def compute(out: Path) -> dict[str, Any]:
+        found = own_split()
+        if found is not None:
+            name, loaded = found
+            held = loaded.items[:val.limit] if val.limit else loaded.items
+            write_data(LoadedData(held), out / "validation" / ITEMS)
+            return {"from": f"split {name}", "n_validation": len(held), "own_split": True}
+        items_path = data.path / ITEMS
+        train, held = hold_out(read_items(items_path), val.share, val.seed)
+        if not train or not held:
+            raise InputError(f"data set '{ds.label}': holding out {val.share:g} of {len(train) + len(held)} "
+                             f"items for validation leaves {'no validation' if not held else 'no training'} "
+                             "item; change validation.share", file=items_path)
+        write_data(LoadedData(train, textbook=read_textbook(items_path), facts=read_factsheet(items_path)),
+                   out / "train" / ITEMS)
+        held = held[:val.limit] if val.limit else held  # the rest of the share is neither trained nor scored
+        write_data(LoadedData(held), out / "validation" / ITEMS)
+        return {"from": f"held out {val.share:g} (seed {val.seed})", "n_train": len(train),
+                "n_validation": len(held), "own_split": False}
+
+    art = ctx.store.get_or_compute("validation", conf, {"data": data.key}, compute, record_failure=True)
+    ctx.note(f"validation:{ds.label}", art)
+    part = {name: Artifact("data", stable_hash([art.key, name]), art.path / name, art.cached)
+            for name in ("train", "validation")}
+    return (data if art.manifest.get("own_split") else part["train"]), part["validation"]
 
 
 def base_model_stage(ctx: Context, model: GridModelSettings, data: Artifact) -> tuple[str, Artifact | None]:
@@ -181,8 +244,11 @@ def categories_stage(ctx: Context, data: Artifact) -> Artifact | None:
     return ctx.note("categories", art)
 
 
-def order_settings(cfg: ExperimentSettings, strategy: GridStrategySettings, seed: int, source: str) -> Any:
-    """The order stage's settings of one cell: a grid's training set is all of its data set (``split: all``)."""
+def order_settings(cfg: ExperimentSettings, strategy: GridStrategySettings, seed: int, source: str,
+                   epochs: int | None = None) -> Any:
+    """The order stage's settings of one cell: a grid's training set is all of its data set (``split: all``).
+
+    ``epochs``: a swept number of epochs (default: the grid's ``training.epochs``)."""
     from medtune.orders.stage import OrderSettings
 
     spec = get_difficulty_source(source) if source != NO_DIFFICULTY else None
@@ -191,7 +257,7 @@ def order_settings(cfg: ExperimentSettings, strategy: GridStrategySettings, seed
         source = spec.staged_as  # e.g. a human difficulty stage wrote the file the order reads
     values: dict[str, Any] = {"strategy": strategy.name, "options": strategy.options,
                               "seed": seed + strategy.order_seed_offset,
-                              "epochs": cfg.training.epochs, "epoch_policy": cfg.training.epoch_policy,
+                              "epochs": epochs or cfg.training.epochs, "epoch_policy": cfg.training.epoch_policy,
                               "difficulty_source": source, "split": "all"}
     if cfg.difficulty.thresholds:
         values["thresholds"] = cfg.difficulty.thresholds
@@ -199,7 +265,7 @@ def order_settings(cfg: ExperimentSettings, strategy: GridStrategySettings, seed
 
 
 def order_stage(ctx: Context, strategy: GridStrategySettings, seed: int, source: str, data: Artifact,
-                diff: Artifact | None, cats: Artifact | None) -> Artifact:
+                diff: Artifact | None, cats: Artifact | None, epochs: int | None = None) -> Artifact:
     """``order.json`` (+ ``order_items.json``) for one strategy, seed and difficulty source: ``run_order``.
 
     An adaptive arm's order is random shuffle's of the same seed (its candidate pool and step count): the same
@@ -210,7 +276,7 @@ def order_stage(ctx: Context, strategy: GridStrategySettings, seed: int, source:
     if strategy.is_adaptive:
         strategy = GridStrategySettings(name="random", order_seed_offset=strategy.order_seed_offset)
         source, diff = NO_DIFFICULTY, None
-    settings = order_settings(ctx.cfg, strategy, seed, source)
+    settings = order_settings(ctx.cfg, strategy, seed, source, epochs)
     inputs = {"data": data.key}
     if diff is not None:
         inputs["difficulty"] = diff.key
@@ -237,7 +303,8 @@ def train_stage(ctx: Context, cell: Cell, base_spec: str, base: Artifact | None,
     from medtune.adaptive.stage import run_training_stage
     from medtune.training.stage import ALL_SPLITS
 
-    settings = ctx.cfg.training_settings(cell.model, cell.method, cell.seed, base_spec)
+    settings = ctx.cfg.training_settings(cell.model, cell.method, cell.seed, base_spec,
+                                         ctx.cfg.setting(cell.method, cell.setting))
     # A stored base is identified by its key (an input), not by the store's absolute path. The methods' settings
     # groups count in their flat form, so training runs stored before they were nested keep their keys.
     from medtune.training.method_settings import flatten_builtin_groups
@@ -343,7 +410,7 @@ def cell_precision(cfg: ExperimentSettings, cell: Cell) -> dict[str, Any]:
         ev = describe_precision(settings, ModelRef(spec=model.spec))
         return {"train_dtype": None, "train_quantization": None, "eval_dtype": ev["dtype"],
                 "eval_quantization": ev["quantization"]}
-    train = cfg.training_settings(cell.model, cell.method, cell.seed)
+    train = cfg.training_settings(cell.model, cell.method, cell.seed, setting=cfg.setting(cell.method, cell.setting))
     spec = get_method(train.method)
     trained_in = train.resolved_dtype()
     ref = ModelRef(spec=model.spec, adapter=Path("adapter") if spec.is_adapter else None,
@@ -384,6 +451,7 @@ class CellInputs:
     diff: Artifact | None = None
     cats: Artifact | None = None
     order: Artifact | None = None
+    validation: Artifact | None = None  # a sweep's validation items (None without a sweep)
 
 
 def cell_inputs(ctx: Context, cell: Cell) -> CellInputs:
@@ -398,12 +466,17 @@ def cell_inputs(ctx: Context, cell: Cell) -> CellInputs:
     base_spec, base = base_model_stage(ctx, cfg.model(cell.model), whole)
     if cell.is_base:
         return CellInputs(data, tests, base_spec, base)
+    validation = None
+    if cfg.has_sweep:  # every stage below reads the training items without the validation items
+        data, validation = validation_stage(ctx, cfg.training_set(cell.dataset, cell.fold), data)
     diff = None
     if cell.difficulty != NO_DIFFICULTY:
         diff = difficulty_stage(ctx, cell.difficulty, data, _model_specs(ctx, whole))
     cats = categories_stage(ctx, data)
-    order = order_stage(ctx, _strategy(cfg, cell.strategy), cell.order_seed_value, cell.difficulty, data, diff, cats)
-    return CellInputs(data, tests, base_spec, base, diff, cats, order)
+    epochs = cfg.setting(cell.method, cell.setting).get("epochs")
+    order = order_stage(ctx, _strategy(cfg, cell.strategy), cell.order_seed_value, cell.difficulty, data, diff, cats,
+                        epochs)
+    return CellInputs(data, tests, base_spec, base, diff, cats, order, validation)
 
 
 def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
@@ -418,8 +491,19 @@ def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
     assert order is not None
     trained = train_stage(ctx, cell, got.base_spec, got.base, got.data, order, got.diff)
     man = trained.manifest
-    tests_out = eval_stages(ctx, ModelRef.from_run(trained.path / TRAIN_RUN), trained.key, got.tests)
+    # The validation items are scored like a test set (the model loaded once for both), read only to choose the
+    # setting; a name no test set can have keeps them apart.
+    val = {VALIDATION_KEY: got.validation} if got.validation is not None else {}
+    tests_out = eval_stages(ctx, ModelRef.from_run(trained.path / TRAIN_RUN), trained.key, {**got.tests, **val})
+    swept: dict[str, Any] = {}
+    if val:
+        setting = ctx.cfg.setting(cell.method, cell.setting)
+        labels = [setting_label(s) for s in ctx.cfg.settings_of(cell.method)]
+        swept = {"setting_values": setting, "setting_index": labels.index(cell.setting),
+                 "setting_shared": setting == ctx.cfg.shared_of(cell.method),
+                 "validation": tests_out.pop(VALIDATION_KEY)}
     return {
+        **swept,
         "order": str(order.path / "order.json"),
         "order_items": str(order.path / "order_items.json"),
         "train": {"dir": str(trained.path / TRAIN_RUN), "steps": man.get("steps"), "final_loss": man.get("final_loss"),

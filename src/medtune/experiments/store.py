@@ -35,7 +35,7 @@ STORE_VERSION = 1
 # before are recomputed rather than silently reused. The package version is in every key too: an upgrade never
 # reuses artifacts of an older release.
 STAGE_VERSIONS: dict[str, int] = {"data": 1, "base_model": 1, "difficulty": 1, "categories": 1, "order": 1,
-                                  "train": 2, "eval": 3}
+                                  "train": 2, "eval": 3, "validation": 1}
 
 
 def code_version(stage: str) -> dict[str, Any]:
@@ -255,6 +255,8 @@ class ResultStore:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
         for col in FLOAT_COLUMNS:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+        df["setting_shared"] = df["setting_shared"].astype("boolean")
+        df["setting"] = df["setting"].astype("string")
         parquet = self.run_dir / "results.parquet"
         with atomic_path(parquet, suffix=".parquet") as tmp:
             df.to_parquet(tmp, index=False)
@@ -271,6 +273,9 @@ class ResultStore:
 
 
 AXIS_COLUMNS = ["cell_id", "model", "dataset", "method", "strategy", "difficulty", "seed", "order_seed", "fold"]
+# A sweep's cells (medtune.experiments.sweep): the setting, its place in sweep order, whether it is the arm's shared
+# setting, and the headline metric on the validation items the setting is chosen on (empty without a sweep).
+SWEEP_COLUMNS = ["setting", "setting_index", "setting_shared", "val_accuracy", "val_n_items"]
 RESULT_COLUMNS = [
     *AXIS_COLUMNS,
     "test_set",
@@ -292,10 +297,13 @@ RESULT_COLUMNS = [
     "order",
     "key",
     "finished",
+    *SWEEP_COLUMNS,
 ]
-INT_COLUMNS = ["seed", "order_seed", "fold", "n_items", "n_correct", "train_steps"]
-FLOAT_COLUMNS = ["accuracy", "ci_low", "ci_high", "final_loss", "train_seconds", "eval_seconds", "seconds"]
-CELL_COLUMNS = [*AXIS_COLUMNS, "status", "error", "seconds", "train_seconds", "final_loss", "key", "finished"]
+INT_COLUMNS = ["seed", "order_seed", "fold", "n_items", "n_correct", "train_steps", "setting_index", "val_n_items"]
+FLOAT_COLUMNS = ["accuracy", "ci_low", "ci_high", "final_loss", "train_seconds", "eval_seconds", "seconds",
+                 "val_accuracy"]
+CELL_COLUMNS = [*AXIS_COLUMNS, "status", "error", "seconds", "train_seconds", "final_loss", "key", "finished",
+                *SWEEP_COLUMNS]
 
 
 def _axes(rec: dict[str, Any]) -> dict[str, Any]:
@@ -306,9 +314,16 @@ def _axes(rec: dict[str, Any]) -> dict[str, Any]:
     return axes
 
 
+def _sweep(rec: dict[str, Any]) -> dict[str, Any]:
+    val = rec.get("validation") or {}
+    return {"setting": rec.get("setting"), "setting_index": rec.get("setting_index"),
+            "setting_shared": rec.get("setting_shared"), "val_accuracy": val.get("accuracy"),
+            "val_n_items": val.get("n_items")}
+
+
 def result_rows(rec: dict[str, Any]) -> list[dict[str, Any]]:
     """The table rows of one cell record: one per test set (failed cells too, with the error)."""
-    base = _axes(rec)
+    base = {**_axes(rec), **_sweep(rec)}
     train = rec.get("train") or {}
     common = {
         "status": rec.get("status"),
@@ -349,6 +364,7 @@ def cell_row(rec: dict[str, Any]) -> dict[str, Any]:
     train = rec.get("train") or {}
     return {
         **_axes(rec),
+        **_sweep(rec),
         "status": rec.get("status"),
         "error": rec.get("error"),
         "seconds": rec.get("seconds"),

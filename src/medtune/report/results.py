@@ -7,6 +7,7 @@ of a cross-validated run are pooled into one run per seed here, once, so no tabl
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pandas as pd
 
 from medtune.errors import InputError
 from medtune.experiments.grid import NO_DIFFICULTY
+from medtune.experiments.selection import at_chosen, at_shared, select_settings
 from medtune.experiments.store import ResultStore
 from medtune.schema import DIFFICULTY_LEVELS
 
@@ -53,11 +55,30 @@ class RunData:
         # Tables written before order seeds existed: a cell's order seed was its seed.
         order = done["order_seed"] if "order_seed" in done else pd.Series(pd.NA, index=done.index)
         done["order_seed"] = order.fillna(done["seed"]).astype(int)
+        # A sweep: every table reads each arm at its setting chosen on validation items (chosen before folds are
+        # pooled: the choice averages over seeds and folds); the shared setting's rows are kept beside them.
+        self.chosen = select_settings(done)
+        shared = at_shared(done) if not self.chosen.empty else done.iloc[0:0]
+        if not self.chosen.empty:
+            done = at_chosen(done, self.chosen)
         # Cross-validation: the fold cells of one run are one run on the pooled held-out folds.
         self._pooled: dict[tuple[str, str], list[str]] = {}
         if "fold" in done and done["fold"].notna().any():
             done = self._pool_folds(done)
+            shared = self._pool_folds(shared) if not shared.empty else shared
         self.done = done
+        self.shared_done = shared
+
+    @property
+    def swept(self) -> bool:
+        """Whether the run is a sweep (then ``done`` holds each arm at its chosen setting)."""
+        return not self.chosen.empty
+
+    def at_shared_setting(self) -> RunData:
+        """This run as the report would read it with every arm at its shared setting (the same files)."""
+        view = copy.copy(self)
+        view.done = self.shared_done
+        return view
 
     def _pool_folds(self, done: pd.DataFrame) -> pd.DataFrame:
         """One row per (run, test set) for fold cells: every item scored once, by the fold that held it out.

@@ -66,6 +66,7 @@ from medtune.schema import DIFFICULTY_LEVELS
 SECTIONS = {
     "overview": "Overview",
     "failed": "Failed cells",
+    "sweep": "Settings chosen on validation items (sweep)",
     "summary": "Accuracy per cell (mean over seeds, 95% CI)",
     "methods": "Methods compared with the baseline method",
     "gains": "Gain over random shuffle",
@@ -101,6 +102,15 @@ class Report:
     headline_notes: list[str] = field(default_factory=list)
     # A grid with several methods: each against the baseline method, per metric (:mod:`medtune.report.methods`).
     methods: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # A sweep: each arm's setting chosen on validation items (:mod:`medtune.report.sweep`); empty without one.
+    sweep: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def sweep_text(self) -> str:
+        """Each arm's chosen setting with its validation and test score, as plain text (empty without a sweep)."""
+        if self.sweep.empty:
+            return ""
+        cols = ["test_set", "method", "label", "chosen", "val_chosen", "test_chosen", "shared", "test_shared"]
+        return fmt_table(self.sweep[cols], pct=("val_chosen", "test_chosen", "test_shared")).to_string(index=False)
 
     def methods_text(self) -> str:
         """The methods comparison on its main metrics as plain text (empty when the grid trains one method; the
@@ -162,6 +172,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, n_bo
     w = _Writer(run, out, rep)
     _overview(w)
     _failed(w)
+    _sweep(w)
     summary = _summary(w)
     methods = _methods(w)
     gains = _gains(w)
@@ -218,6 +229,45 @@ def _failed(w: _Writer) -> None:
         s.text(f"{len(failed)} cell(s) did not finish; their errors are below (the other cells are unaffected).")
         s.table(failed)
     w.save_table("failed", failed)
+
+
+def _sweep(w: _Writer) -> None:
+    """A sweep's choice per arm, its validation curves, and the arms compared tuned and at one shared setting."""
+    from medtune.experiments.selection import validation_curves
+    from medtune.report.sweep import chosen_table, comparison_table, curve_figure
+
+    run = w.run
+    if not run.swept:
+        return
+    s = w.section("sweep")
+    s.text("Each arm (model × training set × method × strategy) was trained at every setting of the sweep. Its "
+           "setting is chosen on validation items only — the best mean validation score over seeds (ties: the "
+           "first setting in sweep order) — never on the test set, whose score at the chosen setting would "
+           "otherwise be the best of several draws. Every later section reads each arm at its chosen setting. "
+           "chosen/shared: the setting; val_*: mean validation score; test_*: mean test score over seeds (%).")
+    chosen = chosen_table(run)
+    s.table(chosen, pct=("val_chosen", "test_chosen", "val_shared", "test_shared"))
+    w.save_table("sweep_chosen", chosen)
+    w.rep.sweep = chosen
+    curves = validation_curves(run.results)
+    png = curve_figure(curves)
+    s.image(png, w.save_fig("sweep_validation_curves", png), "validation score per setting, per arm")
+    s.table(curves, pct=("val_accuracy", "val_sd"))
+    w.save_table("sweep_curves", curves)
+    views = {"tuned": run, "shared": run.at_shared_setting()}
+    gains = {k: gains_table(v) for k, v in views.items() if not v.done.empty}
+    methods = {}
+    for k, v in views.items():
+        table = methods_table(v) if not v.done.empty else pd.DataFrame()
+        main = table[table["metric"].isin(HEADLINE_METRICS)] if not table.empty else table
+        methods[k] = main if not main.empty else table
+    comparison = comparison_table(gains, methods)
+    if not comparison.empty:
+        s.text("The arms compared seed-aware (paired over seeds, Holm-adjusted as in the sections below) at their "
+               "own chosen settings (tuned) and all at the shared setting (shared): a difference that exists "
+               "only in one of the two comes from the setting, not from the arm.")
+        s.table(comparison, pct=("gain", "gain_ci_low", "gain_ci_high"), pvals=("p_seed", "p_holm"))
+    w.save_table("sweep_comparison", comparison)
 
 
 def _summary(w: _Writer) -> pd.DataFrame:
