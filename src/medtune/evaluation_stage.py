@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from medtune.anchors.artifact import AnchorSet, anchor_items, read_anchors
 from medtune.anchors.estimate import DEFAULT_ESTIMATOR, ESTIMATORS, estimate_all
@@ -88,12 +88,6 @@ class EvalSettings(ModelLoadSettings):
             if value not in TASKS:
                 raise ValueError(str(TASKS.unknown(value)))
         return value
-
-    @model_validator(mode="after")
-    def _fewshot_needs_task(self) -> EvalSettings:
-        if self.num_fewshot and self.task is None:
-            raise ValueError("num_fewshot applies to a harness task: set task too")
-        return self
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -180,6 +174,8 @@ def run_evaluation(settings: EvalSettings | dict[str, Any], items_path: Path, mo
     settings = validate_settings(EvalSettings, settings, "evaluation")
     if settings.task is not None:
         return run_harness_task(settings, items_path, model, out, split=split, progress=progress, loaded=loaded)
+    if settings.num_fewshot:
+        raise ConfigError("num_fewshot applies to a harness task: set task too (or run a suite of tasks)")
     ref = as_model_ref(model)
     items_path, out = Path(items_path), Path(out)
     items = _read_test_items(items_path, split)
@@ -255,6 +251,11 @@ def run_harness_task(settings: EvalSettings | dict[str, Any], items_path: Path, 
     ref = as_model_ref(model)
     items_path, out = Path(items_path), Path(out)
     test, pool = harness_items(task, items_path, split, settings.num_fewshot)
+    for item in [*test, *pool]:  # an item the task cannot read stops before the model loads
+        try:
+            task.doc(item)
+        except InputError as exc:
+            raise exc.located(file=items_path) from None
     precision = describe_precision(settings, ref)
     backend = loaded if loaded is not None else load_model(ref, settings)
     predictions = out / "predictions.parquet"

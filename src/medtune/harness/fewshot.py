@@ -52,7 +52,11 @@ def fewshot_positions(task: HarnessTask, docs: Sequence[Doc], pool: Sequence[Doc
         else:
             drawn = [i for i in rnd.sample(everything, k + 1) if pool[i] != doc][:k]
             if len(drawn) < k:
-                drawn = rnd.sample([i for i in everything if pool[i] != doc], k)
+                rest = [i for i in everything if pool[i] != doc]
+                if k > len(rest):
+                    raise ConfigError(f"num_fewshot {k}: task {task.name} has {len(rest)} few-shot items besides "
+                                      "the question itself")
+                drawn = rnd.sample(rest, k)
             out.append(drawn)
     return out
 
