@@ -113,6 +113,7 @@ def test_suite_runs_every_task_and_summarises(harness_setup, tmp_path, capsys):
     ("medqa", ["--task", "medqa_4option"], "unknown harness task 'medqa_4option'; did you mean 'medqa_4options'?"),
     ("medqa", ["--task", "medqa_4options", "--num-fewshot", "9"], "num_fewshot 9 needs that many items in split"),
     ("medqa", ["--task", "medqa_4options", "--mode", "letter"], "mode: a harness task (medqa_4options) fixes its"),
+    ("medqa", ["--task", "medqa_4options", "--chat", "true"], "chat: a harness task (medqa_4options) fixes its"),
     ("medqa", ["--task", "pubmedqa"], "options must be yes, no, maybe in this order"),
     ("bare", ["--task", "pubmedqa"], "meta.contexts"),
     ("medqa", ["--task", "mmlu_anatomy", "--split", "dev"], "no items in split 'dev'"),
