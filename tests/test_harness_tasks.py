@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib.util
 import json
 
 import pytest
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from medtune.cli import main
 from medtune.errors import ConfigError
 from medtune.evaluation import read_predictions
-from medtune.harness import get_task, suite_tasks
+from medtune.harness import get_task, score_task, suite_tasks
 from medtune.harness.fewshot import fewshot_positions
 from medtune.schema import MCQItem, write_items
 
@@ -144,9 +145,7 @@ def test_suite_names_every_missing_items_file_before_loading(harness_setup, tmp_
 # The few-shot draw against lm-eval's own samplers (the tasks' configurations never exclude the question itself,
 # because their few-shot split is not their test split; the rule for when it is, is checked here)
 
-samplers = pytest.importorskip("lm_eval.api.samplers")
-
-
+@pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None, reason="lm-eval is not installed (the dev extra)")
 @settings(max_examples=60, deadline=None)
 @given(pool=st.lists(st.integers(0, 6), min_size=1, max_size=12), docs=st.lists(st.integers(0, 6), max_size=6),
        k=st.integers(0, 6), seed=st.integers(0, 2**31), exclude=st.booleans(),
@@ -160,7 +159,50 @@ def test_fewshot_draw_is_lm_evals(pool, docs, k, seed, exclude, sampler):
         with pytest.raises(ConfigError, match=f"num_fewshot {k}"):  # the harness refuses these as well
             fewshot_positions(task, test_docs, pool_docs, k, seed)
         return
+    from lm_eval.api import samplers
+
     ours = fewshot_positions(task, test_docs, pool_docs, k, seed)
     theirs = samplers.get_sampler(sampler)(list(pool_docs), rnd=seed)
     for doc, positions in zip(test_docs, ours, strict=True):
         assert [pool_docs[p] for p in positions] == list(theirs.sample(k, eval_doc=doc if exclude else None))
+
+
+def test_a_batch_out_of_gpu_memory_is_scored_again_in_smaller_batches(harness_setup):
+    """torch's out-of-memory error (raised on the CPU by a forward hook above a pass size) splits the batch; the
+    values are those of an unlimited run, and one question too long alone is a one-line batch_tokens error."""
+    import numpy as np
+    import torch
+
+    from medtune.evaluation_stage import harness_items
+    from medtune.models import resolve_model
+    from medtune.scoring.hf import HFBackend
+
+    loaded = resolve_model(harness_setup["model"])
+    task = get_task("medqa_4options")
+    test, pool = harness_items(task, harness_setup["suite"] / "medqa_4options.parquet", None, 2)
+    unlimited = score_task(HFBackend(loaded), task, test, pool, num_fewshot=2, batch_tokens=1 << 16)
+    longest = max(len(loaded.tokenizer(p)["input_ids"]) for p in unlimited["prompt"])
+    failed: list[int] = []
+
+    def out_of_memory_above(limit: int):
+        def hook(module, args, kwargs):
+            if kwargs["input_ids"].numel() > limit:
+                failed.append(kwargs["input_ids"].numel())
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (played on the CPU)")
+        return hook
+
+    handle = loaded.model.register_forward_pre_hook(out_of_memory_above(2 * longest), with_kwargs=True)
+    try:
+        got = score_task(HFBackend(loaded), task, test, pool, num_fewshot=2, batch_tokens=1 << 16)
+    finally:
+        handle.remove()
+    assert failed, "the first batch must have been too large"
+    np.testing.assert_allclose(np.stack(got["scores"]), np.stack(unlimited["scores"]), atol=1e-5)
+    assert list(got["pred"]) == list(unlimited["pred"]) and list(got["prompt"]) == list(unlimited["prompt"])
+    handle = loaded.model.register_forward_pre_hook(out_of_memory_above(1), with_kwargs=True)
+    try:
+        with pytest.raises(ConfigError) as err:
+            score_task(HFBackend(loaded), task, test, pool, num_fewshot=2, batch_tokens=1 << 16)
+    finally:
+        handle.remove()
+    assert str(err.value).startswith("batch_tokens: question 'medqa_4options-test-") and "\n" not in str(err.value)
