@@ -151,17 +151,17 @@ def test_suite_names_every_missing_items_file_before_loading(harness_setup, tmp_
        k=st.integers(0, 6), seed=st.integers(0, 2**31), exclude=st.booleans(),
        sampler=st.sampled_from(["default", "first_n"]))
 def test_fewshot_draw_is_lm_evals(pool, docs, k, seed, exclude, sampler):
-    task = dataclasses.replace(get_task("medqa_4options"), sampler=sampler, fewshot_is_test=exclude)
+    task = dataclasses.replace(get_task("medqa_4options"), sampler=sampler)
     pool_docs, test_docs = [{"q": v} for v in pool], [{"q": v} for v in docs]
     need = k + 1 if exclude and sampler == "default" else k
     short = exclude and any(sum(p != d for p in pool_docs) < k for d in test_docs)
     if (k and need > len(pool)) or short:
         with pytest.raises(ConfigError, match=f"num_fewshot {k}"):  # the harness refuses these as well
-            fewshot_positions(task, test_docs, pool_docs, k, seed)
+            fewshot_positions(task, test_docs, pool_docs, k, seed, exclude=exclude)
         return
     from lm_eval.api import samplers
 
-    ours = fewshot_positions(task, test_docs, pool_docs, k, seed)
+    ours = fewshot_positions(task, test_docs, pool_docs, k, seed, exclude=exclude)
     theirs = samplers.get_sampler(sampler)(list(pool_docs), rnd=seed)
     for doc, positions in zip(test_docs, ours, strict=True):
         assert [pool_docs[p] for p in positions] == list(theirs.sample(k, eval_doc=doc if exclude else None))
@@ -206,3 +206,19 @@ def test_a_batch_out_of_gpu_memory_is_scored_again_in_smaller_batches(harness_se
     finally:
         handle.remove()
     assert str(err.value).startswith("batch_tokens: question 'medqa_4options-test-") and "\n" not in str(err.value)
+
+
+def test_mmlu_evaluated_on_its_fewshot_split_leaves_each_question_out_of_its_examples(harness_setup):
+    """MMLU names its few-shot split (dev): evaluating dev, the harness's first_n takes the first k *other* questions;
+    a task that falls back to its training split never leaves anything out (its few-shot split is not named)."""
+    from medtune.evaluation_stage import harness_items
+    from medtune.models import resolve_model
+
+    loaded = resolve_model(harness_setup["model"])
+    mmlu = get_task("mmlu_anatomy")
+    test, pool = harness_items(mmlu, harness_setup["suite"] / "mmlu_anatomy.parquet", "dev", 2)
+    frame = score_task(loaded, mmlu, test, pool, num_fewshot=2)
+    dev = [f"mmlu_anatomy-dev-{i}" for i in range(N)]
+    assert [list(f) for f in frame["fewshot"]] == [[d for d in dev if d != own][:2] for own in dev]
+    assert mmlu.excludes_question("dev") and not mmlu.excludes_question("test")
+    assert not get_task("medqa_4options").excludes_question("train")

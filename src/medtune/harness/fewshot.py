@@ -25,14 +25,14 @@ from medtune.errors import ConfigError
 from medtune.harness.tasks import Doc, HarnessTask
 
 
-def fewshot_positions(task: HarnessTask, docs: Sequence[Doc], pool: Sequence[Doc], k: int, seed: int | None
-                      ) -> list[list[int]]:
-    """Per document of ``docs`` (in order), the positions in ``pool`` of its ``k`` few-shot examples, in order."""
+def fewshot_positions(task: HarnessTask, docs: Sequence[Doc], pool: Sequence[Doc], k: int, seed: int | None, *,
+                      exclude: bool = False) -> list[list[int]]:
+    """Per document of ``docs`` (in order), the positions in ``pool`` of its ``k`` few-shot examples, in order;
+    ``exclude``: leave every copy of the document itself out (:meth:`HarnessTask.excludes_question`)."""
     if k < 0:
         raise ConfigError(f"num_fewshot must be ≥ 0, got {k}")
     if k == 0:
         return [[] for _ in docs]
-    exclude = task.fewshot_is_test
     need = k + 1 if exclude and task.sampler == "default" else k
     if need > len(pool):
         raise ConfigError(f"num_fewshot {k}: the few-shot split '{task.fewshot_split}' of task {task.name} has "

@@ -37,10 +37,11 @@ HARNESS_COLUMNS = [*COLUMNS, "scores_norm", "pred_norm", "correct_norm", "fewsho
 def task_requests(task: HarnessTask, items: Sequence[MCQItem], pool: Sequence[MCQItem], num_fewshot: int,
                   seed: int | None) -> list[tuple[str, list[str], list[str]]]:
     """Per item, in order: (prompt, continuations, few-shot example ids), the few-shot examples drawn from
-    ``pool`` as the harness draws them for the items in this order."""
+    ``pool`` as the harness draws them for the items in this order (the items' split is the evaluated one)."""
     docs = [task.doc(it) for it in items]
     pool_docs = [task.doc(it) for it in pool] if num_fewshot else []
-    positions = fewshot_positions(task, docs, pool_docs, num_fewshot, seed)
+    exclude = bool(items) and task.excludes_question(items[0].split)
+    positions = fewshot_positions(task, docs, pool_docs, num_fewshot, seed, exclude=exclude)
     return [(build_context(task, doc, [pool_docs[p] for p in chosen]), choice_continuations(task, doc),
              [pool[p].id for p in chosen]) for doc, chosen in zip(docs, positions, strict=True)]
 

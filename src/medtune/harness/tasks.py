@@ -37,8 +37,10 @@ class HarnessTask:
     ``to_doc`` maps an item to the hub dataset's row (raising :class:`InputError` naming the field when the item
     cannot be one); ``doc_to_text`` is the question's prompt; ``choices`` the continuations' texts (after
     ``target_delimiter``); ``doc_to_target`` the index of the gold choice. ``test_split`` and ``fewshot_split`` are
-    medtune split names; ``fewshot_is_test`` says whether the harness treats the few-shot split as the test split
-    (then the default sampler leaves the evaluated document out of its examples).
+    medtune split names; ``fewshot_split_named`` says whether the harness's configuration names its few-shot split
+    (MMLU's ``fewshot_split: dev``) rather than falling back to the training split: only then can the evaluated split
+    be the few-shot split, and the sampler leaves the evaluated document out of its examples
+    (:meth:`excludes_question`).
     """
 
     name: str
@@ -52,7 +54,7 @@ class HarnessTask:
     target_delimiter: str = " "
     fewshot_delimiter: str = "\n\n"
     sampler: Sampler = "default"
-    fewshot_is_test: bool = False
+    fewshot_split_named: bool = False
     harness_metrics: tuple[str, ...] = ("acc", "acc_norm")  # what the harness's own configuration reports
     subject: str | None = None  # an items file of several subjects: only items whose category is this one
 
@@ -63,6 +65,11 @@ class HarnessTask:
         except InputError as exc:
             raise InputError(f"{exc.reason} (item '{item.id}', task {self.name})", record=record,
                              field=exc.field) from None
+
+    def excludes_question(self, test_split: str) -> bool:
+        """Whether a question's own document is kept out of its few-shot examples when ``test_split`` is evaluated:
+        the harness does so when its configured few-shot split is the test split."""
+        return self.fewshot_split_named and test_split == self.fewshot_split
 
     def answer_text(self, doc: Doc) -> str:
         """The gold choice's text, as a few-shot example's answer."""
@@ -159,6 +166,7 @@ def _mmlu_task(subject: str) -> HarnessTask:
     return HarnessTask(
         name=f"mmlu_{subject}", to_doc=_mmlu_doc, doc_to_text=_mmlu_text, choices=_letters,
         doc_to_target=lambda doc: int(doc["answer"]), test_split="test", fewshot_split="dev", sampler="first_n",
+        fewshot_split_named=True,
         description=f"The following are multiple choice questions (with answers) about "
                     f"{subject.replace('_', ' ')}.\n\n",
         harness_metrics=("acc",), subject=subject)
