@@ -192,6 +192,7 @@ def test_prompts_fewshot_and_predictions_agree_with_lm_eval(agreement):
             norm = sample.get("acc_norm", float(np.argmax(lls / lengths) == gold))
             assert float(row.correct_norm) == norm, where
             assert row.pred_norm == int(np.argmax(lls / lengths)), where
+            np.testing.assert_allclose(row.scores_norm, lls / lengths, atol=1e-4, err_msg=where)
         if k:
             assert all(len(f) == k for f in frame["fewshot"]), name
     # the default sampler moves on from question to question; first_n (MMLU) shows the same examples to all
