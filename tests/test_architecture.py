@@ -266,6 +266,8 @@ LAYERS: dict[str, str] = {
     "medtune.evaluation": "libraries",
     "medtune.stats": "libraries",
     "medtune.foreign_predictions": "libraries",
+    "medtune.harness": "libraries",
+    "medtune.harness.*": "libraries",
     # training: the entry, the loop, its methods (KnowTuning included) and their settings
     "medtune.training": "training",
     "medtune.training.*": "training",
@@ -292,6 +294,7 @@ LAYERS: dict[str, str] = {
     "medtune.adaptive.stage": "training stage",
     "medtune.anchors.stage": "anchor stage",
     "medtune.evaluation_stage": "evaluation stage",
+    "medtune.evaluation_suite": "evaluation stage",
     # above the stages
     "medtune.experiments": "experiments",
     "medtune.experiments.*": "experiments",

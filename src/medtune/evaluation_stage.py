@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from medtune.anchors.artifact import AnchorSet, anchor_items, read_anchors
 from medtune.anchors.estimate import DEFAULT_ESTIMATOR, ESTIMATORS, estimate_all
@@ -105,6 +105,22 @@ class EvalSettings(ModelLoadSettings):
         default_factory=BertScoreSettings,
         description="BERTScore of free-text answers (medtune.bertscore): a preset (minilm, study), a model, none "
         "(off), or a mapping of model, num_layers, idf, rescale, lang, baseline_path, batch_size, device")
+    task: str | None = Field(None, description="an lm-evaluation-harness 0.4.13 task (medtune.harness): its prompts, "
+                             "choices, few-shot examples, acc and acc_norm (medqa_4options, medmcqa, pubmedqa, "
+                             "mmlu_anatomy, mmlu_clinical_knowledge, ...)")
+    num_fewshot: int = Field(0, ge=0, description="with task: solved examples before each question, from the task's "
+                             "few-shot split of the same items file")
+    fewshot_seed: int = Field(1234, description="with task: seed of the few-shot draw (the harness's default 1234)")
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str | None) -> str | None:
+        if value is not None:
+            from medtune.harness.tasks import TASKS
+
+            if value not in TASKS:
+                raise ValueError(str(TASKS.unknown(value)))
+        return value
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -267,6 +283,10 @@ def run_evaluation(settings: EvalSettings | dict[str, Any], items_path: Path, mo
     from medtune.scoring import score_items
 
     settings = validate_settings(EvalSettings, settings, "evaluation")
+    if settings.task is not None:
+        return run_harness_task(settings, items_path, model, out, split=split, progress=progress, loaded=loaded)
+    if settings.num_fewshot:
+        raise ConfigError("num_fewshot applies to a harness task: set task too (or run a suite of tasks)")
     ref = as_model_ref(model)
     items_path, out = Path(items_path), Path(out)
     items = _read_test_items(items_path, split)
@@ -307,6 +327,80 @@ def run_evaluation(settings: EvalSettings | dict[str, Any], items_path: Path, mo
     write_json_atomic(out / "metrics.json", metrics)
     return {"n": len(frame), "mode": mode, "template": template, "chat": chat is not None, **precision,
             **_headline(metrics),
+            "predictions": str(predictions), "metrics": str(out / "metrics.json")}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# lm-evaluation-harness tasks (medtune.harness): the harness's prompts, few-shot examples, acc and acc_norm
+
+# Settings a harness task fixes itself, with the values that leave them unset. Its prompts are the harness's plain
+# text (lm-eval without --apply_chat_template, as the leaderboards run it), so chat ``auto`` means no chat template.
+_TASK_FIXES: dict[str, tuple[Any, ...]] = {"mode": ("auto",), "template": (None,), "permute_seed": (None,),
+                                           "chat": ("auto", False), "system_prompt": (None,)}
+
+
+def harness_items(task: Any, items_path: Path, split: str | None, num_fewshot: int) -> tuple[list[Any], list[Any]]:
+    """The test items (``split``, default the task's test split) and the few-shot pool (the task's few-shot split)
+    of an items file; an MMLU subject's task keeps that subject's items of a file that holds several."""
+    items = read_items(items_path)
+    if task.subject is not None and any(it.category == task.subject for it in items):
+        items = [it for it in items if it.category == task.subject]
+    test_split = split or task.test_split
+    test = [it for it in items if it.split == test_split]
+    if not test:
+        raise InputError(f"no items in split {test_split!r} (task {task.name} evaluates split {task.test_split!r} "
+                         "unless --split says another)", file=items_path, field="split")
+    pool = [it for it in items if it.split == task.fewshot_split] if num_fewshot else []
+    if num_fewshot and len(pool) < num_fewshot:
+        raise InputError(f"num_fewshot {num_fewshot} needs that many items in split {task.fewshot_split!r} (task "
+                         f"{task.name}'s few-shot split), found {len(pool)}", file=items_path, field="split")
+    return test, pool
+
+
+def run_harness_task(settings: EvalSettings | dict[str, Any], items_path: Path, model: ModelRef | str | Path,
+                     out: Path, *, split: str | None = None, progress: bool = False, loaded: Any = None
+                     ) -> dict[str, Any]:
+    """:func:`run_evaluation` for ``settings.task``: the items scored as lm-evaluation-harness scores the task, with
+    ``num_fewshot`` examples drawn with ``fewshot_seed``; ``metrics.json`` adds ``acc`` and ``acc_norm`` (each with
+    its bootstrap CI) and ``harness`` (how the task was run), ``predictions.parquet`` each question's prompt, the
+    few-shot ids and ``pred_norm``/``correct_norm``. ``accuracy`` is ``acc``."""
+    from medtune.harness import get_task, harness_metrics, score_task
+
+    settings = validate_settings(EvalSettings, settings, "evaluation")
+    if settings.task is None:
+        raise ConfigError("task: a harness task name is needed")
+    for key, unset in _TASK_FIXES.items():
+        if getattr(settings, key) not in unset:
+            raise ConfigError(f"{key}: a harness task ({settings.task}) fixes its own prompt and scoring; leave "
+                              f"{key} unset")
+    task = get_task(settings.task)
+    ref = as_model_ref(model)
+    items_path, out = Path(items_path), Path(out)
+    test, pool = harness_items(task, items_path, split, settings.num_fewshot)
+    for item in [*test, *pool]:  # an item the task cannot read stops before the model loads
+        try:
+            task.doc(item)
+        except InputError as exc:
+            raise exc.located(file=items_path) from None
+    precision = describe_precision(settings, ref)
+    backend = loaded if loaded is not None else load_model(ref, settings)
+    predictions = out / "predictions.parquet"
+    try:
+        frame = score_task(backend, task, test, pool, num_fewshot=settings.num_fewshot,
+                           fewshot_seed=settings.fewshot_seed, batch_tokens=settings.batch_tokens,
+                           max_batch_size=settings.max_batch_size, output=predictions, progress=progress)
+    except InputError as exc:
+        raise exc.located(file=items_path) from None
+    metrics = compute_metrics(frame, test, n_boot=settings.bootstrap, seed=settings.seed)
+    metrics.update(harness_metrics(frame, task, num_fewshot=settings.num_fewshot, fewshot_seed=settings.fewshot_seed,
+                                   n_boot=settings.bootstrap, seed=settings.seed))
+    metrics["run"] = {"items": str(items_path), "split": split or task.test_split, **ref.describe(), "template": None,
+                      "mode": "harness", "task": task.name, "permute_seed": None, **precision}
+    metrics = json.loads(json.dumps(metrics, default=str))
+    write_json_atomic(out / "metrics.json", metrics)
+    return {"n": len(frame), "mode": "harness", "template": None, "task": task.name,
+            "num_fewshot": settings.num_fewshot, **precision, **_headline(metrics),
+            "acc": metrics["acc"]["accuracy"], "acc_norm": metrics["acc_norm"]["accuracy"],
             "predictions": str(predictions), "metrics": str(out / "metrics.json")}
 
 

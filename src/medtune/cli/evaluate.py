@@ -180,6 +180,10 @@ def run_cmd(
     = None,
     anchor_estimator: Annotated[str, typer.Option(help="With --anchors: the headline estimator (weighted, pirt, "
                                                   "gpirt); metrics.json holds all three.")] = "gpirt",
+    suite: Annotated[str | None, typer.Option("--suite", help="A suite of lm-evaluation-harness tasks "
+                                              "(open-medical-llm: the Open Medical-LLM leaderboard's nine): ITEMS is "
+                                              "then a folder with one items file per task, <task>.parquet; OUT gets "
+                                              "<task>/ and summary.csv, summary.md, summary.json.")] = None,
     given: dict[str, Any] | None = None,
 ) -> None:
     """Score ITEMS with a model and write OUT/predictions.parquet and OUT/metrics.json (free text: also
@@ -196,6 +200,9 @@ def run_cmd(
     check_folder_output(output, "-o")
     from medtune.io import atomic_folder
 
+    if suite is not None:
+        _run_suite(suite, settings, items_path, ref, output, anchors=anchors, split=split, progress=progress)
+        return
     if anchors is not None:  # built beside OUT and swapped in whole, like a full evaluation
         from medtune.evaluation_stage import run_anchor_evaluation
 
@@ -215,8 +222,42 @@ def run_cmd(
         with atomic_folder(output, "-o", resumable=True, owns=owns) as tmp:
             summary = run_evaluation(settings, items_path, ref, tmp, split=split, progress=progress)
         summary = {**summary, "predictions": output / "predictions.parquet", "metrics": output / "metrics.json"}
-        print_metrics(json.loads(Path(summary["metrics"]).read_text(encoding="utf-8")))
+        written = json.loads(Path(summary["metrics"]).read_text(encoding="utf-8"))
+        print_metrics(written)
+        if "harness" in written:
+            _print_harness(written)
     console.print(f"wrote {summary['predictions']} and {summary['metrics']}")
+
+
+def _run_suite(suite: str, settings: EvalSettings, items_dir: Path, ref: ModelRef, output: Path, *,
+               anchors: Path | None, split: str | None, progress: bool) -> None:
+    """``evaluate run ITEMS_DIR --suite NAME``: every task of the suite, built beside OUT and swapped in whole."""
+    from medtune.evaluation_suite import run_suite, suite_items
+    from medtune.io import atomic_folder
+
+    for option, value in (("--task", settings.task), ("--anchors", anchors), ("--split", split)):
+        if value is not None:
+            raise ConfigError(f"{option} cannot go with --suite (the suite names its tasks and their splits)")
+    suite_items(suite, items_dir)  # every items file is there before the model loads
+    with atomic_folder(output, "-o", resumable=True) as tmp:
+        summary = run_suite(settings, items_dir, ref, tmp, suite=suite, progress=progress)
+    table = Table(title=f"{suite}: {summary['num_fewshot']}-shot")
+    for column in ("task", "n", "acc [95% CI]", "acc_norm [95% CI]"):
+        table.add_column(column, justify="left" if column == "task" else "right")
+    for row in summary["rows"]:
+        acc = f"{row['acc']:.4f} [{row['acc_ci_low']:.4f}, {row['acc_ci_high']:.4f}]"
+        norm = f"{row['acc_norm']:.4f} [{row['acc_norm_ci_low']:.4f}, {row['acc_norm_ci_high']:.4f}]"
+        table.add_row(row["task"], str(row["n"]), acc, norm)
+    table.add_row("mean", "", f"{summary['mean']['acc']:.4f}", f"{summary['mean']['acc_norm']:.4f}")
+    console.print(table)
+    console.print(f"wrote {output}/<task>/ and {output / 'summary.csv'}")
+
+
+def _print_harness(metrics: dict[str, Any]) -> None:
+    """The two harness metrics of a task's metrics.json (``--task``)."""
+    run = metrics["harness"]
+    console.print(f"{run['task']} ({run['num_fewshot']}-shot, seed {run['fewshot_seed']}): "
+                  f"acc {_fmt_ci(metrics['acc'])}, acc_norm {_fmt_ci(metrics['acc_norm'])}")
 
 
 @evaluate_app.command("metrics")
