@@ -25,8 +25,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medtune.data.parsing import UniqueIds, iter_json_records, json_clean, require_object, split_from_name
-from medtune.data.registry import LoadResult, OnError, RecordCollector, register_loader
+from medtune.data.parsing import (
+    UniqueIds,
+    collect_json_records,
+    iter_json_records,
+    json_clean,
+    require_object,
+    split_from_name,
+)
+from medtune.data.registry import LoadResult, OnError, register_loader
 from medtune.errors import InputError
 from medtune.schema import QAItem, make_item
 
@@ -94,11 +101,7 @@ def load_alpaca(path: Path, *, on_error: OnError = "raise", split: str | None = 
     path = Path(path)
     name, split = _base(path, name, split)
     kind, records = iter_json_records(path)
-    collector = RecordCollector(path, on_error, record_kind=kind)
-    ids = UniqueIds()
-    for n, row in records:
-        collector.run(n, lambda r=row, n=n: alpaca_item(r, n, name=name, split=split, ids=ids, where=f"{kind} {n}"))
-    return collector.result()
+    return collect_json_records(path, kind, records, on_error, alpaca_item, name=name, split=split)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -189,8 +192,4 @@ def load_chat(path: Path, *, on_error: OnError = "raise", split: str | None = No
     path = Path(path)
     name, split = _base(path, name, split)
     kind, records = iter_json_records(path)
-    collector = RecordCollector(path, on_error, record_kind=kind)
-    ids = UniqueIds()
-    for n, row in records:
-        collector.run(n, lambda r=row, n=n: chat_item(r, n, name=name, split=split, ids=ids, where=f"{kind} {n}"))
-    return collector.result()
+    return collect_json_records(path, kind, records, on_error, chat_item, name=name, split=split)

@@ -11,13 +11,22 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from medtune.data.registry import UTF8_BOM, LoadResult, iter_jsonl, read_bytes, read_text_utf8
+from medtune.data.registry import (
+    UTF8_BOM,
+    LoadResult,
+    OnError,
+    RecordCollector,
+    iter_jsonl,
+    read_bytes,
+    read_text_utf8,
+)
 from medtune.errors import InputError
 from medtune.prompts import LETTERS as LETTERS
+from medtune.schema import Item
 
 SPLIT_WORDS = ("train", "dev", "val", "validation", "test")
 
@@ -213,6 +222,20 @@ class UniqueIds:
         if item_id in self._seen:
             raise InputError(f"duplicate id '{item_id}' (first seen at {self._seen[item_id]})", field=field)
         self._seen[item_id] = where
+
+
+def collect_json_records(path: Path, kind: str, records: Iterable[tuple[int, Any]], on_error: OnError,
+                         build: Callable[..., Item | None], **fields: Any) -> LoadResult:
+    """Build one item per record with ``build(row, n, ids=..., where=..., **fields)`` under ``on_error``.
+
+    The loop every record-per-item loader shares: one :class:`UniqueIds` for the file, and each record's error
+    located at its ``kind`` and number (``line 3``, ``record 2``) by :class:`RecordCollector`.
+    """
+    collector = RecordCollector(path, on_error, record_kind=kind)
+    ids = UniqueIds()
+    for n, row in records:
+        collector.run(n, lambda r=row, n=n: build(r, n, ids=ids, where=f"{kind} {n}", **fields))
+    return collector.result()
 
 
 def json_clean(value: Any) -> Any:

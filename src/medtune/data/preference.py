@@ -18,13 +18,14 @@ from typing import Any
 
 from medtune.data.parsing import (
     UniqueIds,
+    collect_json_records,
     iter_json_records,
     iter_parquet_records,
     json_clean,
     require_object,
     split_from_name,
 )
-from medtune.data.registry import LoadResult, OnError, RecordCollector, register_loader
+from medtune.data.registry import LoadResult, OnError, register_loader
 from medtune.errors import InputError
 from medtune.schema import Item, QAItem, make_item
 
@@ -92,8 +93,4 @@ def load_preference(path: Path, *, on_error: OnError = "raise", split: str | Non
         kind, records = "row", iter_parquet_records(path)
     else:
         kind, records = iter_json_records(path)
-    collector = RecordCollector(path, on_error, record_kind=kind)
-    ids = UniqueIds()
-    for n, row in records:
-        collector.run(n, lambda r=row, n=n: pair_item(r, n, name=name, split=split, ids=ids, where=f"{kind} {n}"))
-    return collector.result()
+    return collect_json_records(path, kind, records, on_error, pair_item, name=name, split=split)
