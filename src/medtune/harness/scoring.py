@@ -13,21 +13,19 @@ interrupted run resumes with the same settings.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from medtune.errors import ConfigError, InputError
+from medtune.errors import InputError
 from medtune.evaluation import accuracy_with_ci
 from medtune.harness.fewshot import build_context, choice_continuations, fewshot_positions
 from medtune.harness.tasks import HarnessTask
 from medtune.schema import MCQItem
 from medtune.scoring.backends import argmax, as_backend, softmax, token_cache
-from medtune.scoring.batching import length_order, next_batch
-from medtune.scoring.engine import COLUMNS, resolve_batch_tokens
+from medtune.scoring.engine import COLUMNS, score_in_batches
 from medtune.scoring.store import ScoredRowStore
 
 HARNESS_MODE = "harness"
@@ -88,66 +86,38 @@ def score_task(model: Any, task: HarnessTask, items: Sequence[MCQItem], pool: Se
     rows: dict[str, dict[str, Any]] = dict(store.rows) if store else {}
     todo = [i for i, it in enumerate(items) if it.id not in rows]
     if todo:
-        costs = [_cost(backend, requests[i][0], requests[i][1]) for i in todo]
-        budget = resolve_batch_tokens(backend, batch_tokens, "option", costs, max_batch_size)
-        order = length_order(costs)
-        from tqdm.auto import tqdm
+        def score(batch: list[int]) -> list[dict[str, Any]]:
+            chosen = [todo[b] for b in batch]
+            results = _loglikelihoods(backend, [(requests[i][0], c) for i in chosen for c in requests[i][1]])
+            new, at = [], 0
+            for i in chosen:
+                n = len(requests[i][1])
+                new.append(harness_row(task, items[i], results[at:at + n], requests[i][0], requests[i][2]))
+                at += n
+            return new
 
-        with tqdm(total=len(items), initial=len(items) - len(todo), disable=not progress,
-                  desc=f"scoring ({task.name})", unit="q") as bar:
-            start = 0
-            while start < len(order):
-                batch = next_batch(costs, order, start, budget, max_batch_size)
-                chosen = [todo[b] for b in batch]
-                results = _loglikelihoods(backend, [(requests[i][0], c) for i in chosen for c in requests[i][1]])
-                if results is None:  # out of GPU memory: the same questions again, in smaller batches
-                    budget = _halved(batch, costs, budget, [items[i].id for i in chosen])
-                    continue
-                start += len(batch)
-                new, at = [], 0
-                for i in chosen:
-                    n = len(requests[i][1])
-                    new.append(harness_row(task, items[i], results[at:at + n], requests[i][0], requests[i][2]))
-                    at += n
-                if store:
-                    store.append(new)
-                rows.update({r["id"]: r for r in new})
-                bar.update(len(new))
+        def keep(new: list[dict[str, Any]]) -> None:
+            if store:
+                store.append(new)
+            rows.update({r["id"]: r for r in new})
+
+        score_in_batches(backend, [_cost(backend, requests[i][0], requests[i][1]) for i in todo],
+                         [items[i].id for i in todo], score, keep, mode="option", batch_tokens=batch_tokens,
+                         max_batch_size=max_batch_size, total=len(items), desc=f"scoring ({task.name})",
+                         progress=progress)
     frame = pd.DataFrame([rows[it.id] for it in items], columns=HARNESS_COLUMNS)
     if store:
         store.finish(frame)
     return frame
 
 
-def _loglikelihoods(backend: Any, pairs: list[tuple[str, str]]) -> list[tuple[float, int]] | None:
-    """The backend's log-likelihoods of ``pairs``, or ``None`` when the batch ran out of accelerator memory.
-
-    The error is dropped before the caller retries: its traceback holds the failed pass's tensors.
-    """
-    try:
-        results = backend.loglikelihood(pairs)
-    except Exception as exc:
-        torch = sys.modules.get("torch")
-        oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
-        if oom is None or not isinstance(exc, oom):
-            raise
-        results = None
-    if results is not None and len(results) != len(pairs):
+def _loglikelihoods(backend: Any, pairs: list[tuple[str, str]]) -> list[tuple[float, int]]:
+    """The backend's log-likelihoods of ``pairs``, one per pair (a backend that returns another count is an error)."""
+    results = backend.loglikelihood(pairs)
+    if len(results) != len(pairs):
         raise InputError(f"backend '{backend.name}' returned {len(results)} log-likelihoods for {len(pairs)} "
                          "continuations")
     return results
-
-
-def _halved(batch: Sequence[int], costs: Sequence[int], budget: int, ids: Sequence[str]) -> int:
-    """Half the padded tokens of a batch that ran out of memory, so that it splits; one question cannot split."""
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    if len(batch) == 1:
-        raise ConfigError(f"batch_tokens: question '{ids[0]}' alone ({costs[batch[0]]} tokens with its choices) does "
-                          "not fit in the GPU's free memory; free GPU memory, load the model quantized or in a "
-                          "smaller dtype, or use fewer shots")
-    return max(1, min(budget, len(batch) * max(costs[b] for b in batch)) // 2)
 
 
 def _cost(backend: Any, prompt: str, conts: Sequence[str]) -> int:

@@ -42,7 +42,7 @@ import logging
 import random
 import sys
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -374,36 +374,66 @@ def _frame(rows: list[dict[str, Any]], mode: str, sampled: bool = False) -> pd.D
     return frame
 
 
-def _run_or_none(runner: BatchRunner, batch: Sequence[_Prepared]) -> list[dict[str, Any]] | None:
+def _rows_or_none(score_batch: Callable[[list[int]], list[dict[str, Any]]], batch: list[int]
+                  ) -> list[dict[str, Any]] | None:
     """The batch's rows, or ``None`` when it ran out of accelerator memory (any other error propagates).
 
     The error is dropped before the caller retries: its traceback holds the failed pass's tensors.
     """
     try:
-        return runner.run(batch)
+        return score_batch(batch)
     except Exception as exc:
         if not _is_out_of_memory(exc):
             raise
     return None
 
 
-def _lower(backend: Any, batch: Sequence[_Prepared], budget: int) -> int:
+def _lower(backend: Any, costs: Sequence[int], ids: Sequence[str], budget: int) -> int:
     """Half the padded tokens of the batch that ran out of memory (so it splits), remembered for the backend.
 
-    A batch of one question cannot be split: that is a :class:`ConfigError` naming its length.
+    ``costs`` and ``ids`` are the batch's questions'. A batch of one question cannot be split: that is a
+    :class:`ConfigError` naming its length.
     """
     _release_accelerator_memory()
-    padded = len(batch) * max(p.cost for p in batch)
-    if len(batch) == 1:
-        item = batch[0]
-        raise ConfigError(f"batch_tokens: question '{item.item.id}' alone ({item.cost} tokens) does not fit in the "
+    padded = len(costs) * max(costs)
+    if len(costs) == 1:
+        raise ConfigError(f"batch_tokens: question '{ids[0]}' alone ({costs[0]} tokens) does not fit in the "
                           f"GPU's free memory (batch budget {budget}); free GPU memory, load the model quantized or "
-                          "in a smaller dtype, or use a shorter template")
+                          "in a smaller dtype, or use a shorter prompt (template, fewer shots)")
     lowered = max(1, min(budget, padded) // 2)
     _remember_budget(backend, lowered)
     log.warning("a batch of %d questions (%d padded tokens) ran out of GPU memory: scoring it again with "
-                "batch_tokens=%d, kept for the rest of the run", len(batch), padded, lowered)
+                "batch_tokens=%d, kept for the rest of the run", len(costs), padded, lowered)
     return lowered
+
+
+def score_in_batches(backend: Any, costs: Sequence[int], ids: Sequence[str],
+                     score_batch: Callable[[list[int]], list[dict[str, Any]]],
+                     on_rows: Callable[[list[dict[str, Any]]], None], *, mode: str, batch_tokens: int | str,
+                     max_batch_size: int, total: int, desc: str, progress: bool) -> None:
+    """Score questions ``0..len(costs)-1`` in length-ordered batches within the padded-token budget.
+
+    ``score_batch(indices)`` returns the rows of those questions; ``on_rows`` receives them batch by batch (to
+    stream them to a part file). A batch that runs out of accelerator memory is scored again in smaller batches,
+    and the lowered budget is kept for the backend (:func:`lowered_budget`). ``total`` is the number of questions
+    of the whole run (those scored before a resume included), for the progress bar. The one batch loop of the
+    engine's modes and of harness tasks.
+    """
+    from tqdm.auto import tqdm
+
+    budget = resolve_batch_tokens(backend, batch_tokens, mode, costs, max_batch_size)
+    order = length_order(costs)
+    with tqdm(total=total, initial=total - len(costs), disable=not progress, desc=desc, unit="q") as bar:
+        start = 0
+        while start < len(order):
+            batch = next_batch(costs, order, start, budget, max_batch_size)
+            rows = _rows_or_none(score_batch, batch)
+            if rows is None:  # out of GPU memory: the same questions again, in smaller batches
+                budget = _lower(backend, [costs[i] for i in batch], [ids[i] for i in batch], budget)
+                continue
+            start += len(batch)
+            on_rows(rows)
+            bar.update(len(rows))
 
 
 def _chat_for(backend: ScoringBackend, chat: bool | ChatFormat | None, mode: str) -> ChatFormat | None:
@@ -494,27 +524,15 @@ def score_items(
                         sampling.n if sampling is not None else 1)
     rows_by_id: dict[str, dict[str, Any]] = dict(store.rows) if store else {}
     if prepared:
-        costs = [p.cost for p in prepared]
-        budget = resolve_batch_tokens(backend, batch_tokens, mode, costs, max_batch_size)
-        order = length_order(costs)
-        from tqdm.auto import tqdm
+        def keep(rows: list[dict[str, Any]]) -> None:
+            if store:
+                store.append(rows)
+            rows_by_id.update((r["id"], r) for r in rows)
 
-        with tqdm(total=len(items), initial=len(items) - len(prepared), disable=not progress,
-                  desc=f"scoring ({mode})", unit="q") as bar:
-            start = 0
-            while start < len(order):
-                batch_idx = next_batch(costs, order, start, budget, max_batch_size)
-                batch = [prepared[i] for i in batch_idx]
-                rows = _run_or_none(runner, batch)
-                if rows is None:  # out of GPU memory: the same questions again, in smaller batches
-                    budget = _lower(backend, batch, budget)
-                    continue
-                start += len(batch_idx)
-                if store:
-                    store.append(rows)
-                for r in rows:
-                    rows_by_id[r["id"]] = r
-                bar.update(len(rows))
+        score_in_batches(backend, [p.cost for p in prepared], [p.item.id for p in prepared],
+                         lambda batch: runner.run([prepared[i] for i in batch]), keep, mode=mode,
+                         batch_tokens=batch_tokens, max_batch_size=max_batch_size, total=len(items),
+                         desc=f"scoring ({mode})", progress=progress)
     frame = _frame([rows_by_id[it.id] for it in items], mode, sampled=sampling is not None)
     if store:
         store.finish(frame)
