@@ -287,6 +287,7 @@ class Validation:
         """Put the best validation's weights back into the model (every process calls it); returns the best step."""
         if not self.settings.keep_best or self.rules.best_step is None:
             return None
+        p.barrier()  # the main process has written the file the others read
         path = self.run_dir / BEST_DIR / f"step-{self.rules.best_step}.safetensors" if self.run_dir else None
         if path is None or not path.exists():
             raise InputError(f"the best weights of step {self.rules.best_step} are missing", file=path)
