@@ -245,3 +245,25 @@ def test_early_stopping_rules_follow_the_metric_direction() -> None:
     restored = EarlyStopping("val_accuracy", patience=1)
     restored.restore(acc.state())
     assert restored.state() == acc.state() and restored.should_stop
+
+
+def test_the_report_draws_validation_curves_and_still_the_loss_curves(plateau, held_out, tmp_path) -> None:
+    """The report reads each done cell's train_log.jsonl: the loss curves skip the validation records, and the
+    validation curves are drawn from them (none when no run validated)."""
+    from types import SimpleNamespace
+
+    from medtune.report.figures import loss_figure, validation_figure
+
+    def cell(run_dir: Path, strategy: str) -> dict:
+        return {"status": "done", "train": {"dir": str(run_dir)}, "model": "tiny", "dataset": "d", "method": "lora",
+                "strategy": strategy, "difficulty": "none"}
+
+    run = SimpleNamespace(records={"a": cell(plateau["result"].run_dir, "hand"),
+                                   "b": cell(held_out["result"].run_dir, "random")})
+    assert validation_figure(run).startswith(b"\x89PNG") and loss_figure(run).startswith(b"\x89PNG")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "train_log.jsonl").write_text(
+        "".join(r + "\n" for r in (plateau["result"].run_dir / "train_log.jsonl").read_text().splitlines()
+                if '"kind"' not in r))
+    assert validation_figure(SimpleNamespace(records={"a": cell(plain, "hand")})) is None
