@@ -4,14 +4,17 @@ early stopping on a plateau keeps the best weights and passes verify-order, and 
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file
-from training_helpers import make_items, make_order, micro_config
+from training_helpers import make_items, make_order, micro_cli_options, micro_config
 
 from medtune.adaptive.verify import verify_run
 from medtune.schema import MCQItem, write_items
@@ -21,7 +24,7 @@ from medtune.training.data import IGNORE, encode_item
 from medtune.training.loop import FinetuneRecipe
 from medtune.training.runlog import read_log, read_log_records
 from medtune.training.trainer import load_base_model
-from medtune.training.validation_rules import EarlyStopping, replay_stop
+from medtune.training.validation_rules import EarlyStopping, held_out_share, replay_stop, without_ids
 
 N_ITEMS = 24
 MIN_DELTA = 0.005  # a change of the validation loss this small is no improvement: the plateau
@@ -153,8 +156,6 @@ def test_validation_items_never_appear_in_a_training_step(held_out) -> None:
     assert [r["step"] for r in read_log_records(run, "validation")] == [4, steps[-1]] == [4, 6]
     assert verify_run(run).ok
     # The same seed holds out the same items whatever the order's sequence (another strategy's order).
-    from medtune.training.validation_rules import held_out_share
-
     assert held_out_share([list(reversed(held_out["order"]["epochs"][0]))], 0.25, 5) == sorted(held)
 
 
@@ -267,3 +268,34 @@ def test_the_report_draws_validation_curves_and_still_the_loss_curves(plateau, h
         "".join(r + "\n" for r in (plateau["result"].run_dir / "train_log.jsonl").read_text().splitlines()
                 if '"kind"' not in r))
     assert validation_figure(SimpleNamespace(records={"a": cell(plain, "hand")})) is None
+
+
+def test_bad_validation_settings_and_files_stop_with_one_line(files, tmp_path, capsys) -> None:
+    from medtune.cli import main
+
+    def train_cli(*extra: str) -> tuple[int, str]:
+        code = main(["train", "--items", str(files["items"]), "--order", str(files["order"]), "-o",
+                     str(tmp_path / f"run{len(extra)}"), "--no-progress", *micro_cli_options(), *extra])
+        return code, capsys.readouterr().err
+
+    code, err = train_cli("--validation-share", "0.1", "--validation-items", str(files["items"]))
+    assert code == 2 and "validation" in err and "not both" in err and "Traceback" not in err
+    code, err = train_cli("--validation-patience", "2")
+    assert code == 2 and "patience set without validation items" in err
+    code, err = train_cli("--validation-items", str(tmp_path / "missing.parquet"))
+    assert code == 2 and "missing.parquet" in err and "Traceback" not in err
+    code, err = train_cli("--validation-share", "1.5")
+    assert code == 2 and "--validation-share" in err
+
+
+@given(n=st.integers(2, 60), share=st.floats(0.01, 0.99), seed=st.integers(0, 2**31), epochs=st.integers(1, 3))
+@settings(max_examples=60, deadline=None)
+def test_a_held_out_share_is_a_seeded_subset_and_leaves_items_to_train(n, share, seed, epochs) -> None:
+    ids = [f"i{k}" for k in range(n)]
+    planned = [random.Random(e).sample(ids, n) for e in range(epochs)]
+    held = held_out_share(planned, share, seed)
+    assert held == held_out_share([list(reversed(planned[0]))], share, seed)  # the set of ids decides, not the order
+    assert 1 <= len(held) < n and set(held) <= set(ids)
+    rest = without_ids(planned, held)
+    assert all(set(e).isdisjoint(held) for e in rest)
+    assert all(e == [i for i in p if i not in set(held)] for e, p in zip(rest, planned, strict=True))
