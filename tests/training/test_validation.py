@@ -299,3 +299,12 @@ def test_a_held_out_share_is_a_seeded_subset_and_leaves_items_to_train(n, share,
     rest = without_ids(planned, held)
     assert all(set(e).isdisjoint(held) for e in rest)
     assert all(e == [i for i in p if i not in set(held)] for e, p in zip(rest, planned, strict=True))
+
+
+def test_validation_settings_layer_key_by_key_like_a_methods_group() -> None:
+    """A model's own ``validation: {every: 5}`` keeps the grid's ``validation: {share: 0.1, patience: 2}``."""
+    from medtune.training.config import resolve_training_settings
+
+    v = resolve_training_settings({"validation": {"share": 0.1, "patience": 2}}, {"validation": {"every": 5}}).validation
+    assert (v.share, v.patience, v.every, v.enabled) == (0.1, 2, 5, True)
+    assert not resolve_training_settings({}).validation.enabled
