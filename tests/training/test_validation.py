@@ -305,6 +305,7 @@ def test_validation_settings_layer_key_by_key_like_a_methods_group() -> None:
     """A model's own ``validation: {every: 5}`` keeps the grid's ``validation: {share: 0.1, patience: 2}``."""
     from medtune.training.config import resolve_training_settings
 
-    v = resolve_training_settings({"validation": {"share": 0.1, "patience": 2}}, {"validation": {"every": 5}}).validation
+    grid, model = {"validation": {"share": 0.1, "patience": 2}}, {"validation": {"every": 5}}
+    v = resolve_training_settings(grid, model).validation
     assert (v.share, v.patience, v.every, v.enabled) == (0.1, 2, 5, True)
     assert not resolve_training_settings({}).validation.enabled
