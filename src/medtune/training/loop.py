@@ -201,6 +201,10 @@ class FinetuneRecipe:
         if self.placement.sharded and (self.planner is not None or self.hooks):
             raise ConfigError("adaptive strategies and the anchor check score the model on one process, which a "
                               "sharded (fsdp) model cannot do; use distributed: ddp")
+        v = self.config.validation
+        if self.placement.sharded and v.enabled and v.metric == "val_accuracy":
+            raise ConfigError("validation.metric val_accuracy scores the model on one process, which a sharded "
+                              "(fsdp) model cannot do; use val_loss or distributed: ddp")
 
     def setup_plan(self) -> None:
         """The steps to train (the order file's, or the planner's count), checked before any model loads."""
