@@ -224,8 +224,8 @@ def test_resume_keeps_the_early_stopping_state(plateau, tmp_path) -> None:
     resumed = train(config, plateau["items"], plateau["order"], run, resume=True)
 
     assert resumed.steps == ref_stop["step"]
-    assert [(r["step"], r["best"], r["bad_validations"]) for r in read_log_records(run, "validation")] == \
-        [(r["step"], r["best"], r["bad_validations"]) for r in ref_val]
+    assert [(r["step"], r["improved"], r["bad_validations"]) for r in read_log_records(run, "validation")] == \
+        [(r["step"], r["improved"], r["bad_validations"]) for r in ref_val]
     assert [r["val_loss"] for r in read_log_records(run, "validation")] == pytest.approx(
         [r["val_loss"] for r in ref_val], rel=1e-5)
     assert [r["ids"] for r in read_log(run)] == [r["ids"] for r in read_log(ref)]

@@ -189,8 +189,7 @@ def validation_figure(run: RunData) -> bytes | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = [(c, label) for c, label in (("val_loss", "validation loss (answer tokens)"),
-                                           ("val_accuracy", "validation accuracy"))]
+    columns = [("val_loss", "validation loss (answer tokens)"), ("val_accuracy", "validation accuracy")]
     curves = {c: _log_curves(run, c, "validation") for c, _ in columns}
     columns = [(c, label) for c, label in columns if curves[c]]
     if not columns:

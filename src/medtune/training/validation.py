@@ -189,7 +189,7 @@ class Validation:
             stop = self.rules.should_stop
             record = {"kind": VALIDATION_KIND, "step": step, "epoch": epoch, "val_loss": val_loss,
                       "val_accuracy": accuracy, "n_items": len(self.encoded), "n_mcq": n_mcq,
-                      "label_tokens": n_labels, "metric": self.settings.metric, "best": improved,
+                      "label_tokens": n_labels, "metric": self.settings.metric, "improved": improved,
                       "best_step": self.rules.best_step, "bad_validations": self.rules.bad,
                       "seconds": round(time.perf_counter() - t0, 6), "wall": time.time()}
             decision = (improved, stop, self.rules.reason() if stop else None, self.rules.state())
@@ -205,7 +205,7 @@ class Validation:
         acc = record["val_accuracy"]
         return (f"validation after step {record['step']}: val_loss {record['val_loss']:.4f}"
                 + (f", val_accuracy {acc:.3f}" if acc is not None else "")
-                + (" (best)" if record["best"] else f" (best: step {record['best_step']})"))
+                + (" (best)" if record["improved"] else f" (best: step {record['best_step']})"))
 
     def stop_record(self, step: int, reason: str | None, planned_steps: int) -> dict[str, Any]:
         return {"kind": STOP_KIND, "step": step, "reason": reason, "planned_steps": planned_steps,
