@@ -202,6 +202,7 @@ def validation_figure(run: RunData) -> bytes | None:
             for arm, series in sorted(curves[c].get(key, {}).items()):
                 mean = pd.concat(series, axis=1).mean(axis=1).sort_index()
                 ax.plot(mean.index, mean.to_numpy(), marker="o", ms=3, lw=1.4, label=f"{arm} (n={len(series)})")
+            ax.xaxis.get_major_locator().set_params(integer=True)
             ax.set_xlabel("optimizer step")
             ax.set_ylabel(label)
             ax.set_title(" / ".join(key) + " — mean over seeds", fontsize=9, loc="left")
