@@ -1,5 +1,6 @@
 """A local stand-in for an OpenAI-compatible server: the part of the legacy completions API medtune's ``openai:``
-backend uses (``GET /v1/models``, ``POST /v1/completions``), on 127.0.0.1 with a free port, in a thread.
+backend uses (``GET /v1/models``, ``POST /v1/completions``, and ``POST /v1/chat/completions`` for chat), on
+127.0.0.1 with a free port, in a thread.
 
 What the server answers is the test's business: ``choices_for(body)`` turns a request body into the response's
 ``choices`` (the tests serve the tiny model in process, or a scripted stand-in for an LLM). Every request body is
@@ -42,10 +43,11 @@ def _handler(choices_for: Choices, model_id: str, requests: list[dict[str, Any]]
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             requests.append(body)
-            if self.path != "/v1/completions":
+            if self.path not in ("/v1/completions", "/v1/chat/completions"):
                 self._send(404, {"error": "not found"})
                 return
-            self._send(200, {"object": "text_completion", "model": body.get("model"), "choices": choices_for(body)})
+            kind = "chat.completion" if self.path.endswith("chat/completions") else "text_completion"
+            self._send(200, {"object": kind, "model": body.get("model"), "choices": choices_for(body)})
 
         def log_message(self, *args):
             pass

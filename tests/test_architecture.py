@@ -235,6 +235,7 @@ LAYERS: dict[str, str] = {
     # writer of each artifact the stages pass on
     "medtune.prompts": "artifacts",
     "medtune.tokenization": "artifacts",
+    "medtune.chat_format": "artifacts",
     "medtune.textbook": "artifacts",
     "medtune.factsheet": "artifacts",
     "medtune.run_record": "artifacts",
@@ -261,6 +262,7 @@ LAYERS: dict[str, str] = {
     "medtune.factcheck": "libraries",
     "medtune.evaluation": "libraries",
     "medtune.stats": "libraries",
+    "medtune.foreign_predictions": "libraries",
     # training: the entry, the loop, its methods (KnowTuning included) and their settings
     "medtune.training": "training",
     "medtune.training.*": "training",

@@ -122,6 +122,9 @@ def paths(tmp_path_factory) -> dict[str, Path]:
     p["cut_jsonl"] = d / "cut-generations.jsonl"
     p["cut_jsonl"].write_text(json.dumps({"prompt": "What treats X?", "reference": "Drug Y", "prediction": "Y"})
                               + "\n" + '{"prompt": "What tre')
+    p["bad_letters"] = d / "letters.jsonl"
+    p["bad_letters"].write_text(json.dumps({"id": "a", "answer": "A", "pred": "B"}) + "\n"
+                                + json.dumps({"id": "b", "answer": "A", "pred": "yes"}) + "\n")
     p["cut_medqa"] = d / "medqa-test.jsonl"
     p["cut_medqa"].write_text('{"question": "cut sho')
     p["cut_anchors"] = d / "cut-anchors.json"
@@ -251,6 +254,9 @@ CASES: list[Any] = [
                         "--no-progress"), "{bad_weights_run}", earlier=("eval", "eval"), keep=("items",)),
     Case("evaluate score-file", "generations cut short",
          E("evaluate", "score-file", "@cut_jsonl", "-o", "@out"), "{cut_jsonl}.*line 2",
+         earlier=("folder", "scores")),
+    Case("evaluate score-file", "MCQ letters file with a pred that is no letter",
+         E("evaluate", "score-file", "@bad_letters", "-o", "@out"), "{bad_letters}, line 2, field 'pred'",
          earlier=("folder", "scores")),
     Case("export", "run record cut short", E("export", "@cut_run", "--adapter", "-o", "@out"),
          "{cut_record}.*line \\d+", earlier=("export", "export")),

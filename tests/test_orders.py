@@ -329,7 +329,7 @@ def test_unknown_strategy_and_option_are_clear_errors():
         get_strategy("shuffle")
     with pytest.raises(ConfigError, match=r"unknown strategy 'curriculm'; did you mean 'curriculum'\?"):
         get_strategy("curriculm")
-    with pytest.raises(ConfigError, match=r"no option 'kk'.*its options: category_order, k\)"):
+    with pytest.raises(ConfigError, match=r"no option 'kk'.*its options: by, category_order, k\)"):
         get_strategy("interleaved")(rich_items(0), 0, kk=3)
     with pytest.raises(ConfigError, match="k must be a positive integer or 'items'"):
         get_strategy("interleaved")(rich_items(0), 0, k="0")

@@ -94,6 +94,7 @@ FOLDER_OUTPUTS: dict[str, Any] = {
 FILE_OUTPUTS: dict[str, Any] = {
     "data load": lambda m, o: ["data", "load", "synthetic", *SMALL, "-o", o],
     "data prepare": lambda m, o: ["data", "prepare", m["items"], "-o", o],
+    "data mix": lambda m, o: ["data", "mix", f"{m['items']}:1.0", "-o", o],
     "evaluate metrics": lambda m, o: ["evaluate", "metrics", m["predictions"], "--items", m["items"], "-o", o,
                                       "--n-boot", "10"],
     "evaluate compare": lambda m, o: ["evaluate", "compare", m["predictions"], m["predictions"], "-o", o],

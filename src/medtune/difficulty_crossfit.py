@@ -91,8 +91,10 @@ def _crossfit_repeat(items: Sequence[Item], cross: CrossfitSettings, base_spec: 
     ``trained_ids`` come from the fine-tune's run log (the ids its optimizer steps saw), not from the split, so
     the record shows what the model really learned from.
     """
+    from medtune.chat_format import recorded_format
     from medtune.orders.inputs import order_items
     from medtune.orders.plan import build_order
+    from medtune.run_record import read_config_json
     from medtune.scoring import score_items
     from medtune.training import train
     from medtune.training.export import load_trained
@@ -115,7 +117,9 @@ def _crossfit_repeat(items: Sequence[Item], cross: CrossfitSettings, base_spec: 
             train(config, train_items, order, tmp / "run", progress=progress)
             steps = read_log(tmp / "run")
             loaded = load_trained(tmp / "run", dtype="auto")  # on the GPU in bf16 where there is one; fp32 on a CPU
-            frame = score_items(loaded, held, progress=progress, **score_kwargs)
+            # the held-out fold is scored in the chat format the fine-tune trained in (chat: auto resolved by the run)
+            chat = recorded_format((read_config_json(tmp / "run") or {}).get("chat"))
+            frame = score_items(loaded, held, progress=progress, **{"chat": chat, **score_kwargs})
             del loaded
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -37,12 +37,13 @@ from medtune.errors import InputError
 from medtune.factsheet import FactSheet
 from medtune.io import require_file
 from medtune.prompts import LETTERS
-from medtune.schema import DIFFICULTY_LEVELS, Item, MCQItem, QAItem
+from medtune.schema import DIFFICULTY_LEVELS, Item, MCQItem, QAItem, item_source
 
 DEFAULT_N_BOOT = 10_000
 # meta keys that identify a record or hold another model's answer, never a grouping worth reporting.
 _META_SKIP = frozenset({"line", "position", "question_index", "response", "response_model", "top3", "clls",
-                        "shuffle", "row", "index", "realidx", "no", "image_url", "generator_seed"})
+                        "shuffle", "row", "index", "realidx", "no", "image_url", "generator_seed",
+                        "source_id"})
 _MAX_GROUPS = 20
 _BOOT_CHUNK = 500
 
@@ -437,6 +438,13 @@ def _auto_meta_keys(items: Sequence[Item]) -> list[str]:
     return sorted(k for k, vals in keys.items() if 2 <= len(vals - {None}) <= _MAX_GROUPS)
 
 
+def _sources(items: Sequence[Item]) -> list[str | None] | None:
+    """Each item's source (its mixture part, else its own source), when the items come from several; else None:
+    a test set of one source has nothing to break down."""
+    sources = [item_source(it) for it in items]
+    return sources if len(set(sources) - {None}) > 1 else None
+
+
 def _align(predictions: pd.DataFrame, items: Sequence[Item]) -> tuple[pd.DataFrame, list[Item], list[str]]:
     by_id = {it.id: it for it in items}
     unknown = [i for i in predictions["id"] if i not in by_id]
@@ -464,8 +472,9 @@ def compute_metrics(
 
     MCQ: accuracy with CI, macro and weighted F1 over answer positions, accuracy per category,
     subcategory, human difficulty level and meta key (auto: scalar meta fields with 2–20 values, e.g. the
-    USMLE step), gold/predicted answer-position distributions and the unanswered rate; in letter and
-    option mode also ``calibration`` (ECE and Brier score of the option probabilities, see
+    USMLE step), per source where the items come from several (``per_source``: a mixture's parts),
+    gold/predicted answer-position distributions and the unanswered rate; in letter and option mode also
+    ``calibration`` (ECE and Brier score of the option probabilities, see
     :func:`calibration_metrics`). Free text: the means of :func:`qa_item_scores` (token P/R/F1,
     exact match, ROUGE-L; BERTScore with ``bertscore`` settings, see :mod:`medtune.bertscore`), computed here
     unless the caller passes them as ``item_scores`` (the stage writes the same frame). Items without a
@@ -491,6 +500,9 @@ def compute_metrics(
         cats = [it.category for it in aligned]
         if any(c is not None for c in cats):
             out["per_category_f1"] = _groups(cats, scores["token_f1"].to_numpy(dtype=float), n_boot, seed)
+        sources = _sources(aligned)
+        if sources is not None:
+            out["per_source_f1"] = _groups(sources, scores["token_f1"].to_numpy(dtype=float), n_boot, seed)
         return out
 
     out["kind"] = "mcq"
@@ -528,6 +540,9 @@ def compute_metrics(
         vals = [getattr(it, field) for it in mcq]
         if any(v is not None for v in vals):
             out[f"per_{field}"] = _groups(vals, correct, n_boot, seed)
+    sources = _sources(mcq)
+    if sources is not None:
+        out["per_source"] = _groups(sources, correct, n_boot, seed)
     levels = [it.human_difficulty if it.human_difficulty in DIFFICULTY_LEVELS else None for it in mcq]
     if any(v is not None for v in levels):
         out["per_human_difficulty"] = _groups(levels, correct, n_boot, seed)

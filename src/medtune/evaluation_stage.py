@@ -1,7 +1,9 @@
 """The evaluation stage: score a model on items and write ``predictions.parquet`` + ``metrics.json``.
 
 Free-text items also get ``item_metrics.parquet`` (one row of scores per item, :func:`write_item_metrics`);
-:func:`score_generations` computes the same QA metrics for another tool's generations (a JSON-lines file).
+:func:`score_generations` computes the same QA metrics for another tool's generations (a JSON-lines file), and
+:func:`score_file` reads other tools' prediction files too (:mod:`medtune.foreign_predictions`: LLaMA-Factory,
+lm-eval samples logs, MCQ letters), MCQ ones into ``predictions.parquet`` + ``metrics.json``.
 
 :class:`EvalSettings` holds every evaluation setting with its one default; :func:`run_evaluation` is the stage,
 called by ``medtune evaluate run`` and by the experiment grid alike, so both score the same way. What is scored
@@ -17,8 +19,8 @@ learned on a 4-bit base is a correction to *that* base. :func:`describe_precisio
 
 from __future__ import annotations
 
-import functools
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,9 +29,21 @@ from pydantic import Field
 from medtune.anchors.artifact import AnchorSet, anchor_items, read_anchors
 from medtune.anchors.estimate import DEFAULT_ESTIMATOR, ESTIMATORS, estimate_all
 from medtune.bertscore import BertScoreSettings, resolve_bertscore_model
+from medtune.chat_format import (
+    CHAT_DESCRIPTION,
+    SYSTEM_PROMPT_DESCRIPTION,
+    ChatChoice,
+    ChatFormat,
+    chat_format,
+    chat_record,
+    known_model_names,
+    resolve_chat,
+    template_sha256,
+)
 from medtune.errors import ConfigError, InputError
 from medtune.evaluation import DEFAULT_N_BOOT, compute_metrics, per_item_scores, qa_item_scores, read_predictions
-from medtune.io import atomic_path, require_file, write_json_atomic
+from medtune.foreign_predictions import read_foreign_predictions, read_generations
+from medtune.io import atomic_path, write_json_atomic
 from medtune.model_ref import (
     ModelLoadSettings,
     ModelRef,
@@ -61,7 +75,9 @@ class EvalSettings(ModelLoadSettings):
         "its free memory and lowered when a batch runs out of memory (values never depend on it)")
     max_batch_size: int = Field(64, ge=1, description="questions per batch at most")
     max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, ge=1, description="generate mode: new tokens per answer")
-    chat: bool = Field(False, description="wrap prompts in the tokenizer's chat template")
+    chat: ChatChoice = Field("auto", description=CHAT_DESCRIPTION + "; a run's evaluation: as the run trained")
+    system_prompt: str | None = Field(None, description=SYSTEM_PROMPT_DESCRIPTION + "; a run's evaluation: the "
+                                      "run's")
     permute_seed: int | None = Field(None, description="show each question's options permuted with this seed "
                                      "(position-bias check)")
     option_score: Literal["norm", "sum"] = Field(
@@ -94,6 +110,40 @@ def resolve_template(settings: EvalSettings, ref: ModelRef, mode: str) -> str:
     if ref.train_template:
         return ref.train_template
     return "options" if mode == "option" else "paper"
+
+
+def resolve_eval_chat(settings: EvalSettings, ref: ModelRef, backend: Any) -> ChatFormat | None:
+    """The chat format the evaluation scores with (``None``: no chat).
+
+    A training run's record decides what ``auto`` (and an unset ``system_prompt``) means: the run is scored as it
+    was trained. An explicit setting that contradicts the run's wins, with a warning, and so does a chat template
+    whose hash differs from the one the run trained with. Anything else resolves ``auto`` by the rule of
+    :mod:`medtune.chat_format` (a chat template and an instruct/chat model name).
+    """
+    tokenizer = getattr(backend, "tokenizer", None)
+    names = known_model_names(tokenizer, ref.spec, ref.weights, getattr(backend, "spec", None),
+                              model=getattr(backend, "model", None))
+    recorded = ref.train_chat
+    if recorded is None:
+        return chat_format(resolve_chat(settings.chat, tokenizer, names), settings.system_prompt)
+    trained = bool(recorded.get("enabled"))
+    trained_system = recorded.get("system_prompt")
+    enabled = trained if settings.chat == "auto" else bool(settings.chat)
+    if enabled != trained:
+        warnings.warn(f"chat: {str(enabled).lower()} contradicts the run, which was trained "
+                      f"{'with' if trained else 'without'} its chat template: it is scored on prompts it did not "
+                      "learn", UserWarning, stacklevel=2)
+    system = trained_system if settings.system_prompt is None else settings.system_prompt
+    if enabled and trained and system != trained_system:
+        warnings.warn(f"system_prompt {system!r} differs from the one the run was trained with ({trained_system!r})",
+                      UserWarning, stacklevel=2)
+    if enabled:
+        resolve_chat(True, tokenizer, names)  # a tokenizer without a template is an error here too
+        sha = template_sha256(tokenizer)
+        if trained and tokenizer is not None and recorded.get("template_sha256") not in (None, sha):
+            warnings.warn("the model's chat template differs from the one the run was trained with (its sha256 "
+                          "changed)", UserWarning, stacklevel=2)
+    return chat_format(enabled, system)
 
 
 def describe_precision(settings: EvalSettings | dict[str, Any], ref: ModelRef | str) -> dict[str, Any]:
@@ -166,11 +216,12 @@ def run_evaluation(settings: EvalSettings | dict[str, Any], items_path: Path, mo
     template = resolve_template(settings, ref, mode)
     precision = describe_precision(settings, ref)
     backend = loaded if loaded is not None else load_model(ref, settings)
+    chat = resolve_eval_chat(settings, ref, backend)
     predictions = out / "predictions.parquet"
     frame = score_items(backend, items, mode=mode, template=template, permute_seed=settings.permute_seed,
                         batch_tokens=settings.batch_tokens, max_batch_size=settings.max_batch_size,
                         max_new_tokens=settings.max_new_tokens, option_score=settings.option_score,
-                        chat=settings.chat, output=predictions, progress=progress)
+                        chat=chat, output=predictions, progress=progress)
     scores = None
     if isinstance(items[0], QAItem):
         from medtune.factsheet import read_factsheet
@@ -179,10 +230,12 @@ def run_evaluation(settings: EvalSettings | dict[str, Any], items_path: Path, mo
         write_item_metrics(scores, out / ITEM_METRICS)
     metrics = compute_metrics(frame, items, n_boot=settings.bootstrap, seed=settings.seed, item_scores=scores)
     metrics["run"] = {"items": str(items_path), "split": split, **ref.describe(), "template": template,
-                      "mode": mode, "permute_seed": settings.permute_seed, **precision}
+                      "mode": mode, "permute_seed": settings.permute_seed, **precision,
+                      "chat": chat_record(getattr(backend, "tokenizer", None), chat)}
     metrics = json.loads(json.dumps(metrics, default=str))  # anything not JSON-native is written as text
     write_json_atomic(out / "metrics.json", metrics)
-    return {"n": len(frame), "mode": mode, "template": template, **precision, **_headline(metrics),
+    return {"n": len(frame), "mode": mode, "template": template, "chat": chat is not None, **precision,
+            **_headline(metrics),
             "predictions": str(predictions), "metrics": str(out / "metrics.json")}
 
 
@@ -207,51 +260,6 @@ def write_item_metrics(scores: Any, path: Path) -> None:
         pq.write_table(table, tmp)
 
 
-_GENERATION_FIELDS = ("prompt", "reference", "prediction")
-
-
-def read_generations(path: Path) -> list[dict[str, Any]]:
-    """The records of a generations JSON-lines file: ``prompt``, ``reference``, ``prediction`` (text or null)
-    and an optional ``id`` (default ``line-N``). A bad line is an :class:`InputError` naming the line and field."""
-    path = require_file(path)
-    records: list[dict[str, Any]] = []
-    seen: dict[str, int] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines: JSON text may hold U+2028
-    except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=path) from None
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        bad = functools.partial(InputError, file=path, record=lineno, record_kind="line")
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise bad(f"not valid JSON ({exc.msg})") from None
-        if not isinstance(obj, dict):
-            raise bad(f"expected a JSON object, got {type(obj).__name__}")
-        for field in _GENERATION_FIELDS:
-            if field not in obj:
-                raise bad("required field is missing", field=field)
-        for field in ("prompt", "reference"):
-            if not isinstance(obj[field], str) or not obj[field].strip():
-                raise bad("must be a non-empty string", field=field)
-        if obj["prediction"] is not None and not isinstance(obj["prediction"], str):
-            raise bad("must be a string or null", field="prediction")
-        rid = obj.get("id", f"line-{lineno}")
-        if isinstance(rid, bool) or not isinstance(rid, str | int) or str(rid) == "":
-            raise bad("must be a non-empty string or an integer", field="id")
-        rid = str(rid)
-        if rid in seen:
-            raise bad(f"duplicate id '{rid}' (first on line {seen[rid]})", field="id")
-        seen[rid] = lineno
-        records.append({"id": rid, "prompt": obj["prompt"], "reference": obj["reference"],
-                        "prediction": obj["prediction"]})
-    if not records:
-        raise InputError("no generations (the file has no records)", file=path)
-    return records
-
-
 def score_generations(path: Path, settings: EvalSettings | dict[str, Any], out: Path) -> dict[str, Any]:
     """QA metrics of another tool's generations (:func:`read_generations`): the same token P/R/F1, exact match,
     ROUGE-L and BERTScore as the stage, written to ``out/metrics.json`` and ``out/item_metrics.parquet``.
@@ -259,20 +267,59 @@ def score_generations(path: Path, settings: EvalSettings | dict[str, Any], out: 
     Only ``bertscore``, ``bootstrap`` and ``seed`` of ``settings`` apply (nothing is generated). Returns the
     metrics as written.
     """
-    import pandas as pd
-
     settings = validate_settings(EvalSettings, settings, "evaluation")
     path, out = Path(path), Path(out)
-    records = read_generations(path)
+    return _score_free_text(read_generations(path), settings, out, {"generations": str(path), "mode": "generate"})
+
+
+def _score_free_text(records: list[dict[str, Any]], settings: EvalSettings, out: Path,
+                     run: dict[str, Any]) -> dict[str, Any]:
+    import pandas as pd
+
     items = [QAItem(id=r["id"], question=r["prompt"], answer=r["reference"], source="generations", split="test")
              for r in records]
     frame = pd.DataFrame({"id": [r["id"] for r in records], "mode": "generate",
                           "generated": pd.Series([r["prediction"] for r in records], dtype=object)})
     scores = qa_item_scores(frame, items, settings.bertscore)
     metrics = compute_metrics(frame, items, n_boot=settings.bootstrap, seed=settings.seed, item_scores=scores)
-    metrics["run"] = {"generations": str(path), "mode": "generate"}
+    metrics["run"] = run
     metrics = json.loads(json.dumps(metrics, default=str))
     write_item_metrics(scores, out / ITEM_METRICS)
+    write_json_atomic(out / "metrics.json", metrics)
+    return metrics
+
+
+PREDICTIONS_NORM = "predictions_norm.parquet"
+
+
+def score_file(path: Path, settings: EvalSettings | dict[str, Any], out: Path, *, format: str = "auto",
+               fields: dict[str, str] | None = None, lm_eval_filter: str | None = None) -> dict[str, Any]:
+    """Score a prediction file of medtune or another tool (:mod:`medtune.foreign_predictions`) into ``out``.
+
+    Free text (medtune generations, LLaMA-Factory, an lm-eval ``generate_until`` log): as
+    :func:`score_generations`, ``metrics.json`` + ``item_metrics.parquet``. MCQ (letters, an lm-eval
+    ``multiple_choice`` log): ``predictions.parquet`` in the scorer's columns and ``metrics.json`` (accuracy with
+    CI, ...), so ``medtune evaluate compare`` and :mod:`medtune.stats` take runs made elsewhere; an lm-eval log
+    also gets ``predictions_norm.parquet`` (lm-eval's ``acc_norm``: predicted by ``scores_norm``) and
+    ``accuracy_norm`` in ``metrics.json``. Returns the metrics as written.
+    """
+    from medtune.scoring.store import write_predictions
+
+    settings = validate_settings(EvalSettings, settings, "evaluation")
+    path, out = Path(path), Path(out)
+    read = read_foreign_predictions(path, format=format, fields=fields, lm_eval_filter=lm_eval_filter)
+    run = {"file": str(path), **read.source}
+    if read.kind == "qa":
+        return _score_free_text(read.generations, settings, out, {"generations": str(path), **run, "mode": "generate"})
+    assert read.predictions is not None
+    metrics = compute_metrics(read.predictions, read.items, n_boot=settings.bootstrap, seed=settings.seed)
+    if read.predictions_norm is not None:
+        norm = compute_metrics(read.predictions_norm, read.items, n_boot=settings.bootstrap, seed=settings.seed)
+        metrics["accuracy_norm"] = norm["accuracy"]
+        write_predictions(read.predictions_norm, out / PREDICTIONS_NORM)
+    metrics["run"] = {**run, "mode": metrics["mode"]}
+    metrics = json.loads(json.dumps(metrics, default=str))
+    write_predictions(read.predictions, out / "predictions.parquet")
     write_json_atomic(out / "metrics.json", metrics)
     return metrics
 

@@ -3,7 +3,9 @@
 The model is a training run folder (its adapter applied to its base, or its full model), a model folder,
 ``smollm2`` or a ``.gguf`` file (:func:`medtune.models.resolve_model`). The question is rendered with the same
 prompt templates training and scoring use (:mod:`medtune.prompts`): as a multiple-choice prompt when options are
-given, otherwise as the free-text QA prompt.
+given, otherwise as the free-text QA prompt. Under chat the prompt's ids are those of
+:func:`medtune.chat_format.prompt_token_ids`, the ones training and scoring use; a run folder is asked as it
+was trained (its recorded chat format) unless told otherwise.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ from __future__ import annotations
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medtune.errors import InputError
+
+if TYPE_CHECKING:
+    from medtune.chat_format import ChatFormat
 
 
 def load_for_generation(spec: str) -> Any:
@@ -28,7 +33,29 @@ def load_for_generation(spec: str) -> Any:
     return resolve_model(spec)
 
 
-def build_prompt(question: str, options: list[str] | None, template: str, tokenizer: Any, chat: bool) -> str:
+def resolve_generation_chat(spec: str, tokenizer: Any, chat: bool | None, system_prompt: str | None = None
+                            ) -> ChatFormat | None:
+    """The chat format ``generate`` asks in: ``chat`` when given; otherwise a run folder's recorded one, and for a
+    model the ``auto`` rule of :mod:`medtune.chat_format`. ``system_prompt`` (when given) replaces the run's."""
+    from medtune.chat_format import chat_format, known_model_names, resolve_chat
+    from medtune.run_record import read_config_json
+
+    path = Path(spec)
+    recorded = (read_config_json(path) or {}).get("chat") if (path / "train_log.jsonl").exists() else None
+    if chat is None and isinstance(recorded, dict):
+        enabled = bool(recorded.get("enabled"))
+        if enabled:
+            resolve_chat(True, tokenizer, [spec], where="--chat")
+        return chat_format(enabled, system_prompt if system_prompt is not None else recorded.get("system_prompt"))
+    choice = "auto" if chat is None else chat
+    enabled = resolve_chat(choice, tokenizer, known_model_names(tokenizer, spec), where="--chat")
+    return chat_format(enabled, system_prompt)
+
+
+def build_prompt(question: str, options: list[str] | None, template: str, tokenizer: Any,
+                 chat: bool | ChatFormat | None) -> str:
+    """The question's prompt: a :class:`~medtune.chat_format.ChatPrompt` under ``chat`` (``True``: no system prompt)."""
+    from medtune.chat_format import ChatFormat, as_prompt
     from medtune.prompts import mcq_prompt, qa_prompt
     from medtune.schema import MCQItem, QAItem
 
@@ -39,12 +66,11 @@ def build_prompt(question: str, options: list[str] | None, template: str, tokeni
                           template)
     else:
         text = qa_prompt(QAItem(id="q", question=question, answer="-", source="cli", split="cli"))
-    if chat:
-        if not getattr(tokenizer, "chat_template", None):
-            raise InputError("--chat: this model's tokenizer has no chat template")
-        text = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                             add_generation_prompt=True)
-    return text
+    if chat is None or chat is False:
+        return text
+    if not getattr(tokenizer, "chat_template", None):
+        raise InputError("--chat: this model's tokenizer has no chat template")
+    return as_prompt(text, chat if isinstance(chat, ChatFormat) else ChatFormat())
 
 
 def stream_answer(loaded: Any, prompt: str, *, max_new_tokens: int = 128, temperature: float = 0.0,
@@ -53,9 +79,13 @@ def stream_answer(loaded: Any, prompt: str, *, max_new_tokens: int = 128, temper
     import torch
     from transformers import TextIteratorStreamer
 
+    from medtune.chat_format import prompt_token_ids
+
     out = out or sys.stdout
     tok, model = loaded.tokenizer, loaded.model
-    inputs = tok(prompt, return_tensors="pt")
+    # A chat prompt as its template's ids (special tokens from the template only), else with the tokenizer's own.
+    ids = torch.tensor([prompt_token_ids(tok, prompt)], device=next(model.parameters()).device)
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
     kwargs = {**inputs, "max_new_tokens": max_new_tokens, "streamer": streamer,
               "pad_token_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,

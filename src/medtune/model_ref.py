@@ -11,7 +11,7 @@ training, only the settings schema and the method registry are imported, to say 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,8 +58,11 @@ def _trained_quantization(method: str | None) -> str | None:
 class ModelRef:
     """The weights to score: a base ``spec`` alone, with an ``adapter``, or a fine-tuned full model (``model_dir``).
 
-    ``method``, ``train_dtype`` and ``train_template`` record how it was trained; ``base_quantization`` is how
-    the base was loaded to train (``None`` with a ``method``: looked up in the method registry).
+    ``method``, ``train_dtype``, ``train_template`` and ``train_chat`` record how it was trained (``train_chat``: the
+    run record's ``chat``: ``{"enabled", "system_prompt", "template_sha256"}``, see
+    :func:`medtune.chat_format.chat_record`);
+    ``base_quantization`` is how the base was loaded to train (``None`` with a ``method``: looked up in the method
+    registry).
     """
 
     spec: str
@@ -69,6 +72,7 @@ class ModelRef:
     train_dtype: str | None = None
     base_quantization: str | None = None
     train_template: str | None = None
+    train_chat: dict[str, Any] | None = field(default=None, hash=False)
 
     @property
     def weights(self) -> str:
@@ -109,7 +113,10 @@ class ModelRef:
             raise InputError(f"the run has no {spec.output_name}/ (did training finish?)", file=run_dir)
         # The precision the run really computed in (recorded since runs resolve ``auto``), else what it asked for.
         trained_in = (meta.get("precision") or {}).get("dtype") or train.get("dtype")
-        common = {"method": spec.name, "train_dtype": trained_in, "train_template": train.get("template")}
+        # The chat format the run trained with (recorded since training resolves ``chat: auto``), else its setting.
+        chat = meta.get("chat") if isinstance(meta.get("chat"), dict) else _chat_from_settings(train)
+        common = {"method": spec.name, "train_dtype": trained_in, "train_template": train.get("template"),
+                  "train_chat": chat}
         if not spec.is_adapter:
             return cls(spec=str(weights), model_dir=weights, **common)
         base = run_dir / "base"
@@ -126,6 +133,16 @@ class ModelRef:
         return {"model": self.spec, "adapter": str(self.adapter) if self.adapter else None,
                 "model_dir": str(self.model_dir) if self.model_dir else None, "method": self.method,
                 "train_dtype": self.train_dtype}
+
+
+def _chat_from_settings(train: dict[str, Any]) -> dict[str, Any] | None:
+    """A run record without ``chat`` (written before training resolved it): its explicit setting, else unknown."""
+    choice = train.get("chat")
+    if isinstance(choice, bool):
+        return {"enabled": choice, "system_prompt": train.get("system_prompt"), "template_sha256": None}
+    if "chat" not in train:  # runs of earlier versions never used a chat template
+        return {"enabled": False, "system_prompt": None, "template_sha256": None}
+    return None
 
 
 def as_model_ref(model: ModelRef | str | Path) -> ModelRef:

@@ -294,6 +294,14 @@ def items_to_hf_dataset(items: Sequence[Item]):  # -> datasets.Dataset
     return datasets.Dataset(items_to_table(items))
 
 
+def item_source(item: Any) -> str | None:
+    """The source an item counts under when sources are compared (blocks by source, accuracy per source): the
+    part of a mixture it was drawn from (``meta.source``, see :mod:`medtune.data.mix`), else its own ``source``."""
+    meta = getattr(item, "meta", None) or {}
+    value = meta.get("source") if isinstance(meta, dict) else None
+    return str(value) if value is not None else getattr(item, "source", None)
+
+
 def items_kind(items: Iterable[Item]) -> ItemKind | None:
     kinds = {it.kind for it in items}
     return kinds.pop() if len(kinds) == 1 else None

@@ -493,10 +493,35 @@ def _usmle_cases() -> list[BadCase]:
     ]
 
 
+def _instruct_cases() -> list[BadCase]:
+    """alpaca, chat and preference files (JSON arrays, JSON lines, Parquet for pairs)."""
+    alpaca = {"instruction": "Name the drug.", "input": "", "output": "Zorafen."}
+    chat = {"messages": [{"role": "user", "content": "Which drug?"}, {"role": "assistant", "content": "Zorafen."}]}
+    pair = {"prompt": "Which drug?", "chosen": "Zorafen.", "rejected": "Quilmab."}
+    return [
+        BadCase("alpaca", "output missing", _json_of("meadow.json", [alpaca, {"instruction": "Name it."}]),
+                "missing", "record 2", "output"),
+        BadCase("alpaca", "truncated line", _jsonl_of("meadow.jsonl", [alpaca], tail=b'{"instruction": "Na'),
+                "invalid JSON", "line 2"),
+        BadCase("alpaca", "not an object", _json_of("meadow.json", [alpaca, "Name the drug."]),
+                "expected a JSON object", "record 2"),
+        BadCase("chat", "ends with the user", _jsonl_of("chat.jsonl", [chat, {"messages": chat["messages"][:1]}]),
+                "must end with the assistant's answer", "line 2", "messages.0"),
+        BadCase("chat", "sharegpt unknown speaker",
+                _json_of("sharegpt.json", [{"conversations": [{"from": "patient", "value": "Hi"},
+                                                              {"from": "gpt", "value": "Hello"}]}]),
+                "unknown role 'patient'", "record 1", "conversations.0.from"),
+        BadCase("preference", "rejected missing", _jsonl_of("pairs.jsonl", [pair, {**pair, "rejected": None}]),
+                "missing", "line 2", "rejected"),
+        BadCase("preference", "same answers", _json_of("pairs.json", [{**pair, "rejected": "Zorafen."}]),
+                "the chosen and the rejected answer are the same", "record 1", "rejected"),
+    ]
+
+
 def loader_cases() -> list[BadCase]:
     """The whole corpus of bad inputs for ``medtune data load``."""
     return [*_medqa_cases(), *_medmcqa_cases(), *_lek_cases(), *_mmlu_cases(), *_pubmedqa_cases(),
-            *_medquad_cases(), *_tabular_cases(), *_usmle_cases()]
+            *_medquad_cases(), *_tabular_cases(), *_usmle_cases(), *_instruct_cases()]
 
 
 # items.parquet as read by medtune.schema.read_items (written here with pyarrow, never by write_items)

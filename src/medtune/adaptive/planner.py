@@ -57,6 +57,7 @@ class AdaptivePlanner:
         self.strategy, self.every, self.items, self.pool = strategy, every, items, list(pool)
         self.total, self.gb, self.run_seed = total_steps, global_batch, run_seed
         self.target, self.template, self.score_batch = target, template, score_batch
+        self.chat: Any = None  # the run's chat format (medtune.chat_format), set by the training loop
         self.anchors, self.anchor_b, self.anchor_mode = list(anchors), [float(b) for b in anchor_b], anchor_mode
         self.anchor_a = None if anchor_a is None else [float(a) for a in anchor_a]
         default_sd = float(getattr(strategy.options, "prior_sd", 1.0))
@@ -167,7 +168,7 @@ class AdaptivePlanner:
         items = [self.items[self.pool[i]] for i in rescored]
         if "theta" in needs:
             correct = sc.anchor_answers(backend, self.anchors, mode=self.anchor_mode, template=self.template,
-                                        batch=self.score_batch)
+                                        batch=self.score_batch, chat=self.chat)
             theta, se = estimate_theta(correct, self.anchor_b, self.theta_prior["sd"], a=self.anchor_a,
                                        prior_mean=self.theta_prior["mean"])
             anchors = {"ids": [it.id for it in self.anchors], "correct": correct, "b": list(self.anchor_b),
@@ -175,10 +176,10 @@ class AdaptivePlanner:
         fresh: dict[str, list[float]] = {}
         if "loss" in needs or "ref_loss" in needs:
             fresh["loss"] = sc.item_losses(backend, items, target=self.target, template=self.template,
-                                           batch=self.score_batch)
+                                           batch=self.score_batch, chat=self.chat)
         if "p" in needs:
             fresh["p"] = sc.answer_probabilities(backend, items, target=self.target, template=self.template,
-                                                 batch=self.score_batch)
+                                                 batch=self.score_batch, chat=self.chat)
         for name, values in fresh.items():
             column = self.latest.setdefault(name, [math.nan] * len(self.pool))
             for i, v in zip(rescored, values, strict=True):

@@ -57,6 +57,7 @@ class AnchorCheck:
     anchors_trained: int = 0
     path: Path | None = None
     key: str = "anchor_eval"  # where describe() goes in config.json (the loop's StepHook protocol)
+    chat: Any = None  # the run's chat format (medtune.chat_format), set by the training loop
 
     @classmethod
     def from_config(cls, config: Any, *, training_ids: set[str] | None = None) -> AnchorCheck | None:
@@ -117,7 +118,7 @@ class AnchorCheck:
         t0 = time.perf_counter()
         with _untouched(model), torch.inference_mode():
             answers = anchor_answers(backend_for(model, tokenizer), self.items, mode=self.mode,
-                                     template=self.template, batch=SCORE_BATCH)
+                                     template=self.template, batch=SCORE_BATCH, chat=self.chat)
         score_s = time.perf_counter() - t0
         correct = {it.id: a for it, a in zip(self.items, answers, strict=True)}
         results = estimate_all(self.anchor_set, correct, n_boot=N_BOOT, seed=self.seed)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -21,6 +22,7 @@ from medtune.data import DataSettings, available_loaders, get_loader, load_data
 from medtune.data.describe import summary_tables
 from medtune.data.prepare import PrepareSettings, leakage_report, run_prepare
 from medtune.data.stage import write_data
+from medtune.errors import ConfigError
 from medtune.io import check_file_output, write_json_atomic
 from medtune.schema import Item, read_items
 from medtune.settings import validate_settings
@@ -113,7 +115,7 @@ def _loader_options(source: str, split: str | None, seed: int | None, option: li
 
 
 @data_app.command("load")
-@with_settings(DataSettings, exclude=("name", "source", "path", "split", "options"))
+@with_settings(DataSettings, exclude=("name", "source", "path", "split", "options", "mix", "seed", "replace", "total"))
 def load_cmd(
     source: Annotated[str, typer.Argument(help="Registered source name (see `medtune data sources`).")],
     path: Annotated[Path | None, typer.Argument(help="File or folder to read (none for synthetic).")] = None,
@@ -239,6 +241,39 @@ def leakage_cmd(
         write_json_atomic(json_out, {"train": str(train), "test": str(test), **d})
     if fail_on_leak and rep.pairs:
         raise typer.Exit(1)
+
+
+@data_app.command("mix")
+def mix_cmd(
+    parts: Annotated[list[str], typer.Argument(help="Items files with a share or a count: PATH:SHARE (a.parquet:0.5), "
+                                               "PATH:COUNT (a.parquet:300) or NAME=PATH:... (NAME is the part's "
+                                               "label in meta.source; default: the file's stem).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Mixed items Parquet file to write.")],
+    seed: Annotated[int, typer.Option(help="Seed of the draw.", callback=bounded(**SEED))] = 0,
+    replace: Annotated[bool, typer.Option("--replace", help="Draw with replacement (an item drawn again gets the "
+                                          "id ID#2, ...).")] = False,
+    total: Annotated[int | None, typer.Option(help="Items in the mix (default: as many as the share parts allow "
+                                              "without replacement, plus the counts).",
+                                              callback=bounded(**COUNT))] = None,
+    split: Annotated[str | None, typer.Option(help="Split taken from each file (default: train when a file holds "
+                                              "several, else all of it).")] = None,
+) -> None:
+    """Mix items files by share or count into one items file (seeded, exact counts; see medtune.data.mix)."""
+    from medtune.data.mix import MixSettings, mix_files, parse_part
+    from medtune.data.stage import LoadedData, mix_metadata
+
+    check_file_output(output, "-o")
+    try:
+        settings = MixSettings(parts=[parse_part(p) for p in parts], seed=seed, replace=replace, total=total,
+                               split=split)
+    except ValidationError as exc:  # the rules of the whole mix: labels, the sum of the shares
+        raise ConfigError(exc.errors()[0]["msg"].removeprefix("Value error, ").removeprefix("parts: ")) from None
+    mixed = mix_files(settings)
+    write_data(LoadedData(mixed.items, textbook=mixed.textbook, n_loaded=len(mixed.items),
+                          metadata=mix_metadata(mixed)), output)
+    drawn = ", ".join(f"{label}={n}" for label, n in mixed.counts.items())
+    console.print(escape(f"wrote {len(mixed.items)} items to {output} ({drawn}; seed {seed}"
+                         f"{', with replacement' if replace else ''})"), soft_wrap=True)
 
 
 def register_data_commands(app: typer.Typer) -> None:

@@ -10,8 +10,9 @@ RUN_DIR`` says, for a grid run, the smallest gain over the baseline its seeds ca
 named gain needs (:func:`medtune.report.inference.power_table`). Scoring streams to ``OUT_DIR``
 so an interrupted run resumes. Free-text items (QAItem, e.g. MedQuAD) are evaluated in generate mode with token
 P/R/F1, ROUGE-L and BERTScore (``--bertscore-model``, ``--bertscore-layer``, ``--no-bertscore``), per item in
-``OUT_DIR/item_metrics.parquet``; ``medtune evaluate score-file GENERATIONS.jsonl -o OUT_DIR`` computes the same
-for another tool's generations (:func:`medtune.evaluation_stage.score_generations`). ``medtune evaluate run
+``OUT_DIR/item_metrics.parquet``; ``medtune evaluate score-file FILE -o OUT_DIR`` computes the same
+for another tool's generations, and accuracy with a ``predictions.parquet`` for its MCQ answers
+(:func:`medtune.evaluation_stage.score_file`: LLaMA-Factory, lm-eval samples logs, MCQ letters). ``medtune evaluate run
 ... --anchors anchors.json`` scores only the anchor items and estimates the full-test accuracy
 (:mod:`medtune.anchors`; ``medtune evaluate anchors choose`` makes the file).
 """
@@ -33,7 +34,8 @@ from medtune.cli.anchors import anchors_app, print_estimates
 from medtune.cli.options import bounded, schema_bounded, with_settings
 from medtune.errors import ConfigError, InputError
 from medtune.evaluation import DEFAULT_N_BOOT, compare_predictions, compute_metrics, read_predictions
-from medtune.evaluation_stage import EvalSettings, ModelRef, score_generations
+from medtune.evaluation_stage import PREDICTIONS_NORM, EvalSettings, ModelRef, score_file
+from medtune.foreign_predictions import FORMATS, parse_fields
 from medtune.io import check_file_output, check_folder_output, write_json_atomic
 from medtune.schema import read_items
 from medtune.settings import validate_settings
@@ -243,17 +245,32 @@ def metrics_cmd(
 
 @evaluate_app.command("score-file")
 def score_file_cmd(
-    generations: Annotated[Path, typer.Argument(metavar="GENERATIONS", help="JSON lines: prompt, reference, "
-                                                "prediction (text or null) and an optional id per line.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (metrics.json, "
-                                         "item_metrics.parquet).")],
+    generations: Annotated[Path, typer.Argument(metavar="FILE", help="Predictions of medtune or another tool, JSON "
+                                                "lines: medtune generations (prompt, reference, prediction), "
+                                                "LLaMA-Factory's generated_predictions.jsonl, an lm-eval "
+                                                "--log_samples file, or MCQ letters (id, answer, pred).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (metrics.json; free text: "
+                                         "item_metrics.parquet; MCQ: predictions.parquet).")],
+    file_format: Annotated[str, typer.Option("--format", help="auto (from the field names), medtune, llamafactory, "
+                                             "lm-eval or mcq.")] = "auto",
+    fields: Annotated[str | None, typer.Option("--fields", help="The file's field per role: "
+                                               "prompt=…,reference=…,prediction=… (free text) or answer=…,pred=… "
+                                               "(MCQ letters), and id=…; dotted paths reach nested fields "
+                                               "(id=doc.qid).", show_default=False)] = None,
+    lm_eval_filter: Annotated[str | None, typer.Option("--filter", help="lm-eval samples logs: the filter to "
+                                                       "read when the file holds several.", show_default=False)]
+    = None,
     n_boot: NBootOpt = DEFAULT_N_BOOT,
     seed: SeedOpt = 0,
     bertscore_model: BertModelOpt = None,
     bertscore_layer: BertLayerOpt = None,
     bertscore: BertOnOpt = None,
 ) -> None:
-    """Score another tool's free-text generations: token P/R/F1, exact match, ROUGE-L and BERTScore."""
+    """Score another tool's predictions: free text gets token P/R/F1, exact match, ROUGE-L and BERTScore; MCQ
+    (letters, lm-eval multiple choice) a predictions.parquet and accuracy with CI, for `evaluate compare`."""
+    if file_format not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got '{file_format}'")
+    mapping = parse_fields(fields)
     given: dict[str, Any] = {"bootstrap": n_boot, "seed": seed}
     bert = bertscore_given(bertscore_model, bertscore_layer, bertscore)
     if bert is not None:
@@ -261,10 +278,15 @@ def score_file_cmd(
     from medtune.io import atomic_folder
 
     settings = validate_settings(EvalSettings, given, "options")
-    with atomic_folder(output, "-o", owns=("item_metrics.parquet", "metrics.json")) as tmp:  # a failure writes neither
-        metrics = score_generations(generations, settings, tmp)
+    owns = ("item_metrics.parquet", PREDICTIONS_NORM, "predictions.parquet", "metrics.json")
+    with atomic_folder(output, "-o", owns=owns) as tmp:  # a failure writes none of them
+        metrics = score_file(generations, settings, tmp, format=file_format, fields=mapping,
+                             lm_eval_filter=lm_eval_filter)
+        written = [name for name in owns if (tmp / name).exists()]
     print_metrics(metrics)
-    console.print(f"wrote {output / 'metrics.json'} and {output / 'item_metrics.parquet'}")
+    if "accuracy_norm" in metrics:
+        console.print(f"accuracy_norm (lm-eval's acc_norm) [95% CI]: {_fmt_ci(metrics['accuracy_norm'])}")
+    console.print("wrote " + " and ".join(str(output / name) for name in written))
 
 
 @evaluate_app.command("compare")

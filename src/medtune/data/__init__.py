@@ -9,11 +9,13 @@ from medtune.data.registry import LoadResult, OnError, available_loaders, get_lo
 
 # Import loader modules for their registration side effect.
 from medtune.data import (  # noqa: F401  isort: skip
+    instruct,
     lek,
     medmcqa,
     medqa,
     medquad,
     mmlu,
+    preference,
     pubmedqa,
     synthetic,
     synthetic_qa,

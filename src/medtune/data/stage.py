@@ -8,13 +8,15 @@ load with the registered loader, keep the split, keep the portion, keep the firs
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from medtune.data.mix import MIX_METADATA_KEY, MixPartSettings, MixResult, MixSettings, mix_files
 from medtune.data.parsing import SPLIT_WORDS
 from medtune.data.registry import get_loader, load
 from medtune.errors import ConfigError, InputError
@@ -51,6 +53,42 @@ class DataSettings(Settings):
     options: dict[str, Any] = Field(default_factory=dict, description="keyword options of the loader")
     on_error: Literal["raise", "skip"] = Field(
         "raise", description="raise: stop at the first bad record; skip: skip bad records and report each")
+    mix: list[MixPartSettings] | None = Field(
+        None, description="a mixture instead of a loader: items files each with a `share` or a `count` "
+        "(medtune.data.mix; the source is then `mix`)")
+    seed: int | None = Field(None, ge=0, description="with `mix`: the seed of the draw (default 0)")
+    replace: bool | None = Field(None, description="with `mix`: draw with replacement")
+    total: int | None = Field(None, ge=1, description="with `mix`: items in the mix (default: as many as the "
+                              "share parts allow without replacement, plus the counts)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mix_is_its_source(cls, data: Any) -> Any:
+        # A data set given by `mix:` needs no `source:`; it is the 'mix' source.
+        if isinstance(data, dict) and data.get("mix") is not None and "source" not in data:
+            return {**data, "source": "mix"}
+        return data
+
+    @model_validator(mode="after")
+    def _mix_settings(self) -> DataSettings:
+        if self.mix is None:
+            if self.source == "mix":
+                raise ValueError("mix: the source 'mix' needs a `mix:` list of items files with shares or counts")
+            given = [k for k in ("seed", "replace", "total") if getattr(self, k) is not None]
+            if given:
+                raise ValueError(f"{given[0]}: only a data set with `mix:` takes it")
+            return self
+        if self.source != "mix":
+            raise ValueError(f"mix: a data set is a mix or reads source '{self.source}', not both")
+        if self.path is not None or self.options:
+            raise ValueError(f"{'path' if self.path is not None else 'options'}: a mix reads the items files of "
+                             "its `mix:` list")
+        try:
+            self.mix_settings()  # the rules of the whole mix (labels, shares)
+        except ValidationError as exc:
+            msg = exc.errors()[0]["msg"].removeprefix("Value error, ").removeprefix("parts: ")
+            raise ValueError(f"mix: {msg}") from None
+        return self
 
     @field_validator("portion")
     @classmethod
@@ -98,13 +136,23 @@ class DataSettings(Settings):
         return v
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings as stored and hashed; without cross-validation the fold fields are left out, so a data
-        set's key is the one it had before folds existed."""
+        """The settings as stored and hashed; without cross-validation the fold fields are left out, and without a
+        mix the mix fields, so a data set's key is the one it had before folds and mixes existed."""
         d = super().to_dict()
         if self.folds is None:
             for key in ("folds", "fold", "fold_part"):
                 d.pop(key, None)
+        if self.mix is None:
+            for key in ("mix", "seed", "replace", "total"):
+                d.pop(key, None)
         return d
+
+    def mix_settings(self) -> MixSettings:
+        """The mixture this data set draws (its `mix:` parts, seed, replacement, total and split)."""
+        if self.mix is None:
+            raise ConfigError(f"data set '{self.label}' is not a mix")
+        return MixSettings(parts=self.mix, seed=self.seed or 0, replace=bool(self.replace), total=self.total,
+                           split=self.split)
 
     @property
     def label(self) -> str:
@@ -152,6 +200,8 @@ class LoadedData:
     textbook: list[str] | None = None
     n_loaded: int = 0
     facts: FactSheet | None = None
+    # Parquet schema metadata written with the items (key → JSON text), e.g. a mixture's provenance.
+    metadata: dict[str, str] = field(default_factory=dict)
 
     def splits(self) -> dict[str, int]:
         """Items per split, train first and test last (the order a reader expects), others by name."""
@@ -178,6 +228,8 @@ def load_data(settings: DataSettings, *, root: Path | None = None) -> LoadedData
     ``root``: the folder a relative ``path`` is relative to (a grid config's folder); default: the working
     directory.
     """
+    if settings.mix is not None:
+        return _load_mix(settings, root)
     path = _resolve(settings.path, root)
     result = load(settings.source, path, on_error=settings.on_error, **settings.options)
     items = select_items(result.items, settings)
@@ -197,6 +249,21 @@ def load_data(settings: DataSettings, *, root: Path | None = None) -> LoadedData
                       len(result.items), result.extras.get("facts"))
 
 
+def _load_mix(settings: DataSettings, root: Path | None) -> LoadedData:
+    """A mixing data set: the mixture of its parts (:func:`medtune.data.mix.mix_files`), then the portion, fold
+    and limit like any data set (its split is the one each part gave)."""
+    mixed = mix_files(settings.mix_settings(), root=root)
+    items = select_items(mixed.items, settings.model_copy(update={"split": None}))
+    if not items:
+        raise InputError(f"data set '{settings.label}' keeps no items of its mix ({len(mixed.items)} mixed)")
+    return LoadedData(items, textbook=mixed.textbook, n_loaded=len(mixed.items), metadata=mix_metadata(mixed))
+
+
+def mix_metadata(mixed: MixResult) -> dict[str, str]:
+    """The Parquet metadata a mixed items file records: its provenance (parts, shares, counts, seed)."""
+    return {MIX_METADATA_KEY: json.dumps(mixed.provenance, sort_keys=True)}
+
+
 def write_data(data: LoadedData, items_path: Path) -> dict[str, Any]:
     """Write the items (and the textbook and fact sheet beside them, when there are) as one set; returns
     :meth:`LoadedData.summary`.
@@ -206,8 +273,6 @@ def write_data(data: LoadedData, items_path: Path) -> dict[str, Any]:
     then. So a kill at any point leaves the old set or the new one, and :func:`~medtune.textbook.read_textbook` /
     :func:`~medtune.factsheet.read_factsheet` never read a side file with items it does not belong to.
     """
-    import json
-
     import pyarrow.parquet as pq
 
     from medtune.io import SIDE_RECORD_KEY, atomic_file_set, sha256_file
@@ -226,7 +291,8 @@ def write_data(data: LoadedData, items_path: Path) -> dict[str, Any]:
         if data.facts is not None:
             write_factsheet_file(side_tmps[FACTS_SUFFIX], data.facts)
         record = {key: sha256_file(tmp) if tmp.exists() else None for key, tmp in side_tmps.items()}
-        metadata = {**(table.schema.metadata or {}), SIDE_RECORD_KEY: json.dumps(record).encode()}
+        metadata = {**(table.schema.metadata or {}), **{k.encode(): v.encode() for k, v in data.metadata.items()},
+                    SIDE_RECORD_KEY: json.dumps(record).encode()}
         pq.write_table(table.replace_schema_metadata(metadata), items_tmp)
     return data.summary()
 
@@ -240,5 +306,5 @@ def run_data(settings: DataSettings, out: Path, *, root: Path | None = None) -> 
     return write_data(load_data(settings, root=root), out / ITEMS_FILE)
 
 
-__all__ = ["ITEMS_FILE", "DataSettings", "LoadedData", "id_fraction", "load_data", "run_data", "select_items",
-           "write_data"]
+__all__ = ["ITEMS_FILE", "DataSettings", "LoadedData", "id_fraction", "load_data", "mix_metadata", "run_data",
+           "select_items", "write_data"]

@@ -60,15 +60,24 @@ class GridView:
 
         path = self.input_path(ds.path)
         key = json.dumps([ds.source, str(path), ds.options, ds.on_error], sort_keys=True, default=str)
+        if ds.mix is not None:  # a mixture: what the data stage mixes, its parts' paths resolved as the stage does
+            ds = ds.model_copy(update={"mix": [p.model_copy(update={"items": str(self.input_path(p.items))})
+                                               for p in ds.mix]})
+            key = json.dumps(ds.to_dict(), sort_keys=True, default=str)
         if key not in self._raw:
             try:
-                self._raw[key] = load(ds.source, path, on_error=ds.on_error, **ds.options).items
+                if ds.mix is not None:
+                    from medtune.data.mix import mix_files
+
+                    self._raw[key] = mix_files(ds.mix_settings()).items
+                else:
+                    self._raw[key] = load(ds.source, path, on_error=ds.on_error, **ds.options).items
             except MedtuneError as exc:
                 self._raw[key] = exc
         loaded = self._raw[key]
         if isinstance(loaded, MedtuneError):
             raise loaded
-        items = select_items(list(loaded), ds)
+        items = select_items(list(loaded), ds.model_copy(update={"split": None}) if ds.mix is not None else ds)
         if not items:
             raise InputError(f"data set '{ds.label}' keeps no items (of {len(loaded)} loaded)", file=path)
         return items
@@ -178,6 +187,21 @@ def missing_inputs(view: GridView) -> list[str]:
             cells = [c for c in view.cells if c.difficulty == source]
             if why and cells:
                 problems.append(f"{describe_cells(cells)}: difficulty source '{source}': `difficulty.{key}` {why}")
+    return problems
+
+
+@register_check
+def mix_parts_present(view: GridView) -> list[str]:
+    """The items files a mixing data set draws from (training or test set) are there."""
+    problems: list[str] = []
+    for what, sets in (("training set", view.cfg.datasets), ("test set", view.cfg.test_sets)):
+        for ds in sets:
+            cells = [c for c in view.cells if c.dataset == ds.label] if what == "training set" \
+                else _tests_of(view, ds.label)
+            for part in ds.mix or []:
+                why = _missing(view.input_path(part.items), part.items)
+                if why and cells:
+                    problems.append(f"{describe_cells(cells)}: {what} '{ds.label}': mix part '{part.label}' {why}")
     return problems
 
 

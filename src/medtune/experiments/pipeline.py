@@ -80,6 +80,10 @@ def data_stage(ctx: Context, ds: GridDataSetSettings) -> Artifact:
     path = ctx.cfg.resolve(ds.path)
     settings = ds.model_copy(update={"path": str(path) if path else None})
     conf = {**settings.to_dict(), "input": _fingerprint(path)}
+    if ds.mix is not None:  # a mixture reads its parts' items files: their paths resolved, their content keyed
+        parts = [p.model_copy(update={"items": str(ctx.cfg.resolve(p.items))}) for p in ds.mix]
+        settings = settings.model_copy(update={"mix": parts})
+        conf = {**settings.to_dict(), "input": [_fingerprint(Path(p.items)) for p in parts]}
 
     def compute(out: Path) -> dict[str, Any]:
         return run_data(settings, out)

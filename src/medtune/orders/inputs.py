@@ -25,9 +25,11 @@ import numpy as np
 from medtune.bucketing import PAPER_THRESHOLDS, Bucketing
 from medtune.errors import ConfigError, InputError
 from medtune.orders.strategies import BUCKETS, OrderItem
+from medtune.schema import item_source
 
 __all__ = ["BUCKETINGS", "PAPER_THRESHOLDS", "Lookup", "bucket_by_thresholds", "bucket_values", "check_ids",
-           "make_bucketing", "order_items", "read_categories_table", "read_difficulty_table", "tercile_thresholds"]
+           "make_bucketing", "order_items", "read_categories_table", "read_difficulty_table",
+           "tercile_thresholds"]
 
 BUCKETINGS: tuple[str, ...] = ("thresholds", "terciles")
 
@@ -199,4 +201,7 @@ def order_items(
     computed = iter(bucket_values(numeric, bucketing or "thresholds", thresholds) if numeric else [])
     buckets = [b if b is not None else (next(computed) if d is not None else None)
                for d, b in zip(diffs, given_buckets, strict=True)]
-    return [OrderItem(it.id, c, d, b) for it, c, d, b in zip(items, cats, diffs, buckets, strict=True)]
+    sources = [item_source(it) for it in items]
+    return [OrderItem(it.id, c, d, b, src)
+            for it, c, d, b, src in zip(items, cats, diffs, buckets, sources, strict=True)]
+

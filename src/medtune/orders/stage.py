@@ -249,8 +249,10 @@ def run_order(
     items_file = None
     if items_name:
         items_file = out / items_name
+        several = len({it.source for it in oitems}) > 1  # a mixture: each item's source too
         write_json_atomic(items_file, [{"id": it.id, "category": it.category, "difficulty": it.difficulty,
-                                        "bucket": it.bucket} for it in oitems], indent=None)
+                                        "bucket": it.bucket, **({"source": it.source} if several else {})}
+                                       for it in oitems], indent=None)
     buckets = Counter(it.bucket for it in oitems if it.bucket is not None)
     return {
         "order": str(order_path),

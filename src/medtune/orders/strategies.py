@@ -21,7 +21,7 @@ import heapq
 import math
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -34,16 +34,19 @@ from medtune.schema import DIFFICULTY_LEVELS
 BUCKETS: tuple[str, ...] = DIFFICULTY_LEVELS  # easiest first: the curriculum order
 _BUCKET_RANK = {b: i for i, b in enumerate(BUCKETS)}
 CATEGORY_ORDERS: tuple[str, ...] = ("seeded", "sorted", "size")  # how blocks of categories are ordered
+GROUPINGS: tuple[str, ...] = ("category", "source")  # what blocked and interleaved orders group items by
 
 
 @dataclass(frozen=True)
 class OrderItem:
-    """What a strategy needs to know about an item: its id, category and difficulty (continuous and bucketed)."""
+    """What a strategy needs to know about an item: its id, category and difficulty (continuous and bucketed),
+    and its source (a mixture's part, ``meta.source``, else the item's own ``source``) for ``by: source``."""
 
     id: str
     category: str | None = None
     difficulty: float | None = None
     bucket: str | None = None
+    source: str | None = None
 
     def __post_init__(self) -> None:
         if self.bucket is not None and self.bucket not in _BUCKET_RANK:
@@ -81,6 +84,7 @@ _NEED_HINT = {
     "category": "give a categories file (medtune categories) or items with a category",
     "bucket": "give a difficulty file (medtune difficulty) or items with human_difficulty",
     "difficulty": "give a difficulty file (medtune difficulty) or items with a numeric human_difficulty",
+    "source": "give items with a source (a mixture's items carry their part in meta.source)",
 }
 
 
@@ -140,6 +144,17 @@ def _ids(items: Sequence[OrderItem]) -> list[str]:
     return [it.id for it in items]
 
 
+def _grouped_by(items: Sequence[OrderItem], by: str, strategy: str) -> list[OrderItem]:
+    """The items as the category strategies see them: with ``by="source"`` each item's source is its group (in
+    place of its category), so the same blocks and rounds are made of sources."""
+    if by == "category":
+        return list(items)
+    if by != "source":
+        raise ConfigError(f"by must be one of {', '.join(GROUPINGS)}, got {by!r}")
+    require(items, strategy, ["source"])
+    return [replace(it, category=it.source) for it in items]
+
+
 def interleave(groups: Sequence[Sequence[str]], k: int | str) -> list[str]:
     """Round-robin over groups: ``k`` chunks per group (chunk r of every group, then chunk r + 1), or
     item by item with ``k="items"``. A group that runs out simply drops out of later rounds."""
@@ -158,8 +173,9 @@ def random_order(items: Sequence[OrderItem], seed: int, *, epoch: int = 0) -> li
     return _shuffled(_ids(_canonical(items)), _rng(seed, "shuffle", epoch))
 
 
-def blocked(items: Sequence[OrderItem], seed: int, *, category_order: str = "seeded", epoch: int = 0) -> list[str]:
-    items = _canonical(items)
+def blocked(items: Sequence[OrderItem], seed: int, *, category_order: str = "seeded", by: str = "category",
+            epoch: int = 0) -> list[str]:
+    items = _grouped_by(_canonical(items), by, "blocked")
     require(items, "blocked", ["category"])
     groups = _by_category(items)
     rng = _rng(seed, "shuffle", epoch)
@@ -167,8 +183,8 @@ def blocked(items: Sequence[OrderItem], seed: int, *, category_order: str = "see
 
 
 def interleaved(items: Sequence[OrderItem], seed: int, *, k: int | str = 3, category_order: str = "seeded",
-                epoch: int = 0, _name: str = "interleaved") -> list[str]:
-    items = _canonical(items)
+                by: str = "category", epoch: int = 0, _name: str = "interleaved") -> list[str]:
+    items = _grouped_by(_canonical(items), by, _name)
     require(items, _name, ["category"])
     groups = _by_category(items)
     rng = _rng(seed, "shuffle", epoch)
@@ -176,8 +192,8 @@ def interleaved(items: Sequence[OrderItem], seed: int, *, k: int | str = 3, cate
 
 
 def interleaved_items(items: Sequence[OrderItem], seed: int, *, category_order: str = "seeded",
-                      epoch: int = 0) -> list[str]:
-    return interleaved(items, seed, k="items", category_order=category_order, epoch=epoch,
+                      by: str = "category", epoch: int = 0) -> list[str]:
+    return interleaved(items, seed, k="items", category_order=category_order, by=by, epoch=epoch,
                        _name="interleaved-items")
 
 
@@ -476,14 +492,24 @@ def _label_segments(attr: str) -> Callable[..., list[dict]]:
     return seg
 
 
+def _group_of(by_id: Mapping[str, OrderItem], opts: Mapping[str, Any]) -> Callable[[str], str]:
+    """An item's group under the ``by`` option: its category, or its source."""
+    attr = opts.get("by", "category")
+    return lambda i: str(getattr(by_id[i], attr))
+
+
+def _blocked_segments(order: Sequence[str], by_id: Mapping[str, OrderItem], opts: Mapping[str, Any]) -> list[dict]:
+    return runs(order, _group_of(by_id, opts))
+
+
 def _pair_segments(order: Sequence[str], by_id: Mapping[str, OrderItem], opts: Mapping[str, Any]) -> list[dict]:
     return runs(order, lambda i: f"{by_id[i].category} / {by_id[i].bucket}")
 
 
 def _interleaved_segments(order: Sequence[str], by_id: Mapping[str, OrderItem], opts: Mapping[str, Any]) -> list[dict]:
     if opts.get("k") == "items":
-        return rounds(order, lambda i: str(by_id[i].category))
-    return runs(order, lambda i: str(by_id[i].category))
+        return rounds(order, _group_of(by_id, opts))
+    return runs(order, _group_of(by_id, opts))
 
 
 _K = OptionSpec(3, parse_k, "chunks per category, emitted round-robin (paper: 3); 'items' = item by item")
@@ -495,6 +521,10 @@ _CATEGORY_ORDER = OptionSpec("seeded", choice("category_order", CATEGORY_ORDERS)
                              "size (most items first, ties by label); sorted and size ignore the seed",
                              omit_default=True)
 _BY_CATEGORY = {"category_order": _CATEGORY_ORDER}
+_GROUP_BY = OptionSpec("category", choice("by", GROUPINGS),
+                       "what makes the blocks: category, or source (a mixture's parts, meta.source; else the "
+                       "items' source); category_order then orders the sources", omit_default=True)
+_BY_GROUP = {**_BY_CATEGORY, "by": _GROUP_BY}
 _PACING_OPTIONS = {
     "schedule": OptionSpec("linear", choice("schedule", ("linear", "root", "step")),
                            "how the eligible pool grows: linear, root (fast early) or step"),
@@ -519,13 +549,14 @@ STRATEGIES: Registry[StrategySpec] = Registry("strategy", hint="a plugin registe
 for _spec in [
         StrategySpec("random", random_order, "uniform random permutation under the seed (the baseline)",
                      segments=lambda o, b, opts: [{"start": 0, "label": "random"}] if o else []),
-        StrategySpec("blocked", blocked, "one category after another (seeded category order), shuffled within",
-                     ("category",), _BY_CATEGORY, segments=_label_segments("category")),
-        StrategySpec("interleaved", interleaved, "categories alternate: k chunks per category emitted round-robin",
-                     ("category",), {"k": _K, **_BY_CATEGORY}, segments=_interleaved_segments),
-        StrategySpec("interleaved-items", interleaved_items, "categories alternate item by item (round-robin)",
-                     ("category",), _BY_CATEGORY,
-                     segments=lambda o, b, opts: rounds(o, lambda i: str(b[i].category))),
+        StrategySpec("blocked", blocked, "one category (or source, by: source) after another (seeded order), "
+                     "shuffled within", ("category",), _BY_GROUP, segments=_blocked_segments),
+        StrategySpec("interleaved", interleaved, "categories (or sources, by: source) alternate: k chunks per "
+                     "category emitted round-robin", ("category",), {"k": _K, **_BY_GROUP},
+                     segments=_interleaved_segments),
+        StrategySpec("interleaved-items", interleaved_items, "categories (or sources, by: source) alternate item "
+                     "by item (round-robin)", ("category",), _BY_GROUP,
+                     segments=lambda o, b, opts: rounds(o, _group_of(b, opts))),
         StrategySpec("curriculum", curriculum, "easy → medium → hard buckets, shuffled within each bucket",
                      ("bucket",), segments=_label_segments("bucket")),
         StrategySpec("curriculum-strict", curriculum_strict,

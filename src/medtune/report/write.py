@@ -21,7 +21,8 @@ Statistics (all from :mod:`medtune.stats` and :mod:`medtune.evaluation`, nothing
 - a forest plot of each strategy's gain, its seed-aware interval and the per-seed gains;
 - human vs LLM (or IRT, file) difficulty: the same paired comparison between difficulty sources;
 - accuracy per human difficulty level and for held-out items (synthetic ``meta.heldout``), where order
-  effects are expected: hard and held-out items need inference and transfer rather than recall.
+  effects are expected: hard and held-out items need inference and transfer rather than recall;
+- accuracy per source where a test set holds several (a mixture's parts, :mod:`~medtune.report.sources`).
 
 The report is written one section at a time, in the order the reader meets them (:func:`write_report`); the
 numbers come from :mod:`~medtune.report.results` (the run's files), :mod:`~medtune.report.tables`,
@@ -83,6 +84,7 @@ SECTIONS = {
     "difficulty-sources": "Human vs LLM difficulty",
     "levels": "Accuracy per difficulty level and on held-out items",
     "steps": "Accuracy per USMLE step",
+    "sources": "Accuracy per source",
     "loss": "Loss curves",
     "orders": "Learning orders",
 }
@@ -177,6 +179,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, n_bo
     _difficulty_sources(w)
     _levels(w)
     _steps(w)
+    _sources(w)
     _loss(w)
     _orders(w)
     _finish(w, summary, gains, methods)
@@ -429,6 +432,21 @@ def _steps(w: _Writer) -> None:
         s.table(steps[["model", "dataset", "method", "test_set", "label", "value", "seeds", "n_items", "accuracy",
                        "ci_low", "ci_high"]].rename(columns={"value": "step"}), pct=("accuracy", "ci_low", "ci_high"))
         w.save_table("steps", steps)
+
+
+def _sources(w: _Writer) -> None:
+    """Accuracy per source (a section only where a test set holds items of several sources: a mixture's)."""
+    from medtune.report.sources import sources_table
+
+    table = sources_table(w.run)
+    if not table.empty:
+        s = w.section("sources")
+        s.text("Accuracy per source of the test items (meta.source: the part of a mixture an item came from, else "
+               "its own source), mean over seeds, with the 95% item bootstrap interval of the seed-averaged "
+               "correctness.")
+        s.table(table[["model", "dataset", "method", "test_set", "label", "source", "seeds", "n_items", "accuracy",
+                       "ci_low", "ci_high"]], pct=("accuracy", "ci_low", "ci_high"))
+        w.save_table("sources", table)
 
 
 def _loss(w: _Writer) -> None:

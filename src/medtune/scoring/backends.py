@@ -41,7 +41,9 @@ class ScoringBackend(Protocol):
     """What :func:`medtune.scoring.score_items` needs from a model.
 
     ``tokenizer`` is the backend's local tokenizer (``None`` for a remote one): with it the scorer batches by
-    exact token counts and can apply a chat template. ``MODES`` maps each supported mode to how the backend
+    exact token counts and can apply a chat template (a prompt that is a :class:`~medtune.chat_format.ChatPrompt` is
+    encoded through :func:`token_cache`, as training encodes it; a remote backend answers one through its chat API
+    when it sets ``chat_api = True``, in generate mode only). ``MODES`` maps each supported mode to how the backend
     computes it (the result must have the meaning of :data:`MODE_MEANINGS`).
     """
 

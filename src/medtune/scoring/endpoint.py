@@ -5,7 +5,10 @@ server returns the log-probability of every prompt token, and the continuation's
 tokens that start at or after the end of the context (by character offset), as lm-evaluation-harness
 does for its ``local-completions`` model. Letter mode scores the continuations " A", " B", ... that way
 (exact, not limited to the server's top-k), option mode the options' texts, generate mode asks for a
-greedy completion.
+greedy completion. Under chat (prompts that are :class:`~medtune.chat_format.ChatPrompt`), generate mode sends the
+conversation's messages to ``/v1/chat/completions``: the server applies the model's own chat template. The chat API
+returns no log-probabilities of a prompt, so letter and option mode under chat are refused before any request
+(:func:`medtune.scoring.engine.score_items`).
 
 Request building and response parsing are pure functions (tested without a network); :class:`Endpoint`
 only adds the HTTP calls. Spec: ``openai:http://HOST:PORT/v1#model-name``; without ``#model-name`` the
@@ -23,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from medtune.chat_format import ChatPrompt
 from medtune.errors import InputError, MedtuneError
 
 
@@ -84,6 +88,21 @@ def parse_generate_response(response: dict[str, Any], n: int) -> list[str]:
     return [str(c.get("text", "")) for c in _choices_in_order(response, n)]
 
 
+def build_chat_request(model: str, messages: Sequence[dict[str, str]], max_tokens: int,
+                       stop: Sequence[str] | None = None) -> dict[str, Any]:
+    """One chat-completions request (greedy) answering a conversation: the server applies the chat template."""
+    req: dict[str, Any] = {"model": model, "messages": list(messages), "max_tokens": max_tokens, "temperature": 0}
+    if stop:
+        req["stop"] = list(stop)
+    return req
+
+
+def parse_chat_response(response: dict[str, Any]) -> str:
+    choices = _choices_in_order(response, 1)
+    message = choices[0].get("message") or {}
+    return str(message.get("content") or "")
+
+
 @dataclass
 class Endpoint:
     """An OpenAI-compatible server as a :class:`~medtune.scoring.backends.ScoringBackend`.
@@ -99,6 +118,7 @@ class Endpoint:
 
     name: ClassVar[str] = "openai"
     tokenizer: ClassVar[Any] = None  # the server tokenizes: batches are sized by characters
+    chat_api: ClassVar[bool] = True  # chat prompts are answered through /chat/completions (generate mode)
     MODES: ClassVar[dict[str, str]] = {
         "letter": "legacy completions with echo + logprobs: the log-probabilities of the prompt tokens that "
                   "start in the continuation ' X' (by character offset), summed (exact, not limited to top-k)",
@@ -149,11 +169,18 @@ class Endpoint:
         return str(listed[0]["id"])
 
     def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
+        if any(isinstance(c, ChatPrompt) for c, _ in pairs):
+            raise InputError("an OpenAI-compatible endpoint gives no log-likelihoods under chat (its chat API "
+                             "returns none for a prompt): use generate mode or chat: false")
         contexts = [c for c, _ in pairs]
         conts = [x for _, x in pairs]
         resp = self.post("completions", build_loglik_request(self.model, contexts, conts))
         return parse_loglik_response(resp, contexts, conts)
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] | None = None) -> list[str]:
+        if any(isinstance(p, ChatPrompt) for p in prompts):
+            return [parse_chat_response(self.post("chat/completions", build_chat_request(
+                self.model, p.messages() if isinstance(p, ChatPrompt) else [{"role": "user", "content": p}],
+                max_new_tokens, stop))) for p in prompts]
         resp = self.post("completions", build_generate_request(self.model, prompts, max_new_tokens, stop))
         return parse_generate_response(resp, len(prompts))

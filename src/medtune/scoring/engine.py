@@ -45,6 +45,7 @@ from typing import Annotated, Any, Literal
 import pandas as pd
 from pydantic import BeforeValidator
 
+from medtune.chat_format import ChatFormat, as_prompt
 from medtune.errors import ConfigError, InputError
 from medtune.prompts import (
     MCQTemplate,
@@ -153,20 +154,24 @@ def _cost(tokenizer: Any, mode: str, prompt: str, shown: Sequence[str]) -> int:
     return len(splits[0][0]) + sum(len(c) for _, c in splits)
 
 
-def _prepare(items, tokenizer, mode: str, tpl: MCQTemplate, seed: int | None, chat: bool) -> list[_Prepared]:
+def question_prompt(item: MCQItem | QAItem, tpl: MCQTemplate | str, permutation: list[int] | None = None,
+                    chat: ChatFormat | None = None) -> str:
+    """The prompt a question is scored on: its template's text, as a :class:`~medtune.chat_format.ChatPrompt` under
+    ``chat`` (every backend then encodes it with the chat template, as training does)."""
+    text = qa_prompt(item) if isinstance(item, QAItem) else mcq_prompt(item, tpl, permutation)
+    return as_prompt(text, chat)
+
+
+def _prepare(items, tokenizer, mode: str, tpl: MCQTemplate, seed: int | None, chat: ChatFormat | None
+             ) -> list[_Prepared]:
     out = []
     for i, item in enumerate(items):
         if isinstance(item, QAItem):
-            prompt, perm, shown = qa_prompt(item), None, []
+            perm, shown = None, []
         else:
             perm = question_permutation(item.id, len(item.options), seed)
             shown, _ = permuted_options(item, perm)
-            prompt = mcq_prompt(item, tpl, perm)
-        if chat:
-            if tokenizer is None:
-                raise InputError("chat=True needs a local tokenizer (its chat template)")
-            prompt = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                                   add_generation_prompt=True)
+        prompt = question_prompt(item, tpl, perm, chat)
         out.append(_Prepared(i, item, perm, shown, prompt, _cost(tokenizer, mode, prompt, shown)))
     return out
 
@@ -230,7 +235,8 @@ class BatchRunner:
 
 
 
-def _check_letters(backend: ScoringBackend, tpl: MCQTemplate, items: Sequence[MCQItem | QAItem]) -> None:
+def _check_letters(backend: ScoringBackend, tpl: MCQTemplate, items: Sequence[MCQItem | QAItem],
+                   chat: ChatFormat | None = None) -> None:
     """Refuse letter mode before any work when a letter is not one token after the answer prefix.
 
     Only a local tokenizer can tell; with several tokens per letter "the letter's probability" would depend on
@@ -239,7 +245,7 @@ def _check_letters(backend: ScoringBackend, tpl: MCQTemplate, items: Sequence[MC
     if backend.tokenizer is None:
         return
     for n in sorted({len(it.options) for it in items if isinstance(it, MCQItem)}):
-        letter_token_ids(backend.tokenizer, tpl.answer_prefix, letters_for(n))
+        letter_token_ids(backend.tokenizer, tpl.answer_prefix, letters_for(n), chat)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -344,6 +350,22 @@ def _lower(backend: Any, batch: Sequence[_Prepared], budget: int) -> int:
     return lowered
 
 
+def _chat_for(backend: ScoringBackend, chat: bool | ChatFormat | None, mode: str) -> ChatFormat | None:
+    """The chat format scoring uses (``None``: none), checked against what the backend can do before any work."""
+    if chat is None or chat is False:
+        return None
+    fmt = chat if isinstance(chat, ChatFormat) else ChatFormat()
+    if backend.tokenizer is not None:
+        return fmt
+    if not getattr(backend, "chat_api", False):
+        raise ConfigError(f"chat: backend '{backend.name}' has no local tokenizer (its chat template) and no chat API; "
+                          "use chat: false")
+    if mode != "generate":
+        raise ConfigError(f"chat: backend '{backend.name}' answers through a chat API, which gives no log-likelihoods "
+                          f"of a prompt, so {mode} mode cannot be scored under chat; use mode: generate or chat: false")
+    return fmt
+
+
 def score_items(
     model: Any,
     items: Sequence[MCQItem | QAItem],
@@ -356,7 +378,7 @@ def score_items(
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     option_score: Literal["norm", "sum"] = "norm",
     stop_strings: Sequence[str] | None = None,
-    chat: bool = False,
+    chat: bool | ChatFormat | None = False,
     output: str | Path | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
@@ -369,8 +391,10 @@ def score_items(
     in option mode a question's prompt plus all its options); ``auto`` picks it for the device, and a batch that
     runs out of GPU memory is split (see the module docstring). With ``output`` the rows stream to a part
     file batch by batch and a rerun with the same settings resumes; the final file (Parquet, or JSON lines
-    for ``.jsonl``) is written atomically. ``chat`` wraps each prompt in the tokenizer's chat template
-    (for instruction-tuned models in generate mode).
+    for ``.jsonl``) is written atomically. ``chat`` (``True`` or a :class:`~medtune.chat_format.ChatFormat` with a
+    system prompt) wraps each prompt in the tokenizer's chat template exactly as training does
+    (:mod:`medtune.chat_format`); a backend without a local tokenizer needs a chat API (``chat_api``) and generate
+    mode.
     """
     if mode not in MODES:
         raise InputError(f"unknown scoring mode '{mode}' (use {', '.join(MODES)})")
@@ -383,21 +407,24 @@ def score_items(
     items = list(items)
     _check_items(items, mode)
     tpl = get_template(template)
+    chat_fmt = _chat_for(backend, chat, mode)
     runner = BatchRunner(backend, mode, max_new_tokens, option_score, stop_strings)
     if mode == "letter":
-        _check_letters(backend, tpl, items)
+        _check_letters(backend, tpl, items, chat_fmt)
 
     store = None
     if output is not None:
         settings = {"mode": mode, "template": tpl.name, "permute_seed": permute_seed,
                     "option_score": option_score if mode == "option" else None,
-                    "max_new_tokens": max_new_tokens if mode == "generate" else None, "chat": chat,
+                    "max_new_tokens": max_new_tokens if mode == "generate" else None, "chat": chat_fmt is not None,
                     "model": str(backend.spec)}
+        if chat_fmt is not None and chat_fmt.system_prompt:
+            settings["system_prompt"] = chat_fmt.system_prompt
         store = ScoredRowStore(output, settings)
     done = store.done() if store else set()
     todo_items = [it for it in items if it.id not in done]
 
-    prepared = _prepare(todo_items, backend.tokenizer, mode, tpl, permute_seed, chat)
+    prepared = _prepare(todo_items, backend.tokenizer, mode, tpl, permute_seed, chat_fmt)
     rows_by_id: dict[str, dict[str, Any]] = dict(store.rows) if store else {}
     if prepared:
         costs = [p.cost for p in prepared]

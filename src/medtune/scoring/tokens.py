@@ -12,16 +12,20 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
+from medtune.chat_format import ChatFormat, ChatPrompt, encode_turn, prompt_token_ids
 from medtune.errors import InputError
-from medtune.tokenization import encode, split_prompt_completion
 
 
-def letter_token_ids(tokenizer, answer_prefix: str, letters: Sequence[str]) -> list[int]:
+def letter_token_ids(tokenizer, answer_prefix: str, letters: Sequence[str], chat: ChatFormat | None = None
+                     ) -> list[int]:
     """Token id of each letter as the template's completion (``" A"``) is tokenized after ``answer_prefix``.
 
-    Raises :class:`InputError` if a letter is not exactly one token there, or two letters share a token:
+    Under ``chat`` the letter is the first token of the assistant's content (:mod:`medtune.chat_format`), as training
+    labels it. Raises :class:`InputError` if a letter is not exactly one token there, or two letters share a token:
     letter scoring would then compare the wrong things.
     """
+    if chat is not None:
+        return _chat_letter_ids(tokenizer, answer_prefix, letters, chat)
     base = tokenizer.encode(answer_prefix, add_special_tokens=False)
     ids: list[int] = []
     for letter in letters:
@@ -39,20 +43,40 @@ def letter_token_ids(tokenizer, answer_prefix: str, letters: Sequence[str]) -> l
     return ids
 
 
+def _chat_letter_ids(tokenizer, answer_prefix: str, letters: Sequence[str], chat: ChatFormat) -> list[int]:
+    ids: list[int] = []
+    for letter in letters:
+        answer = encode_turn(tokenizer, answer_prefix, f" {letter}", chat).answer
+        if len(answer) != 1:
+            raise InputError(
+                f"tokenizer has no single token for the letter '{letter}' at the start of the assistant's turn of its "
+                f"chat template (it tokenizes as {tokenizer.convert_ids_to_tokens(answer)}); letter mode needs one "
+                "token per letter: use option or generate mode, or chat: false"
+            )
+        ids.append(answer[0])
+    if len(set(ids)) != len(ids):
+        raise InputError(f"tokenizer maps different letters {list(letters)} to the same token ids {ids}")
+    return ids
+
+
 def encode_prompt(tokenizer, text: str) -> list[int]:
-    """Token ids of a prompt, with the special tokens (BOS) the tokenizer adds by default."""
-    return encode(tokenizer, text)
+    """Token ids of a prompt, with the special tokens (BOS) the tokenizer adds by default; a
+    :class:`~medtune.chat_format.ChatPrompt` as its chat template renders it (the special tokens are the template's)."""
+    return prompt_token_ids(tokenizer, text)
 
 
 def split_continuation(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
     """Context ids and continuation ids, split exactly as training splits prompt and completion.
 
-    The rule is :func:`medtune.tokenization.split_prompt_completion`: the context's ids are its own
-    tokenization (every option of a question shares them, and their KV cache), the continuation's come from
-    the whole string unless the tokenizer merges across the boundary. A model is thus scored on the very
-    tokens it was trained to produce.
+    The rule is :func:`medtune.chat_format.encode_turn` (without chat,
+    :func:`medtune.tokenization.split_prompt_completion`): the context's ids are its own tokenization (every option
+    of a question shares them, and their KV cache), the continuation's come from the whole string unless the
+    tokenizer merges across the boundary. Under chat (a :class:`~medtune.chat_format.ChatPrompt` context) the
+    continuation is the assistant's content without the template's end-of-turn tokens. A model is thus scored on the
+    very tokens it was trained to produce.
     """
-    ctx, cont = split_prompt_completion(tokenizer, context, continuation)
+    turn = encode_turn(tokenizer, context, continuation)
+    ctx, cont = turn.prompt, turn.answer
     if not cont:
         raise InputError(f"continuation {continuation!r} produced no tokens")
     return ctx, cont
@@ -72,11 +96,17 @@ class TokenCache:
     def __init__(self, tokenizer: Any, limit: int = 200_000) -> None:
         self.tokenizer = tokenizer
         self.limit = limit
-        self._split: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
-        self._encode: dict[str, list[int]] = {}
+        self._split: dict[tuple[Any, ...], tuple[list[int], list[int]]] = {}
+        self._encode: dict[tuple[Any, ...], list[int]] = {}
+
+    @staticmethod
+    def _key(*texts: str) -> tuple[Any, ...]:
+        """A text's cache key: a chat prompt never shares one with the same plain text (its ids differ)."""
+        chat = texts[0].chat if isinstance(texts[0], ChatPrompt) else None
+        return (chat, *map(str, texts))
 
     def split(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        key = (context, continuation)
+        key = self._key(context, continuation)
         if key not in self._split:
             if len(self._split) >= self.limit:
                 self._split.clear()
@@ -84,11 +114,12 @@ class TokenCache:
         return self._split[key]
 
     def encode(self, text: str) -> list[int]:
-        if text not in self._encode:
+        key = self._key(text)
+        if key not in self._encode:
             if len(self._encode) >= self.limit:
                 self._encode.clear()
-            self._encode[text] = encode_prompt(self.tokenizer, text)
-        return self._encode[text]
+            self._encode[key] = encode_prompt(self.tokenizer, text)
+        return self._encode[key]
 
 
 _TOKEN_CACHES: weakref.WeakKeyDictionary[Any, TokenCache] = weakref.WeakKeyDictionary()

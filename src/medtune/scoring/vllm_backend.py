@@ -277,6 +277,12 @@ class VLLMModel:
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] | None = None
                  ) -> list[str]:
+        from medtune.chat_format import ChatPrompt
+        from medtune.scoring.tokens import token_cache
+
         params = self._params(max_tokens=max_new_tokens, temperature=0, stop=list(stop) if stop else None)
-        return [o.outputs[0].text for o in self.llm.generate(list(prompts), params, use_tqdm=False)]
+        # A chat prompt goes as the ids its chat template gives (the same ids training and the other backends use).
+        cache = token_cache(self.tokenizer)
+        requests = [{"prompt_token_ids": cache.encode(p)} if isinstance(p, ChatPrompt) else p for p in prompts]
+        return [o.outputs[0].text for o in self.llm.generate(requests, params, use_tqdm=False)]
 

@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_serializer, model_validator
 
+from medtune.chat_format import CHAT_DESCRIPTION, SYSTEM_PROMPT_DESCRIPTION, ChatChoice
 from medtune.errors import ConfigError
 from medtune.settings import Settings, format_validation_error, renamed_names, validate_settings
 from medtune.training.method_settings import (
@@ -101,6 +102,8 @@ class TrainSettings(Settings):
     target: Target = Field("letter", description="what the loss is on: the answer letter or option text "
                                                  "(+ the explanation)")
     template: str = Field("paper", description="prompt template (as for scoring)")
+    chat: ChatChoice = Field("auto", description=CHAT_DESCRIPTION + " (the run records what it used)")
+    system_prompt: str | None = Field(None, description=SYSTEM_PROMPT_DESCRIPTION)
     add_eos: bool = Field(True, description="append EOS to the completion (trained on, like the answer)")
     seed: int = Field(0, description="seed (initialisation, dropout)")
     save_every: int | None = Field(None, ge=1, description="checkpoint every N steps")
@@ -315,8 +318,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # recipe above with the Trainer's default schedule (linear decay to 0, no warm-up), their prompt, and no EOS
     # (the completion-only collator trains on what follows "Answer:", and nothing is appended). Learning rate
     # and batch are per model: set them on each model of the grid.
+    # Their chat checkpoints were trained on the raw prompt text, never under a chat template.
     "yang2024": {**_PAPER_QLORA, "template": "yang2024", "add_eos": False, "scheduler": "linear",
-                 "warmup_steps": 0},
+                 "warmup_steps": 0, "chat": False},
     # KnowTuning as its authors ran it (their LLaMA-Factory scripts for MedQuAD): LoRA on q_proj/v_proj in both
     # stages, KA lr 1e-4 for 3 epochs, KC (DPO, beta 0.1, SFT weight 0.2) lr 1e-5 for 1 epoch, cosine schedule.
     # Their batch sizes (32 for KA, 16 for KC, per device) depend on the hardware: set batch_size / grad_accum.

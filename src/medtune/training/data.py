@@ -10,7 +10,9 @@ Three jobs, each a pure function so the order guarantees can be tested without a
    independent re-plan of the file.
 2. :func:`encode_item`: prompt and completion come from :mod:`medtune.prompts` (exactly what the scorer
    renders, split into prompt/completion ids by :mod:`medtune.tokenization`, the scorer's own split); the
-   labels are ``-100`` on the prompt, so the loss is on the completion (plus EOS) only.
+   labels are ``-100`` on the prompt, so the loss is on the completion (plus EOS) only. Under a chat template
+   (:mod:`medtune.chat_format`) the prompt is the template's generation prompt and the labels cover exactly the
+   assistant's turn: its content and the template's end-of-turn tokens (EOS is then not added again).
    Over-long items lose the *start* of the prompt (the options and the answer cue are at its end).
 3. :func:`rank_slice` / :func:`micro_batches` / :func:`collate`: rank ``r`` of ``W`` takes a fixed
    contiguous slice of each global batch (independent of anything but ``B`` and ``W``), splits it into
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medtune.chat_format import ChatFormat, encode_turn
 from medtune.errors import InputError
 from medtune.orders.orderfile import FORMAT as ORDER_FORMAT
 from medtune.orders.orderfile import OrderFile, read_order
@@ -134,10 +137,13 @@ def split_ids(tokenizer: Any, prompt: str, completion: str) -> tuple[list[int], 
 
 
 def encode_item(item: Item, tokenizer: Any, *, target: str = "letter", template: str = "paper",
-                max_length: int = 512, add_eos: bool = True) -> Encoded:
+                max_length: int = 512, add_eos: bool = True, chat: ChatFormat | None = None) -> Encoded:
+    """An item's ids and labels; ``chat``: in the tokenizer's chat template (:func:`medtune.chat_format.encode_turn`,
+    the split scoring uses), the completion ending with the template's end-of-turn tokens."""
     prompt, completion = prompt_and_completion(item, target, template)
-    p_ids, c_ids = split_ids(tokenizer, prompt, completion)
-    if add_eos and tokenizer.eos_token_id is not None:
+    turn = encode_turn(tokenizer, prompt, completion, chat)
+    p_ids, c_ids = turn.prompt, turn.completion
+    if add_eos and not turn.end and tokenizer.eos_token_id is not None:
         c_ids.append(tokenizer.eos_token_id)
     if not c_ids:
         raise InputError("the completion is empty after tokenisation", record=item.id)

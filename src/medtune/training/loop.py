@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medtune.chat_format import ChatFormat, chat_format, chat_record, known_model_names, resolve_chat
 from medtune.errors import ConfigError, InputError
 from medtune.hardware import world_size_from_env
 from medtune.io import write_json_atomic
@@ -187,6 +188,7 @@ class FinetuneRecipe:
     encoded: dict[str, Encoded] = field(init=False)
     start: int = field(init=False, default=0)
     meta: dict[str, Any] = field(init=False, default_factory=dict)
+    chat: ChatFormat | None = field(init=False, default=None)  # the chat format the items are encoded in
     validation: Validation | None = field(init=False, default=None)  # held-out validation, early stopping
     stopped_early: tuple[int, str | None] | None = field(init=False, default=None)  # (step, reason)
 
@@ -257,15 +259,21 @@ class FinetuneRecipe:
         self.meta.update(trainable_parameters=sum(q.numel() for q in trainable), optimizer=type(optimizer).__name__)
 
     def setup_data(self) -> None:
-        """Token ids of every item a step may hold, encoded once."""
+        """Token ids of every item a step may hold, encoded once (in the chat template when ``chat`` resolves so)."""
         by_id = {it.id: it for it in self.items}
         needed = ({i for s in self.plan for i in s.ids} if self.planner is None
                   else set(self.planner.candidate_ids()))
         c = self.config
+        names = known_model_names(self.tokenizer, c.model, self.meta.get("base_model"), model=self.inner)
+        self.chat = chat_format(resolve_chat(c.chat, self.tokenizer, names), c.system_prompt)
+        self.meta["chat"] = chat_record(self.tokenizer, self.chat)
+        for user in (self.planner, *self.hooks):  # those that score the model do it in the run's chat format
+            if user is not None and hasattr(user, "chat"):
+                user.chat = self.chat
         self.encoded = encode_items([by_id[i] for i in sorted(needed)], self.tokenizer, target=c.target,
-                                    template=c.template, max_length=c.max_length, add_eos=c.add_eos)
+                                    template=c.template, max_length=c.max_length, add_eos=c.add_eos, chat=self.chat)
         if self.validation is not None:
-            self.validation.encode(self.tokenizer)
+            self.validation.encode(self.tokenizer, chat=self.chat)
 
     def restore(self) -> None:
         """Continue from the latest checkpoint (with ``resume``): weights, optimizer, schedule, RNG, position."""
@@ -305,6 +313,8 @@ class FinetuneRecipe:
             "optimizer": self.meta["optimizer"],
             "planned_steps": self.n_steps,
             "memory_plan": self.meta.get("memory_plan"),
+            # Whether the prompts were in the chat template, with which system prompt and template (its sha256).
+            "chat": self.meta.get("chat"),
         }
         if self.planner is not None:
             meta["adaptive"] = self.planner.describe()

@@ -17,7 +17,8 @@ the head:
 - lora / dora: frozen base 2P (4P on fp32 runs), fp32 adapters 4A + gradients 4A + moments 8A; qlora: NF4
   0.516 B per L weight (4 bit + double-quantised scales), the other weights fp32 (PEFT's k-bit preparation
   upcasts them), paged 8-bit AdamW (2A). knowtuning: the larger of its KA stage (its inner method) and its KC
-  stage (TRL's DPO: fp32, chosen + rejected rows, logits at every position, an fp32 reference for ``full``).
+  stage (TRL's DPO: fp32, chosen + rejected rows, logits at every position, an fp32 reference for ``full``); dpo:
+  lora's weights with the global batch's chosen + rejected rows in one micro-batch and logits at every position.
 - activations per decoder layer and token, from what autograd keeps for the backward (in the spirit of
   Korthikanti et al. 2022, for RMSNorm, SwiGLU, GQA and SDPA/flash attention, which keep no s^2 scores):
   2 x (4h [+ s h when the norms train]) + c (2q + 2kv) + 3 c f [when the base trains: + c f for down's input
@@ -358,4 +359,11 @@ def estimate_memory(config: TrainSettings, shape: ModelShape, *, world_size: int
                          optimizer=(ADAMW_STATE, False), shard=False, attn="sdpa")
         plan.stage, kc.stage = "the KA stage", "the KC (DPO) stage"
         plan = kc if kc.total > plan.total else plan
+    elif config.method == "dpo":
+        # TRL's DPOTrainer as the dpo method runs it: a step's whole global batch in one micro-batch, chosen and
+        # rejected answers as padded rows, logits over every position; the reference is the adapter-disabled policy.
+        pairs = config.global_batch
+        plan = _stage_plan(config, shape, m, world_size=world_size, precision=precision,
+                           rows=(config.max_length,) * (2 * pairs), items=2 * pairs, full_logits=True,
+                           optimizer=(ADAMW_STATE, False), shard=False, attn="sdpa")
     return plan

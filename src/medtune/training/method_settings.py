@@ -11,7 +11,8 @@ This module imports no torch and nothing of :mod:`medtune.training.methods`: the
 method registry itself (:data:`METHODS`, a :class:`medtune.registry.Registry` whose built-ins are named by
 reference and imported on first use), so the schema checks a method name without importing any method. The
 built-in groups (``lora``, ``galore``, ``knowtuning``) are declared here and are typed fields of ``TrainSettings``;
-a plugin's group is added by ``register_method`` through :func:`register_settings_group`.
+``dpo`` is declared here too but held beside those fields, as a plugin's group is (:data:`BESIDE_GROUPS`), and a
+plugin's group is added by ``register_method`` through :func:`register_settings_group`.
 
 Until the flat keys of earlier versions (``lora_r``, ``galore_rank``, ``knowtuning_beta``, ...) are removed,
 :func:`nest_flat_keys` maps them to their group, with a :class:`DeprecationWarning` naming the new key.
@@ -111,6 +112,27 @@ class KnowTuningSettings(Settings):
         return list(dict.fromkeys(v))
 
 
+# TRL's DPO losses (trl.DPOConfig.loss_type) a ``dpo`` run can take; its ``sft`` term is ``sft_weight``.
+DPO_LOSSES: tuple[str, ...] = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
+                               "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm")
+DpoLoss = Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm"]
+
+
+class DpoSettings(Settings):
+    """Preference tuning (``method="dpo"``) by TRL's DPOTrainer on prompt / chosen / rejected pairs: a LoRA adapter
+    (``lora``) trained against the base model (the policy with its adapter disabled) as the reference."""
+
+    beta: float = Field(0.1, gt=0, description="DPO beta: how far the policy may move from the reference (lower: "
+                                               "further)")
+    loss_type: DpoLoss = Field("sigmoid", description="TRL's DPO loss: sigmoid (DPO), ipo, hinge, robust, ... "
+                                                      "(trl.DPOConfig.loss_type)")
+    sft_weight: float = Field(0.0, ge=0, description="weight of the chosen answers' NLL added to the DPO loss (0: "
+                                                     "none; RPO-style regularisation)")
+    check_pairs: int = Field(8, ge=0, description="pairs whose log-probabilities under the reference and the policy "
+                                                  "(before and after training) the run records")
+
+
 # The groups that are typed fields of TrainSettings (cfg.lora, cfg.galore, cfg.knowtuning).
 BUILTIN_GROUPS: dict[str, type[Settings]] = {
     "lora": LoraSettings, "galore": GaloreSettings, "knowtuning": KnowTuningSettings,
@@ -129,6 +151,7 @@ BUILTIN_METHODS: dict[str, str] = {
     "galore": "medtune.training.methods.galore:GaloreMethod",
     "knowtuning-lora": "medtune.training.methods.knowtuning.inner:KnowTuningLora",
     "knowtuning": "medtune.training.methods.knowtuning:KnowTuningMethod",
+    "dpo": "medtune.training.methods.dpo:DpoMethod",
 }
 # (Registry[MethodSpec]: the spec class lives in medtune.training.methods.base, which imports this module.)
 METHODS: Registry[Any] = Registry(
@@ -138,6 +161,14 @@ METHODS: Registry[Any] = Registry(
 _GROUP_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _PLUGIN_GROUPS: dict[str, type[Settings]] = {}
 _METHOD_GROUPS: dict[str, str] = {}
+
+
+# Built-in groups held beside the fields of TrainSettings, as a plugin's are (``dpo``): in a run record only when the
+# run's method reads them or they are given, so the records (and the grid store's keys) of other runs stay as they
+# were. Their methods are linked to them here, before the method modules are imported.
+BESIDE_GROUPS: dict[str, type[Settings]] = {"dpo": DpoSettings}
+_PLUGIN_GROUPS.update(BESIDE_GROUPS)
+_METHOD_GROUPS.update({"dpo": "dpo"})
 
 
 def group_name_of(method: str) -> str:
@@ -187,7 +218,7 @@ def forget_method(method: str) -> None:
 
 
 def plugin_settings_groups() -> dict[str, type[Settings]]:
-    """The groups registered by plugin methods (not fields of ``TrainSettings``), by name."""
+    """The groups held beside the fields of ``TrainSettings``, by name: plugin methods' and :data:`BESIDE_GROUPS`."""
     return dict(_PLUGIN_GROUPS)
 
 

@@ -13,6 +13,10 @@ no random numbers and the training that follows is unchanged):
   options' log-likelihoods, by letter or by option text, as the scorer reduces them); ``exp(-loss)`` for a
   free-text item;
 - :func:`anchor_answers`: 0/1 correctness of the anchor items (the argmax of the same reduction).
+
+Each takes the run's chat format (``chat``, :mod:`medtune.chat_format`): a run trained in its chat template is
+scored in it, as its evaluation scores it. The training loop hands it to the planner and the hooks that have a
+``chat`` attribute.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from medtune.chat_format import ChatFormat, as_prompt
 from medtune.errors import ConfigError
 from medtune.prompts import mcq_prompt
 from medtune.schema import Item, MCQItem
@@ -45,16 +50,16 @@ def _loglik(backend: ScoringBackend, pairs: Sequence[tuple[str, str]], batch: in
 
 
 def item_losses(backend: ScoringBackend, items: Sequence[Item], *, target: str, template: str,
-                batch: int = 16) -> list[float]:
-    pairs = [prompt_and_completion(it, target, template) for it in items]
+                batch: int = 16, chat: ChatFormat | None = None) -> list[float]:
+    pairs = [(as_prompt(p, chat), c) for p, c in (prompt_and_completion(it, target, template) for it in items)]
     return [-s / max(1, n) for s, n in _loglik(backend, pairs, batch)]
 
 
 def _option_scores(backend: ScoringBackend, items: Sequence[MCQItem], mode: str, template: str,
-                   batch: int) -> list[Any]:
+                   batch: int, chat: ChatFormat | None = None) -> list[Any]:
     pairs, spans = [], []
     for it in items:
-        prompt = mcq_prompt(it, template)
+        prompt = as_prompt(mcq_prompt(it, template), chat)
         conts = continuations(mode, it.options)
         spans.append((len(pairs), len(conts)))
         pairs += [(prompt, c) for c in conts]
@@ -68,11 +73,12 @@ def scoring_mode(target: str) -> str:
 
 
 def answer_probabilities(backend: ScoringBackend, items: Sequence[Item], *, target: str, template: str,
-                         batch: int = 16) -> list[float]:
+                         batch: int = 16, chat: ChatFormat | None = None) -> list[float]:
     mcq = [it for it in items if isinstance(it, MCQItem)]
-    reduced = iter(_option_scores(backend, mcq, scoring_mode(target), template, batch))
+    reduced = iter(_option_scores(backend, mcq, scoring_mode(target), template, batch, chat))
     others = [it for it in items if not isinstance(it, MCQItem)]
-    losses = iter(item_losses(backend, others, target=target, template=template, batch=batch)) if others else iter(())
+    losses = iter(item_losses(backend, others, target=target, template=template, batch=batch, chat=chat)
+                  ) if others else iter(())
     out = []
     for it in items:
         if isinstance(it, MCQItem):
@@ -83,9 +89,9 @@ def answer_probabilities(backend: ScoringBackend, items: Sequence[Item], *, targ
 
 
 def anchor_answers(backend: ScoringBackend, items: Sequence[Item], *, mode: str, template: str,
-                   batch: int = 16) -> list[int]:
+                   batch: int = 16, chat: ChatFormat | None = None) -> list[int]:
     bad = [it.id for it in items if not isinstance(it, MCQItem)]
     if bad:
         raise ConfigError(f"anchor items must be multiple-choice (scored by {mode}); not: {bad[:5]}")
-    return [int(r.pred == it.answer) for r, it in zip(_option_scores(backend, items, mode, template, batch),
+    return [int(r.pred == it.answer) for r, it in zip(_option_scores(backend, items, mode, template, batch, chat),
                                                       items, strict=True)]  # type: ignore[union-attr]

@@ -67,6 +67,7 @@ class Validation:
     rules: EarlyStopping = field(init=False)
     encoded: list[Encoded] = field(init=False, default_factory=list)
     pad_id: int = field(init=False, default=0)
+    chat: Any = field(init=False, default=None)  # the run's chat format (medtune.chat_format), set by encode
     run_dir: Path | None = None
 
     def __post_init__(self) -> None:
@@ -129,11 +130,13 @@ class Validation:
             raise ConfigError("validation holds out every item of the order: nothing is left to train on")
         return out
 
-    def encode(self, tokenizer: Any) -> None:
-        """Token ids and labels of the validation items, by the training rule (target, template, length, EOS)."""
+    def encode(self, tokenizer: Any, chat: Any = None) -> None:
+        """Token ids and labels of the validation items, by the training rule (target, template, length, EOS, and
+        the run's chat format ``chat``, which the accuracy is scored in too)."""
         c = self.config
+        self.chat = chat
         by_id = encode_items(self.items, tokenizer, target=c.target, template=c.template, max_length=c.max_length,
-                             add_eos=c.add_eos)
+                             add_eos=c.add_eos, chat=chat)
         self.encoded = [by_id[it.id] for it in self.items]
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
 
@@ -248,7 +251,7 @@ class Validation:
             return None, 0
         with _untouched(inner), torch.inference_mode():
             answers = anchor_answers(backend_for(inner, tokenizer), mcq, mode=scoring_mode(self.config.target),
-                                     template=self.config.template, batch=SCORE_BATCH)
+                                     template=self.config.template, batch=SCORE_BATCH, chat=self.chat)
         return sum(answers) / len(answers), len(mcq)
 
     # -- the best weights --------------------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 Built in: ``full`` (every weight, AdamW), ``lora`` / ``dora`` (PEFT adapters on every linear layer but the
 head), ``qlora`` (LoRA on a 4-bit NF4 base, 8-bit AdamW), ``galore`` (full training with low-rank projected
-gradients) and ``knowtuning`` (two stages: knowledge augmentation, then DPO knowledge comparison; its stages
-train ``knowtuning-lora`` or ``full``). A plugin adds a method by defining a spec and calling
-:func:`register_method` when imported::
+gradients), ``knowtuning`` (two stages: knowledge augmentation, then DPO knowledge comparison; its stages
+train ``knowtuning-lora`` or ``full``) and ``dpo`` (a LoRA adapter tuned by DPO on preference pairs in the planned
+order; :mod:`.preference` is the TRL stage it shares with KnowTuning). A plugin adds a method by defining a spec
+and calling :func:`register_method` when imported::
 
     class NormOnly(MethodSpec):
         def prepare(self, model, config): ...
@@ -15,8 +16,8 @@ Importing this package registers the built-ins, so ``get_method`` always knows t
 """
 
 # Importing registers the built-ins, in the order method_names() lists them (full, lora, dora, qlora, galore,
-# knowtuning-lora, knowtuning).
-from medtune.training.methods import full, lora, qlora, galore, knowtuning  # noqa: F401  # isort: skip
+# knowtuning-lora, knowtuning, dpo).
+from medtune.training.methods import full, lora, qlora, galore, knowtuning, dpo  # noqa: F401  # isort: skip
 from medtune.training.methods.base import (
     STANDARD_OPTIMS,
     MethodSpec,

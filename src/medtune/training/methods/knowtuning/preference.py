@@ -13,98 +13,63 @@ model itself. With full training, the reference is a second, frozen copy loaded 
 :func:`reference_backend` exposes that reference through medtune's scoring interface, so the run can record
 (and a test can check) that its log-probabilities are the KA model's.
 
-CPU-friendly settings (fp32 on a CPU; on a GPU the run's bf16/fp16 mixed precision, frozen weights in half
-precision), no gradient checkpointing unless asked, no checkpoints (``save_strategy="no"``), no
-trackers (``report_to=[]``), and the triples in file order (``train_sampling_strategy="sequential"``), so a seed
-fixes the run.
+The trainer, its log (``kc/train_log.jsonl``, with the ids of each step's triples) and the reference check are the
+preference stage the ``dpo`` method runs too (:mod:`medtune.training.methods.preference`); here the triples train
+in file order (``train_sampling_strategy="sequential"``) in micro-batches of ``batch_size`` with ``grad_accum``,
+frozen weights in half precision on a GPU, so a seed fixes the run.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from medtune.training.methods.knowtuning.corruption import Triple
+from medtune.training.methods.preference import (
+    LOG_NAME,
+    PreferenceLoss,
+    PreferenceSchedule,
+    build_preference_trainer,
+    log_history,
+    preference_arguments,
+    reference_logprobs,
+)
 
 if TYPE_CHECKING:
     from medtune.training.config import TrainSettings
 
-LOG_NAME = "train_log.jsonl"
+__all__ = ["LOG_NAME", "METRICS_NAME", "build_kc_trainer", "dpo_arguments", "kc_loss", "kc_schedule", "run_kc"]
+
 METRICS_NAME = "metrics.json"
+
+
+def kc_loss(config: TrainSettings) -> PreferenceLoss:
+    """Sigmoid DPO with ``knowtuning.beta`` plus ``knowtuning.sft_weight`` times the chosen answer's NLL."""
+    return PreferenceLoss(("sigmoid", "sft"), (1.0, config.knowtuning.sft_weight), config.knowtuning.beta)
+
+
+def kc_schedule(config: TrainSettings) -> PreferenceSchedule:
+    """The KC learning rate and epochs (``knowtuning.kc_*``, else the run's), the run's batch and step limit."""
+    return PreferenceSchedule(lr=config.knowtuning.kc_lr or config.lr,
+                              epochs=config.knowtuning.kc_epochs or config.epochs or 1,
+                              max_steps=config.max_steps, batch_size=config.batch_size, grad_accum=config.grad_accum)
 
 
 def dpo_arguments(config: TrainSettings, out: Path, *, progress: bool = False) -> Any:
     """The ``DPOConfig`` of the KC stage, from the run's settings (module docstring)."""
-    from trl import DPOConfig
-
-    epochs = config.knowtuning.kc_epochs or config.epochs or 1
-    with warnings.catch_warnings():  # TRL sets transformers' deprecated gradient_checkpointing alias itself
-        warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
-        return _dpo_config(DPOConfig, config, out, epochs, progress)
-
-
-def _dpo_config(cls: Any, config: TrainSettings, out: Path, epochs: int, progress: bool) -> Any:
-    return cls(
-        output_dir=str(out), learning_rate=config.knowtuning.kc_lr or config.lr, num_train_epochs=float(epochs),
-        max_steps=config.max_steps or -1, per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum, lr_scheduler_type=config.scheduler,
-        warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm if config.max_grad_norm else 0.0, max_length=config.max_length,
-        beta=config.knowtuning.beta, loss_type=["sigmoid", "sft"], loss_weights=[1.0, config.knowtuning.sft_weight],
-        seed=config.seed, data_seed=config.seed, train_sampling_strategy="sequential",
-        # The run's resolved precision (bf16 mixed precision on a bf16 GPU, fp16 with loss scaling on an older one,
-        # fp32 on a CPU), as the KA stage's loop computes.
-        bf16=config.resolved_dtype() == "bf16" and torch.cuda.is_available(),
-        fp16=config.resolved_dtype() == "fp16", use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=config.gradient_checkpointing, report_to=[], save_strategy="no", logging_steps=1,
-        disable_tqdm=not progress, dataloader_num_workers=0, push_to_hub=False, trust_remote_code=False,
-    )
-
-
-class _LogCallback:
-    """Appends each logged step of the DPO trainer to ``kc/train_log.jsonl`` (built lazily: transformers' base
-    class is imported only when the stage runs)."""
-
-    @staticmethod
-    def make(path: Path) -> Any:
-        from transformers import TrainerCallback
-
-        from medtune.training.runlog import RunLog
-
-        class LogCallback(TrainerCallback):
-            def __init__(self) -> None:
-                self.log = RunLog(path)
-
-            def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
-                       **kwargs: Any) -> None:
-                if logs and "loss" in logs:
-                    self.log.write({"step": state.global_step, "epoch": state.epoch,
-                                    **{k: v for k, v in logs.items() if isinstance(v, int | float)}})
-
-            def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-                self.log.close()
-
-        return LogCallback()
+    return preference_arguments(config, out, kc_loss(config), kc_schedule(config), progress=progress)
 
 
 def build_kc_trainer(config: TrainSettings, triples: Sequence[Triple], ka_model_dir: Path, out: Path, *,
                      progress: bool = False) -> Any:
     """A ``DPOTrainer`` whose policy starts from, and whose reference is, the merged KA model in ``ka_model_dir``."""
-    from datasets import Dataset
-    from trl import DPOTrainer
-
     from medtune.models import load_pretrained
     from medtune.training.methods.knowtuning.inner import lora_config
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / LOG_NAME).unlink(missing_ok=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     # A frozen reference (and a LoRA policy's frozen base) needs no fp32 master copy: half precision on a GPU.
     precision = config.resolved_dtype()
@@ -112,61 +77,14 @@ def build_kc_trainer(config: TrainSettings, triples: Sequence[Triple], ka_model_
     policy_dtype = frozen if config.knowtuning.inner_method == "lora" else "fp32"
     policy = load_pretrained(ka_model_dir, dtype=policy_dtype, device=device,
                              attn_implementation=config.attn_implementation)
-    data = Dataset.from_list([{"prompt": t.prompt, "chosen": t.chosen, "rejected": t.rejected} for t in triples])
     kwargs: dict[str, Any] = {}
     if config.knowtuning.inner_method == "lora":
         kwargs["peft_config"] = lora_config(policy.model, config)
     else:
         kwargs["ref_model"] = load_pretrained(ka_model_dir, dtype=frozen, device=device,
                                               attn_implementation=config.attn_implementation).model
-    torch.manual_seed(config.seed)
-    import datasets
-
-    bars = datasets.is_progress_bar_enabled()
-    if not progress:  # the trainer's dataset preparation draws a bar per step; a grid's log needs none of them
-        datasets.disable_progress_bars()
-    try:
-        trainer = DPOTrainer(model=policy.model, args=dpo_arguments(config, out, progress=progress),
-                             train_dataset=data, processing_class=policy.tokenizer,
-                             callbacks=[_LogCallback.make(out / LOG_NAME)], **kwargs)
-    finally:
-        if bars:
-            datasets.enable_progress_bars()
-    if not progress:  # without a progress bar the Trainer prints every logged step; kc/train_log.jsonl has them
-        from transformers import PrinterCallback
-
-        trainer.remove_callback(PrinterCallback)
-    return trainer
-
-
-@contextlib.contextmanager
-def reference_backend(trainer: Any) -> Iterator[Any]:
-    """The trainer's reference model as a medtune scoring backend, exactly as DPOTrainer computes its reference:
-    the policy with its adapter disabled (LoRA), or its ``ref_model`` (full)."""
-    from medtune.models import LoadedModel
-    from medtune.scoring.backends import as_backend
-
-    model = trainer.model
-    was_training = model.training
-    tok = trainer.processing_class
-    try:
-        if trainer.ref_model is None:
-            with model.disable_adapter():
-                yield as_backend(LoadedModel(model, tok, "kc-reference", model.dtype, str(model.device)))
-        else:
-            ref = trainer.ref_model
-            yield as_backend(LoadedModel(ref, tok, "kc-reference", ref.dtype, str(ref.device)))
-    finally:
-        model.train(was_training)
-
-
-def reference_logprobs(trainer: Any, triples: Sequence[Triple]) -> list[dict[str, Any]]:
-    """The reference's log-likelihood of each triple's chosen and rejected answer (medtune's prompt split)."""
-    pairs = [(t.prompt, x) for t in triples for x in (t.chosen, t.rejected)]
-    with reference_backend(trainer) as backend:
-        results = backend.loglikelihood(pairs)
-    return [{"id": t.id, "chosen": results[2 * k][0], "rejected": results[2 * k + 1][0]}
-            for k, t in enumerate(triples)]
+    return build_preference_trainer(config, triples, policy.model, policy.tokenizer, out, kc_loss(config),
+                                    kc_schedule(config), progress=progress, file=out / "triples.jsonl", **kwargs)
 
 
 def run_kc(config: TrainSettings, triples: Sequence[Triple], ka_model_dir: Path, out: Path, *,
@@ -191,12 +109,10 @@ def run_kc(config: TrainSettings, triples: Sequence[Triple], ka_model_dir: Path,
     summary = {
         "steps": int(trainer.state.global_step), "triples": len(triples),
         "final_loss": losses[-1] if losses else None, "train_runtime": float(result.metrics.get("train_runtime", 0)),
-        "loss": {"type": ["sigmoid", "sft"], "weights": [1.0, config.knowtuning.sft_weight],
-                 "beta": config.knowtuning.beta},
+        "loss": kc_loss(config).to_dict(),
         "reference": "KA model with the KC adapter disabled" if config.knowtuning.inner_method == "lora"
         else "a frozen copy of the KA model",
-        "log_history": [{k: v for k, v in h.items() if isinstance(v, int | float) and math.isfinite(v)}
-                        for h in trainer.state.log_history],
+        "log_history": log_history(trainer),
     }
     write_json_atomic(out / METRICS_NAME, summary)
     return model, trainer.processing_class, summary
