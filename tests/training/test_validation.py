@@ -4,8 +4,11 @@ early stopping on a plateau keeps the best weights and passes verify-order, and 
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,8 +46,9 @@ def _contradicting(items: list[MCQItem], n: int = 6) -> list[MCQItem]:
 
 def _plateau_config(val_path: Path, **kw):
     v = {"items": str(val_path), "every": 2, "patience": 2, "min_delta": MIN_DELTA, "keep_best": True}
+    # No LoRA dropout: two processes then train exactly as one (each rank would draw its own masks).
     return micro_config(method="lora", lr=5e-2, batch_size=2, save_every=2, keep_checkpoints="all",
-                        validation=v, **kw)
+                        lora={"dropout": 0.0}, validation=v, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -309,3 +313,35 @@ def test_validation_settings_layer_key_by_key_like_a_methods_group() -> None:
     v = resolve_training_settings(grid, model).validation
     assert (v.share, v.patience, v.every, v.enabled) == (0.1, 2, 5, True)
     assert not resolve_training_settings({}).validation.enabled
+
+
+@pytest.mark.slow
+def test_two_processes_validate_and_stop_early_as_one(plateau, tmp_path) -> None:
+    """DDP on two CPU processes (torchrun, gloo): each rank computes the loss of its slice of the validation items,
+    rank 0 decides, and both ranks stop after the same step as the one-process run, with its best weights."""
+    ref = plateau["result"].run_dir
+    items_path = write_items(plateau["items"], tmp_path / "items.parquet")
+    order_path = tmp_path / "order.json"
+    order_path.write_text(json.dumps(plateau["order"]))
+    out = tmp_path / "two"
+    medtune = os.path.join(os.path.dirname(sys.executable), "medtune")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", medtune, "train",
+           "--items", str(items_path), "--order", str(order_path), "-o", str(out), "--method", "lora",
+           "--lora-dropout", "0", "--batch-size", "2", "--lr", "5e-2", "--save-every", "2", "--keep-checkpoints",
+           "all", "--no-progress", *micro_cli_options(), "--validation-items", str(plateau["val_path"]),
+           "--validation-every", "2", "--validation-patience", "2", "--validation-min-delta", str(MIN_DELTA),
+           "--validation-keep-best"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    assert json.loads((out / "config.json").read_text())["world_size"] == 2
+    assert read_log_records(out, "stop")[0]["step"] == read_log_records(ref, "stop")[0]["step"]
+    two, one = read_log_records(out, "validation"), read_log_records(ref, "validation")
+    assert [r["step"] for r in two] == [r["step"] for r in one]
+    assert [r["val_loss"] for r in two] == pytest.approx([r["val_loss"] for r in one], rel=1e-4)
+    assert [r["label_tokens"] for r in two] == [r["label_tokens"] for r in one]
+    a, b = _adapter_tensors(ref), _adapter_tensors(out)
+    worst = max(float((a[k] - b[k]).abs().max() / a[k].abs().max().clamp_min(1e-8)) for k in a)
+    assert worst < 1e-3, worst
+    assert verify_run(out).ok
