@@ -134,3 +134,12 @@ def test_difficulty_ensemble_model_folder(tmp_path: Path, monkeypatch: pytest.Mo
                      f"{tmp_path / 'scorers' / 'qwen-0.5b'}")
     (tmp_path / "scorers" / "qwen-0.5b").mkdir(parents=True)
     assert cell_problems(load_config(path), [model_inputs]) == []
+
+
+def test_the_validation_items_file_of_the_training_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    path = _grid(tmp_path, monkeypatch, training="  validation: {items: dev/items.parquet, every: 5}\n")
+    _dry_run_refuses(path, capsys, "training.validation.items not found: dev/items.parquet")
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "items.parquet").write_bytes(b"PAR1")
+    assert cell_problems(load_config(path), [training_files]) == []

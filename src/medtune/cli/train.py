@@ -98,6 +98,12 @@ def train_command(
                   f"{final if final is not None else float('nan'):.4f}; wrote {output}")
     if settings.eval_anchors is not None:
         print_anchor_estimate(output)
+    if summary.get("validation"):
+        v = summary["validation"]
+        stop, best = v["stopped_early"], "n/a" if v["best"] is None else f"{v['best']:.4f}"
+        console.print(f"validation on {v['n_items']} held-out items: best {v['metric']} {best} after step "
+                      f"{v['best_step']} ({'the saved model' if v['weights'] == 'best' else 'the last step is saved'})"
+                      + (f"; stopped early after step {stop['step']}: {stop['reason']}" if stop else ""))
 
 
 def adaptive_from_options(strategy: str | None, given: dict[str, Any]) -> AdaptiveSettings | None:

@@ -477,8 +477,8 @@ def model_inputs(view: GridView) -> list[str]:
 
 @register_check
 def training_files(view: GridView) -> list[str]:
-    """Files the training settings name (``eval_anchors`` and its ``eval_items``): read when training starts,
-    after every stage before it ran."""
+    """Files the training settings name (``eval_anchors`` and its ``eval_items``, ``validation.items``): read when
+    training starts, after every stage before it ran."""
     from medtune.experiments.grid import BASE_METHOD
 
     groups: dict[tuple[str, str], list[Cell]] = {}
@@ -491,8 +491,9 @@ def training_files(view: GridView) -> list[str]:
             settings = view.cfg.training_settings(model, method, cells[0].seed)
         except MedtuneError:
             continue  # the config's own check reports it
-        for key in ("eval_anchors", "eval_items"):
-            written = getattr(settings, key, None)
+        named = {key: getattr(settings, key, None) for key in ("eval_anchors", "eval_items")}
+        named["validation.items"] = settings.validation.items  # the validation items file, if one is named
+        for key, written in named.items():
             why = _missing(view.input_path(written), written) if written else None
             if why:
                 problems.append(f"{describe_cells(cells)}: training.{key} {why}")

@@ -310,6 +310,8 @@ def train_stage(ctx: Context, cell: Cell, base_spec: str, base: Artifact | None,
     from medtune.training.method_settings import flatten_builtin_groups
 
     conf = {**flatten_builtin_groups(settings.to_dict()), "model": None if base is not None else settings.model}
+    if not settings.validation.enabled:  # runs stored before validation existed keep their keys
+        conf.pop("validation", None)
     inputs = {"data": data.key, "order": order.key, **({"base": base.key} if base else {})}
     strategy = _strategy(ctx.cfg, cell.strategy)
     if strategy.is_adaptive:

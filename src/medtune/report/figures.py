@@ -151,14 +151,13 @@ def levels_figure(levels: pd.DataFrame) -> bytes:
     return _fig_png(fig)
 
 
-def loss_figure(run: RunData) -> bytes | None:
-    """Training loss per step, mean over seeds, one line per strategy; one panel per model/data/method."""
-    import matplotlib
+Curves = dict[tuple[str, str, str], dict[str, list[pd.Series]]]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    curves: dict[tuple[str, str, str], dict[str, list[pd.Series]]] = {}
+def _log_curves(run: RunData, value: str, kind: str | None = None) -> Curves:
+    """``value`` per step from the training logs of the done cells, by model/data/method and strategy: of the
+    optimizer steps (``kind`` None) or of the records of one kind (``validation``)."""
+    curves: Curves = {}
     for rec in run.records.values():
         train = rec.get("train") or {}
         if rec.get("status") != "done" or not train.get("dir"):
@@ -166,15 +165,61 @@ def loss_figure(run: RunData) -> bytes | None:
         log = Path(train["dir"]) / "train_log.jsonl"
         if not log.exists():
             continue
-        steps, losses = [], []
+        steps, values = [], []
         for line in log.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 r = json.loads(line)
-                steps.append(r["step"])
-                losses.append(r["loss"])
+                if r.get("kind") == kind and r.get(value) is not None:
+                    steps.append(r["step"])
+                    values.append(float(r[value]))
+        if not steps:
+            continue
         key = (rec["model"], rec["dataset"], rec["method"])
         curves.setdefault(key, {}).setdefault(cell_label(rec["strategy"], rec["difficulty"]), []).append(
-            pd.Series(losses, index=steps))
+            pd.Series(values, index=steps))
+    return curves
+
+
+def validation_figure(run: RunData) -> bytes | None:
+    """Held-out validation loss (and accuracy, where the runs scored it) per step, mean over the seeds that reached
+    the step (early stopping ends runs at different steps), one line per strategy; one row per model/data/method.
+    ``None`` when no run validated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = [("val_loss", "validation loss (answer tokens)"), ("val_accuracy", "validation accuracy")]
+    curves = {c: _log_curves(run, c, "validation") for c, _ in columns}
+    columns = [(c, label) for c, label in columns if curves[c]]
+    if not columns:
+        return None
+    keys = list(dict.fromkeys(k for c, _ in columns for k in curves[c]))[:6]
+    fig, axes = plt.subplots(len(keys), len(columns), figsize=(6 * len(columns), 3.0 * len(keys)), squeeze=False)
+    for i, key in enumerate(keys):
+        for j, (c, label) in enumerate(columns):
+            ax = axes[i, j]
+            for arm, series in sorted(curves[c].get(key, {}).items()):
+                mean = pd.concat(series, axis=1).mean(axis=1).sort_index()
+                ax.plot(mean.index, mean.to_numpy(), marker="o", ms=3, lw=1.4, label=f"{arm} (n={len(series)})")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.set_xlabel("optimizer step")
+            ax.set_ylabel(label)
+            ax.set_title(" / ".join(key) + " — mean over seeds", fontsize=9, loc="left")
+            if ax.lines:
+                ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _fig_png(fig)
+
+
+def loss_figure(run: RunData) -> bytes | None:
+    """Training loss per step, mean over seeds, one line per strategy; one panel per model/data/method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = _log_curves(run, "loss")
     if not curves:
         return None
     panels = list(curves.items())[:6]

@@ -40,7 +40,14 @@ import pandas as pd
 
 from medtune.experiments.grid import BASE_STRATEGY
 from medtune.io import atomic_path, write_text_atomic
-from medtune.report.figures import forest_figure, heatmap_figure, levels_figure, loss_figure, order_figures
+from medtune.report.figures import (
+    forest_figure,
+    heatmap_figure,
+    levels_figure,
+    loss_figure,
+    order_figures,
+    validation_figure,
+)
 from medtune.report.inference import (
     aa_check_lines,
     difficulty_sources_table,
@@ -501,6 +508,9 @@ def _loss(w: _Writer) -> None:
         s.text("No training log found.")
     else:
         s.image(png, w.save_fig("loss_curves", png), "training loss curves")
+    png = validation_figure(run)
+    if png is not None:  # runs that validated on held-out items during training
+        s.image(png, w.save_fig("validation_curves", png), "validation curves")
 
 
 def _orders(w: _Writer) -> None:

@@ -90,6 +90,56 @@ def _inner_optimizer(optimizer: Any) -> torch.optim.Optimizer:
     return getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper holds the torch optimizer
 
 
+def trainable_weights(model: torch.nn.Module, *, placement: Placement | None = None,
+                      root: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """The trainable tensors of ``model`` on CPU by name, gathered in full from a sharded model (collective then:
+    every rank calls it)."""
+    return _weights_to_save(model, placement, root)
+
+
+def save_weights(weights: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Write tensors by name as safetensors, durable before the caller renames the file into place."""
+    save_file(weights, str(path))
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def load_trainable(path: str | Path, model: torch.nn.Module, *, placement: Placement | None = None,
+                   root: torch.nn.Module | None = None) -> None:
+    """Put the trainable tensors saved in ``path`` back into ``model`` (every rank calls it when sharded)."""
+    path = Path(path)
+    weights = load_file(str(path))
+    _check_trainable(weights, model, path)
+    _put_weights(weights, model, placement, root)
+
+
+def _check_trainable(weights: dict[str, torch.Tensor], model: torch.nn.Module, path: Path) -> None:
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in weights]
+    if missing:
+        raise InputError(f"checkpoint lacks {len(missing)} trainable tensors (e.g. {missing[0]}); "
+                         "was it written by a different method or model?", file=path)
+
+
+def _put_weights(weights: dict[str, torch.Tensor], model: torch.nn.Module, placement: Placement | None,
+                 root: torch.nn.Module | None) -> None:
+    if _sharded(placement):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        assert root is not None
+        set_model_state_dict(root, {_WRAPPER_PREFIX + k: v for k, v in weights.items()},
+                             options=StateDictOptions(full_state_dict=True, strict=False))
+        return
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            params[name].copy_(tensor.to(params[name].dtype))
+
+
+def checkpoint_position(path: str | Path) -> dict[str, Any]:
+    """The ``state.json`` of a checkpoint folder (the step, the position in the order, what else the run kept)."""
+    return json.loads((Path(path) / "state.json").read_text(encoding="utf-8"))
+
+
 def _weights_to_save(model: torch.nn.Module, placement: Placement | None, root: torch.nn.Module | None):
     if not _sharded(placement):
         return trainable_state(model)
@@ -189,35 +239,22 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
     if not (path / "state.json").exists():
         raise InputError("not a checkpoint folder (state.json missing)", file=path)
     weights = load_file(str(path / "weights.safetensors"))
-    params = dict(model.named_parameters())
-    missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
-    if missing:
-        raise InputError(f"checkpoint lacks {len(missing)} trainable tensors (e.g. {missing[0]}); "
-                         "was it written by a different method or model?", file=path)
+    _check_trainable(weights, model, path)
     blob = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
     if bool(blob.get("sharded_format", False)) != _sharded(placement):
         raise InputError("the checkpoint was written by a run with another distributed setting (fsdp vs not); "
                          "resume it with the same --distributed", file=path)
+    _put_weights(weights, model, placement, root)
     if _sharded(placement):
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            set_model_state_dict,
-            set_optimizer_state_dict,
-        )
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-        assert root is not None
-        set_model_state_dict(root, {_WRAPPER_PREFIX + k: v for k, v in weights.items()},
-                             options=StateDictOptions(full_state_dict=True, strict=False))
         set_optimizer_state_dict(root, _inner_optimizer(optimizer), blob["optimizer"],
                                  options=StateDictOptions(full_state_dict=True))
     else:
-        with torch.no_grad():
-            for name, tensor in weights.items():
-                params[name].copy_(tensor.to(params[name].dtype))
         optimizer.load_state_dict(_restore_state(blob["optimizer"]))  # states follow their parameters' devices
         _projectors_to_their_parameters(_inner_optimizer(optimizer))
     scheduler.load_state_dict(blob["scheduler"])
-    state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    state = checkpoint_position(path)
     rank = placement.rank if placement is not None else 0
     rng_path = path / _rng_file(rank)
     rng = load_file(str(rng_path if rng_path.exists() else path / _rng_file(0)))

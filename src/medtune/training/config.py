@@ -48,6 +48,7 @@ from medtune.training.method_settings import (
 )
 from medtune.training.method_settings import GENERATOR_STEPS as GENERATOR_STEPS  # kept importable from here
 from medtune.training.method_settings import GaloreOptim as GaloreOptim
+from medtune.training.validation_settings import ValidationSettings
 
 TARGETS: tuple[str, ...] = ("letter", "letter+explanation", "option", "option+explanation")
 Target = Literal["letter", "letter+explanation", "option", "option+explanation"]
@@ -127,6 +128,9 @@ class TrainSettings(Settings):
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA / DoRA / QLoRA adapter")
     galore: GaloreSettings = Field(default_factory=GaloreSettings, description="GaLore optimizer")
     knowtuning: KnowTuningSettings = Field(default_factory=KnowTuningSettings, description="KnowTuning stages")
+    # Held-out validation every N steps, early stopping and the best checkpoint (medtune.training.validation).
+    validation: ValidationSettings = Field(default_factory=ValidationSettings,
+                                           description="held-out validation, early stopping, best checkpoint")
     # Tiny model (``model="tiny"``) size overrides and tokenizer vocabulary
     tiny: dict[str, int] = Field(default_factory=dict, description="size of --model tiny, e.g. hidden_size=64 "
                                                                    "(keys of medtune.models.TINY_DEFAULTS)")

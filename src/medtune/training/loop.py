@@ -72,6 +72,7 @@ from medtune.training.placement import Placement, choose_strategy
 from medtune.training.reporting import Progress, Reporters
 from medtune.training.result import TrainResult
 from medtune.training.runlog import LOG_NAME, RunLog, truncate_log
+from medtune.training.validation import Validation
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,8 @@ class FinetuneRecipe:
     start: int = field(init=False, default=0)
     meta: dict[str, Any] = field(init=False, default_factory=dict)
     chat: ChatFormat | None = field(init=False, default=None)  # the chat format the items are encoded in
+    validation: Validation | None = field(init=False, default=None)  # held-out validation, early stopping
+    stopped_early: tuple[int, str | None] | None = field(init=False, default=None)  # (step, reason)
 
     # -- set-up ------------------------------------------------------------------------------------------------
 
@@ -200,12 +203,20 @@ class FinetuneRecipe:
         if self.placement.sharded and (self.planner is not None or self.hooks):
             raise ConfigError("adaptive strategies and the anchor check score the model on one process, which a "
                               "sharded (fsdp) model cannot do; use distributed: ddp")
+        v = self.config.validation
+        if self.placement.sharded and v.enabled and v.metric == "val_accuracy":
+            raise ConfigError("validation.metric val_accuracy scores the model on one process, which a sharded "
+                              "(fsdp) model cannot do; use val_loss or distributed: ddp")
 
     def setup_plan(self) -> None:
         """The steps to train (the order file's, or the planner's count), checked before any model loads."""
         by_id = {it.id: it for it in self.items}
         epochs = planned_epochs(self.order, self.config.epochs)
         check_ids_known(epochs, set(by_id), file=self.order_path)
+        candidates = set(self.planner.candidate_ids()) if self.planner is not None else None
+        self.validation = Validation.plan(self.config, epochs, self.items, candidate_ids=candidates)
+        if self.validation is not None:  # the held-out items leave the order before the steps are planned
+            epochs = self.validation.training_epochs(epochs)
         self.plan = plan_steps(epochs, self.config.global_batch, self.config.max_steps)
         if not self.plan:
             raise InputError("the order plans no training step", file=self.order_path)
@@ -261,11 +272,14 @@ class FinetuneRecipe:
                 user.chat = self.chat
         self.encoded = encode_items([by_id[i] for i in sorted(needed)], self.tokenizer, target=c.target,
                                     template=c.template, max_length=c.max_length, add_eos=c.add_eos, chat=self.chat)
+        if self.validation is not None:
+            self.validation.encode(self.tokenizer, chat=self.chat)
 
     def restore(self) -> None:
         """Continue from the latest checkpoint (with ``resume``): weights, optimizer, schedule, RNG, position."""
         log_path = self.run_dir / LOG_NAME
         latest = ckpt.latest_checkpoint(self.run_dir) if self.resume else None
+        state: dict[str, Any] = {}
         if latest is not None:
             state = ckpt.load_checkpoint(latest, self.inner, self.optimizer, self.scheduler, placement=self.placement,
                                          root=self.net)
@@ -274,6 +288,8 @@ class FinetuneRecipe:
                 truncate_log(log_path, self.start)
         elif self.resume and self.placement.main:
             truncate_log(log_path, 0)  # resuming before the first checkpoint: start over
+        if self.validation is not None:  # the early-stopping state and best weights as they were at the checkpoint
+            self.validation.resume(self.run_dir, self.start, state.get("validation"), main=self.placement.main)
         if self.placement.main:
             for hook in self.hooks:
                 hook.resume(self.run_dir, self.start)
@@ -304,6 +320,8 @@ class FinetuneRecipe:
             meta["adaptive"] = self.planner.describe()
         for hook in self.hooks:
             meta[hook.key] = hook.describe()
+        if self.validation is not None:
+            meta["validation"] = self.validation.describe()
         if self.placement.main:
             write_json_atomic(self.run_dir / "config.json", meta)
             write_json_atomic(self.run_dir / "order.json", self.order)
@@ -421,29 +439,61 @@ class FinetuneRecipe:
                 if not math.isfinite(record["loss"]):
                     raise ConfigError(f"the loss became {record['loss']} at step {ps.step}; lower --lr or use "
                                       "--dtype fp32")
+                stop = self._validate(ps, runlog, reporters, bar)
                 if p.main:
                     # After the step's time was taken, before its checkpoint (which must not outlive the hook's line).
                     for hook in self.hooks:
-                        if hook.due(ps.step, self.n_steps):
+                        if hook.due(ps.step, ps.step if stop else self.n_steps):
                             assert reporters is not None
                             reporters.log(ps.step, hook.tracked(hook.run(self.inner, tok, step=ps.step,
                                                                          epoch=ps.epoch)))
                             self.net.train()
+                if stop:
+                    break
                 if c.save_every and ps.step % c.save_every == 0 and ps.step < self.n_steps:
+                    position = {"epoch": ps.epoch, "next_index_in_epoch": ps.start + len(ps.ids)}
+                    if self.validation is not None:
+                        position["validation"] = self.validation.rules.state()
                     ckpt.save_checkpoint(self.run_dir, ps.step, self.inner, self.optimizer, self.scheduler,
-                                         {"epoch": ps.epoch, "next_index_in_epoch": ps.start + len(ps.ids)},
-                                         keep=c.keep_checkpoints, placement=p, root=self.net)
+                                         position, keep=c.keep_checkpoints, placement=p, root=self.net)
+                    if self.validation is not None and p.main:
+                        self.validation.prune_best()
         finally:
             bar.close()
             if runlog is not None:
                 runlog.close()
             if reporters is not None:
                 reporters.close()
-        return TrainResult(self.run_dir, self.inner, tok, self.n_steps, losses, total_tokens, total_time)
+        steps = self.stopped_early[0] if self.stopped_early is not None else self.n_steps
+        return TrainResult(self.run_dir, self.inner, tok, steps, losses, total_tokens, total_time)
+
+    def _validate(self, ps: PlannedStep, runlog: RunLog | None, reporters: Reporters | None, bar: Progress) -> bool:
+        """The validation due after step ``ps`` (every process takes part); returns whether the run stops here."""
+        if self.validation is None or not self.validation.due(ps.step, self.n_steps):
+            return False
+        p = self.placement
+        record, stop, reason = self.validation.run(self.net, self.inner, self.tokenizer, p, step=ps.step,
+                                                   epoch=ps.epoch)
+        stop = stop and ps.step < self.n_steps  # patience running out at the last step stops nothing
+        if p.main:
+            assert runlog is not None and reporters is not None and record is not None
+            runlog.write(record)
+            reporters.log(ps.step, {k: float(record[k]) for k in ("val_loss", "val_accuracy")
+                                    if record[k] is not None})
+            bar.note(self.validation.summary_line(record))
+            if stop:
+                runlog.write(self.validation.stop_record(ps.step, reason, self.n_steps))
+        if stop:
+            self.stopped_early = (ps.step, reason)
+            if p.main:
+                log.warning("early stopping after step %d of %d: %s", ps.step, self.n_steps, reason)
+        return stop
 
     def save(self, result: TrainResult) -> TrainResult:
         """The trained weights where the method keeps them (``adapter/`` or ``model/``), and the loss curve."""
         p = self.placement
+        if self.validation is not None:  # with keep_best, the best validation's weights become the run's model
+            self.validation.restore_best(self.inner, self.net, p)
         state = ckpt.full_model_state(self.net, p) if p.sharded else None  # every rank takes part in gathering
         if state is not None:  # a tied weight (embeddings = head) is saved once, as save_pretrained does
             tied = ({n for n, _ in self.inner.named_parameters(remove_duplicate=False)}
@@ -453,6 +503,8 @@ class FinetuneRecipe:
             spec = method_of(self.config)
             result.output_dir = (spec.save(self.inner, self.tokenizer, self.run_dir) if state is None
                                  else spec.save(self.inner, self.tokenizer, self.run_dir, state_dict=state))
+            if self.validation is not None:
+                self._record_validation_outcome()
             try:
                 from medtune.training.plots import plot_run
 
@@ -462,6 +514,16 @@ class FinetuneRecipe:
         p.barrier()
         self.inner.eval()
         return result
+
+    def _record_validation_outcome(self) -> None:
+        """The run record's ``validation`` gains the best step and where and why the run stopped early."""
+        assert self.validation is not None
+        from medtune.run_record import read_config_json
+
+        meta = read_config_json(self.run_dir) or {}
+        stopped, reason = self.stopped_early or (None, None)
+        meta.setdefault("validation", self.validation.describe()).update(self.validation.outcome(stopped, reason))
+        write_json_atomic(self.run_dir / "config.json", meta)
 
     # -- the whole recipe ----------------------------------------------------------------------------------------
 

@@ -289,10 +289,14 @@ def flatten_builtin_groups(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+# The training schema's settings groups that belong to no method (held-out validation): merged key by key too.
+OTHER_GROUPS: tuple[str, ...] = ("validation",)
+
+
 def merge_settings_layers(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
     """Layers of training settings merged, later ones winning — key by key inside a settings group too, so a
     model's ``lora: {alpha: 64}`` keeps the grid's ``lora: {r: 8}`` (as the flat keys did)."""
-    groups = settings_groups()
+    groups = {*settings_groups(), *OTHER_GROUPS}
     merged: dict[str, Any] = {}
     for layer in layers:
         for key, value in (layer or {}).items():

@@ -1,4 +1,5 @@
-"""The loss curve of a run, with the order's segment boundaries (category or bucket changes) marked.
+"""The loss curve of a run (and its validation loss, when it validated), with the order's segment boundaries
+(category or bucket changes) marked.
 
 Segments come from order.json (``segments``: item positions in epoch 0); an item at position ``i`` is
 trained in step ``i // B + 1``, so each boundary is drawn at that step, labelled, and epoch starts are
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from medtune.io import atomic_path
 from medtune.run_record import read_run_record
-from medtune.training.runlog import read_log
+from medtune.training.runlog import read_log, read_log_records
 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -36,6 +37,10 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         smooth = [sum(losses[max(0, i - k + 1) : i + 1]) / len(losses[max(0, i - k + 1) : i + 1])
                   for i in range(len(losses))]
         ax.plot(steps, smooth, lw=2, color="tab:orange", label=f"mean of {k}")
+    validations = [r for r in read_log_records(run_dir, "validation") if r.get("val_loss") is not None]
+    if validations:  # the held-out loss, on the same scale (the same answer-token loss)
+        ax.plot([r["step"] for r in validations], [r["val_loss"] for r in validations], marker="o", ms=3, lw=1.2,
+                color="tab:green", label="validation loss")
     top = max(losses) if losses else 1.0
     for seg in order.get("segments") or []:
         s = int(seg.get("start", 0)) // batch + 1

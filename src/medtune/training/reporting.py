@@ -81,6 +81,15 @@ class Progress:
         if self.bar is not None:
             self.bar.update(self.task, advance=1, loss=loss, tps=tps)
 
+    def note(self, text: str) -> None:
+        """A line printed above the bar (a validation's result); logged instead when there is no bar."""
+        if self.bar is not None:
+            self.bar.console.print(text)
+        else:
+            import logging
+
+            logging.getLogger("medtune.training").info(text)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()

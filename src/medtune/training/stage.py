@@ -92,9 +92,13 @@ def run_training(settings: TrainSettings, items_path: Path, order_path: Path, ou
            "method": settings.method,
            "train_dtype": settings.resolved_dtype(),
            "base_quantization": spec.base_quantization}
-    return {"steps": result.steps, "final_loss": float(result.losses[-1]) if result.losses else None,
-            "tokens": result.tokens, "train_seconds": round(result.seconds, 3), "split": note, "model_ref": ref,
-            "train_config": settings.to_dict()}
+    summary = {"steps": result.steps, "final_loss": float(result.losses[-1]) if result.losses else None,
+               "tokens": result.tokens, "train_seconds": round(result.seconds, 3), "split": note, "model_ref": ref,
+               "train_config": settings.to_dict()}
+    if meta.get("validation"):  # the best validation, and where early stopping ended the run
+        summary["validation"] = {k: meta["validation"].get(k) for k in
+                                 ("metric", "n_items", "best_step", "best", "stopped_early", "weights")}
+    return summary
 
 
 def cell_processes(settings: TrainSettings, planner: Any = None) -> int:

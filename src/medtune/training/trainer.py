@@ -178,6 +178,9 @@ def _check_staged_method(config: TrainSettings, planner: StepPlanner | None) -> 
     if config.eval_anchors is not None:
         raise ConfigError(f"method '{config.method}' runs its own stages and cannot take the anchor check "
                           "(eval_anchors)")
+    if config.validation.enabled:
+        raise ConfigError(f"method '{config.method}' runs its own stages and cannot take validation during "
+                          "training (validation.items / validation.share)")
 
 
 def _check_resume(run_dir: Path, *, resume: bool, planner: StepPlanner | None) -> None:
