@@ -82,6 +82,8 @@ def _adaptive_meta(run_dir: Path) -> dict | None:
 
 def verify_run(run_dir: str | Path, order_path: str | Path | None = None) -> VerifyResult:
     adaptive = _adaptive_meta(Path(run_dir))
+    # the fixed plan first: a folder that is not a run is named by its missing config.json, not by its log
+    fixed_plan = planned_for_run(run_dir, order_path) if adaptive is None else None
     stopped, bad_stop = _early_stop(Path(run_dir))
     if bad_stop is not None:
         return VerifyResult(False, 0, len(read_log(Path(run_dir))), stopped, bad_stop)
@@ -97,7 +99,7 @@ def verify_run(run_dir: str | Path, order_path: str | Path | None = None) -> Ver
             return VerifyResult(False, n_total, len(logged), len(planned) + 1,
                                 f"step {len(planned) + 1}: trained but no decision in decisions.jsonl covers it")
     else:
-        planned = planned_for_run(run_dir, order_path)
+        planned = fixed_plan
         if stopped is not None:
             if stopped > len(planned):
                 return VerifyResult(False, len(planned), len(read_log(Path(run_dir))), stopped,

@@ -33,7 +33,7 @@ from medtune.experiments.sweep import (
     shared_setting,
     training_layer,
 )
-from medtune.experiments.validation import ValidationSettings
+from medtune.experiments.validation import GridValidationSettings
 from medtune.experiments.yaml_errors import (
     KEY_PATH,
     loc_to_path,
@@ -305,7 +305,7 @@ class ExperimentSettings(_Strict):
     training: GridTrainingSettings = Field(default_factory=GridTrainingSettings)
     evaluation: GridEvaluationSettings = Field(default_factory=GridEvaluationSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
-    validation: ValidationSettings = Field(default_factory=ValidationSettings, description="where a sweep's "
+    validation: GridValidationSettings = Field(default_factory=GridValidationSettings, description="where a sweep's "
                                            "validation items come from (medtune.experiments.validation)")
     base_dir: str | None = Field(None, description="set by the loader: the folder relative paths start from")
 

@@ -25,7 +25,7 @@ from medtune.settings import Settings
 VALIDATION_SPLITS = ("dev", "validation", "val", "valid")
 
 
-class ValidationSettings(Settings):
+class GridValidationSettings(Settings):
     """Where a sweep's validation items come from (used only by a grid with ``training.sweep``)."""
 
     split: str | None = Field(None, description="the training set's own validation split in its source (default: "
