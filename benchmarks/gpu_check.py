@@ -1334,6 +1334,30 @@ def _workflow_dpo(ctx: Ctx, report: Report, items: list[Any]) -> dict[str, Any]:
             "evaluated_mean_margin": sum(margins) / len(margins), "dtype": dtype}
 
 
+def letter_writer(loaded: Any) -> Any:
+    """``loaded`` with an output head that mostly writes the letters " A" ... " D": a bias of 10 on them and small
+    random rows (which letter then depends on the context and the draw), zero for every other token. A random
+    model's samples would name no option; these do, so the votes have something to decide."""
+    import torch
+
+    from medtune.prompts import LETTERS, PAPER
+    from medtune.scoring.tokens import letter_token_ids
+
+    model = loaded.model
+    letters = letter_token_ids(loaded.tokenizer, PAPER.answer_prefix, list(LETTERS[:4]))
+    vocab, hidden = model.lm_head.weight.shape
+    head = torch.nn.Linear(hidden, vocab, bias=True, device=model.lm_head.weight.device, dtype=loaded.dtype)
+    rows = 0.2 * torch.randn((len(letters), hidden), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        head.weight[letters] = rows.to(head.weight.device, head.weight.dtype)
+        head.bias[letters] = 10.0
+    model.lm_head = head  # untied from the input embeddings
+    model.eval()
+    return loaded
+
+
 def _workflow_sampling(ctx: Ctx, report: Report, items: list[Any]) -> dict[str, Any]:
     import pandas as pd
 
@@ -1343,7 +1367,7 @@ def _workflow_sampling(ctx: Ctx, report: Report, items: list[Any]) -> dict[str, 
     from medtune.scoring.sampling import Sampling
     from medtune.voting import majority_vote
 
-    loaded = load_pretrained(ctx.small_dir, dtype=ctx.precision, device=ctx.device)
+    loaded = letter_writer(load_pretrained(ctx.small_dir, dtype=ctx.precision, device=ctx.device))
     sampling = Sampling(n=3, temperature=1.0, top_p=0.95, seed=7)
     kwargs: dict[str, Any] = {"mode": "generate", "max_new_tokens": ctx.sample_tokens, "sampling": sampling,
                               "progress": False}
@@ -1366,7 +1390,8 @@ def _workflow_sampling(ctx: Ctx, report: Report, items: list[Any]) -> dict[str, 
         votes_ok = votes_ok and vote == pred
     metrics = compute_metrics(batched, items, n_boot=20)
     sc = metrics.get("self_consistency") or {}
-    votes_ok = votes_ok and sc.get("samples") == 3
+    read = sum(p is not None and not pd.isna(p) for row in batched["sample_preds"] for p in row)
+    votes_ok = votes_ok and sc.get("samples") == 3 and read > 0
     # fp32 on a CPU: a row's draws use its own generator whatever the batch, so the texts are identical; in bf16 a
     # padded batch rounds differently and one flipped draw changes the rest of that sample (the greedy-text rule).
     need = 1.0 if ctx.precision == "fp32" else MIN_SAME_TEXT
@@ -1374,9 +1399,11 @@ def _workflow_sampling(ctx: Ctx, report: Report, items: list[Any]) -> dict[str, 
     report.check("workflow.sampling_seeded", ok, f"3 samples (T 1.0, top_p 0.95, seed 7) of {len(items)} questions "
                  f"on {ctx.device} ({ctx.precision}): same batching twice identical: {repeat}; one question per batch "
                  f"vs all together: identical samples on {same:.0%} (need {'all' if need == 1.0 else f'> {need:.0%}'}"
-                 f"); samples differ within {spread} questions; votes = majority of the samples' answers: {votes_ok} "
+                 f"); samples differ within {spread} questions; {read} of {3 * len(items)} samples name an option; "
+                 f"votes = majority of the samples' answers: {votes_ok} "
                  f"(voted accuracy {_fmt(sc.get('voted_accuracy'))}, vote share {_fmt(sc.get('vote_share'))})")
     return {"items": len(items), "repeat_identical": repeat, "same_across_batching": same, "spread": spread,
+            "answers_read": read,
             "self_consistency": {k: sc.get(k) for k in ("samples", "voted_accuracy", "vote_share")}}
 
 

@@ -126,6 +126,6 @@ def test_workflow_runs_on_the_device_with_its_figures(check):
     assert dpo["mean_margin_after"] > dpo["mean_margin_before"]
     sampling = workflow["sampling_seeded"]
     assert sampling["repeat_identical"] and sampling["same_across_batching"] == 1.0  # fp32 on a CPU: exact
-    assert sampling["self_consistency"]["samples"] == 3
+    assert sampling["self_consistency"]["samples"] == 3 and sampling["answers_read"] > 0  # the votes decide something
     harness = workflow["harness_task"]
     assert harness["task"] == "mmlu_anatomy" and harness["agreement"] >= 0.95 and harness["within_tolerance"] == 1.0
