@@ -34,6 +34,16 @@ Parts (each timed; a part that raises fails its checks, the others still run):
   precision, learning rate and steps, with LoRA and with QLoRA: tokens/s and peak memory ratios.
 - ``lm_eval``: lm-evaluation-harness's ``HFLM`` ``loglikelihood`` over the same letter continuations as
   medtune's letter mode: questions/s ratio and prediction agreement.
+- ``workflow``: the newer training and evaluation paths on the device, on the small model: one LoRA run with a
+  ChatML template (BOS written by the template) and validation (a quarter held out, every step, patience 1,
+  keep_best) gives ``workflow.chat_one_bos`` (training prompt ids == scoring prompt ids, one BOS, letter scores
+  under chat on the device) and ``workflow.validation_stop`` (finite val_loss every step, stopped or completed,
+  the best step's weights saved and in the returned model on the device, verify-order passes);
+  ``workflow.dpo_margin``: DPO (LoRA) on pairs made from the questions, in the run's precision: finite losses, the
+  mean chosen-minus-rejected margin rises, the adapter scores on the device; ``workflow.sampling_seeded``: 3
+  seeded samples per question, all together vs one question per batch (identical in fp32, the greedy-text rule in
+  bf16), the same batching twice identical, votes = the samples' majority; ``workflow.harness_task``:
+  mmlu_anatomy 5-shot in bf16 on the device vs fp32 on the CPU under the scoring part's tolerances.
 
 Targets printed beside the ratios (checks on a GPU, reported only in CPU mode): LoRA tokens/s >= 1.5x TRL at no
 more peak memory, QLoRA >= 1.2x, scoring q/s >= 2x lm-eval's hf model, memory estimate within 25 % of the peak.
@@ -78,7 +88,10 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 FORMAT = "medtune.gpu_check/1"
 METHODS = ("full", "lora", "dora", "qlora", "galore")
 # In the order they run: the subprocess parts last, so in CPU mode they can run beside the others (see Launched).
-PARTS = ("models", "methods", "packing", "scoring", "qlora_eval", "trl", "lm_eval", "resume", "torchrun")
+PARTS = ("models", "methods", "packing", "scoring", "qlora_eval", "trl", "lm_eval", "workflow", "resume",
+         "torchrun")
+WORKFLOW_CHECKS = tuple(f"workflow.{c}" for c in ("chat_one_bos", "validation_stop", "dpo_margin", "sampling_seeded",
+                                                   "harness_task"))
 MEDTUNE_MAIN = "import sys; from medtune.cli import main; sys.exit(main(sys.argv[1:]))"
 
 # The TinyLlama-1.1B shape (its config.json), and the small model the scoring and process checks use.
@@ -212,6 +225,12 @@ class Ctx:
     gen_tokens: int = 8
     lm_eval_batch: int = 8
     subprocess_timeout: int = 240
+    n_harness: int = 8  # questions of the workflow part's harness task (5-shot)
+    n_sampling: int = 3  # questions sampled 3 times each, three times over (two batchings)
+    sample_tokens: int = 4
+    validation_items: int = 8  # a quarter held out, the rest trained in steps of `batch`
+    dpo_pairs: int = 4
+    dpo_steps: int = 2
     train_items: list[Any] = field(default_factory=list)
     test_items: list[Any] = field(default_factory=list)
     large_dir: Path | None = None
@@ -228,7 +247,8 @@ class Ctx:
     def settings(self) -> dict[str, Any]:
         keys = ("device", "precision", "large_shape", "small_shape", "tokenizer_vocab", "steps", "batch",
                 "max_length", "lr", "galore_rank", "n_score", "n_lm_eval", "n_qlora_eval", "resume_steps", "save_every",
-                "packing_steps", "gen_tokens", "lm_eval_batch")
+                "packing_steps", "gen_tokens", "lm_eval_batch", "n_harness", "n_sampling", "sample_tokens",
+                "validation_items", "dpo_pairs", "dpo_steps")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -246,6 +266,8 @@ def make_ctx(mode: str, quick: bool, work: Path) -> Ctx:
         ctx.resume_steps, ctx.save_every = 60, 10
         ctx.packing_steps, ctx.gen_tokens, ctx.lm_eval_batch = 6, 16, 32
         ctx.subprocess_timeout = 420
+        ctx.n_harness, ctx.n_sampling, ctx.sample_tokens = 32, 16, 16
+        ctx.validation_items, ctx.dpo_pairs, ctx.dpo_steps = 44, 16, 4
     else:
         ctx.large_shape, ctx.small_shape = dict(CPU_LARGE), dict(CPU_SMALL)
     return ctx
@@ -1123,10 +1145,346 @@ def part_lm_eval(ctx: Ctx, report: Report) -> dict[str, Any]:
             "dtype": ctx.precision}
 
 
+# ----------------------------------------------------------------------------------------------------------
+# workflow: chat templates, validation, DPO, sampling and harness tasks on the device
+
+
+# ChatML with the BOS written by the template itself (as Llama-3's ``<|begin_of_text|>``): a tokenizer that also
+# added BOS to the rendered text would give two, which the chat check catches.
+CHATML_WITH_BOS = (
+    "{{ bos_token }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+CHAT_SYSTEM_PROMPT = "Answer with one letter."
+
+
+def chat_model_folder(ctx: Ctx) -> Path:
+    """The small model's shape and tokenizer with ChatML's control tokens and template, saved under an instruct name
+    (so ``chat: auto`` would pick it too); a vocabulary that holds the two added tokens."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
+
+    assert ctx.small_dir is not None
+    folder = ctx.work / "model-small-chat-instruct"
+    tok = AutoTokenizer.from_pretrained(ctx.small_dir)
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.chat_template = CHATML_WITH_BOS
+    cfg = AutoConfig.from_pretrained(ctx.small_dir)
+    cfg.vocab_size = max(cfg.vocab_size, -(-len(tok) // 64) * 64)
+    torch.manual_seed(1)
+    with torch.device(ctx.device):
+        model = LlamaForCausalLM(cfg)
+    model.save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@dataclass
+class ChatRun:
+    """The workflow part's one LoRA run with the chat template and validation, shared by two of its checks."""
+
+    run_dir: Path
+    model: Any
+    tokenizer: Any
+    losses: list[float]
+    steps: int
+
+
+def chat_validation_run(ctx: Ctx, items: list[Any]) -> ChatRun:
+    """LoRA on the chat model, prompts in its chat template, a quarter of the items held out and validated after
+    every step (patience 1, keep_best): one short run covers both, and validation encodes under chat as well."""
+    from medtune.training import train
+
+    folder = chat_model_folder(ctx)
+    run_dir = ctx.work / "workflow-chat-validation"
+    validation = {"share": 0.25, "every": 1, "patience": 1, "keep_best": True}
+    cfg = train_config(ctx, "lora", folder, chat=True, system_prompt=CHAT_SYSTEM_PROMPT, target="letter",
+                       validation=validation, lr=1e-2, lora={"dropout": 0.0})
+    res = train(cfg, items, order_for([it.id for it in items]), run_dir)
+    return ChatRun(run_dir, res.model, res.tokenizer, [float(x) for x in res.losses], res.steps)
+
+
+def _workflow_chat(ctx: Ctx, report: Report, run: ChatRun, items: list[Any]) -> dict[str, Any]:
+    from medtune.chat_format import recorded_format
+    from medtune.models import LoadedModel
+    from medtune.prompts import mcq_completion
+    from medtune.scoring import score_items
+    from medtune.scoring.engine import question_prompt
+    from medtune.scoring.tokens import token_cache
+    from medtune.training.data import IGNORE, encode_item
+
+    meta = json.loads((run.run_dir / "config.json").read_text(encoding="utf-8"))
+    chat = recorded_format(meta.get("chat"))  # what the evaluation of the run reuses
+    tok = run.tokenizer
+    same = one_bos = 0
+    prompt_lengths = []
+    for item in items:
+        encoded = encode_item(item, tok, target="letter", template="paper", max_length=ctx.max_length, chat=chat)
+        n_prompt = sum(1 for t in encoded.labels if t == IGNORE)
+        train_prompt = list(encoded.input_ids[:n_prompt])
+        context, cont = token_cache(tok).split(question_prompt(item, "paper", None, chat), mcq_completion(item))
+        same += context == train_prompt and cont == list(encoded.input_ids[n_prompt:n_prompt + 1])
+        one_bos += train_prompt.count(tok.bos_token_id) == 1 and train_prompt[:1] == [tok.bos_token_id]
+        prompt_lengths.append(len(train_prompt))
+    # The trained model scored under the run's chat format where it trained (on the device, in its precision).
+    import torch
+
+    dtype = next((p.dtype for p in run.model.parameters() if p.dtype.is_floating_point), torch.float32)
+    frame = score_items(LoadedModel(run.model, tok, str(run.run_dir), dtype, ctx.device), items, mode="letter",
+                        chat=chat, progress=False)
+    cuda_sync()
+    finite = all(math.isfinite(s) for row in frame["scores"] for s in row)
+    devices = tensor_devices(run.model)
+    ok = (chat is not None and chat.system_prompt == CHAT_SYSTEM_PROMPT and run.steps >= 2
+          and all(map(math.isfinite, run.losses)) and same == one_bos == len(items) and finite
+          and set(devices) == {ctx.device})
+    report.check("workflow.chat_one_bos", ok, f"{run.steps} chat-template LoRA steps (losses "
+                 f"{[round(x, 3) for x in run.losses]}); training prompt ids == scoring prompt ids on {same}/"
+                 f"{len(items)} items, one leading BOS on {one_bos}/{len(items)}; letter scores under chat finite: "
+                 f"{finite}; devices {devices}; recorded chat {meta.get('chat', {}).get('enabled')}")
+    return {"losses": run.losses, "prompt_ids": prompt_lengths, "same_prompt_ids": same, "one_bos": one_bos,
+            "devices": devices}
+
+
+def _workflow_validation(ctx: Ctx, report: Report, run: ChatRun) -> dict[str, Any]:
+    import torch
+    from safetensors.torch import load_file
+
+    from medtune.adaptive.verify import verify_run
+    from medtune.training.runlog import read_log, read_log_records
+
+    run_dir = run.run_dir
+    model_devices = tensor_devices(run.model)  # after the best weights were put back
+    trainable = {n.replace(".default", ""): p.detach().cpu() for n, p in run.model.named_parameters()
+                 if p.requires_grad}
+    records = read_log_records(run_dir, "validation")
+    stops = read_log_records(run_dir, "stop")
+    steps = read_log(run_dir)
+    record = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["validation"]
+    losses = [r.get("val_loss") for r in records]
+    finite = bool(losses) and all(_finite(x) for x in losses)
+    every_step = [r["step"] for r in records] == [r["step"] for r in steps]
+    best_step = record.get("best_step")
+    best_ok = finite and best_step is not None and record.get("weights") == "best" and next(
+        (r["val_loss"] for r in records if r["step"] == best_step), None) == min(losses)
+    held, trained = set(record.get("held_out") or []), {i for r in steps for i in r["ids"]}
+    # The saved adapter is the best validation's weights, and so is the model the run returned (on its device).
+    saved = _adapter_weights(run_dir)
+    best_file = run_dir / "best" / f"step-{best_step}.safetensors"
+    best = {k.replace(".default", ""): v for k, v in load_file(str(best_file)).items()} if best_file.exists() else {}
+    saved_is_best = bool(saved) and saved.keys() == best.keys() and all(
+        torch.equal(saved[k], best[k].to(saved[k].dtype)) for k in saved)
+    memory_is_best = bool(saved) and all(k in trainable and torch.equal(trainable[k].to(saved[k].dtype), saved[k])
+                                         for k in saved)
+    verified = verify_run(run_dir)
+    stopped = stops[0]["step"] if stops else None
+    ok = (finite and every_step and best_ok and saved_is_best and memory_is_best and verified.ok
+          and bool(held) and not held & trained and set(model_devices) == {ctx.device}
+          and (stopped is None or stopped == len(steps)))
+    report.check("workflow.validation_stop", ok, f"{len(steps)} steps, {len(records)} validations (every step: "
+                 f"{every_step}), val_loss {[round(x, 4) if _finite(x) else x for x in losses]}, "
+                 f"{'stopped early at step ' + str(stopped) if stopped else 'ran to the end'}; best step {best_step} "
+                 f"restored (saved adapter == best weights: {saved_is_best}, model in memory: {memory_is_best}, "
+                 f"on {model_devices}); {len(held)} held out, never trained; verify-order: {verified.ok} "
+                 f"({getattr(verified, 'message', '')})")
+    return {"steps": len(steps), "val_losses": losses, "best_step": best_step, "stopped_at": stopped,
+            "held_out": len(held), "verify_order": verified.ok, "model_devices": model_devices}
+
+
+def _workflow_dpo(ctx: Ctx, report: Report, items: list[Any]) -> dict[str, Any]:
+    requires("trl")
+    from medtune.data import load
+    from medtune.prompts import qa_prompt
+    from medtune.scoring import load_backend
+    from medtune.training import train
+
+    # Pairs from the questions: chosen the right option, rejected the next one.
+    rows = [{"id": f"pair{k:02d}", "prompt": it.question, "chosen": it.options[it.answer],
+             "rejected": it.options[(it.answer + 1) % len(it.options)]} for k, it in enumerate(items)]
+    pairs_path = ctx.work / "workflow-pairs.jsonl"
+    pairs_path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    pairs = load("preference", pairs_path).items
+    run_dir = ctx.work / "workflow-dpo"
+    cfg = train_config(ctx, "dpo", ctx.small_dir, lr=1e-2, batch_size=len(pairs) // ctx.dpo_steps,
+                       max_steps=ctx.dpo_steps, packing=False, lora={"dropout": 0.0},
+                       dpo={"beta": 1.0, "check_pairs": len(pairs)})
+    res = train(cfg, pairs, order_for([p.id for p in pairs]), run_dir)
+    losses = [float(x) for x in res.losses]
+    res = None
+    reset_peak()
+    meta = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    summary = meta.get("dpo") or {}
+    before, after = summary.get("mean_margin_before"), summary.get("mean_margin_after")
+    # The adapter run evaluated like any other: its base and adapter loaded on the device in the run's precision.
+    backend = load_backend(str(meta["base_model"]), adapter=run_dir / "adapter", dtype=ctx.precision,
+                           device=ctx.device)
+    scored = backend.loglikelihood([(qa_prompt(p), text) for p in pairs for text in (p.answer, p.meta["rejected"])])
+    cuda_sync()
+    evaluated = [s for s, _ in scored]
+    margins = [evaluated[2 * k] - evaluated[2 * k + 1] for k in range(len(pairs))]
+    finite = all(map(math.isfinite, losses)) and _finite(before) and _finite(after) and all(map(_finite, margins))
+    rose = finite and after > before
+    dtype = (meta.get("precision") or {}).get("dtype")
+    ok = finite and len(losses) == ctx.dpo_steps and dtype == ctx.precision and rose
+    report.check("workflow.dpo_margin", ok, f"DPO (LoRA, {dtype}) {len(losses)} steps on {len(pairs)} pairs, losses "
+                 f"{[round(x, 4) for x in losses]}; mean chosen-rejected margin {_fmt(before)} -> {_fmt(after)} "
+                 f"(rose: {rose}); the adapter evaluates on {ctx.device}: mean margin "
+                 f"{_fmt(sum(margins) / len(margins))}")
+    return {"losses": losses, "mean_margin_before": before, "mean_margin_after": after,
+            "evaluated_mean_margin": sum(margins) / len(margins), "dtype": dtype}
+
+
+def letter_writer(loaded: Any) -> Any:
+    """``loaded`` with an output head that mostly writes the letters " A" ... " D": a bias of 10 on them and small
+    random rows (which letter then depends on the context and the draw), zero for every other token. A random
+    model's samples would name no option; these do, so the votes have something to decide."""
+    import torch
+
+    from medtune.prompts import LETTERS, PAPER
+    from medtune.scoring.tokens import letter_token_ids
+
+    model = loaded.model
+    letters = letter_token_ids(loaded.tokenizer, PAPER.answer_prefix, list(LETTERS[:4]))
+    vocab, hidden = model.lm_head.weight.shape
+    head = torch.nn.Linear(hidden, vocab, bias=True, device=model.lm_head.weight.device, dtype=loaded.dtype)
+    rows = 0.2 * torch.randn((len(letters), hidden), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        head.weight[letters] = rows.to(head.weight.device, head.weight.dtype)
+        head.bias[letters] = 10.0
+    model.lm_head = head  # untied from the input embeddings
+    model.eval()
+    return loaded
+
+
+def _workflow_sampling(ctx: Ctx, report: Report, items: list[Any]) -> dict[str, Any]:
+    import pandas as pd
+
+    from medtune.evaluation import compute_metrics
+    from medtune.models import load_pretrained
+    from medtune.scoring import score_items
+    from medtune.scoring.sampling import Sampling
+    from medtune.voting import majority_vote
+
+    loaded = letter_writer(load_pretrained(ctx.small_dir, dtype=ctx.precision, device=ctx.device))
+    sampling = Sampling(n=3, temperature=1.0, top_p=0.95, seed=7)
+    kwargs: dict[str, Any] = {"mode": "generate", "max_new_tokens": ctx.sample_tokens, "sampling": sampling,
+                              "progress": False}
+    batched = score_items(loaded, items, batch_tokens=1 << 16, **kwargs)
+    again = score_items(loaded, items, batch_tokens=1 << 16, **kwargs)
+    single = score_items(loaded, items, batch_tokens=1, **kwargs)  # one question per batch
+    cuda_sync()
+
+    def texts(frame: Any) -> list[list[str]]:
+        return [list(s) for s in frame["samples"]]
+
+    repeat = texts(again) == texts(batched)
+    same = sum(a == b for a, b in zip(texts(single), texts(batched), strict=True)) / len(items)
+    spread = sum(len(set(s)) > 1 for s in texts(batched))
+    votes_ok = all(len(s) == 3 and len(p) == 3 for s, p in zip(batched["samples"], batched["sample_preds"],
+                                                              strict=True))
+    for row in batched.itertuples():
+        vote = majority_vote([None if pd.isna(p) else int(p) for p in row.sample_preds]).answer
+        pred = None if pd.isna(row.pred) else int(row.pred)
+        votes_ok = votes_ok and vote == pred
+    metrics = compute_metrics(batched, items, n_boot=20)
+    sc = metrics.get("self_consistency") or {}
+    read = sum(p is not None and not pd.isna(p) for row in batched["sample_preds"] for p in row)
+    votes_ok = votes_ok and sc.get("samples") == 3 and read > 0
+    # fp32 on a CPU: a row's draws use its own generator whatever the batch, so the texts are identical; in bf16 a
+    # padded batch rounds differently and one flipped draw changes the rest of that sample (the greedy-text rule).
+    need = 1.0 if ctx.precision == "fp32" else MIN_SAME_TEXT
+    ok = repeat and votes_ok and spread > 0 and (same >= need if need == 1.0 else same > need)
+    report.check("workflow.sampling_seeded", ok, f"3 samples (T 1.0, top_p 0.95, seed 7) of {len(items)} questions "
+                 f"on {ctx.device} ({ctx.precision}): same batching twice identical: {repeat}; one question per batch "
+                 f"vs all together: identical samples on {same:.0%} (need {'all' if need == 1.0 else f'> {need:.0%}'}"
+                 f"); samples differ within {spread} questions; {read} of {3 * len(items)} samples name an option; "
+                 f"votes = majority of the samples' answers: {votes_ok} "
+                 f"(voted accuracy {_fmt(sc.get('voted_accuracy'))}, vote share {_fmt(sc.get('vote_share'))})")
+    return {"items": len(items), "repeat_identical": repeat, "same_across_batching": same, "spread": spread,
+            "answers_read": read,
+            "self_consistency": {k: sc.get(k) for k in ("samples", "voted_accuracy", "vote_share")}}
+
+
+def _workflow_harness(ctx: Ctx, report: Report, items: list[Any], pool: list[Any]) -> dict[str, Any]:
+    import torch
+
+    from medtune.harness import get_task, score_task
+    from medtune.models import LoadedModel, load_pretrained
+
+    task = get_task("mmlu_anatomy")
+    ref = load_pretrained(ctx.small_dir, dtype="fp32", device="cpu")
+    if ctx.gpu:
+        low = load_pretrained(ctx.small_dir, dtype="bf16", device=ctx.device)
+    else:  # cast directly: the loader would fall back to fp32 on a CPU without native bf16
+        net = load_pretrained(ctx.small_dir, dtype="fp32", device="cpu").model.to(torch.bfloat16)
+        low = LoadedModel(net, ref.tokenizer, str(ctx.small_dir), torch.bfloat16, "cpu")
+    frames = {label: score_task(loaded, task, items, pool, num_fewshot=5) for label, loaded in
+              (("fp32_cpu", ref), ("bf16", low))}
+    cuda_sync()
+    a, b = frames["bf16"], frames["fp32_cpu"]
+    shots = {len(x) for x in a["fewshot"]}
+    agree = float((a["pred"].to_numpy() == b["pred"].to_numpy()).mean())
+    pairs = [(x, y) for xs, ys in zip(a["scores"], b["scores"], strict=True) for x, y in zip(xs, ys, strict=True)]
+    within = sum(_close(x, y) for x, y in pairs) / len(pairs)
+    finite = all(math.isfinite(x) for x, _ in pairs)
+    acc = {k: float(f["correct"].mean()) for k, f in frames.items()}
+    ok = finite and shots == {5} and agree >= MIN_AGREEMENT and within == 1.0
+    report.check("workflow.harness_task", ok, f"{task.name}, 5-shot, {len(items)} questions, bf16 on {ctx.device} vs "
+                 f"fp32 on the CPU: same acc prediction on {agree:.1%} (need {MIN_AGREEMENT:.0%}); log-likelihoods "
+                 f"within {SCORE_ATOL} + {SCORE_RTOL:.4f}*|lp|: {within:.1%}; shots per question {sorted(shots)}; "
+                 f"acc {acc}")
+    return {"task": task.name, "items": len(items), "agreement": agree, "within_tolerance": within,
+            "max_abs_logprob_difference": max(abs(x - y) for x, y in pairs), "acc": acc}
+
+
+def part_workflow(ctx: Ctx, report: Report) -> dict[str, Any]:
+    """The training and evaluation workflow's newer paths on the device (each check on its own: one that raises is
+    recorded as failed and the others still run)."""
+    assert ctx.small_dir is not None
+    train_items, test_items = ctx.train_items, ctx.test_items
+    shared: list[Any] = []
+
+    def chat_run() -> ChatRun:  # trained once, by the first check that needs it (its error fails both)
+        if not shared:
+            try:
+                shared.append(chat_validation_run(ctx, train_items[:ctx.validation_items]))
+            except Exception as exc:
+                shared.append(exc)
+        if isinstance(shared[0], Exception):
+            raise shared[0]
+        return shared[0]
+
+    steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+        ("chat_one_bos", lambda: _workflow_chat(ctx, report, chat_run(), train_items[:ctx.validation_items])),
+        ("validation_stop", lambda: _workflow_validation(ctx, report, chat_run())),
+        ("dpo_margin", lambda: _workflow_dpo(ctx, report, train_items[:ctx.dpo_pairs])),
+        ("sampling_seeded", lambda: _workflow_sampling(ctx, report, test_items[:ctx.n_sampling])),
+        ("harness_task", lambda: _workflow_harness(ctx, report, test_items[:ctx.n_harness], train_items[-5:])),
+    ]
+    out: dict[str, Any] = {}
+    for name, run in steps:
+        t0 = time.perf_counter()
+        try:
+            out[name] = run()
+        except Skip as s:
+            report.skip(f"workflow.{name}", str(s))
+            out[name] = {"skipped": str(s)}
+        except Exception as exc:
+            report.check(f"workflow.{name}", False, _error_text(exc))
+            out[name] = {"error": _error_text(exc)}
+        out[name]["seconds"] = round(time.perf_counter() - t0, 2)
+        if name == "validation_stop":
+            shared.clear()  # the run's model is not needed again
+        reset_peak()
+    return out
+
+
 PART_FUNCTIONS: dict[str, Callable[[Ctx, Report], dict[str, Any]]] = {
     "models": part_models, "methods": part_methods, "packing": part_packing, "resume": part_resume,
     "torchrun": part_torchrun, "scoring": part_scoring, "qlora_eval": part_qlora_eval, "trl": part_trl,
-    "lm_eval": part_lm_eval,
+    "lm_eval": part_lm_eval, "workflow": part_workflow,
 }
 # The checks each part records, so a part that fails early still names what it did not check.
 PART_CHECKS: dict[str, tuple[str, ...]] = {
@@ -1134,6 +1492,7 @@ PART_CHECKS: dict[str, tuple[str, ...]] = {
     "scoring": ("scoring.letter", "scoring.option", "scoring.generate"),
     "qlora_eval": ("qlora_eval.loaded", "qlora_eval.scores"), "lm_eval": ("lm_eval.compare",),
     "trl": ("trl.lora", "trl.qlora"), "models": ("models.large", "models.small"),
+    "workflow": WORKFLOW_CHECKS,
 }
 
 

@@ -2,8 +2,9 @@
 
 Why in the suite: the script's real job is on a GPU machine that is lent only now and then, with no network and
 minutes to spare. Its CPU mode runs the same code (all five methods, packing, kill and resume, two gloo processes
-under torchrun, bf16 scoring, the 4-bit evaluation, the TRL and lm-evaluation-harness baselines), so a change
-that breaks the script fails here rather than during a loan. It runs as a subprocess: ``--cpu`` hides any GPU
+under torchrun, bf16 scoring, the 4-bit evaluation, the TRL and lm-evaluation-harness baselines, and the workflow
+part: chat template, validation with keep_best, DPO, seeded sampling, a 5-shot harness task), so a change that
+breaks the script fails here rather than during a loan. It runs as a subprocess: ``--cpu`` hides any GPU
 from its process, which must not leak into the other tests.
 """
 
@@ -33,6 +34,8 @@ EXPECTED_CHECKS = (
     "lm_eval.compare",
     "resume.killed_mid_run", "resume.same_steps", "resume.equal", "resume.verify_order",
     "torchrun.two_process",
+    "workflow.chat_one_bos", "workflow.validation_stop", "workflow.dpo_margin", "workflow.sampling_seeded",
+    "workflow.harness_task",
 )
 
 
@@ -64,7 +67,8 @@ def test_records_the_machine_and_the_time_of_each_part(check):
     for key in ("device", "torch", "transformers", "accelerate", "peft", "cpu_capability", "cuda_available"):
         assert key in env, key
     assert env["cuda_available"] is False  # --cpu hides any GPU
-    for part in ("models", "methods", "packing", "scoring", "qlora_eval", "trl", "lm_eval", "resume", "torchrun"):
+    for part in ("models", "methods", "packing", "scoring", "qlora_eval", "trl", "lm_eval", "workflow", "resume",
+                 "torchrun"):
         assert check["parts"][part]["status"] == "ok", (part, check["parts"][part])
         assert check["parts"][part]["seconds"] >= 0
     assert check["wall_seconds"] > 0
@@ -106,3 +110,22 @@ def test_baseline_ratios_are_positive_numbers(check):
     # targets are reported beside the ratios, not asserted, in CPU mode
     for name in ("lora_vs_trl", "qlora_vs_trl", "scoring_vs_lm_eval"):
         assert check["targets"][name]["asserted"] is False and check["targets"][name]["measured"] > 0
+
+
+def test_workflow_runs_on_the_device_with_its_figures(check):
+    workflow = check["parts"]["workflow"]
+    chat = workflow["chat_one_bos"]
+    assert chat["same_prompt_ids"] == chat["one_bos"] == len(chat["prompt_ids"]) > 0
+    assert set(chat["devices"]) == {"cpu"}
+    validation = workflow["validation_stop"]
+    assert validation["verify_order"] and validation["held_out"] > 0 and validation["best_step"] is not None
+    assert all(math.isfinite(x) for x in validation["val_losses"])
+    assert len(validation["val_losses"]) == validation["steps"]  # validated after every step
+    dpo = workflow["dpo_margin"]
+    assert dpo["dtype"] == "fp32" and all(math.isfinite(x) for x in dpo["losses"])
+    assert dpo["mean_margin_after"] > dpo["mean_margin_before"]
+    sampling = workflow["sampling_seeded"]
+    assert sampling["repeat_identical"] and sampling["same_across_batching"] == 1.0  # fp32 on a CPU: exact
+    assert sampling["self_consistency"]["samples"] == 3 and sampling["answers_read"] > 0  # the votes decide something
+    harness = workflow["harness_task"]
+    assert harness["task"] == "mmlu_anatomy" and harness["agreement"] >= 0.95 and harness["within_tolerance"] == 1.0
