@@ -138,7 +138,7 @@ def test_the_schema_ranges_reach_the_generated_options():
 
 
 @pytest.mark.parametrize("entry", OPTIONS + SCHEMA_OPTIONS, ids=_id)
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_out_of_range_value_stops_with_one_line(entry, data, tmp_path, capsys):
     path, command, param = entry
