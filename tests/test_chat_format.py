@@ -169,3 +169,22 @@ def test_an_endpoint_answers_chat_through_its_chat_api_and_refuses_loglikelihood
             score_items(endpoint, [ITEM], mode="letter", chat=True, progress=False)
         with pytest.raises(InputError, match="no log-likelihoods under chat"):
             endpoint.loglikelihood([(ChatPrompt("Q?", ChatFormat()), " B")])
+
+
+def test_an_over_long_chat_prompt_loses_the_start_of_the_question_not_the_templates_head(tok):
+    """Truncation keeps BOS, the system turn and the user header, then the question's end and the answer turn."""
+    long_item = ITEM.model_copy(update={"question": " ".join(["Which drug treats the heart disease?"] * 40)})
+    chat = ChatFormat(SYSTEM)
+    full = encode_item(long_item, tok, chat=chat, max_length=4096)
+    cut = encode_item(long_item, tok, chat=chat, max_length=64)
+    n_answer = sum(1 for t in full.labels if t != IGNORE)
+    head = _template_ids(tok, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "."}], True)
+    n_head = next(i for i, (a, b) in enumerate(zip(full.input_ids, head, strict=False)) if a != b)
+    assert len(full.input_ids) > 64 and len(cut.input_ids) == 64
+    assert cut.input_ids[:n_head] == full.input_ids[:n_head] and cut.input_ids.count(tok.bos_token_id) == 1
+    assert SYSTEM in tok.decode(list(cut.input_ids[:n_head]))
+    tail = 64 - n_head
+    assert cut.input_ids[n_head:] == full.input_ids[-tail:] and cut.labels[-n_answer:] == full.labels[-n_answer:]
+    # without chat the start is cut as before: the first ids are the question's, the end is kept
+    plain = encode_item(long_item, tok, max_length=64)
+    assert plain.input_ids == encode_item(long_item, tok, max_length=4096).input_ids[-64:]

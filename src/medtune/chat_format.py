@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -205,6 +205,24 @@ def prompt_token_ids(tokenizer: Any, prompt: str, chat: ChatFormat | None = None
         return encode(tokenizer, prompt)
     _check_template(tokenizer)
     return _render(tokenizer, chat.messages(str(prompt)), generation_prompt=True, tokenize=True)
+
+
+def template_head_length(tokenizer: Any, prompt_ids: Sequence[int], prompt: str, chat: ChatFormat) -> int:
+    """How many of ``prompt_ids`` (``prompt`` in ``chat``) come before the user's text: BOS, the system turn and the
+    user turn's header, which every prompt of this tokenizer and chat format shares.
+
+    Found as the ids ``prompt_ids`` share with the same conversation around another user text, so no template needs
+    parsing. Training cuts an over-long prompt just after them (the question's start) rather than at the very
+    start, which would cut BOS and the system turn away.
+    """
+    other = "." if not str(prompt).startswith(".") else ","
+    probe = _render(tokenizer, chat.messages(other), generation_prompt=True, tokenize=True)
+    n = 0
+    for a, b in zip(prompt_ids, probe, strict=False):
+        if a != b:
+            break
+        n += 1
+    return n
 
 
 def encode_turn(tokenizer: Any, prompt: str, completion: str, chat: ChatFormat | None = None) -> TurnIds:

@@ -13,7 +13,8 @@ Three jobs, each a pure function so the order guarantees can be tested without a
    labels are ``-100`` on the prompt, so the loss is on the completion (plus EOS) only. Under a chat template
    (:mod:`medtune.chat_format`) the prompt is the template's generation prompt and the labels cover exactly the
    assistant's turn: its content and the template's end-of-turn tokens (EOS is then not added again).
-   Over-long items lose the *start* of the prompt (the options and the answer cue are at its end).
+   Over-long items lose the *start* of the prompt (the options and the answer cue are at its end); under a chat
+   template, the start of the user's text, after the template's head (BOS, the system turn), which is kept.
 3. :func:`rank_slice` / :func:`micro_batches` / :func:`collate`: rank ``r`` of ``W`` takes a fixed
    contiguous slice of each global batch (independent of anything but ``B`` and ``W``), splits it into
    micro-batches without reordering — next-fit packing into rows of at most ``pack_tokens`` tokens, or
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medtune.chat_format import ChatFormat, encode_turn
+from medtune.chat_format import ChatFormat, encode_turn, template_head_length
 from medtune.errors import InputError
 from medtune.orders.orderfile import FORMAT as ORDER_FORMAT
 from medtune.orders.orderfile import OrderFile, read_order
@@ -151,7 +152,10 @@ def encode_item(item: Item, tokenizer: Any, *, target: str = "letter", template:
         c_ids = c_ids[: max_length - 1]
     room = max_length - len(c_ids)
     if len(p_ids) > room:
-        p_ids = p_ids[len(p_ids) - room :]
+        # cut the prompt's start; under chat, the start of the user's text, after the template's head (BOS, system)
+        head = template_head_length(tokenizer, p_ids, prompt, chat) if chat is not None else 0
+        head = head if head < room else 0
+        p_ids = p_ids[:head] + p_ids[len(p_ids) - (room - head):]
     return Encoded(item.id, tuple(p_ids + c_ids), tuple([IGNORE] * len(p_ids) + c_ids))
 
 
