@@ -339,6 +339,20 @@ def subprocess_env(threads: int | None = None) -> dict[str, str]:
     return env
 
 
+def fp32_and_bf16(ctx: Ctx) -> tuple[Any, Any]:
+    """The small model in fp32 on the CPU (the reference) and in bf16 on the device (on a CPU: cast directly, since
+    the loader falls back to fp32 on a CPU without native bf16)."""
+    import torch
+
+    from medtune.models import LoadedModel, load_pretrained
+
+    ref = load_pretrained(ctx.small_dir, dtype="fp32", device="cpu")
+    if ctx.gpu:
+        return ref, load_pretrained(ctx.small_dir, dtype="bf16", device=ctx.device)
+    net = load_pretrained(ctx.small_dir, dtype="fp32", device="cpu").model.to(torch.bfloat16)
+    return ref, LoadedModel(net, ref.tokenizer, str(ctx.small_dir), torch.bfloat16, "cpu")
+
+
 def memory_plan(config: Any) -> dict[str, Any]:
     """The memory plan's estimate for ``config`` (``medtune.training.memory.plan_run``), if that module exists.
 
@@ -869,19 +883,12 @@ def _close(a: float, b: float) -> bool:
 
 
 def part_scoring(ctx: Ctx, report: Report) -> dict[str, Any]:
-    import torch
 
-    from medtune.models import LoadedModel, load_pretrained
     from medtune.scoring import score_items
 
     assert ctx.small_dir is not None
     items = ctx.test_items[:ctx.n_score]
-    ref = load_pretrained(ctx.small_dir, dtype="fp32", device="cpu")
-    if ctx.gpu:
-        low = load_pretrained(ctx.small_dir, dtype="bf16", device=ctx.device)
-    else:  # cast directly: the loader would fall back to fp32 on a CPU without native bf16
-        net = load_pretrained(ctx.small_dir, dtype="fp32", device="cpu").model.to(torch.bfloat16)
-        low = LoadedModel(net, ref.tokenizer, str(ctx.small_dir), torch.bfloat16, "cpu")
+    ref, low = fp32_and_bf16(ctx)
     devices = tensor_devices(low.model)
     dtypes = Counter(str(p.dtype).replace("torch.", "") for p in low.model.parameters())
     report.check("scoring.bf16_model", set(devices) == {ctx.device} and set(dtypes) == {"bfloat16"},
@@ -1408,18 +1415,11 @@ def _workflow_sampling(ctx: Ctx, report: Report, items: list[Any]) -> dict[str, 
 
 
 def _workflow_harness(ctx: Ctx, report: Report, items: list[Any], pool: list[Any]) -> dict[str, Any]:
-    import torch
 
     from medtune.harness import get_task, score_task
-    from medtune.models import LoadedModel, load_pretrained
 
     task = get_task("mmlu_anatomy")
-    ref = load_pretrained(ctx.small_dir, dtype="fp32", device="cpu")
-    if ctx.gpu:
-        low = load_pretrained(ctx.small_dir, dtype="bf16", device=ctx.device)
-    else:  # cast directly: the loader would fall back to fp32 on a CPU without native bf16
-        net = load_pretrained(ctx.small_dir, dtype="fp32", device="cpu").model.to(torch.bfloat16)
-        low = LoadedModel(net, ref.tokenizer, str(ctx.small_dir), torch.bfloat16, "cpu")
+    ref, low = fp32_and_bf16(ctx)
     frames = {label: score_task(loaded, task, items, pool, num_fewshot=5) for label, loaded in
               (("fp32_cpu", ref), ("bf16", low))}
     cuda_sync()

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,12 +109,12 @@ class AnchorCheck:
         import torch
 
         from medtune.anchors.estimate import estimate_all
-        from medtune.training.scores import anchor_answers, backend_for
+        from medtune.training.scores import anchor_answers, backend_for, untouched
 
         if self.path is None:
             raise RuntimeError("AnchorCheck.resume(run_dir, step) must be called before run")
         t0 = time.perf_counter()
-        with _untouched(model), torch.inference_mode():
+        with untouched(model), torch.inference_mode():
             answers = anchor_answers(backend_for(model, tokenizer), self.items, mode=self.mode,
                                      template=self.template, batch=SCORE_BATCH, chat=self.chat)
         score_s = time.perf_counter() - t0
@@ -139,21 +137,6 @@ def anchor_check_hook(config: Any, *, training_ids: set[str] | None = None) -> A
     """The step hook :func:`medtune.training.train` finds by name (``training.hooks.SETTINGS_HOOKS``): the check a
     run's settings ask for, so training reaches it without importing this module."""
     return AnchorCheck.from_config(config, training_ids=training_ids)
-
-
-@contextmanager
-def _untouched(model: Any) -> Iterator[None]:
-    """Put back every module's train/eval mode and torch's RNG states after scoring (the backend sets eval mode)."""
-    import torch
-
-    modes = [(m, m.training) for m in model.modules()]
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            yield
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def append_anchor_eval(path: str | Path, record: dict[str, Any]) -> None:

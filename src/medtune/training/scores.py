@@ -22,7 +22,8 @@ scored in it, as its evaluation scores it. The training loop hands it to the pla
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from medtune.chat_format import ChatFormat, as_prompt
@@ -95,3 +96,22 @@ def anchor_answers(backend: ScoringBackend, items: Sequence[Item], *, mode: str,
         raise ConfigError(f"anchor items must be multiple-choice (scored by {mode}); not: {bad[:5]}")
     return [int(r.pred == it.answer) for r, it in zip(_option_scores(backend, items, mode, template, batch, chat),
                                                       items, strict=True)]  # type: ignore[union-attr]
+
+
+@contextmanager
+def untouched(model: Any) -> Iterator[None]:
+    """Put back every module's train/eval mode and torch's random generators after scoring mid-run.
+
+    Scoring sets eval mode and may draw random numbers; a check between steps (the anchor estimate, validation)
+    must leave the run exactly as it would be without it, so that resuming and verify-order see the same training.
+    """
+    import torch
+
+    modes = [(m, m.training) for m in model.modules()]
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        for m, training in modes:
+            m.training = training

@@ -30,7 +30,6 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from medtune.errors import ConfigError, InputError
 from medtune.schema import Item, MCQItem
 from medtune.training import checkpoint as ckpt
 from medtune.training.data import Encoded, collate, encode_items, micro_batches, rank_slice
+from medtune.training.scores import untouched
 from medtune.training.validation_rules import (
     STOP_KIND,
     VALIDATION_KIND,
@@ -229,7 +229,7 @@ class Validation:
             own += [(self.encoded[:1], 0.0)] * (passes - len(own))
         varlen = c.packing and c.attn_implementation.startswith("flash")
         total = torch.zeros((), dtype=torch.float64, device=p.device)
-        with _untouched(module), torch.no_grad():
+        with untouched(module), torch.no_grad():
             module.eval()
             for mb, weight in own:
                 batch = p.to_device(collate(mb, packing=c.packing, pad_id=self.pad_id, varlen=varlen))
@@ -249,7 +249,7 @@ class Validation:
         mcq = [it for it in self.items if isinstance(it, MCQItem)]
         if not mcq:
             return None, 0
-        with _untouched(inner), torch.inference_mode():
+        with untouched(inner), torch.inference_mode():
             answers = anchor_answers(backend_for(inner, tokenizer), mcq, mode=scoring_mode(self.config.target),
                                      template=self.config.template, batch=SCORE_BATCH, chat=self.chat)
         return sum(answers) / len(answers), len(mcq)
@@ -310,16 +310,3 @@ def _best_files(run_dir: Path) -> Iterator[tuple[int, Path]]:
             yield int(path.stem.removeprefix("step-")), path
         except ValueError:
             continue
-
-
-@contextmanager
-def _untouched(model: nn.Module) -> Iterator[None]:
-    """Put back every module's train/eval mode and torch's random generators after validating."""
-    modes = [(m, m.training) for m in model.modules()]
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            yield
-    finally:
-        for m, training in modes:
-            m.training = training
